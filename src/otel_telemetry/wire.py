@@ -1,0 +1,129 @@
+"""One message on the socket. The only module that knows the frame format.
+
+A data message is three ZeroMQ frames::
+
+    [topic]   b"telemetry.<category>.<component>"   (SUB prefix filtering works on it)
+    [header]  struct "!2sBB16sQI": magic b"OT", version, kind, publisher id, seq, count
+    [payload] msgpack: [resource_attributes: dict, records: list]
+
+``seq`` counts RECORDS, not messages, per (publisher, topic): a message carries records
+``seq .. seq+count-1`` and the next one on that topic must start at ``seq+count``. A receiver
+that sees a larger ``seq`` knows exactly how many records were lost in transport, and for which
+category, which is how "nothing lost silently" holds across a collector crash.
+
+A control message (topic ``telemetry._control``, kind BYE) is sent on orderly shutdown; its
+payload maps every topic the publisher used to the next ``seq`` it would have sent, so records
+lost at the very end are counted too.
+
+Record tuples (all ids are raw bytes; timestamps are unix nanoseconds):
+
+SPAN   (name, trace_id16, span_id8, parent_span_id8|None, start_ns, end_ns, kind, status_code,
+        status_message|None, attributes, events[(name, ts_ns, attrs)],
+        links[(trace_id16, span_id8, attrs)], scope_name, scope_version)
+METRIC (name, description, unit, metric_type, time_ns, start_ns, value|None, attributes,
+        extra{count,sum,min,max,bounds,counts,monotonic,temporality}, scope_name, scope_version)
+LOG    (time_ns, observed_ns, severity_number, severity_text, body, attributes,
+        trace_id16|None, span_id8|None, event_name|None, scope_name, scope_version)
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+VERSION = 1
+MAGIC = b"OT"
+KIND_SPANS, KIND_METRICS, KIND_LOGS, KIND_BYE = 1, 2, 3, 9
+KIND_NAMES = {KIND_SPANS: "span", KIND_METRICS: "metric", KIND_LOGS: "log", KIND_BYE: "bye"}
+
+_HEADER = struct.Struct("!2sBB16sQI")
+HEADER_SIZE = _HEADER.size
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+_packer_opts: dict[str, Any] = {"use_bin_type": True, "datetime": False}
+
+
+class WireError(ValueError):
+    """A frame that cannot be decoded; ``reason`` is the counter name it is rejected under."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    version: int
+    kind: int
+    publisher: bytes
+    seq: int
+    count: int
+
+
+def _default(obj: Any) -> Any:
+    # Attribute values outside msgpack's types (bytes-like, sets, custom objects) become strings
+    # rather than failing the whole batch.
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    return str(obj)
+
+
+def new_packer() -> msgpack.Packer:
+    """A packer for one thread (msgpack.Packer is not thread-safe)."""
+    return msgpack.Packer(default=_default, **_packer_opts)
+
+
+def encode(
+    packer: msgpack.Packer, topic: bytes, kind: int, publisher: bytes, seq: int,
+    resource: dict[str, Any], records: list[Any],
+) -> list[bytes]:
+    return [
+        topic,
+        _HEADER.pack(MAGIC, VERSION, kind, publisher, seq, len(records)),
+        packer.pack([resource, records]),
+    ]
+
+
+def encode_bye(packer: msgpack.Packer, publisher: bytes, next_seqs: dict[str, int]) -> list[bytes]:
+    return [b"telemetry._control", _HEADER.pack(MAGIC, VERSION, KIND_BYE, publisher, 0, 0),
+            packer.pack(next_seqs)]
+
+
+def decode_header(frames: list[bytes]) -> Header:
+    """Validate the frame layout and header; raises :class:`WireError`, never anything else."""
+    if len(frames) != 3:
+        raise WireError("malformed", f"expected 3 frames, got {len(frames)}")
+    raw = frames[1]
+    if len(raw) != HEADER_SIZE:
+        raise WireError("malformed", f"header of {len(raw)} bytes, expected {HEADER_SIZE}")
+    magic, version, kind, publisher, seq, count = _HEADER.unpack(raw)
+    if magic != MAGIC:
+        raise WireError("malformed", "bad magic")
+    if version != VERSION:
+        raise WireError("unsupported_version", f"version {version}, this collector speaks {VERSION}")
+    if kind not in KIND_NAMES:
+        raise WireError("malformed", f"unknown kind {kind}")
+    return Header(version, kind, publisher, seq, count)
+
+
+def decode_payload(header: Header, payload: bytes) -> tuple[dict[str, Any], list[Any]] | dict[str, int]:
+    """Decode the payload of a validated header; raises :class:`WireError` on any bad input."""
+    try:
+        obj = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise WireError("malformed", f"payload is not msgpack ({type(exc).__name__})") from None
+    if header.kind == KIND_BYE:
+        if not isinstance(obj, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) for k, v in obj.items()
+        ):
+            raise WireError("malformed", "bye payload is not {topic: seq}")
+        return obj
+    if not (isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], dict)
+            and isinstance(obj[1], list)):
+        raise WireError("malformed", "payload is not [resource, records]")
+    if len(obj[1]) != header.count:
+        raise WireError("malformed", f"header says {header.count} records, payload has {len(obj[1])}")
+    return obj[0], obj[1]
