@@ -18,8 +18,8 @@ lost at the very end are counted too.
 Record tuples (all ids are raw bytes; timestamps are unix nanoseconds):
 
 SPAN   (name, trace_id16, span_id8, parent_span_id8|None, start_ns, end_ns, kind, status_code,
-        status_message|None, attributes, events[(name, ts_ns, attrs)],
-        links[(trace_id16, span_id8, attrs)], scope_name, scope_version)
+        status_message|None, attributes, events[(name, ts_ns, attrs)]|None,
+        links[(trace_id16, span_id8, attrs)]|None, scope_name, scope_version)
 METRIC (name, description, unit, metric_type, time_ns, start_ns, value|None, attributes,
         extra{count,sum,min,max,bounds,counts,monotonic,temporality}, scope_name, scope_version)
 LOG    (time_ns, observed_ns, severity_number, severity_text, body, attributes,
@@ -85,6 +85,12 @@ def encode(
         _HEADER.pack(MAGIC, VERSION, kind, publisher, seq, len(records)),
         packer.pack([resource, records]),
     ]
+
+
+def restamp(header: bytes, seq: int) -> bytes:
+    """The same header with another sequence number (the sender stamps it at send time)."""
+    magic, version, kind, publisher, _, count = _HEADER.unpack(header)
+    return _HEADER.pack(magic, version, kind, publisher, seq, count)
 
 
 def encode_bye(packer: msgpack.Packer, publisher: bytes, next_seqs: dict[str, int]) -> list[bytes]:

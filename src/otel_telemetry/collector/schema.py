@@ -212,7 +212,7 @@ def rows_from_batch(
         if kind == "span":
             attrs = rec[9]
             if topic is None:
-                has_exc = any(ev[0] == "exception" for ev in rec[10])
+                has_exc = any(ev[0] == "exception" for ev in rec[10] or ())
                 category, sub = cats.categorise_span(rec[0], rec[6], rec[7], attrs, has_exc, rules)
                 component = component_of(attrs, rec[12], service)
             else:

@@ -1,0 +1,9 @@
+"""otel-telemetry: OpenTelemetry-native local telemetry. App-side public API only."""
+
+from __future__ import annotations
+
+from .categories import CATEGORIES
+from .configure import Telemetry, configure, record_telemetry
+
+__version__ = "0.1.0"
+__all__ = ["CATEGORIES", "Telemetry", "configure", "record_telemetry", "__version__"]

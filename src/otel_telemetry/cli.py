@@ -1,0 +1,508 @@
+"""``otel-telemetry``: query, statistics, retention and collector status from the command line.
+
+Library errors (``QueryError``, ``ValueError`` from retention, ``ConfigError``) become click usage
+errors only here, and every click error is printed as one line on stderr: scripts and humans both
+get a single, greppable reason instead of a usage banner.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import apsw
+import click
+import orjson
+
+from . import __version__, query, settings
+from .categories import CATEGORIES
+
+F = TypeVar("F", bound=Callable[..., Any])
+FORMATS = ("table", "json", "csv")
+TABLE_COLUMNS = ("time", "type", "category", "component", "event", "level", "name", "duration_ms",
+                 "trace_id")
+# Widest a table cell may be; longer text ends in "…" so one record stays one line.
+_TABLE_WIDTH = {"component": 24, "event": 28, "name": 32, "category": 22}
+DEFAULT_LAST_S = 86400
+
+
+class _OneLineGroup(click.Group):
+    """Top-level group whose errors are one stderr line (click's default adds a usage banner)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # a bare group prints its help; that is the useful answer
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            where = f"{exc.ctx.command_path}: " if isinstance(exc, click.UsageError) and exc.ctx else ""
+            click.echo(f"Error: {where}{' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # output piped into head etc.; not an error worth a trace
+                sys.exit(1)
+            raise
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class _Duration(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int | float):
+            return value
+        try:
+            return query.parse_duration(value)
+        except query.QueryError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class _Time(click.ParamType):
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        try:
+            return query.parse_time(value)
+        except query.QueryError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class _TraceId(click.ParamType):
+    name = "HEX32"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value).strip().lower()
+        if len(text) != 32 or any(c not in "0123456789abcdef" for c in text):
+            self.fail(f"{value!r} is not a trace id (32 hex characters)", param, ctx)
+        return text
+
+
+DURATION, TIME, TRACE_ID = _Duration(), _Time(), _TraceId()
+
+
+def db_option(f: F) -> F:
+    return click.option(
+        "--db", "db", type=click.Path(dir_okay=False), default=None, metavar="PATH",
+        help=f"SQLite database file. Default: ${settings.SETTINGS['db'].env}, "
+             "else ~/.local/share/otel-telemetry/telemetry.db.",
+    )(f)
+
+
+def format_option(f: F) -> F:
+    return click.option(
+        "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+        help="Output format: aligned table for people, json or csv for programs.",
+    )(f)
+
+
+def common_options(f: F) -> F:
+    """``--db`` and ``--format``, shared by every command that reads the database."""
+    return db_option(format_option(f))
+
+
+def window_options(f: F) -> F:
+    f = click.option("--until", type=TIME, default=None,
+                     help="End of the window (exclusive): ISO-8601 time, date, epoch seconds, "
+                          "or a duration before now. Default: now.")(f)
+    f = click.option("--since", type=TIME, default=None,
+                     help="Start of the window (inclusive), same forms as --until. "
+                          "Cannot be combined with --last.")(f)
+    return click.option("--last", type=DURATION, default=None,
+                        help="Window length ending at --until (or now), e.g. 30s, 15m, 24h, 7d, 1w. "
+                             "Default 24h when --since is not given.")(f)
+
+
+def _window(last: float | None, since: int | None, until: int | None) -> tuple[int, int | None]:
+    if last is not None and since is not None:
+        raise click.UsageError("use either --last or --since, not both")
+    if since is None:
+        end = until if until is not None else time.time_ns()
+        since = end - int((last if last is not None else DEFAULT_LAST_S) * 1_000_000_000)
+    if until is not None and since >= until:
+        raise click.UsageError("the window is empty: --since must be before --until")
+    return since, until
+
+
+def _db_path(db: str | None) -> str:
+    path = str(settings.resolve("db", db))
+    # Checked here because opening a missing file, even read-only, must never create it.
+    if not Path(path).is_file():
+        raise click.UsageError(f"no database at {path}; start the collector first or pass --db")
+    return path
+
+
+@contextmanager
+def _open(db: str | None, admin: bool = False) -> Iterator[apsw.Connection]:
+    from .collector import store  # deferred: the store pulls in writer machinery not needed for --help
+
+    path = _db_path(db)
+    try:
+        conn = store.open_admin(path) if admin else store.open_reader(path)
+    except apsw.Error as exc:
+        raise click.ClickException(f"cannot open database {path}: {exc}") from None
+    try:
+        yield conn
+    except apsw.Error as exc:
+        raise click.ClickException(f"database {path}: {exc}") from None
+    except query.QueryError as exc:
+        raise click.UsageError(str(exc)) from None
+    finally:
+        conn.close()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def _emit_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], widths: dict[str, int]) -> None:
+    cells = [[_cell(v) for v in row] for row in rows]
+    for row in cells:
+        for i, h in enumerate(headers):
+            limit = widths.get(h)
+            if limit and len(row[i]) > limit:
+                row[i] = row[i][: limit - 1] + "…"
+    sizes = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(s) for h, s in zip(headers, sizes, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(s) for c, s in zip(r, sizes, strict=True)).rstrip() for r in cells]
+    click.echo("\n".join(lines))
+
+
+def _emit_csv(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows([_cell(v) for v in row] for row in rows)
+    click.echo(buf.getvalue(), nl=False)
+
+
+def _emit_json(obj: Any) -> None:
+    click.echo(orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode())
+
+
+def _emit_rows(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[Any]],
+               widths: dict[str, int] | None = None) -> None:
+    if fmt == "json":
+        _emit_json([dict(zip(headers, r, strict=True)) for r in rows])
+    elif fmt == "csv":
+        _emit_csv(headers, rows)
+    else:
+        _emit_table(headers, rows, widths or {})
+
+
+@click.group("otel-telemetry", cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="otel-telemetry",
+                      help="Show the version and exit.")
+def main() -> None:
+    """Local OpenTelemetry telemetry: query, summarise and manage the collector's database.
+
+    \b
+    Example:
+      otel-telemetry query --category error_patterns --last 1h
+      otel-telemetry stats --last 7d --format json
+    """
+
+
+@main.command("query")
+@click.option("--category", type=click.Choice(CATEGORIES), help="Only records of this category.")
+@click.option("--component", help="Only records from this component (exact match).")
+@click.option("--event", help="Only records with this event name (exact match).")
+@click.option("--level", type=click.Choice(query.LEVELS), help="Only records of this level.")
+@click.option("--type", "type_", type=click.Choice(query.TYPES), help="Only records of this type.")
+@click.option("--trace-id", type=TRACE_ID, help="Only records of this trace (32 hex characters).")
+@click.option("--session-id", help="Only records of this session (exact match).")
+@click.option("--service", help="Only records from this service.name (exact match).")
+@window_options
+@click.option("--limit", type=click.IntRange(1, query.MAX_LIMIT), default=100, show_default=True,
+              help="Most records to print.")
+@click.option("--order", type=click.Choice(query.ORDERS), default="desc", show_default=True,
+              help="By time: desc prints the newest first, asc the oldest first.")
+@common_options
+def query_cmd(category: str | None, component: str | None, event: str | None, level: str | None,
+              type_: str | None, trace_id: str | None, session_id: str | None, service: str | None,
+              last: float | None, since: int | None, until: int | None, limit: int, order: str,
+              db: str | None, fmt: str) -> None:
+    """Print stored records that match every given filter.
+
+    json prints an array of objects keyed by the schema's column names (plus ``time``);
+    csv has the same columns with a header row; table shows a compact summary per record.
+
+    \b
+    Example:
+      otel-telemetry query --category ai_behavior --last 2h --limit 20
+      otel-telemetry query --trace-id 4bf92f3577b34da6a3ce929d0e0e4736 --format json
+      otel-telemetry query --level error --since 2026-01-01 --until 2026-01-02 --format csv
+    """
+    start, end = _window(last, since, until)
+    try:
+        filters = query.Filters(category=category, component=component, event=event, level=level,
+                                type=type_, trace_id=trace_id, session_id=session_id, service=service,
+                                since_ns=start, until_ns=end, limit=limit, order=order)
+    except query.QueryError as exc:
+        raise click.UsageError(str(exc)) from None
+    with _open(db) as conn:
+        records = query.query_records(conn, filters)
+    if fmt == "json":
+        _emit_json(records)
+    elif fmt == "csv":
+        _emit_csv(query.OUTPUT_COLUMNS, [[r[c] for c in query.OUTPUT_COLUMNS] for r in records])
+    elif not records:
+        click.echo("no matching records", err=True)
+    else:
+        _emit_table(TABLE_COLUMNS, [[r[c] for c in TABLE_COLUMNS] for r in records], _TABLE_WIDTH)
+
+
+def _stats_rows(s: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    rows: list[tuple[str, str, Any]] = [("window", "since", s["since"]), ("window", "until", s["until"]),
+                                        ("total", "", s["total"]), ("errors", "", s["errors"])]
+    for section in ("by_category", "by_level", "by_type"):
+        rows += [(section, k, n) for k, n in s[section].items()]
+    latency = [("overall", s["latency_ms"]["overall"]), *s["latency_ms"]["by_category"].items()]
+    for name, lat in latency:
+        rows += [(f"latency_ms:{name}", k, v) for k, v in lat.items()]
+    return rows
+
+
+def _print_stats_table(s: dict[str, Any]) -> None:
+    click.echo(f"window   {s['since']} .. {s['until'] or 'now'}")
+    if s["category"]:
+        click.echo(f"category {s['category']}")
+    click.echo(f"records  {s['total']}  (errors {s['errors']})")
+    for section in ("by_category", "by_level", "by_type"):
+        if s[section]:
+            click.echo("")
+            _emit_table((section.removeprefix("by_"), "count"), list(s[section].items()), {})
+    click.echo("")
+    lat = [("(all)", s["latency_ms"]["overall"]), *s["latency_ms"]["by_category"].items()]
+    headers = ("span latency ms", "count", "p50", "p95", "p99", "max")
+    _emit_table(headers, [(n, v["count"], v["p50"], v["p95"], v["p99"], v["max"]) for n, v in lat], {})
+
+
+@main.command("stats")
+@window_options
+@click.option("--category", type=click.Choice(CATEGORIES), help="Only count records of this category.")
+@common_options
+def stats_cmd(last: float | None, since: int | None, until: int | None, category: str | None,
+              db: str | None, fmt: str) -> None:
+    """Counts by category, level and type, errors, and span latency percentiles over a window.
+
+    Percentiles are nearest-rank over every span duration in the window: the value at rank
+    ceil(p/100 * n) of the sorted durations, so each one is an observed duration.
+
+    \b
+    Example:
+      otel-telemetry stats --last 24h
+      otel-telemetry stats --since 2026-01-01 --category ai_behavior --format json
+    """
+    start, end = _window(last, since, until)
+    with _open(db) as conn:
+        s = query.stats(conn, start, end, category)
+    if fmt == "json":
+        _emit_json(s)
+    elif fmt == "csv":
+        _emit_csv(("section", "key", "value"), _stats_rows(s))
+    else:
+        _print_stats_table(s)
+
+
+@main.command("status")
+@common_options
+def status_cmd(db: str | None, fmt: str) -> None:
+    """Show the collector's counters as it last wrote them, and how long ago that was.
+
+    Exits 1 when no collector has ever written status to the database.
+
+    \b
+    Example:
+      otel-telemetry status
+      otel-telemetry status --db /var/lib/app/telemetry.db --format json
+    """
+    with _open(db) as conn:
+        s = query.status(conn)
+    if s is None:
+        raise click.ClickException(
+            "no collector status in this database; no collector has written to it yet "
+            "(start one with: otel-telemetry collector run)")
+    if fmt == "json":
+        _emit_json(s)
+        return
+    rows = list(_flatten(s))
+    if fmt == "csv":
+        _emit_csv(("key", "value"), rows)
+    else:
+        _emit_table(("key", "value"), rows, {})
+
+
+def _flatten(obj: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in obj.items():
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _policy(config_path: str | None) -> Any:
+    from .collector import config as collector_config
+    from .collector.retention import RetentionPolicy
+
+    # Purging by built-in defaults while the collector keeps data longer would lose data.
+    try:
+        rt = collector_config.load(config_path).retention
+        cap = None if rt.max_size_mb is None else max(1, int(rt.max_size_mb * 1024 * 1024))
+        return RetentionPolicy(days=dict(rt.days), max_size_bytes=cap)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def config_option(f: F) -> F:
+    return click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+        help=f"collector.yaml whose retention settings are the defaults "
+             f"(default: ${settings.SETTINGS['config'].env}, else built-in defaults).",
+    )(f)
+
+
+@main.group("retention")
+def retention() -> None:
+    """Show, change and apply per-category retention (days to keep records).
+
+    \b
+    Example:
+      otel-telemetry retention show
+      otel-telemetry retention set --category ai_research --days 730
+      otel-telemetry retention purge --dry-run
+    """
+
+
+@retention.command("show")
+@config_option
+@common_options
+def retention_show(config_path: str | None, db: str | None, fmt: str) -> None:
+    """Days kept per category, whether that is the default or an override, and rows expired now.
+
+    \b
+    Example:
+      otel-telemetry retention show --format json
+    """
+    from .collector import retention as ret
+
+    policy = _policy(config_path)
+    with _open(db) as conn:
+        # With no policy days, effective_days returns exactly the valid overrides in the table.
+        overrides = ret.effective_days(conn, ret.RetentionPolicy(days={}))
+        days = ret.effective_days(conn, policy)
+        expired = ret.count_expired(conn, days, time.time_ns())
+    rows = [(c, days[c], "override" if c in overrides else "default", expired[c]) for c in days]
+    _emit_rows(fmt, ("category", "days", "source", "expired"), rows)
+
+
+@retention.command("set")
+@click.option("--category", type=click.Choice(CATEGORIES), required=True,
+              help="Category whose retention to change.")
+@click.option("--days", type=click.IntRange(min=1), required=True, help="Days to keep its records.")
+@db_option
+def retention_set(category: str, days: int, db: str | None) -> None:
+    """Store a retention override for one category; the collector applies it on its next purge.
+
+    \b
+    Example:
+      otel-telemetry retention set --category error_patterns --days 180
+    """
+    from .collector import retention as ret
+
+    with _open(db, admin=True) as conn:
+        try:
+            ret.set_days(conn, category, days)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    click.echo(f"{category}: keep {days} days")
+
+
+@retention.command("purge")
+@click.option("--dry-run", is_flag=True, help="Only count the rows a purge would delete.")
+@config_option
+@common_options
+def retention_purge(dry_run: bool, config_path: str | None, db: str | None, fmt: str) -> None:
+    """Delete expired records now and return the freed space to the file system.
+
+    \b
+    Example:
+      otel-telemetry retention purge --dry-run
+      otel-telemetry retention purge --format json
+    """
+    from .collector import retention as ret
+
+    policy = _policy(config_path)
+    now = time.time_ns()
+    if dry_run:
+        with _open(db) as conn:
+            counts = ret.count_expired(conn, ret.effective_days(conn, policy), now)
+        result: dict[str, Any] = {"dry_run": True, "would_delete": counts, "total": sum(counts.values())}
+    else:
+        with _open(db, admin=True) as conn:
+            done = ret.purge_all(conn, policy, now)
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        counts = done["deleted"]
+        result = {"dry_run": False, "deleted": counts, "total": sum(counts.values()),
+                  "capped": done["capped"], "bytes_reclaimed": done["pages_freed"] * page_size}
+    if fmt == "json":
+        _emit_json(result)
+        return
+    label = "would_delete" if dry_run else "deleted"
+    rows: list[tuple[Any, ...]] = [(c, n) for c, n in counts.items()]
+    rows.append(("(total)", result["total"]))
+    if not dry_run:
+        rows += [("(size cap)", result["capped"]), ("(bytes reclaimed)", result["bytes_reclaimed"])]
+    _emit_rows(fmt, ("category", label), rows)
+
+
+@main.group("collector")
+def collector() -> None:
+    """Run the collector that receives telemetry and writes the database.
+
+    \b
+    Example:
+      otel-telemetry collector run --config collector.yaml
+    """
+
+
+@collector.command("run")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              metavar="FILE", help="collector.yaml (default: $OTEL_TELEMETRY_CONFIG, else built-ins).")
+@db_option
+@click.option("--endpoint", default=None, metavar="URL",
+              help="ZeroMQ endpoint to bind: ipc://PATH or tcp://HOST:PORT (default: $OTEL_TELEMETRY_ENDPOINT).")
+@click.pass_context
+def collector_run(ctx: click.Context, config_path: str | None, db: str | None,
+                  endpoint: str | None) -> None:
+    """Run the collector in the foreground until interrupted (Ctrl-C or SIGTERM).
+
+    \b
+    Example:
+      otel-telemetry collector run
+      otel-telemetry collector run --db ./telemetry.db --endpoint tcp://127.0.0.1:5555
+    """
+    from .collector.service import run_collector  # deferred: pulls in zmq and the OTLP receivers
+
+    ctx.exit(run_collector(config_path, db, endpoint))

@@ -1,0 +1,134 @@
+"""collector.yaml → validated dataclasses. Unknown keys are errors naming the key."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import categories as cats
+from .. import settings
+from ..wire import DEFAULT_MAX_MESSAGE_BYTES
+
+
+class ConfigError(ValueError):
+    """Bad collector configuration; the message names the file, key and problem."""
+
+
+@dataclass
+class StoreConfig:
+    synchronous: str = "normal"
+    batch_rows: int = 1000
+    flush_interval: float = 0.2
+    queue_batches: int = 64
+
+
+@dataclass
+class RetentionConfig:
+    interval: float = 60.0
+    max_size_mb: float | None = None
+    days: dict[str, int] = field(default_factory=lambda: dict(cats.DEFAULT_RETENTION_DAYS))
+
+
+@dataclass
+class ZmqReceiverConfig:
+    enabled: bool = True
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    rcvhwm: int = 10000
+
+
+@dataclass
+class CollectorConfig:
+    endpoint: str
+    db: str
+    log_level: str = "info"
+    shutdown_timeout: float = 10.0
+    store: StoreConfig = field(default_factory=StoreConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    zmq: ZmqReceiverConfig = field(default_factory=ZmqReceiverConfig)
+    rules: list[cats.Rule] = field(default_factory=list)
+
+
+_TOP = {"endpoint", "db", "log_level", "shutdown_timeout", "store", "retention", "receivers", "categories"}
+
+
+def _check_keys(where: str, raw: Mapping[str, Any], allowed: set[str]) -> None:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _num(where: str, value: Any, kind: type, minimum: float) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{where}: must be >= {minimum}, got {value!r}")
+    return kind(value)
+
+
+def load(path: str | None = None, *, db: str | None = None, endpoint: str | None = None) -> CollectorConfig:
+    """Read and validate; arguments win over env, env over the file, the file over defaults."""
+    raw: dict[str, Any] = {}
+    path = path or settings.resolve("config")
+    if path:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    where = path or "config"
+    _check_keys(where, raw, _TOP)
+    try:
+        cfg = CollectorConfig(endpoint=settings.resolve("endpoint", endpoint, raw),
+                              db=settings.resolve("db", db, raw))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if "log_level" in raw:
+        if raw["log_level"] not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"{where}: log_level must be debug|info|warning|error")
+        cfg.log_level = raw["log_level"]
+    if "shutdown_timeout" in raw:
+        cfg.shutdown_timeout = _num(f"{where}: shutdown_timeout", raw["shutdown_timeout"], float, 0)
+    st = raw.get("store") or {}
+    _check_keys(f"{where}: store", st, {"synchronous", "batch_rows", "flush_interval", "queue_batches"})
+    if "synchronous" in st:
+        if st["synchronous"] not in ("normal", "full"):
+            raise ConfigError(f"{where}: store.synchronous must be normal|full, got {st['synchronous']!r}")
+        cfg.store.synchronous = st["synchronous"]
+    for key, kind, lo in (("batch_rows", int, 1), ("flush_interval", float, 0.001), ("queue_batches", int, 1)):
+        if key in st:
+            setattr(cfg.store, key, _num(f"{where}: store.{key}", st[key], kind, lo))
+    rt = raw.get("retention") or {}
+    _check_keys(f"{where}: retention", rt, {"interval", "max_size_mb", "days"})
+    if "interval" in rt:
+        cfg.retention.interval = _num(f"{where}: retention.interval", rt["interval"], float, 0.01)
+    if rt.get("max_size_mb") is not None:
+        cfg.retention.max_size_mb = _num(f"{where}: retention.max_size_mb", rt["max_size_mb"], float, 0.001)
+    days = rt.get("days") or {}
+    _check_keys(f"{where}: retention.days", days, set(cats.CATEGORIES))
+    for cat, n in days.items():
+        cfg.retention.days[cat] = _num(f"{where}: retention.days.{cat}", n, int, 1)
+    rc = raw.get("receivers") or {}
+    _check_keys(f"{where}: receivers", rc, {"zmq"})
+    zr = rc.get("zmq") or {}
+    _check_keys(f"{where}: receivers.zmq", zr, {"enabled", "max_message_bytes", "rcvhwm"})
+    if "enabled" in zr:
+        cfg.zmq.enabled = bool(zr["enabled"])
+    for key in ("max_message_bytes", "rcvhwm"):
+        if key in zr:
+            setattr(cfg.zmq, key, _num(f"{where}: receivers.zmq.{key}", zr[key], int, 1))
+    cg = raw.get("categories") or {}
+    _check_keys(f"{where}: categories", cg, {"rules"})
+    try:
+        cfg.rules = cats.parse_rules(cg.get("rules") or [])
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return cfg

@@ -1,0 +1,114 @@
+"""`otel-telemetry collector run`: owns the store writer, receivers, signals, orderly shutdown.
+
+Start downstream first (store writer), then upstream (receivers); stop in the reverse order so
+each component drains into the next before it goes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from .config import CollectorConfig, ConfigError, load
+from .retention import RetentionPolicy
+from .store import StoreWriter
+from .zmq_receiver import EndpointInUse, ZmqReceiver
+
+log = logging.getLogger("otel_telemetry.collector")
+
+
+class Collector:
+    """The assembled pipeline. ``start()``/``shutdown(timeout)`` may be called from any one thread."""
+
+    def __init__(self, cfg: CollectorConfig, clock: Any = None) -> None:
+        self.cfg = cfg
+        self.started_at = time.time()
+        policy = RetentionPolicy(
+            days=dict(cfg.retention.days),
+            max_size_bytes=int(cfg.retention.max_size_mb * 1024 * 1024) if cfg.retention.max_size_mb else None,
+        )
+        kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
+        self.writer = StoreWriter(
+            cfg.db, synchronous=cfg.store.synchronous, batch_rows=cfg.store.batch_rows,
+            flush_interval=cfg.store.flush_interval, queue_batches=cfg.store.queue_batches,
+            retention=policy, retention_interval=cfg.retention.interval, status_source=self.status,
+            **kwargs,
+        )
+        self.zmq: ZmqReceiver | None = None
+        self._stopped = False
+
+    def status(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "pid": os.getpid(), "endpoint": self.cfg.endpoint, "db": self.cfg.db,
+            "started_at": self.started_at, "uptime_s": round(time.time() - self.started_at, 3),
+        }
+        if self.zmq is not None:
+            body["zmq"] = self.zmq.counters()
+        return body
+
+    def start(self) -> None:
+        checkpoints = self.writer.load_checkpoints()
+        self.writer.start()
+        if self.cfg.zmq.enabled:
+            self.zmq = ZmqReceiver(
+                self.cfg.endpoint, self.writer, checkpoints=checkpoints, rules=self.cfg.rules,
+                max_message_bytes=self.cfg.zmq.max_message_bytes, rcvhwm=self.cfg.zmq.rcvhwm,
+            )
+            try:
+                self.zmq.start()
+            except BaseException:
+                self.writer.shutdown(self.cfg.shutdown_timeout)
+                raise
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Idempotent: stop receivers, then drain and close the store within ``timeout``."""
+        if self._stopped:
+            return True
+        self._stopped = True
+        deadline = time.monotonic() + (self.cfg.shutdown_timeout if timeout is None else timeout)
+        ok = True
+        if self.zmq is not None:
+            ok = self.zmq.shutdown(max(0.0, min(2.0, deadline - time.monotonic())))
+        return self.writer.shutdown(max(0.0, deadline - time.monotonic())) and ok
+
+
+def run_collector(config_path: str | None = None, db: str | None = None, endpoint: str | None = None) -> int:
+    """Foreground collector; logs to stderr; SIGTERM/SIGINT stop it cleanly. Returns an exit code."""
+    try:
+        cfg = load(config_path, db=db, endpoint=endpoint)
+    except ConfigError as exc:
+        print(f"otel-telemetry: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, cfg.log_level.upper()), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    collector = Collector(cfg)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        collector.start()
+    except EndpointInUse as exc:
+        print(f"otel-telemetry: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        print(f"otel-telemetry: cannot start collector: {exc}", file=sys.stderr)
+        return 1
+    log.info("collector running: endpoint=%s db=%s", cfg.endpoint, cfg.db)
+    while not stop.wait(0.5):
+        pass
+    ok = collector.shutdown()
+    stats = collector.writer.stats()
+    log.info("collector stopped: stored=%s duplicates=%s clean=%s", stats.get("stored"), stats.get("duplicates"), ok)
+    return 0 if ok else 1

@@ -1,0 +1,445 @@
+"""The single SQLite writer: coalesced batches, one transaction each, idempotent inserts, checkpoints.
+
+One connection, owned by one thread, does every write and every WAL checkpoint; the query side
+uses read-only connections and the CLI a short-lived admin connection with auto-checkpoint off.
+That keeps the store out of SQLite's two-writers/checkpointers races (FINDINGS §3) and means
+``total_changes()`` deltas on the writer connection count exactly what this thread inserted.
+
+Rows and their publisher checkpoints commit in the same transaction, so after a crash a stored
+checkpoint always has all of its rows and no row outlives the checkpoint that covers it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import apsw
+import orjson
+
+from . import retention as ret
+from .schema import COLUMNS, DDL
+
+log = logging.getLogger("otel_telemetry.collector.store")
+
+_SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
+BUSY_TIMEOUT_MS = 5000
+
+# ON CONFLICT(uid) rather than INSERT OR IGNORE: OR IGNORE would also skip NOT NULL violations
+# silently and count them as duplicates; this way only a repeated uid is skipped and a malformed
+# row fails its transaction (then its batch alone is dropped and counted).
+_INSERT = (
+    f"INSERT INTO records({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    "ON CONFLICT(uid) DO NOTHING"
+)
+# The receiver is the authority on sequence numbers, so the latest checkpoint wins (no max()):
+# a publisher that restarted its numbering must not be held to its old, higher sequence.
+_UPSERT_CHECKPOINT = (
+    "INSERT INTO publishers(publisher, topic, next_seq, last_seen) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(publisher, topic) DO UPDATE SET next_seq = excluded.next_seq, "
+    "last_seen = excluded.last_seen"
+)
+_STATUS = "INSERT OR REPLACE INTO collector_status(id, updated, body) VALUES (1, ?, ?)"
+
+
+def _init_schema(conn: apsw.Connection) -> None:
+    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    # Must precede the first CREATE TABLE; on an existing database it is a no-op.
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    conn.execute("PRAGMA journal_mode=WAL").fetchall()
+    conn.execute(DDL)
+
+
+def open_writer(path: str, synchronous: str = "normal") -> apsw.Connection:
+    """Open (creating if needed) the collector's read-write connection. Call on the writer thread."""
+    mode = _SYNCHRONOUS.get(str(synchronous).lower())
+    if mode is None:
+        raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+    try:
+        _init_schema(conn)
+        conn.execute(f"PRAGMA synchronous={mode}")  # mode is from the allow-list above
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def open_reader(path: str) -> apsw.Connection:
+    """Read-only connection for the query side; raises apsw.CantOpenError if the file is missing."""
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    return conn
+
+
+def open_admin(path: str) -> apsw.Connection:
+    """Short-lived read-write connection for CLI writes (retention set / purge).
+
+    Auto-checkpoint is off so only the collector's writer checkpoints during normal operation;
+    callers that need a checkpoint (``retention.purge_all``) ask for one explicitly.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+    try:
+        _init_schema(conn)
+        conn.execute("PRAGMA wal_autocheckpoint=0").fetchall()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@dataclass
+class WriteBatch:
+    """Rows (``schema.COLUMNS`` order) plus the checkpoints they complete, committed atomically."""
+
+    rows: list[tuple[Any, ...]]
+    checkpoints: dict[tuple[bytes, str], int] = field(default_factory=dict)
+    received: int = 0
+
+
+_WAKE = object()  # queue sentinel: stop coalescing and commit now (flush, purge, shutdown)
+
+
+class StoreWriter:
+    """Owns the database connection on its own thread; other threads only ``submit``."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "normal",
+        batch_rows: int = 1000,
+        flush_interval: float = 0.2,
+        queue_batches: int = 64,
+        retention: ret.RetentionPolicy | None = None,
+        retention_interval: float = 60.0,
+        clock: Callable[[], int] = time.time_ns,
+        status_source: Callable[[], dict[str, Any]] | None = None,
+        status_interval: float = 1.0,
+        checkpoint_interval: float = 5.0,
+    ) -> None:
+        if str(synchronous).lower() not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
+        self._path = path
+        self._synchronous = synchronous
+        self._batch_rows = max(1, batch_rows)
+        self._flush_interval = flush_interval
+        self._retention = retention
+        self._retention_interval = retention_interval
+        self._clock = clock
+        self._status_source = status_source
+        self._status_interval = status_interval
+        self._checkpoint_interval = checkpoint_interval
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_batches))
+        self._cond = threading.Condition()
+        self._accepted = 0  # batches accepted by submit
+        self._processed = 0  # batches committed or dropped by the writer
+        self._submitting = 0  # submit calls between their stopping check and their put
+        self._stopping = False
+        self._purge_requested = threading.Event()
+        self._ready = threading.Event()
+        self._open_error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._conn: apsw.Connection | None = None
+        self._stats: dict[str, int] = dict.fromkeys(
+            ("stored", "duplicates", "received", "batches", "commits", "errors", "dropped_rows",
+             "rejected", "purged", "vacuumed_pages", "retention_runs", "last_commit_ns"), 0)
+
+    # ---- any thread -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer thread and wait for it to open the database (caller's thread).
+
+        Re-raises the error if the database cannot be opened.
+        """
+        with self._cond:
+            if self._thread is not None or self._stopping:
+                return
+            self._thread = threading.Thread(target=self._run, name="otel-store-writer", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._open_error is not None:
+            raise self._open_error
+
+    def submit(self, batch: WriteBatch, timeout: float) -> bool:
+        """Queue a batch (receiver threads). False if full after ``timeout`` or shutting down.
+
+        On False nothing was queued and the caller still owns the batch.
+        """
+        with self._cond:
+            if self._stopping:
+                self._stats["rejected"] += 1
+                return False
+            self._submitting += 1
+        try:
+            self._queue.put(batch, timeout=max(0.0, timeout))
+            ok = True
+        except queue.Full:
+            ok = False
+        with self._cond:
+            self._submitting -= 1
+            if ok:
+                self._accepted += 1
+            else:
+                self._stats["rejected"] += 1
+            self._cond.notify_all()
+        return ok
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every batch accepted so far is committed (or dropped after an error)."""
+        with self._cond:
+            target = self._accepted
+            if self._processed >= target:
+                return True
+            alive = self._thread is not None and self._thread.is_alive()
+        if not alive:
+            return False
+        self._wake()
+        with self._cond:
+            return self._cond.wait_for(lambda: self._processed >= target, timeout)
+
+    def request_purge(self) -> None:
+        """Ask the writer to run retention now instead of at the next interval (any thread)."""
+        self._purge_requested.set()
+        self._wake()
+
+    def stats(self) -> dict[str, int]:
+        """Snapshot of exact counters (any thread)."""
+        with self._cond:
+            out = dict(self._stats)
+        out["queue_depth"] = self._queue.qsize()
+        return out
+
+    def load_checkpoints(self) -> dict[tuple[bytes, str], int]:
+        """Committed (publisher, topic) -> next_seq, via its own read-only connection (any thread)."""
+        if not os.path.exists(self._path):
+            return {}
+        conn = open_reader(self._path)
+        try:
+            rows = conn.execute("SELECT publisher, topic, next_seq FROM publishers").fetchall()
+        except apsw.SQLError:  # database created but schema not yet written
+            return {}
+        finally:
+            conn.close()
+        return {(bytes(p), str(t)): int(s) for p, t, s in rows}
+
+    def shutdown(self, timeout: float) -> bool:
+        """Drain, commit, checkpoint(TRUNCATE), close and join (caller's thread). Idempotent.
+
+        Before ``start()`` nothing can be written: returns True only if nothing was queued.
+        """
+        with self._cond:
+            self._stopping = True
+            thread = self._thread
+        if thread is None:
+            pending = self._queue.qsize()
+            if pending:
+                log.warning("store writer shut down before start with %d batches queued", pending)
+            return pending == 0
+        self._wake()
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def _wake(self) -> None:
+        try:
+            self._queue.put_nowait(_WAKE)
+        except queue.Full:
+            pass  # a full queue means the writer is not waiting for more anyway
+
+    def _bump(self, **deltas: int) -> None:
+        with self._cond:
+            for key, n in deltas.items():
+                self._stats[key] += n
+
+    # ---- writer thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Writer thread main loop."""
+        try:
+            self._conn = open_writer(self._path, self._synchronous)
+        except BaseException as exc:  # reported to start() instead of dying silently
+            log.exception("cannot open store %s", self._path)
+            self._open_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        now = time.monotonic()
+        next_status = now
+        next_checkpoint = now + self._checkpoint_interval
+        next_retention = now if self._retention is not None else float("inf")
+        run: ret.RetentionRun | None = None
+        try:
+            while True:
+                with self._cond:
+                    stopping = self._stopping
+                now = time.monotonic()
+                if stopping:
+                    wait = 0.01  # short, so a submit still in flight is not busy-waited on
+                elif run is not None:
+                    wait = 0.0
+                else:
+                    wait = min(next_status, next_checkpoint, next_retention) - now
+                    wait = min(max(wait, 0.0), 1.0)
+                group = self._collect(wait, hurry=stopping or run is not None)
+                if group:
+                    self._commit(group)
+                    with self._cond:
+                        self._processed += len(group)
+                        self._cond.notify_all()
+                if stopping and self._drained():
+                    break
+                now = time.monotonic()
+                if run is None and self._retention is not None and (
+                        now >= next_retention or self._purge_requested.is_set()):
+                    self._purge_requested.clear()
+                    next_retention = now + self._retention_interval
+                    run = self._begin_retention()
+                if run is not None and not stopping:
+                    run = self._retention_step(run)
+                if now >= next_status:
+                    next_status = now + self._status_interval
+                    self._write_status()
+                if now >= next_checkpoint:
+                    next_checkpoint = now + self._checkpoint_interval
+                    self._checkpoint(apsw.SQLITE_CHECKPOINT_PASSIVE)
+        except BaseException:  # only bugs reach here; keep the database consistent on the way out
+            log.exception("store writer loop failed")
+            self._bump(errors=1)
+        finally:
+            self._write_status()
+            self._checkpoint(apsw.SQLITE_CHECKPOINT_TRUNCATE)
+            try:
+                self._conn.close()
+            except apsw.Error:
+                log.exception("closing store")
+            self._conn = None
+            with self._cond:
+                self._cond.notify_all()
+
+    def _drained(self) -> bool:
+        with self._cond:
+            return self._submitting == 0 and self._queue.empty()
+
+    def _collect(self, wait: float, hurry: bool) -> list[WriteBatch]:
+        """Coalesce queued batches up to batch_rows rows or flush_interval (writer thread)."""
+        group: list[WriteBatch] = []
+        rows = 0
+        try:
+            item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return group
+        deadline = time.monotonic() + self._flush_interval
+        while True:
+            if item is _WAKE:
+                hurry = True
+            else:
+                group.append(item)
+                rows += len(item.rows)
+                if rows >= self._batch_rows:
+                    return group
+            remaining = 0.0 if hurry else deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                return group
+
+    def _commit(self, group: list[WriteBatch]) -> None:
+        """Commit a group; if it fails, retry batch by batch so one bad batch loses only itself."""
+        try:
+            self._write(group)
+        except Exception:
+            self._bump(errors=1)
+            if len(group) > 1:
+                log.warning("store transaction of %d batches failed; retrying one by one", len(group),
+                            exc_info=True)
+                for batch in group:
+                    self._commit([batch])
+            else:
+                log.exception("store transaction failed; dropping %d rows", len(group[0].rows))
+                self._bump(dropped_rows=len(group[0].rows))
+
+    def _write(self, group: list[WriteBatch]) -> None:
+        conn = self._conn
+        assert conn is not None
+        n_rows = sum(len(b.rows) for b in group)
+        checkpoints: dict[tuple[bytes, str], int] = {}
+        for b in group:
+            checkpoints.update(b.checkpoints)  # later batches carry later sequence numbers
+        now_ns = self._clock()
+        with ret.transaction(conn):
+            before = conn.total_changes()
+            if n_rows:
+                conn.executemany(_INSERT, itertools.chain.from_iterable(b.rows for b in group))
+            stored = conn.total_changes() - before
+            if checkpoints:
+                conn.executemany(_UPSERT_CHECKPOINT,
+                                 [(p, t, s, now_ns) for (p, t), s in checkpoints.items()])
+        with self._cond:
+            s = self._stats
+            s["stored"] += stored
+            s["duplicates"] += n_rows - stored
+            s["received"] += sum(b.received for b in group)
+            s["batches"] += len(group)
+            s["commits"] += 1
+            s["last_commit_ns"] = now_ns
+
+    def _begin_retention(self) -> ret.RetentionRun | None:
+        assert self._conn is not None and self._retention is not None
+        try:
+            return ret.RetentionRun.begin(self._conn, self._retention, self._clock())
+        except apsw.Error:
+            log.exception("reading retention settings failed")
+            self._bump(errors=1)
+            return None
+
+    def _retention_step(self, run: ret.RetentionRun) -> ret.RetentionRun | None:
+        """One small retention step between ingest transactions; None when the run is over."""
+        assert self._conn is not None
+        try:
+            rows, pages = run.step(self._conn)
+        except apsw.Error:
+            log.exception("retention step (%s) failed", run.phase)
+            self._bump(errors=1)
+            return None
+        self._bump(purged=rows, vacuumed_pages=pages, retention_runs=int(run.done))
+        return None if run.done else run
+
+    def _write_status(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        body: dict[str, Any] = {}
+        if self._status_source is not None:
+            try:
+                body.update(self._status_source())
+            except Exception:
+                log.exception("status source failed")
+        body.update(self.stats())
+        try:
+            with ret.transaction(conn):
+                conn.execute(_STATUS, (self._clock(), orjson.dumps(body, default=str).decode()))
+        except apsw.Error:
+            log.exception("writing collector status failed")
+            self._bump(errors=1)
+
+    def _checkpoint(self, mode: int) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.wal_checkpoint(mode=mode)
+        except apsw.BusyError:
+            pass  # readers are in the way; the next periodic checkpoint catches up
+        except apsw.Error:
+            log.exception("WAL checkpoint failed")
+            self._bump(errors=1)

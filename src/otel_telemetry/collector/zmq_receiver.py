@@ -1,0 +1,228 @@
+"""ZeroMQ receiver: bytes in → validated, sequence-checked, mapped batches out to the store writer.
+
+One thread owns the SUB socket. A full writer queue makes this loop wait with the message in
+hand: the socket's high-water mark then pushes back to the apps, whose transports count what they
+cannot hold. Nothing is dropped here except frames that are rejected (counted by reason).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from .. import categories as cats
+from .. import wire
+from . import schema
+from .store import StoreWriter, WriteBatch
+
+log = logging.getLogger("otel_telemetry.collector.zmq")
+
+
+class EndpointInUse(RuntimeError):
+    """Another collector already holds this endpoint."""
+
+
+def _ipc_path(endpoint: str) -> Path | None:
+    if endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):
+        return Path(endpoint[len("ipc://"):])
+    return None
+
+
+class ZmqReceiver:
+    """Lifecycle: ``start()`` binds (errors raise here, at start-up); the receive loop runs on its
+    own thread; ``shutdown(timeout)`` is idempotent and safe before ``start()``."""
+
+    def __init__(self, endpoint: str, writer: StoreWriter, *, checkpoints: dict[tuple[bytes, str], int],
+                 rules: Sequence[cats.Rule] = (), max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
+                 rcvhwm: int = 10000) -> None:
+        self.endpoint = endpoint
+        self._writer = writer
+        self._next = dict(checkpoints)
+        self._rules = tuple(rules)
+        self._max_bytes = max_message_bytes
+        self._rcvhwm = rcvhwm
+        self._lock = threading.Lock()
+        self.received = 0
+        self.messages = 0
+        self.rejected: dict[str, int] = {}
+        self.gaps: dict[str, int] = {}
+        self.replayed = 0
+        self.dropped: dict[str, int] = {}
+        self.byes = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._lockfile: Any = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Called on the service's main thread; raises EndpointInUse / zmq errors on bind failure."""
+        path = _ipc_path(self.endpoint)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # A second bind() on an ipc path silently steals it (FINDINGS §2): hold a lock instead.
+            self._lockfile = open(str(path) + ".lock", "w")  # noqa: SIM115 - held for our lifetime
+            try:
+                fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self._lockfile.close()
+                self._lockfile = None
+                raise EndpointInUse(f"{self.endpoint} is held by another running collector") from None
+            if path.exists():
+                path.unlink()  # stale socket of a collector that died; we hold the lock now
+        self._thread = threading.Thread(target=self._run, name="otel-telemetry-zmq-receiver", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._start_error is not None:
+            self._release_lock()
+            raise self._start_error
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        self._stop.set()
+        ok = True
+        if self._thread is not None:
+            self._thread.join(max(0.0, timeout))
+            ok = not self._thread.is_alive()
+        self._release_lock()
+        return ok
+
+    def _release_lock(self) -> None:
+        if self._lockfile is not None:
+            self._lockfile.close()
+            self._lockfile = None
+
+    def counters(self) -> dict[str, Any]:
+        """Snapshot for the status table (any thread)."""
+        with self._lock:
+            return {
+                "received": self.received, "messages": self.messages, "rejected": dict(self.rejected),
+                "gaps": dict(self.gaps), "gaps_total": sum(self.gaps.values()), "replayed": self.replayed,
+                "dropped": dict(self.dropped), "publishers": len({p for p, _ in self._next}), "byes": self.byes,
+            }
+
+    # -- receive thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.SUB)
+        try:
+            sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
+            sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes + 4096)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.bind(self.endpoint)
+            path = _ipc_path(self.endpoint)
+            if path is not None:
+                os.chmod(path, 0o600)
+            sock.setsockopt(zmq.SUBSCRIBE, cats.TOPIC_PREFIX.encode())
+        except Exception as exc:
+            self._start_error = exc
+            self._ready.set()
+            sock.close(0)
+            ctx.term()
+            return
+        self._ready.set()
+        log.info("listening on %s", self.endpoint)
+        try:
+            while not self._stop.is_set():
+                if not sock.poll(100):
+                    continue
+                while not self._stop.is_set():
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.handle(frames)
+        finally:
+            sock.close(0)
+            ctx.term()
+
+    def _reject(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self.rejected[reason] = self.rejected.get(reason, 0) + n
+
+    def handle(self, frames: list[bytes]) -> None:
+        """Process one message; never raises (every failure is a counted rejection)."""
+        try:
+            self._handle(frames)
+        except Exception:
+            log.exception("unexpected error handling a message; rejected")
+            self._reject("internal_error")
+
+    def _handle(self, frames: list[bytes]) -> None:
+        try:
+            header = wire.decode_header(frames)
+        except wire.WireError as exc:
+            self._reject(exc.reason)
+            log.debug("rejected frame: %s", exc)
+            return
+        if len(frames[2]) > self._max_bytes:
+            self._reject("too_large", header.count or 1)
+            return
+        try:
+            decoded = wire.decode_payload(header, frames[2])
+        except wire.WireError as exc:
+            self._reject(exc.reason, header.count or 1)
+            return
+        topic = frames[0].decode("utf-8", "replace")
+        if header.kind == wire.KIND_BYE:
+            assert isinstance(decoded, dict)
+            self._bye(header.publisher, decoded)
+            return
+        parsed = cats.parse_topic(topic)
+        if parsed is None:
+            self._reject("bad_topic", header.count)
+            return
+        resource, records = decoded  # type: ignore[misc]
+        key = (header.publisher, topic)
+        with self._lock:
+            self.messages += 1
+            self.received += header.count
+            expected = self._next.get(key)
+            if expected is not None and header.seq > expected:
+                self.gaps[parsed[0]] = self.gaps.get(parsed[0], 0) + header.seq - expected
+            elif expected is not None and header.seq < expected:
+                self.replayed += 1
+            new_next = max(expected or 0, header.seq + header.count)
+            self._next[key] = new_next
+        try:
+            rows = list(schema.rows_from_batch(
+                wire.KIND_NAMES[header.kind], resource, records, parsed,
+                header.publisher + frames[0] + header.seq.to_bytes(8, "big"), self._rules))
+        except Exception as exc:
+            log.debug("invalid records in %s: %s", topic, exc)
+            self._reject("invalid_record", header.count)
+            rows = []
+        self._submit(WriteBatch(rows=rows, checkpoints={key: new_next}, received=header.count), parsed[0])
+
+    def _bye(self, publisher: bytes, next_seqs: dict[str, int]) -> None:
+        with self._lock:
+            self.byes += 1
+            for topic, final in next_seqs.items():
+                parsed = cats.parse_topic(topic)
+                key = (publisher, topic)
+                expected = self._next.get(key)
+                if parsed is None or expected is None:
+                    continue
+                if final > expected:
+                    self.gaps[parsed[0]] = self.gaps.get(parsed[0], 0) + final - expected
+                    self._next[key] = final
+        log.debug("publisher %s said goodbye", publisher.hex()[:8])
+
+    def _submit(self, batch: WriteBatch, category: str) -> None:
+        # Wait with the batch in hand while the writer is behind: the socket's HWM does the rest.
+        while not self._writer.submit(batch, timeout=0.1):
+            if self._stop.is_set():
+                # Give the writer one last bounded chance before counting the loss.
+                if not self._writer.submit(batch, timeout=1.0):
+                    with self._lock:
+                        self.dropped["shutdown"] = self.dropped.get("shutdown", 0) + len(batch.rows)
+                return
+            time.sleep(0)

@@ -1,0 +1,93 @@
+"""Every setting in one declared table, with precedence argument > env > config file > default.
+
+Both sides read this table: the app side through :func:`resolve` (arguments to ``configure()``),
+the collector through its config loader, which passes the YAML values as the ``file`` layer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def _runtime_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.access(base, os.W_OK):
+        return Path(base) / "otel-telemetry"
+    return Path("/tmp") / f"otel-telemetry-{os.getuid()}"
+
+
+def _data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "otel-telemetry"
+
+
+def default_endpoint() -> str:
+    return f"ipc://{_runtime_dir() / 'collector.ipc'}"
+
+
+def default_db_path() -> str:
+    return str(_data_dir() / "telemetry.db")
+
+
+def _float(v: Any) -> float:
+    return float(v)
+
+
+def _int(v: Any) -> int:
+    return int(v)
+
+
+def _str(v: Any) -> str:
+    return str(v)
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    default: Callable[[], Any]
+    parse: Callable[[Any], Any]
+    doc: str
+
+
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in (
+        Setting("endpoint", "OTEL_TELEMETRY_ENDPOINT", default_endpoint, _str,
+                "ZeroMQ endpoint: ipc://PATH (default, local) or tcp://HOST:PORT"),
+        Setting("db", "OTEL_TELEMETRY_DB", default_db_path, _str,
+                "SQLite database file the collector writes and the CLI reads"),
+        Setting("queue_size", "OTEL_TELEMETRY_QUEUE_SIZE", lambda: 8192, _int,
+                "app side: most spans/records waiting for the sender thread; beyond it, counted drops"),
+        Setting("batch_size", "OTEL_TELEMETRY_BATCH_SIZE", lambda: 512, _int,
+                "app side: most records in one ZeroMQ message"),
+        Setting("join_timeout", "OTEL_TELEMETRY_JOIN_TIMEOUT", lambda: 2.0, _float,
+                "app side: seconds to hold records at start-up while waiting for a collector"),
+        Setting("send_hwm", "OTEL_TELEMETRY_SEND_HWM", lambda: 1000, _int,
+                "app side: ZeroMQ send high-water mark, in messages"),
+        Setting("export_interval", "OTEL_TELEMETRY_METRIC_INTERVAL", lambda: 10.0, _float,
+                "app side: seconds between metric exports"),
+        Setting("config", "OTEL_TELEMETRY_CONFIG", lambda: None, _str,
+                "collector: path of collector.yaml"),
+    )
+}
+
+
+def resolve(name: str, argument: Any = None, file: Mapping[str, Any] | None = None) -> Any:
+    """Value of setting ``name``: argument, else env var, else config-file value, else default.
+
+    Raises ValueError naming the setting and its source when a value does not parse.
+    """
+    s = SETTINGS[name]
+    for source, value in (("argument", argument), (s.env, os.environ.get(s.env) or None),
+                          ("config file", (file or {}).get(name))):
+        if value is not None:
+            try:
+                return s.parse(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"setting {name!r} from {source}: cannot use {value!r}") from None
+    return s.default()

@@ -1,0 +1,365 @@
+"""The app side's one ZeroMQ publisher: a bounded queue and one sender thread owning the socket.
+
+Why XPUB and not PUB: PUB loses silently (FINDINGS §2). XPUB with XPUB_NODROP turns a full pipe
+into ``zmq.Again`` that we can count or retry, and it hands us subscription messages, so the
+sender knows whether a collector is listening. Messages to a topic nobody subscribed are filtered
+by libzmq without any error, so the sender never sends without a matching subscription: those
+records are counted as ``no_collector`` instead. Per-topic record sequence numbers (``wire``) let
+the collector count whatever is lost in between.
+
+Threads: ``enqueue`` runs on application threads (must not block or raise); everything else that
+touches the socket runs on the single sender thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from . import wire
+
+log = logging.getLogger("otel_telemetry.transport")
+
+# Drop reasons (counter names).
+QUEUE_FULL, NO_COLLECTOR, SHUTDOWN, ENCODE_ERROR = "queue_full", "no_collector", "shutdown", "encode_error"
+
+# (category, topic bytes, kind, resource attrs, record tuple)
+Prepared = tuple[str, bytes, int, dict[str, Any], tuple[Any, ...]]
+Converter = Callable[[Any], Prepared]
+
+_live: weakref.WeakSet[Transport] = weakref.WeakSet()
+
+
+class Transport:
+    """Bounded queue + sender thread + XPUB socket for one endpoint.
+
+    ``converter`` turns a queued item (an SDK span, log record or a prepared metric point) into
+    a :data:`Prepared` tuple; it runs on the sender thread so the app thread only appends.
+    """
+
+    def __init__(self, endpoint: str, converter: Converter, *, queue_size: int = 8192,
+                 batch_size: int = 512, join_timeout: float = 2.0, send_hwm: int = 1000,
+                 categorise_drop: Callable[[Any], str] | None = None) -> None:
+        self.endpoint = endpoint
+        self._convert = converter
+        self._categorise_drop = categorise_drop or (lambda item: "unknown")
+        self._max = max(1, queue_size)
+        self._batch = max(1, batch_size)
+        self._join_timeout = join_timeout
+        self._hwm = send_hwm
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._reset_state()
+        _live.add(self)
+
+    # -- state (re-created in a forked child) -------------------------------------------------
+    def _reset_state(self) -> None:
+        self._queue: deque[Any] = deque()
+        self._publisher = os.urandom(16)
+        self._next_seq: dict[bytes, int] = {}
+        self._sent: dict[str, int] = {}
+        self._dropped: dict[tuple[str, str], int] = {}
+        self._pending_count: dict[str, int] = {}
+        self._in_hand = 0  # popped from the queue, not yet sent or counted as dropped
+        self._stopping = False
+        self._deadline = float("inf")
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self._work_done = 0  # bumped by the sender after each loop turn; flush waits on it
+        self.connected = False
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            self._thread = threading.Thread(target=self._run, name="otel-telemetry-sender", daemon=True)
+            self._thread.start()
+
+    # -- app threads ----------------------------------------------------------------------------
+    def enqueue(self, item: Any) -> None:
+        """Called on the thread that ends a span / emits a record: must not block or raise."""
+        q = self._queue
+        if len(q) < self._max and not self._stopping:
+            q.append(item)
+            return
+        try:
+            cat = self._categorise_drop(item)
+        except Exception:
+            cat = "unknown"
+        with self._lock:
+            reason = SHUTDOWN if self._stopping else QUEUE_FULL
+            self._dropped[(cat, reason)] = self._dropped.get((cat, reason), 0) + 1
+
+    def count_drop(self, category: str, reason: str, n: int = 1) -> None:
+        """Count records rejected before they reach the queue (any thread)."""
+        with self._lock:
+            self._dropped[(category, reason)] = self._dropped.get((category, reason), 0) + n
+
+    def counters(self) -> dict[str, Any]:
+        """Exact once quiet: ``emitted == sent + sum(dropped) + queued``. Any thread."""
+        with self._lock:
+            by_cat: dict[str, dict[str, Any]] = {}
+            for cat, n in self._sent.items():
+                by_cat.setdefault(cat, {"emitted": 0, "sent": 0, "dropped": {}})["sent"] = n
+            for (cat, reason), n in self._dropped.items():
+                d = by_cat.setdefault(cat, {"emitted": 0, "sent": 0, "dropped": {}})
+                d["dropped"][reason] = d["dropped"].get(reason, 0) + n
+            for cat, n in self._pending_count.items():
+                by_cat.setdefault(cat, {"emitted": 0, "sent": 0, "dropped": {}})["queued"] = n
+            dropped: dict[str, int] = {}
+            for d in by_cat.values():
+                d["emitted"] = d["sent"] + sum(d["dropped"].values()) + d.get("queued", 0)
+                for reason, n in d["dropped"].items():
+                    dropped[reason] = dropped.get(reason, 0) + n
+            queued = len(self._queue) + sum(self._pending_count.values())
+            sent = sum(self._sent.values())
+            return {
+                "emitted": sent + sum(dropped.values()) + queued,
+                "sent": sent,
+                "dropped": dropped,
+                "queued": queued,
+                "connected": self.connected,
+                "by_category": by_cat,
+            }
+
+    def force_flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything queued so far is sent or counted; honours ``timeout``."""
+        if not self._started or self._thread is None or not self._thread.is_alive():
+            return not self._queue
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            while self._queue or self._in_hand or self._pending_count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    def shutdown(self, timeout: float = 30.0) -> bool:
+        """Drain, say goodbye, close. Idempotent; returns within ``timeout``; any thread."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._lock:
+            already = self._stopping
+            self._stopping = True
+            self._deadline = min(self._deadline, deadline)
+        thread = self._thread
+        if thread is None:
+            leftover = len(self._queue)
+            if leftover and not already:
+                self._drop_queue(SHUTDOWN)
+            return True
+        thread.join(max(0.0, deadline - time.monotonic()))
+        return not thread.is_alive()
+
+    # -- sender thread ---------------------------------------------------------------------------
+    def _drop_queue(self, reason: str) -> None:
+        counts: dict[str, int] = {}
+        q = self._queue
+        while True:
+            try:
+                item = q.popleft()
+            except IndexError:
+                break
+            try:
+                cat = self._categorise_drop(item)
+            except Exception:
+                cat = "unknown"
+            counts[cat] = counts.get(cat, 0) + 1
+        with self._lock:
+            for cat, n in counts.items():
+                self._dropped[(cat, reason)] = self._dropped.get((cat, reason), 0) + n
+
+    def _run(self) -> None:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.XPUB)
+        try:
+            sock.setsockopt(zmq.XPUB_NODROP, 1)
+            sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # see re-subscribes from a restarted collector
+            sock.setsockopt(zmq.SNDHWM, self._hwm)
+            sock.connect(self.endpoint)
+            self._loop(sock)
+        except Exception:
+            log.exception("otel-telemetry sender stopped on an unexpected error; remaining records dropped")
+            self._drop_queue(SHUTDOWN)
+        finally:
+            # Linger only as long as shutdown allows, so the goodbye and last frames get out.
+            left = self._deadline - time.monotonic() if self._deadline != float("inf") else 0.0
+            sock.close(linger=int(max(0.0, min(left, 2.0)) * 1000))
+            ctx.term()
+            with self._cond:
+                self._in_hand = 0
+                self._pending_count.clear()
+                self._cond.notify_all()
+
+    def _loop(self, sock: zmq.Socket) -> None:
+        subs: set[bytes] = set()
+        packer = wire.new_packer()
+        join_deadline = time.monotonic() + self._join_timeout
+        pending: list[tuple[str, bytes, list[bytes], int]] = []  # (category, topic, frames, count)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        q = self._queue
+        while True:
+            self._read_subscriptions(sock, subs)
+            self.connected = bool(subs)
+            now = time.monotonic()
+            stopping = self._stopping
+            if stopping and now >= self._deadline:
+                self._give_up(pending, SHUTDOWN)
+                self._drop_queue(SHUTDOWN)
+                break
+            if pending:
+                if not subs:
+                    self._give_up(pending, NO_COLLECTOR)
+                    continue
+                if self._send_pending(sock, pending, subs):
+                    continue
+                # The collector is slow: wait for room (or news) without spinning.
+                sock.poll(5, zmq.POLLOUT | zmq.POLLIN)
+                continue
+            if not q:
+                self._notify()
+                if stopping:
+                    break
+                poller.poll(5)
+                continue
+            if not subs:
+                if now < join_deadline and not stopping:
+                    poller.poll(10)
+                    continue
+                self._drop_queue(NO_COLLECTOR)
+                continue
+            pending = self._prepare(q, packer)
+        if subs:
+            self._say_bye(sock, packer)
+        self._notify()
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    @staticmethod
+    def _read_subscriptions(sock: zmq.Socket, subs: set[bytes]) -> None:
+        while True:
+            try:
+                msg = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] == b"\x01":
+                subs.add(msg[1:])
+            elif msg[:1] == b"\x00":
+                subs.discard(msg[1:])
+
+    def _prepare(self, q: deque[Any], packer: Any) -> list[tuple[str, bytes, list[bytes], int]]:
+        groups: dict[tuple[bytes, int, int], tuple[str, dict[str, Any], list[Any]]] = {}
+        n = 0
+        bad: dict[str, int] = {}
+        convert = self._convert
+        self._in_hand = 1  # force_flush must not see an empty queue while we hold items
+        while n < self._batch:
+            try:
+                item = q.popleft()
+            except IndexError:
+                break
+            n += 1
+            try:
+                cat, topic, kind, resource, rec = convert(item)
+            except Exception:
+                log.debug("could not convert %r", type(item), exc_info=True)
+                bad["unknown"] = bad.get("unknown", 0) + 1
+                continue
+            key = (topic, kind, id(resource))
+            g = groups.get(key)
+            if g is None:
+                groups[key] = (cat, resource, [rec])
+            else:
+                g[2].append(rec)
+        out = []
+        pending_count: dict[str, int] = {}
+        for (topic, kind, _), (cat, resource, recs) in groups.items():
+            try:
+                frames = wire.encode(packer, topic, kind, self._publisher, 0, resource, recs)
+            except Exception:
+                log.debug("could not encode a batch for %s", topic, exc_info=True)
+                bad[cat] = bad.get(cat, 0) + len(recs)
+                packer.reset()
+                continue
+            out.append((cat, topic, frames, len(recs)))
+            pending_count[cat] = pending_count.get(cat, 0) + len(recs)
+        with self._lock:
+            for cat, c in bad.items():
+                self._dropped[(cat, ENCODE_ERROR)] = self._dropped.get((cat, ENCODE_ERROR), 0) + c
+            for cat, c in pending_count.items():
+                self._pending_count[cat] = self._pending_count.get(cat, 0) + c
+            self._in_hand = 0
+        return out
+
+    def _send_pending(self, sock: zmq.Socket, pending: list[tuple[str, bytes, list[bytes], int]],
+                      subs: set[bytes]) -> bool:
+        """Send what the pipe takes; True if everything went (or was counted)."""
+        while pending:
+            cat, topic, frames, count = pending[0]
+            if not any(topic.startswith(s) for s in subs):
+                self._settle(cat, count, NO_COLLECTOR)
+                pending.pop(0)
+                continue
+            # The sequence number is stamped only now, so records the app drops never leave a
+            # gap the collector would count a second time.
+            seq = self._next_seq.get(topic, 0)
+            frames[1] = wire.restamp(frames[1], seq)
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                return False
+            self._next_seq[topic] = seq + count
+            self._settle(cat, count, None)
+            pending.pop(0)
+        return True
+
+    def _settle(self, cat: str, count: int, drop_reason: str | None) -> None:
+        with self._lock:
+            self._pending_count[cat] -= count
+            if not self._pending_count[cat]:
+                del self._pending_count[cat]
+            if drop_reason is None:
+                self._sent[cat] = self._sent.get(cat, 0) + count
+            else:
+                self._dropped[(cat, drop_reason)] = self._dropped.get((cat, drop_reason), 0) + count
+
+    def _give_up(self, pending: list[tuple[str, bytes, list[bytes], int]], reason: str) -> None:
+        for cat, _, _, count in pending:
+            self._settle(cat, count, reason)
+        pending.clear()
+
+    def _say_bye(self, sock: zmq.Socket, packer: Any) -> None:
+        frames = wire.encode_bye(packer, self._publisher,
+                                 {t.decode(): s for t, s in self._next_seq.items()})
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            log.debug("goodbye not sent: pipe full")
+        # Give libzmq a moment to move the last frames into the kernel before the socket goes.
+        end = min(self._deadline, time.monotonic() + 0.5)
+        while time.monotonic() < end and sock.poll(1, zmq.POLLOUT) == 0:
+            pass
+
+
+def _after_fork_in_child() -> None:
+    for t in list(_live):
+        was_started = t._started
+        t._reset_state()
+        if was_started:
+            t.start()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
