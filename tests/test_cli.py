@@ -281,3 +281,26 @@ def test_version() -> None:
 def test_bare_group_prints_help() -> None:
     r = run("retention")
     assert "show" in r.output and "purge" in r.output
+
+
+def test_retention_uses_collector_config_days(db: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "collector.yaml"
+    cfg.write_text("retention:\n  days:\n    ai_behavior: 10\n")
+    r = run("retention", "show", "--db", str(db), "--config", str(cfg), "--format", "json")
+    assert r.exit_code == 0, r.stderr
+    shown = {x["category"]: x for x in orjson.loads(r.stdout)}
+    assert shown["ai_behavior"] == {"category": "ai_behavior", "days": 10, "source": "default",
+                                    "expired": 1}
+    cfg.write_text("retention:\n  dayz: 1\n")
+    bad = run("retention", "show", "--db", str(db), "--config", str(cfg))
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1 and "dayz" in bad.stderr
+
+
+def test_collector_run_reports_bad_config(tmp_path: Path) -> None:
+    target = tmp_path / "c.db"
+    cfg = tmp_path / "collector.yaml"
+    cfg.write_text("nonsense_key: 1\n")
+    r = run("collector", "run", "--config", str(cfg), "--db", str(target))
+    assert r.exit_code == 2 and "nonsense_key" in r.stderr and not target.exists()
+    missing = run("collector", "run", "--config", str(tmp_path / "none.yaml"))
+    assert missing.exit_code == 2 and len(missing.stderr.strip().splitlines()) == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .categories import CATEGORIES
-from .configure import Telemetry, configure, record_telemetry
+from .configure import Telemetry, configure, logging_handler, record_telemetry
 
 __version__ = "0.1.0"
-__all__ = ["CATEGORIES", "Telemetry", "configure", "record_telemetry", "__version__"]
+__all__ = ["CATEGORIES", "Telemetry", "configure", "logging_handler", "record_telemetry", "__version__"]

@@ -59,41 +59,25 @@ class _OneLineGroup(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-class _Duration(click.ParamType):
-    name = "DURATION"
+class _Parsed(click.ParamType):
+    """A click type backed by a ``query`` parser, whose QueryError becomes a BadParameter."""
+
+    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
+        self.name = name
+        self._parse = parse
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, int | float):
+        if not isinstance(value, str):
             return value
         try:
-            return query.parse_duration(value)
+            return self._parse(value)
         except query.QueryError as exc:
             self.fail(str(exc), param, ctx)
 
 
-class _Time(click.ParamType):
-    name = "TIME"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, int):
-            return value
-        try:
-            return query.parse_time(value)
-        except query.QueryError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class _TraceId(click.ParamType):
-    name = "HEX32"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        text = str(value).strip().lower()
-        if len(text) != 32 or any(c not in "0123456789abcdef" for c in text):
-            self.fail(f"{value!r} is not a trace id (32 hex characters)", param, ctx)
-        return text
-
-
-DURATION, TIME, TRACE_ID = _Duration(), _Time(), _TraceId()
+DURATION = _Parsed("DURATION", query.parse_duration)
+TIME = _Parsed("TIME", query.parse_time)
+TRACE_ID = _Parsed("HEX32", lambda text: query.Filters(trace_id=text).trace_id)
 
 
 def db_option(f: F) -> F:
@@ -166,10 +150,10 @@ def _open(db: str | None, admin: bool = False) -> Iterator[apsw.Connection]:
         conn.close()
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, exact: bool = False) -> str:
     if value is None:
         return ""
-    if isinstance(value, float):
+    if isinstance(value, float) and not exact:  # programs (csv) get every digit; people get 3
         return f"{value:.3f}"
     if isinstance(value, dict | list):
         return orjson.dumps(value).decode()
@@ -193,7 +177,7 @@ def _emit_csv(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(headers)
-    writer.writerows([_cell(v) for v in row] for row in rows)
+    writer.writerows([_cell(v, exact=True) for v in row] for row in rows)
     click.echo(buf.getvalue(), nl=False)
 
 
@@ -342,7 +326,7 @@ def status_cmd(db: str | None, fmt: str) -> None:
         s = query.status(conn)
     if s is None:
         raise click.ClickException(
-            "no collector status in this database; no collector has written to it yet "
+            f"no collector status in {settings.resolve('db', db)}; no collector has written to it yet "
             "(start one with: otel-telemetry collector run)")
     if fmt == "json":
         _emit_json(s)

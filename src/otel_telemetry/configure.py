@@ -173,3 +173,13 @@ def _invalid(category: str, level: str) -> None:
         _warned.add(key)
         log.warning("record_telemetry: category %r / level %r not valid; event dropped (counted)",
                     category, level)
+
+
+def logging_handler(telemetry: Telemetry | None = None, level: int = logging.NOTSET) -> logging.Handler:
+    """A stdlib ``logging.Handler`` that sends records through the configured LoggerProvider."""
+    from opentelemetry.sdk._logs import LoggingHandler
+
+    tel = telemetry or _current
+    if tel is None or tel.logger_provider is None:
+        raise RuntimeError("configure(logs=True) first")
+    return LoggingHandler(level=level, logger_provider=tel.logger_provider)

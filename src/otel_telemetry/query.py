@@ -39,6 +39,9 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _EPOCH_RE = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
 _HEX32_RE = re.compile(r"^[0-9a-f]{32}$")
 _NS = 1_000_000_000
+# SQLite integers are signed 64-bit; larger Python ints would fail at bind time with OverflowError.
+_INT64 = range(-(2**63), 2**63)
+MAX_DURATION_S = 1000 * 365 * 86400
 
 
 class QueryError(ValueError):
@@ -53,6 +56,8 @@ def parse_duration(text: str) -> float:
     seconds = float(m.group(1)) * _UNITS[m.group(2).lower()]
     if seconds <= 0:
         raise QueryError(f"{text!r} is not a positive duration")
+    if seconds > MAX_DURATION_S:
+        raise QueryError(f"duration {text!r} is longer than 1000 years")
     return int(seconds) if seconds.is_integer() else seconds
 
 
@@ -72,7 +77,10 @@ def parse_time(text: str, now_ns: int | None = None) -> int:
     if _EPOCH_RE.match(raw):
         whole, _, frac = raw.partition(".")
         # Integer arithmetic keeps nanosecond precision that float seconds would lose.
-        return int(whole) * _NS + int((frac + "0" * 9)[:9])
+        ns = int(whole) * _NS + int((frac + "0" * 9)[:9])
+        if ns not in _INT64:
+            raise QueryError(f"{text!r} is too far in the future to be epoch seconds")
+        return ns
     try:
         if len(raw) == 10:
             d = date.fromisoformat(raw)
@@ -87,7 +95,10 @@ def parse_time(text: str, now_ns: int | None = None) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86400 + delta.seconds) * _NS + delta.microseconds * 1000
+    ns = (delta.days * 86400 + delta.seconds) * _NS + delta.microseconds * 1000
+    if ns not in _INT64:
+        raise QueryError(f"{text!r} is outside the years 1678..2261 that nanosecond timestamps cover")
+    return ns
 
 
 def iso_ns(ns: int | None) -> str | None:
@@ -132,8 +143,9 @@ class Filters:
             raise QueryError(f"limit {self.limit!r} is not an integer from 1 to {MAX_LIMIT}")
         for name in ("since_ns", "until_ns"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise QueryError(f"{name} must be integer nanoseconds, not {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value not in _INT64):
+                raise QueryError(f"{name} must be 64-bit integer nanoseconds, not {value!r}")
 
     def equality(self) -> dict[str, str]:
         """The exact-match constraints, keyed by column name."""

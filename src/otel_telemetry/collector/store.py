@@ -49,12 +49,20 @@ _UPSERT_CHECKPOINT = (
 _STATUS = "INSERT OR REPLACE INTO collector_status(id, updated, body) VALUES (1, ?, ?)"
 
 
-def _init_schema(conn: apsw.Connection) -> None:
-    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-    # Must precede the first CREATE TABLE; on an existing database it is a no-op.
-    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-    conn.execute("PRAGMA journal_mode=WAL").fetchall()
-    conn.execute(DDL)
+def _open_rw(path: str, extra_pragma: str) -> apsw.Connection:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+    try:
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        # Must precede the first CREATE TABLE; on an existing database it is a no-op.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        conn.execute(DDL)
+        conn.execute(extra_pragma).fetchall()  # callers pass literals / allow-listed values only
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def open_writer(path: str, synchronous: str = "normal") -> apsw.Connection:
@@ -62,16 +70,7 @@ def open_writer(path: str, synchronous: str = "normal") -> apsw.Connection:
     mode = _SYNCHRONOUS.get(str(synchronous).lower())
     if mode is None:
         raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
-    try:
-        _init_schema(conn)
-        conn.execute(f"PRAGMA synchronous={mode}")  # mode is from the allow-list above
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return _open_rw(path, f"PRAGMA synchronous={mode}")
 
 
 def open_reader(path: str) -> apsw.Connection:
@@ -82,20 +81,12 @@ def open_reader(path: str) -> apsw.Connection:
 
 
 def open_admin(path: str) -> apsw.Connection:
-    """Short-lived read-write connection for CLI writes (retention set / purge).
+    """Short-lived read-write connection for CLI writes (retention set / purge), any one thread.
 
     Auto-checkpoint is off so only the collector's writer checkpoints during normal operation;
     callers that need a checkpoint (``retention.purge_all``) ask for one explicitly.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
-    try:
-        _init_schema(conn)
-        conn.execute("PRAGMA wal_autocheckpoint=0").fetchall()
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return _open_rw(path, "PRAGMA wal_autocheckpoint=0")
 
 
 @dataclass
@@ -242,7 +233,8 @@ class StoreWriter:
             self._stopping = True
             thread = self._thread
         if thread is None:
-            pending = self._queue.qsize()
+            with self._cond:
+                pending = self._accepted - self._processed
             if pending:
                 log.warning("store writer shut down before start with %d batches queued", pending)
             return pending == 0

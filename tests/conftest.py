@@ -1,0 +1,101 @@
+"""Shared fixtures: a real collector process on a temporary ipc endpoint and database file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import apsw
+import pytest
+
+HERE = Path(__file__).parent
+SHARED_OTLP = HERE.parent.parent / "shared" / "data" / "otlp"
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    """Poll until ``predicate()`` is true; a readiness wait, never a timing assertion."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class CollectorProc:
+    def __init__(self, tmp: Path, name: str = "c") -> None:
+        self.endpoint = f"ipc://{tmp}/{name}.ipc"
+        self.db = str(tmp / f"{name}.db")
+        self.config = tmp / f"{name}.yaml"
+        self.config.write_text("store:\n  flush_interval: 0.05\nretention:\n  interval: 3600\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tmp / f"{name}.log"
+
+    def start(self) -> CollectorProc:
+        sock = Path(self.endpoint[len("ipc://"):])
+        if sock.exists():
+            sock.unlink()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "otel_telemetry", "collector", "run", "--config", str(self.config),
+             "--db", self.db, "--endpoint", self.endpoint],
+            stderr=open(self.log, "ab"), stdout=subprocess.DEVNULL,
+        )
+        wait_for(lambda: sock.exists() or self.proc.poll() is not None, what="collector bind")  # type: ignore[union-attr]
+        assert self.proc.poll() is None, self.log.read_text()
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout)
+        self.proc = None
+        return rc
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.proc = None
+
+    def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        conn = apsw.Connection(self.db, flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            return list(conn.execute(sql, params))
+        finally:
+            conn.close()
+
+    def counts_by_category(self) -> dict[str, int]:
+        return dict(self.rows("SELECT category, count(*) FROM records GROUP BY category"))
+
+    def status(self) -> dict:
+        rows = self.rows("SELECT body FROM collector_status WHERE id = 1")
+        return json.loads(rows[0][0]) if rows else {}
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[CollectorProc]:
+    c = CollectorProc(tmp_path).start()
+    yield c
+    if c.proc is not None:
+        c.stop()
+
+
+def run_producer(endpoint: str, *args: str, wait: bool = True) -> subprocess.Popen[bytes] | dict:
+    cmd = [sys.executable, str(HERE / "producer.py"), "--endpoint", endpoint, *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+    if not wait:
+        return proc
+    return producer_result(proc)
+
+
+def producer_result(proc: subprocess.Popen[bytes], timeout: float = 120) -> dict:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err.decode()
+    return json.loads(out.decode().strip().splitlines()[-1])
