@@ -117,7 +117,8 @@ def _window(last: float | None, since: int | None, until: int | None) -> tuple[i
         raise click.UsageError("use either --last or --since, not both")
     if since is None:
         end = until if until is not None else time.time_ns()
-        since = end - int((last if last is not None else DEFAULT_LAST_S) * 1_000_000_000)
+        # Clamped so a long --last before an early --until still binds as a 64-bit integer.
+        since = max(-(2**63), end - int((last if last is not None else DEFAULT_LAST_S) * 1_000_000_000))
     if until is not None and since >= until:
         raise click.UsageError("the window is empty: --since must be before --until")
     return since, until

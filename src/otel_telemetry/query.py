@@ -41,7 +41,7 @@ _HEX32_RE = re.compile(r"^[0-9a-f]{32}$")
 _NS = 1_000_000_000
 # SQLite integers are signed 64-bit; larger Python ints would fail at bind time with OverflowError.
 _INT64 = range(-(2**63), 2**63)
-MAX_DURATION_S = 1000 * 365 * 86400
+MAX_DURATION_S = 200 * 365 * 86400  # now minus this still fits in int64 ns
 
 
 class QueryError(ValueError):
@@ -57,7 +57,7 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise QueryError(f"{text!r} is not a positive duration")
     if seconds > MAX_DURATION_S:
-        raise QueryError(f"duration {text!r} is longer than 1000 years")
+        raise QueryError(f"duration {text!r} is longer than 200 years")
     return int(seconds) if seconds.is_integer() else seconds
 
 
