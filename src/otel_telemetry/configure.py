@@ -48,11 +48,13 @@ class Telemetry:
     def shutdown(self, timeout: float = 30.0) -> bool:
         """Flush and close; idempotent; returns within ``timeout`` seconds."""
         deadline = time.monotonic() + max(0.0, timeout)
-        if self.meter_provider is not None:
+        if self.meter_provider is not None and self.meter_provider in self._owned:
+            # First, so its final collection is exported while the transport still takes records.
+            self._owned.remove(self.meter_provider)
             try:
-                self.meter_provider.force_flush(int(max(0.0, deadline - time.monotonic()) * 1000))
+                self.meter_provider.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
             except Exception:
-                log.debug("metric flush failed", exc_info=True)
+                log.debug("meter provider shutdown failed", exc_info=True)
         ok = self.transport.shutdown(max(0.0, deadline - time.monotonic()))
         for provider in self._owned:
             try:
