@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from .config import CollectorConfig, ConfigError, load
+from .pipeline import Pipeline
 from .retention import RetentionPolicy
 from .store import StoreWriter
 from .zmq_receiver import EndpointInUse, ZmqReceiver
@@ -39,6 +40,7 @@ class Collector:
             retention=policy, retention_interval=cfg.retention.interval, status_source=self.status,
             **kwargs,
         )
+        self.pipeline = Pipeline(self.writer, cfg.rules)
         self.zmq: ZmqReceiver | None = None
         self._stopped = False
 
@@ -56,7 +58,7 @@ class Collector:
         self.writer.start()
         if self.cfg.zmq.enabled:
             self.zmq = ZmqReceiver(
-                self.cfg.endpoint, self.writer, checkpoints=checkpoints, rules=self.cfg.rules,
+                self.cfg.endpoint, self.pipeline, checkpoints=checkpoints,
                 max_message_bytes=self.cfg.zmq.max_message_bytes, rcvhwm=self.cfg.zmq.rcvhwm,
             )
             try:

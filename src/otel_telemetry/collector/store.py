@@ -96,6 +96,8 @@ class WriteBatch:
     rows: list[tuple[Any, ...]]
     checkpoints: dict[tuple[bytes, str], int] = field(default_factory=dict)
     received: int = 0
+    # Called on the writer thread once the batch is committed (OTLP receivers acknowledge then).
+    on_commit: Callable[[], None] | None = None
 
 
 _WAKE = object()  # queue sentinel: stop coalescing and commit now (flush, purge, shutdown)
@@ -384,6 +386,12 @@ class StoreWriter:
             s["batches"] += len(group)
             s["commits"] += 1
             s["last_commit_ns"] = now_ns
+        for b in group:
+            if b.on_commit is not None:
+                try:
+                    b.on_commit()
+                except Exception:
+                    log.exception("on_commit callback failed")
 
     def _begin_retention(self) -> ret.RetentionRun | None:
         assert self._conn is not None and self._retention is not None

@@ -11,8 +11,6 @@ import fcntl
 import logging
 import os
 import threading
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +18,7 @@ import zmq
 
 from .. import categories as cats
 from .. import wire
-from . import schema
-from .store import StoreWriter, WriteBatch
+from .pipeline import Pipeline
 
 log = logging.getLogger("otel_telemetry.collector.zmq")
 
@@ -40,13 +37,11 @@ class ZmqReceiver:
     """Lifecycle: ``start()`` binds (errors raise here, at start-up); the receive loop runs on its
     own thread; ``shutdown(timeout)`` is idempotent and safe before ``start()``."""
 
-    def __init__(self, endpoint: str, writer: StoreWriter, *, checkpoints: dict[tuple[bytes, str], int],
-                 rules: Sequence[cats.Rule] = (), max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
-                 rcvhwm: int = 10000) -> None:
+    def __init__(self, endpoint: str, pipeline: Pipeline, *, checkpoints: dict[tuple[bytes, str], int],
+                 max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES, rcvhwm: int = 10000) -> None:
         self.endpoint = endpoint
-        self._writer = writer
+        self._pipeline = pipeline
         self._next = dict(checkpoints)
-        self._rules = tuple(rules)
         self._max_bytes = max_message_bytes
         self._rcvhwm = rcvhwm
         self._lock = threading.Lock()
@@ -192,15 +187,16 @@ class ZmqReceiver:
                 self.replayed += 1
             new_next = max(expected or 0, header.seq + header.count)
             self._next[key] = new_next
+        kind = wire.KIND_NAMES[header.kind]
         try:
-            rows = list(schema.rows_from_batch(
-                wire.KIND_NAMES[header.kind], resource, records, parsed,
-                header.publisher + frames[0] + header.seq.to_bytes(8, "big"), self._rules))
+            rows = self._pipeline.map(kind, resource, records, parsed,
+                                      header.publisher + frames[0] + header.seq.to_bytes(8, "big"))
         except Exception as exc:
             log.debug("invalid records in %s: %s", topic, exc)
             self._reject("invalid_record", header.count)
-            rows = []
-        self._submit(WriteBatch(rows=rows, checkpoints={key: new_next}, received=header.count), parsed[0])
+            rows, records = [], []
+        # An empty batch still carries the checkpoint, so the rejected range is not a gap later.
+        self._submit(kind, resource, records, rows, {key: new_next})
 
     def _bye(self, publisher: bytes, next_seqs: dict[str, int]) -> None:
         with self._lock:
@@ -216,13 +212,14 @@ class ZmqReceiver:
                     self._next[key] = final
         log.debug("publisher %s said goodbye", publisher.hex()[:8])
 
-    def _submit(self, batch: WriteBatch, category: str) -> None:
+    def _submit(self, kind: str, resource: dict[str, Any], records: list[Any], rows: list[tuple[Any, ...]],
+                checkpoints: dict[tuple[bytes, str], int]) -> None:
         # Wait with the batch in hand while the writer is behind: the socket's HWM does the rest.
-        while not self._writer.submit(batch, timeout=0.1):
+        submit = self._pipeline.submit
+        while not submit(kind, resource, records, rows, checkpoints=checkpoints, timeout=0.1):
             if self._stop.is_set():
                 # Give the writer one last bounded chance before counting the loss.
-                if not self._writer.submit(batch, timeout=1.0):
+                if not submit(kind, resource, records, rows, checkpoints=checkpoints, timeout=1.0):
                     with self._lock:
-                        self.dropped["shutdown"] = self.dropped.get("shutdown", 0) + len(batch.rows)
+                        self.dropped["shutdown"] = self.dropped.get("shutdown", 0) + len(rows)
                 return
-            time.sleep(0)

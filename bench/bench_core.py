@@ -1,0 +1,424 @@
+"""Core pipeline benchmark (issue 2): app cost and end-to-end stored throughput, side by side.
+
+    .venv/bin/python bench/bench_core.py [--spans 100000] [--repeat 3] [--json FILE]
+
+Every producer runs in its own fresh subprocess: one application thread creates and ends
+``--spans`` spans flat out, each with the same 10-attribute dict shape. Variants:
+
+  sdk-noop       SDK TracerProvider, no span processor                     (app-cost floor)
+  bsp-noop       SDK + BatchSpanProcessor(defaults) + exporter that does nothing  (reference)
+  bsp-otlp-grpc  SDK + BatchSpanProcessor(defaults) + OTLPSpanExporter(insecure) to a local
+                 OTLP/gRPC receiver process (bench/otlp_sink.py) that stores one row per span
+  ours           otel_telemetry.configure() with default settings (metrics/logs off,
+                 set_global False) publishing to a real collector process (default config,
+                 temp database, ipc endpoint)
+
+Definitions (the same for every variant that stores):
+
+  app wall     monotonic time of the span loop only / spans (no import, setup or shutdown)
+  e2e window   from just before the first span starts until the first poll, made after the
+               app's shutdown() returned, that finds the store holding every row it will hold
+               (ours: ``sent`` rows; OTLP: the sink answers each Export only after committing,
+               so its count is final once shutdown() returned). Polls every 10 ms.
+  e2e stored/s rows stored / e2e window
+
+Each repeat runs every variant once, in a rotated order; the table reports medians. The
+machine is shared and noisy: read the ratios, which are taken within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+ALL_VARIANTS = ("sdk-noop", "bsp-noop", "bsp-otlp-grpc", "ours")
+DEFAULT_VARIANTS = ALL_VARIANTS
+CHILD_TIMEOUT = 180.0
+POLL = 0.01
+
+
+# ---------------------------------------------------------------------------------------------
+# child: one producer
+# ---------------------------------------------------------------------------------------------
+def _attrs(i: int) -> dict:
+    # 10 attributes, the same shape in every variant (str/int/bool/float mix, one varies per span).
+    return {
+        "http.request.method": "GET",
+        "http.route": "/api/v1/items/{id}",
+        "http.response.status_code": 200,
+        "server.address": "127.0.0.1",
+        "server.port": 8080,
+        "user.id": "u-12345",
+        "request.seq": i,
+        "cache.hit": True,
+        "db.rows": 42,
+        "latency.ms": 3.25,
+    }
+
+
+def _cpu() -> float:
+    r = os.times()
+    return r.user + r.system
+
+
+def _poll_until(read, target, timeout: float):
+    """Poll ``read()`` every POLL s until it returns >= target (if given); (value, t_seen)."""
+    end = time.monotonic() + timeout
+    while True:
+        v = read()
+        now = time.monotonic()
+        if target is None or v >= target or now >= end:
+            return v, now
+        time.sleep(POLL)
+
+
+def child(args: argparse.Namespace) -> dict:
+    import gc
+
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    variant, n = args.child, args.spans
+    out: dict = {"variant": variant, "spans": n}
+    tel = None
+    if variant == "ours":
+        import otel_telemetry
+
+        tel = otel_telemetry.configure("bench", endpoint=args.endpoint, metrics=False, logs=False,
+                                       set_global=False)
+        provider = tel.tracer_provider
+    else:
+        provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+        if variant == "bsp-noop":
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+            class Noop(SpanExporter):
+                def export(self, spans):  # type: ignore[no-untyped-def]
+                    return SpanExportResult.SUCCESS
+
+            provider.add_span_processor(BatchSpanProcessor(Noop()))
+        elif variant == "bsp-otlp-grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=args.endpoint, insecure=True)))
+        elif variant != "sdk-noop":
+            raise SystemExit(f"unknown variant {variant}")
+    tracer = provider.get_tracer("bench")
+    attrs = _attrs
+    gc.collect()
+
+    prof = None
+    if args.profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+    c0, t0 = _cpu(), time.monotonic()
+    for i in range(n):
+        span = tracer.start_span("bench.op", attributes=attrs(i))
+        span.end()
+    t1, c1 = time.monotonic(), _cpu()
+    if prof is not None:
+        prof.disable()
+        prof.dump_stats(args.profile)
+
+    if tel is not None:
+        out["connected_at_loop_end"] = tel.transport.connected
+        tel.shutdown(30)
+    else:
+        provider.shutdown()
+    t2, c2 = time.monotonic(), _cpu()
+    out.update(app_wall_us=(t1 - t0) / n * 1e6, app_cpu_loop_us=(c1 - c0) / n * 1e6,
+               app_cpu_total_us=(c2 - c0) / n * 1e6, shutdown_s=t2 - t1)
+
+    if variant == "ours":
+        import apsw
+
+        counters = tel.counters()  # type: ignore[union-attr]
+        out["emitted"], out["sent"] = counters["emitted"], counters["sent"]
+        out["dropped"], out["queued"] = counters["dropped"], counters["queued"]
+
+        def read_max() -> int:
+            try:
+                conn = apsw.Connection(args.db, flags=apsw.SQLITE_OPEN_READONLY)
+            except apsw.Error:
+                return 0
+            try:  # max(id) is O(log n): cheap to poll while the collector writes
+                return conn.execute("SELECT coalesce(max(id), 0) FROM records").fetchall()[0][0]
+            except apsw.Error:
+                return 0
+            finally:
+                conn.close()
+
+        seen, t3 = _poll_until(read_max, counters["sent"], args.store_timeout)
+        conn = apsw.Connection(args.db, flags=apsw.SQLITE_OPEN_READONLY)
+        out["stored_seen"] = conn.execute("SELECT count(*) FROM records WHERE type = 'span'").fetchall()[0][0]
+        conn.close()
+    elif variant == "bsp-otlp-grpc":
+        import sqlite3
+
+        def read_count() -> int:
+            conn = sqlite3.connect(f"file:{args.db}?mode=ro", uri=True)
+            try:
+                return conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+            finally:
+                conn.close()
+
+        seen, t3 = _poll_until(read_count, None, 0)
+        out["emitted"] = n
+        out["stored_seen"] = seen
+    else:
+        t3 = None
+    if t3 is not None:
+        out["e2e_s"] = t3 - t0
+        out["store_wait_s"] = t3 - t2
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# parent: receivers, subprocesses, table
+# ---------------------------------------------------------------------------------------------
+def _wait(pred, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    for k in list(env):
+        if k.startswith("OTEL_"):  # default settings everywhere: no stray env overrides
+            del env[k]
+    env["PYTHONPATH"] = str(ROOT / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 30.0) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        return None
+
+
+def run_child(variant: str, args: argparse.Namespace, tmp: Path, extra: list[str]) -> dict:
+    errf = tmp / f"{variant}.child.err"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--spans", str(args.spans),
+           "--store-timeout", str(args.store_timeout), *extra]
+    with open(errf, "wb") as err:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, env=_env(), timeout=CHILD_TIMEOUT)
+    if p.returncode != 0:
+        raise RuntimeError(f"{variant} child failed rc={p.returncode}: {errf.read_text()[-2000:]}")
+    return json.loads(p.stdout.decode().strip().splitlines()[-1])
+
+
+def run_variant(variant: str, args: argparse.Namespace, profile: str | None = None) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"bench-{variant}-") as d:
+        tmp = Path(d)
+        extra = ["--profile", profile] if profile else []
+        if variant in ("sdk-noop", "bsp-noop"):
+            return run_child(variant, args, tmp, extra)
+        if variant == "bsp-otlp-grpc":
+            db, ready, count_file = tmp / "sink.db", tmp / "sink.port", tmp / "sink.count"
+            sink = subprocess.Popen(
+                [sys.executable, str(HERE / "otlp_sink.py"), "--db", str(db), "--ready", str(ready),
+                 "--count-file", str(count_file)],
+                stdout=subprocess.DEVNULL, stderr=open(tmp / "sink.err", "wb"), env=_env())
+            try:
+                _wait(lambda: ready.exists() or sink.poll() is not None, 30, "OTLP sink")
+                if sink.poll() is not None:
+                    raise RuntimeError((tmp / "sink.err").read_text())
+                res = run_child(variant, args, tmp,
+                                ["--endpoint", f"127.0.0.1:{ready.read_text().strip()}", "--db", str(db), *extra])
+            finally:
+                _stop(sink)
+            final = json.loads(count_file.read_text()) if count_file.exists() else {}
+            res["stored"] = final.get("stored", res["stored_seen"])
+            res["dropped"] = {"not_delivered": res["emitted"] - final.get("received", res["stored_seen"])}
+            return res
+        if variant == "ours":
+            db, sock = tmp / "c.db", tmp / "c.ipc"
+            col = subprocess.Popen(
+                [sys.executable, "-m", "otel_telemetry", "collector", "run", "--db", str(db),
+                 "--endpoint", f"ipc://{sock}"],
+                stdout=subprocess.DEVNULL, stderr=open(tmp / "collector.err", "wb"), env=_env())
+            try:
+                _wait(lambda: sock.exists() or col.poll() is not None, 30, "collector bind")
+                if col.poll() is not None:
+                    raise RuntimeError((tmp / "collector.err").read_text())
+                res = run_child(variant, args, tmp, ["--endpoint", f"ipc://{sock}", "--db", str(db), *extra])
+            finally:
+                rc = _stop(col)
+            import apsw
+
+            conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+            res["stored"] = conn.execute("SELECT count(*) FROM records WHERE type = 'span'").fetchall()[0][0]
+            conn.close()
+            res["collector_rc"] = rc
+            return res
+        raise ValueError(variant)
+
+
+def _med(rs: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rs if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def summarise(results: dict[str, list[dict]]) -> dict:
+    summ: dict = {}
+    for v, rs in results.items():
+        s = {k: _med(rs, k) for k in ("app_wall_us", "app_cpu_loop_us", "app_cpu_total_us", "shutdown_s", "e2e_s")}
+        if rs and "stored" in rs[0]:
+            for r in rs:
+                r["pct_stored"] = 100.0 * r["stored"] / r["emitted"] if r["emitted"] else 0.0
+                r["e2e_per_s"] = r["stored"] / r["e2e_s"] if r.get("e2e_s") else None
+            s["stored"] = _med(rs, "stored")
+            s["pct_stored"] = _med(rs, "pct_stored")
+            s["pct_stored_min"] = min(r["pct_stored"] for r in rs)
+            s["e2e_per_s"] = _med(rs, "e2e_per_s")
+            drops: dict[str, list[int]] = {}
+            for r in rs:
+                for reason, c in (r.get("dropped") or {}).items():
+                    drops.setdefault(reason, []).append(c)
+            s["dropped_median"] = {k: statistics.median(vs + [0] * (len(rs) - len(vs))) for k, vs in drops.items()}
+        summ[v] = s
+    return summ
+
+
+def _fmt(x, spec: str) -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def machine() -> dict:
+    import importlib.metadata as md
+
+    def ver(p: str) -> str:
+        try:
+            return md.version(p)
+        except md.PackageNotFoundError:
+            return "?"
+
+    return {
+        "nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(), "opentelemetry-sdk": ver("opentelemetry-sdk"),
+        "grpcio": ver("grpcio"), "pyzmq": ver("pyzmq"), "loadavg": os.getloadavg(),
+    }
+
+
+def report(summ: dict, results: dict, args: argparse.Namespace, mach: dict) -> tuple[str, dict]:
+    lines = []
+    lines.append(f"machine: nproc={mach['nproc']} (affinity {mach['affinity']}), python {mach['python']}, "
+                 f"opentelemetry-sdk {mach['opentelemetry-sdk']}, grpcio {mach['grpcio']}, pyzmq {mach['pyzmq']}, "
+                 f"loadavg at start {mach['loadavg'][0]:.2f}")
+    lines.append(f"{args.spans} spans x 10 attributes, 1 app thread, median of {args.repeat} runs")
+    lines.append("")
+    lines.append("| variant | app wall µs/span | app CPU µs/span (loop) | app CPU µs/span (incl. shutdown) "
+                 "| shutdown s | stored | % stored | drops (median) | e2e window s | e2e stored spans/s |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    for v in results:
+        s = summ[v]
+        drops = ", ".join(f"{k} {int(c)}" for k, c in (s.get("dropped_median") or {}).items() if c) or ("0" if "stored" in s else "–")
+        lines.append(
+            f"| {v} | {_fmt(s['app_wall_us'], '.1f')} | {_fmt(s['app_cpu_loop_us'], '.1f')} | "
+            f"{_fmt(s['app_cpu_total_us'], '.1f')} | {_fmt(s['shutdown_s'], '.2f')} | "
+            f"{_fmt(s.get('stored'), '.0f')} | {_fmt(s.get('pct_stored'), '.2f')} | {drops} | "
+            f"{_fmt(s.get('e2e_s'), '.2f')} | {_fmt(s.get('e2e_per_s'), ',.0f')} |")
+    ratios: dict = {}
+    lines.append("")
+    if "ours" in summ and "sdk-noop" in summ:
+        r = summ["ours"]["app_wall_us"] / summ["sdk-noop"]["app_wall_us"]
+        paired = [o["app_wall_us"] / b["app_wall_us"] for o, b in zip(results["ours"], results["sdk-noop"])]
+        ratios["app_wall_ours_over_sdk_noop"] = r
+        lines.append(f"ours app wall / sdk-noop = {r:.2f}  (target <= 1.25: {'MET' if r <= 1.25 else 'MISSED'}); "
+                     f"per repeat: {', '.join(f'{x:.2f}' for x in paired)}")
+    if "ours" in summ and "bsp-otlp-grpc" in summ:
+        a, b = summ["ours"].get("e2e_per_s"), summ["bsp-otlp-grpc"].get("e2e_per_s")
+        if a and b:
+            r = a / b
+            paired = [o["e2e_per_s"] / g["e2e_per_s"] for o, g in zip(results["ours"], results["bsp-otlp-grpc"])]
+            ratios["e2e_ours_over_bsp_otlp_grpc"] = r
+            lines.append(f"ours e2e stored/s / bsp-otlp-grpc e2e/s = {r:.2f}  (target >= 3: {'MET' if r >= 3 else 'MISSED'}); "
+                         f"per repeat: {', '.join(f'{x:.2f}' for x in paired)}")
+    if "ours" in summ:
+        p, pmin = summ["ours"]["pct_stored"], summ["ours"]["pct_stored_min"]
+        ratios["ours_pct_stored"] = p
+        ratios["ours_pct_stored_min"] = pmin
+        lines.append(f"ours % stored = {p:.2f} % (min {pmin:.2f} %)  (target >= 99 %: {'MET' if pmin >= 99 else 'MISSED'})")
+    return "\n".join(lines), ratios
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="core pipeline benchmark (issue 2)")
+    ap.add_argument("--spans", type=int, default=100_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                    help=f"comma list of {', '.join(ALL_VARIANTS)}")
+    ap.add_argument("--json", default=None, help="save raw results and summary to FILE")
+    ap.add_argument("--profile-dir", default=None,
+                    help="after the timed runs, run each variant once more under cProfile (app thread loop) "
+                         "and save VARIANT.prof here")
+    ap.add_argument("--store-timeout", type=float, default=60.0, help="most seconds to wait for stored rows")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--endpoint", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--db", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--profile", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.child:
+        print(json.dumps(child(args)))
+        return 0
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for v in variants:
+        if v not in ALL_VARIANTS:
+            ap.error(f"unknown variant {v}")
+    mach = machine()
+    results: dict[str, list[dict]] = {v: [] for v in variants}
+    started = time.monotonic()
+    for r in range(args.repeat):
+        order = variants[r % len(variants):] + variants[:r % len(variants)]
+        for v in order:
+            res = run_variant(v, args)
+            results[v].append(res)
+            extra = ""
+            if "stored" in res:
+                extra = f" stored={res['stored']}/{res['emitted']} e2e={res['e2e_s']:.2f}s drops={res.get('dropped')}"
+            print(f"[run {r + 1}/{args.repeat}] {v}: app wall {res['app_wall_us']:.1f} µs/span, "
+                  f"shutdown {res['shutdown_s']:.2f}s{extra}", file=sys.stderr, flush=True)
+    summ = summarise(results)
+    text, ratios = report(summ, results, args, mach)
+    print(text)
+    print(f"\n(total bench time {time.monotonic() - started:.0f} s)")
+    if args.profile_dir:
+        os.makedirs(args.profile_dir, exist_ok=True)
+        for v in variants:
+            path = os.path.join(os.path.abspath(args.profile_dir), f"{v}.prof")
+            run_variant(v, args, profile=path)
+            print(f"profile: {path}", file=sys.stderr)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"argv": sys.argv, "machine": mach, "results": results, "summary": summ, "ratios": ratios},
+                      f, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
