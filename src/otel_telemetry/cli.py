@@ -7,193 +7,30 @@ get a single, greppable reason instead of a usage banner.
 
 from __future__ import annotations
 
-import csv
-import errno
-import io
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
-import apsw
 import click
-import orjson
 
 from . import __version__, query, settings
 from .categories import CATEGORIES
-
-F = TypeVar("F", bound=Callable[..., Any])
-FORMATS = ("table", "json", "csv")
-TABLE_COLUMNS = ("time", "type", "category", "component", "event", "level", "name", "duration_ms",
-                 "trace_id")
-# Widest a table cell may be; longer text ends in "…" so one record stays one line.
-_TABLE_WIDTH = {"component": 24, "event": 28, "name": 32, "category": 22}
-DEFAULT_LAST_S = 86400
-
-
-class _OneLineGroup(click.Group):
-    """Top-level group whose errors are one stderr line (click's default adds a usage banner)."""
-
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
-             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, False, **extra)
-        try:
-            rv = super().main(args, prog_name, complete_var, False, **extra)
-        except click.exceptions.NoArgsIsHelpError as exc:
-            exc.show()  # a bare group prints its help; that is the useful answer
-            sys.exit(exc.exit_code)
-        except click.ClickException as exc:
-            where = f"{exc.ctx.command_path}: " if isinstance(exc, click.UsageError) and exc.ctx else ""
-            click.echo(f"Error: {where}{' '.join(exc.format_message().split())}", err=True)
-            sys.exit(exc.exit_code)
-        except click.Abort:
-            click.echo("Aborted!", err=True)
-            sys.exit(1)
-        except OSError as exc:
-            if exc.errno == errno.EPIPE:  # output piped into head etc.; not an error worth a trace
-                sys.exit(1)
-            raise
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-class _Parsed(click.ParamType):
-    """A click type backed by a ``query`` parser, whose QueryError becomes a BadParameter."""
-
-    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
-        self.name = name
-        self._parse = parse
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if not isinstance(value, str):
-            return value
-        try:
-            return self._parse(value)
-        except query.QueryError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-DURATION = _Parsed("DURATION", query.parse_duration)
-TIME = _Parsed("TIME", query.parse_time)
-TRACE_ID = _Parsed("HEX32", lambda text: query.Filters(trace_id=text).trace_id)
-
-
-def db_option(f: F) -> F:
-    return click.option(
-        "--db", "db", type=click.Path(dir_okay=False), default=None, metavar="PATH",
-        help=f"SQLite database file. Default: ${settings.SETTINGS['db'].env}, "
-             "else ~/.local/share/otel-telemetry/telemetry.db.",
-    )(f)
-
-
-def format_option(f: F) -> F:
-    return click.option(
-        "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-        help="Output format: aligned table for people, json or csv for programs.",
-    )(f)
-
-
-def common_options(f: F) -> F:
-    """``--db`` and ``--format``, shared by every command that reads the database."""
-    return db_option(format_option(f))
-
-
-def window_options(f: F) -> F:
-    f = click.option("--until", type=TIME, default=None,
-                     help="End of the window (exclusive): ISO-8601 time, date, epoch seconds, "
-                          "or a duration before now. Default: now.")(f)
-    f = click.option("--since", type=TIME, default=None,
-                     help="Start of the window (inclusive), same forms as --until. "
-                          "Cannot be combined with --last.")(f)
-    return click.option("--last", type=DURATION, default=None,
-                        help="Window length ending at --until (or now), e.g. 30s, 15m, 24h, 7d, 1w. "
-                             "Default 24h when --since is not given.")(f)
-
-
-def _window(last: float | None, since: int | None, until: int | None) -> tuple[int, int | None]:
-    if last is not None and since is not None:
-        raise click.UsageError("use either --last or --since, not both")
-    if since is None:
-        end = until if until is not None else time.time_ns()
-        # Clamped so a long --last before an early --until still binds as a 64-bit integer.
-        since = max(-(2**63), end - int((last if last is not None else DEFAULT_LAST_S) * 1_000_000_000))
-    if until is not None and since >= until:
-        raise click.UsageError("the window is empty: --since must be before --until")
-    return since, until
-
-
-def _db_path(db: str | None) -> str:
-    path = str(settings.resolve("db", db))
-    # Checked here because opening a missing file, even read-only, must never create it.
-    if not Path(path).is_file():
-        raise click.UsageError(f"no database at {path}; start the collector first or pass --db")
-    return path
-
-
-@contextmanager
-def _open(db: str | None, admin: bool = False) -> Iterator[apsw.Connection]:
-    from .collector import store  # deferred: the store pulls in writer machinery not needed for --help
-
-    path = _db_path(db)
-    try:
-        conn = store.open_admin(path) if admin else store.open_reader(path)
-    except apsw.Error as exc:
-        raise click.ClickException(f"cannot open database {path}: {exc}") from None
-    try:
-        yield conn
-    except apsw.Error as exc:
-        raise click.ClickException(f"database {path}: {exc}") from None
-    except query.QueryError as exc:
-        raise click.UsageError(str(exc)) from None
-    finally:
-        conn.close()
-
-
-def _cell(value: Any, exact: bool = False) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and not exact:  # programs (csv) get every digit; people get 3
-        return f"{value:.3f}"
-    if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    return str(value)
-
-
-def _emit_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], widths: dict[str, int]) -> None:
-    cells = [[_cell(v) for v in row] for row in rows]
-    for row in cells:
-        for i, h in enumerate(headers):
-            limit = widths.get(h)
-            if limit and len(row[i]) > limit:
-                row[i] = row[i][: limit - 1] + "…"
-    sizes = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(s) for h, s in zip(headers, sizes, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(s) for c, s in zip(r, sizes, strict=True)).rstrip() for r in cells]
-    click.echo("\n".join(lines))
-
-
-def _emit_csv(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(headers)
-    writer.writerows([_cell(v, exact=True) for v in row] for row in rows)
-    click.echo(buf.getvalue(), nl=False)
-
-
-def _emit_json(obj: Any) -> None:
-    click.echo(orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode())
-
-
-def _emit_rows(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[Any]],
-               widths: dict[str, int] | None = None) -> None:
-    if fmt == "json":
-        _emit_json([dict(zip(headers, r, strict=True)) for r in rows])
-    elif fmt == "csv":
-        _emit_csv(headers, rows)
-    else:
-        _emit_table(headers, rows, widths or {})
+from .cli_output import (
+    _TABLE_WIDTH,
+    TABLE_COLUMNS,
+    TRACE_ID,
+    F,
+    _emit_csv,
+    _emit_json,
+    _emit_rows,
+    _emit_table,
+    _OneLineGroup,
+    _open,
+    _window,
+    common_options,
+    db_option,
+    window_options,
+)
 
 
 @click.group("otel-telemetry", cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
