@@ -97,17 +97,26 @@ def explicit(attrs: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _explicit_or_rule(
+    signal: str, name: str, attrs: Mapping[str, Any], rules: Sequence[Rule]
+) -> tuple[str, str] | None:
+    cat = explicit(attrs)
+    if cat is not None:
+        return cat, str(attrs.get("telemetry.subcategory") or "explicit")
+    for rule in rules:
+        if rule.matches(signal, name, attrs):
+            return rule.category, rule.subcategory or "rule"
+    return None
+
+
 def categorise_span(
     name: str, kind: int, status_code: int, attrs: Mapping[str, Any], has_exception_event: bool = False,
     rules: Sequence[Rule] = (),
 ) -> tuple[str, str]:
     """Return ``(category, subcategory)`` for a span. Must not raise for any attribute values."""
-    cat = explicit(attrs)
-    if cat is not None:
-        return cat, str(attrs.get("telemetry.subcategory") or "explicit")
-    for rule in rules:
-        if rule.matches("span", name, attrs):
-            return rule.category, rule.subcategory or "rule"
+    chosen = _explicit_or_rule("span", name, attrs, rules)
+    if chosen is not None:
+        return chosen
     if status_code == STATUS_ERROR or has_exception_event or _has_any(attrs, _EXCEPTION_KEYS):
         return "error_patterns", "exception" if has_exception_event else "error_status"
     if _has_any(attrs, _GEN_AI_KEYS):
@@ -140,12 +149,9 @@ _METRIC_PREFIXES: tuple[tuple[str, str, str], ...] = (
 
 
 def categorise_metric(name: str, attrs: Mapping[str, Any], rules: Sequence[Rule] = ()) -> tuple[str, str]:
-    cat = explicit(attrs)
-    if cat is not None:
-        return cat, str(attrs.get("telemetry.subcategory") or "explicit")
-    for rule in rules:
-        if rule.matches("metric", name, attrs):
-            return rule.category, rule.subcategory or "rule"
+    chosen = _explicit_or_rule("metric", name, attrs, rules)
+    if chosen is not None:
+        return chosen
     for prefix, category, sub in _METRIC_PREFIXES:
         if name.startswith(prefix):
             return category, sub
@@ -155,12 +161,9 @@ def categorise_metric(name: str, attrs: Mapping[str, Any], rules: Sequence[Rule]
 def categorise_log(
     severity_number: int, attrs: Mapping[str, Any], event_name: str = "", rules: Sequence[Rule] = ()
 ) -> tuple[str, str]:
-    cat = explicit(attrs)
-    if cat is not None:
-        return cat, str(attrs.get("telemetry.subcategory") or "explicit")
-    for rule in rules:
-        if rule.matches("log", event_name, attrs):
-            return rule.category, rule.subcategory or "rule"
+    chosen = _explicit_or_rule("log", event_name, attrs, rules)
+    if chosen is not None:
+        return chosen
     if severity_number >= 17 or _has_any(attrs, _EXCEPTION_KEYS):  # 17 = ERROR
         return "error_patterns", "log_error"
     if event_name.startswith("gen_ai.") or _has_any(attrs, _GEN_AI_KEYS):

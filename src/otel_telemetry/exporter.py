@@ -169,7 +169,19 @@ def get_transport(endpoint: str | None = None, rules: Sequence[cats.Rule] = (), 
         return t
 
 
-class ZmqSpanProcessor(SpanProcessor):
+class _TransportUser:
+    """Shared shutdown/flush for the SDK plug-ins (any thread; bounded by the timeout)."""
+
+    transport: Transport
+
+    def shutdown(self) -> None:
+        self.transport.shutdown(30.0)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.transport.force_flush(timeout_millis / 1000.0)
+
+
+class ZmqSpanProcessor(_TransportUser, SpanProcessor):
     """Publishes finished spans. ``on_end`` runs on the thread that ends the span: it only
     appends to a bounded queue and never blocks or raises."""
 
@@ -183,14 +195,8 @@ class ZmqSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         self._enqueue(span)
 
-    def shutdown(self) -> None:
-        self.transport.shutdown(30.0)
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.transport.force_flush(timeout_millis / 1000.0)
-
-
-class ZmqSpanExporter(SpanExporter):
+class ZmqSpanExporter(_TransportUser, SpanExporter):
     """SpanExporter form for ``OTEL_TRACES_EXPORTER=zmq`` (the SDK wraps it in a batch processor)."""
 
     def __init__(self, endpoint: str | None = None, **options: Any) -> None:
@@ -201,14 +207,8 @@ class ZmqSpanExporter(SpanExporter):
             self.transport.enqueue(s)
         return SpanExportResult.SUCCESS
 
-    def shutdown(self) -> None:
-        self.transport.shutdown(30.0)
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.transport.force_flush(timeout_millis / 1000.0)
-
-
-class ZmqLogRecordProcessor(LogRecordProcessor):
+class ZmqLogRecordProcessor(_TransportUser, LogRecordProcessor):
     """``on_emit`` runs on the logging thread: append only, never block or raise."""
 
     def __init__(self, endpoint: str | None = None, transport: Transport | None = None, **options: Any):
@@ -217,14 +217,8 @@ class ZmqLogRecordProcessor(LogRecordProcessor):
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         self.transport.enqueue(log_record)
 
-    def shutdown(self) -> None:
-        self.transport.shutdown(30.0)
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.transport.force_flush(timeout_millis / 1000.0)
-
-
-class ZmqLogExporter(LogRecordExporter):
+class ZmqLogExporter(_TransportUser, LogRecordExporter):
     """LogRecordExporter form for ``OTEL_LOGS_EXPORTER=zmq``."""
 
     def __init__(self, endpoint: str | None = None, **options: Any) -> None:
@@ -234,12 +228,6 @@ class ZmqLogExporter(LogRecordExporter):
         for rec in batch:
             self.transport.enqueue(rec)
         return LogRecordExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        self.transport.shutdown(30.0)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.transport.force_flush(timeout_millis / 1000.0)
 
 
 _TEMPORALITY = {AggregationTemporality.DELTA: "delta", AggregationTemporality.CUMULATIVE: "cumulative"}
