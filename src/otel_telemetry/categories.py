@@ -53,6 +53,7 @@ _MESSAGING_KEYS = ("messaging.system",)
 _RPC_KEYS = ("rpc.system",)
 _HTTP_KEYS = ("http.request.method", "http.method")
 _EXCEPTION_KEYS = ("exception.type", "exception.message")
+_SPAN_RULE_KEYS = frozenset(_GEN_AI_KEYS + _DB_KEYS + _MESSAGING_KEYS + _RPC_KEYS + _HTTP_KEYS + _EXCEPTION_KEYS)
 
 
 @dataclass(frozen=True)
@@ -114,9 +115,19 @@ def categorise_span(
     rules: Sequence[Rule] = (),
 ) -> tuple[str, str]:
     """Return ``(category, subcategory)`` for a span. Must not raise for any attribute values."""
-    chosen = _explicit_or_rule("span", name, attrs, rules)
-    if chosen is not None:
-        return chosen
+    if rules or "telemetry.category" in attrs:
+        chosen = _explicit_or_rule("span", name, attrs, rules)
+        if chosen is not None:
+            return chosen
+    if status_code != STATUS_ERROR and not has_exception_event and not (attrs.keys() & _SPAN_RULE_KEYS):
+        # The common case: no key any rule looks at, decided by one C-level set intersection.
+        if kind == KIND_SERVER:
+            return "user_interaction", "server"
+        if kind == KIND_CLIENT:
+            return "component_interactions", "client"
+        if kind in (KIND_PRODUCER, KIND_CONSUMER):
+            return "component_interactions", "messaging"
+        return "component_interactions", "internal"
     if status_code == STATUS_ERROR or has_exception_event or _has_any(attrs, _EXCEPTION_KEYS):
         return "error_patterns", "exception" if has_exception_event else "error_status"
     if _has_any(attrs, _GEN_AI_KEYS):

@@ -34,8 +34,68 @@ from .transport import Prepared, Transport
 log = logging.getLogger("otel_telemetry.exporter")
 
 _EMPTY: dict[str, Any] = {}
-_KIND = {k: k.value for k in SpanKind}
-_CODE = {c: c.value for c in StatusCode}
+# Keyed by id(): enum members hash through Python code, id() does not.
+_KIND = {id(k): k.value for k in SpanKind}
+_CODE = {id(c): c.value for c in StatusCode}
+
+
+# Scopes and resources seen by ``snapshot``, by id(): pinned so an id is never reused while we
+# hold it. Both are few and live as long as their provider.
+_PINNED: dict[int, Any] = {}
+SNAPSHOT_LEN = 14
+
+
+def _pin(obj: Any) -> int:
+    key = id(obj)
+    if key not in _PINNED:
+        _PINNED[key] = obj
+    return key
+
+
+def snapshot(span: ReadableSpan) -> tuple[Any, ...]:
+    """A flat tuple of an ended span, made on the thread that ends it: must not block or raise.
+
+    The tuple holds only ints, strings, None and the span's own attribute dict (untracked by
+    the garbage collector when its values are plain), so the SDK span dies right away instead
+    of lingering in our queue and being promoted through the GC generations — which cost more
+    than all the copying here. Private SDK fields are read directly; :func:`snapshot_public`
+    is the fallback if they change.
+    """
+    try:
+        ctx = span._context
+        parent = span._parent
+        status = span._status
+        attrs = span._attributes._dict
+        events = span._events._dq
+        links = span._links._dq
+        scope, res = span._instrumentation_scope, span._resource
+        scope_id, res_id = id(scope), id(res)
+        if scope_id not in _PINNED or res_id not in _PINNED:
+            _pin(scope), _pin(res)
+        return (
+            span._name, ctx.trace_id, ctx.span_id, parent.span_id if parent is not None else None,
+            span._start_time, span._end_time, _KIND[id(span._kind)], _CODE[id(status._status_code)],
+            status._description, attrs,
+            [(e.name, e.timestamp, dict(e.attributes or _EMPTY)) for e in events] if events else None,
+            [(lk.context.trace_id, lk.context.span_id, dict(lk.attributes or _EMPTY)) for lk in links]
+            if links else None,
+            scope_id, res_id,
+        )
+    except (AttributeError, KeyError, TypeError):
+        return snapshot_public(span)
+
+
+def snapshot_public(span: ReadableSpan) -> tuple[Any, ...]:
+    """Same tuple as :func:`snapshot` through the public ReadableSpan API only."""
+    ctx, parent = span.context, span.parent
+    return (
+        span.name, ctx.trace_id, ctx.span_id, parent.span_id if parent is not None else None,
+        span.start_time, span.end_time, span.kind.value, span.status.status_code.value,
+        span.status.description, dict(span.attributes or _EMPTY),
+        [(e.name, e.timestamp, dict(e.attributes or _EMPTY)) for e in span.events] or None,
+        [(lk.context.trace_id, lk.context.span_id, dict(lk.attributes or _EMPTY)) for lk in span.links] or None,
+        _pin(span.instrumentation_scope), _pin(span.resource),
+    )
 
 
 class _Converter:
@@ -45,7 +105,7 @@ class _Converter:
         self.rules = tuple(rules)
         self._resources: dict[int, tuple[Any, dict[str, Any]]] = {}
         self._topics: dict[tuple[str, str], bytes] = {}
-        self._scopes: dict[tuple[int, int], tuple[Any, str | None, str | None, dict[str, Any], str]] = {}
+        self._scopes: dict[tuple[int, int], tuple[str | None, str | None, dict[str, Any], str]] = {}
 
     def resource(self, res: Any) -> dict[str, Any]:
         key = id(res)
@@ -65,54 +125,39 @@ class _Converter:
         return t
 
     def __call__(self, item: Any) -> Prepared:
-        if type(item) is tuple:  # already prepared (metric points)
-            return item  # type: ignore[return-value]
+        if type(item) is tuple:
+            if len(item) == SNAPSHOT_LEN:
+                return self.span(item)
+            return item  # type: ignore[return-value]  # a prepared metric point
         if isinstance(item, ReadWriteLogRecord):
             return self.log(item)
-        return self.span(item)
+        raise TypeError(f"cannot send {type(item).__name__}")
 
-    def _scope_info(self, scope: Any, res: Any) -> tuple[str | None, str | None, dict[str, Any], str]:
-        key = (id(scope), id(res))
+    def _scope_info(self, scope_id: int, res_id: int) -> tuple[str | None, str | None, dict[str, Any], str]:
+        key = (scope_id, res_id)
         hit = self._scopes.get(key)
-        if hit is None or hit[0] is not scope:
+        if hit is None:
+            scope, res = _PINNED.get(scope_id), _PINNED.get(res_id)
             resource = self.resource(res)
             name = scope.name if scope is not None else None
-            hit = (scope, name, scope.version if scope is not None else None, resource,
+            hit = (name, scope.version if scope is not None else None, resource,
                    name or str(resource.get("service.name") or "unknown"))
-            if len(self._scopes) < 4096:
-                self._scopes[key] = hit
-        return hit[1], hit[2], hit[3], hit[4]
+            self._scopes[key] = hit
+        return hit
 
-    def span(self, span: ReadableSpan) -> Prepared:
-        # Private SDK fields (with public fallbacks) because this runs once per span and the
-        # public properties copy or wrap on every access.
-        ba = span._attributes
-        attrs = getattr(ba, "_dict", None)
-        if attrs is None:
-            attrs = dict(ba) if ba else _EMPTY
-        ctx = span._context
-        parent = span._parent
-        status = span._status
-        kind = _KIND[span._kind]
-        code = _CODE[status.status_code]
-        events = span._events
-        if events:
-            ev = [(e.name, e.timestamp, dict(e.attributes or _EMPTY)) for e in events]
-            has_exc = any(e[0] == "exception" for e in ev)
-        else:
-            ev, has_exc = None, False  # None, not []: one GC-tracked allocation less per span
-        links = span._links
-        lk = [(lnk.context.trace_id.to_bytes(16, "big"), lnk.context.span_id.to_bytes(8, "big"),
-               dict(lnk.attributes or _EMPTY)) for lnk in links] if links else None
-        scope_name, scope_version, resource, default_component = self._scope_info(
-            span._instrumentation_scope, span._resource)
-        category, _ = cats.categorise_span(span._name, kind, code, attrs, has_exc, self.rules)
+    def span(self, snap: tuple[Any, ...]) -> Prepared:
+        (name, trace_id, span_id, parent_id, start, end, kind, code, description, attrs, events, links,
+         scope_id, res_id) = snap
+        has_exc = events is not None and any(e[0] == "exception" for e in events)
+        if links is not None:
+            links = [(t.to_bytes(16, "big"), s.to_bytes(8, "big"), a) for t, s, a in links]
+        scope_name, scope_version, resource, default_component = self._scope_info(scope_id, res_id)
+        category, _ = cats.categorise_span(name, kind, code, attrs, has_exc, self.rules)
         component = attrs.get("telemetry.component") or default_component
         rec = (
-            span._name, ctx.trace_id.to_bytes(16, "big"), ctx.span_id.to_bytes(8, "big"),
-            parent.span_id.to_bytes(8, "big") if parent is not None else None,
-            span._start_time, span._end_time, kind, code, status.description, attrs, ev, lk,
-            scope_name, scope_version,
+            name, trace_id.to_bytes(16, "big"), span_id.to_bytes(8, "big"),
+            parent_id.to_bytes(8, "big") if parent_id is not None else None,
+            start, end, kind, code, description, attrs, events, links, scope_name, scope_version,
         )
         return category, self.topic(category, component), wire.KIND_SPANS, resource, rec
 
@@ -193,7 +238,11 @@ class ZmqSpanProcessor(_TransportUser, SpanProcessor):
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
-        self._enqueue(span)
+        try:
+            self._enqueue(snapshot(span))
+        except Exception:  # never into the app; counted like any other loss
+            self.transport.count_drop("unknown", "encode_error")
+            log.debug("could not snapshot a span", exc_info=True)
 
 
 class ZmqSpanExporter(_TransportUser, SpanExporter):
@@ -203,8 +252,8 @@ class ZmqSpanExporter(_TransportUser, SpanExporter):
         self.transport = get_transport(endpoint, **options)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        for s in spans:
-            self.transport.enqueue(s)
+        for span in spans:
+            self.transport.enqueue(snapshot(span))
         return SpanExportResult.SUCCESS
 
 
