@@ -13,6 +13,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+import yaml
 
 HERE = Path(__file__).parent
 SHARED_OTLP = HERE.parent.parent / "shared" / "data" / "otlp"
@@ -37,7 +38,20 @@ class CollectorProc:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp / f"{name}.log"
 
+    def _free_otlp_ports(self) -> None:
+        """OTLP receivers on port 0 unless the test's config chose an endpoint, so collectors of
+        concurrent tests never collide on the default ports 4317/4318."""
+        cfg = yaml.safe_load(self.config.read_text()) or {}
+        receivers = cfg.setdefault("receivers", {}) or {}
+        cfg["receivers"] = receivers
+        for name in ("otlp_grpc", "otlp_http"):
+            section = receivers.get(name) or {}
+            section.setdefault("endpoint", "127.0.0.1:0")
+            receivers[name] = section
+        self.config.write_text(yaml.safe_dump(cfg))
+
     def start(self) -> CollectorProc:
+        self._free_otlp_ports()
         sock = Path(self.endpoint[len("ipc://"):])
         if sock.exists():
             sock.unlink()

@@ -57,7 +57,7 @@ def test_fork_child_gets_its_own_publisher(collector: CollectorProc) -> None:
     out = _run("""
         import json, os, otel_telemetry
         from opentelemetry import trace
-        tel = otel_telemetry.configure("forky", metrics=False, logs=False)
+        tel = otel_telemetry.configure("forky", metrics=False, logs=False, join_timeout=30)
         tr = trace.get_tracer("parent")
         with tr.start_as_current_span("before-fork"): pass
         tel.force_flush(10)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from .categories import CATEGORIES
 from .configure import Telemetry, configure, logging_handler, record_telemetry
+from .instrumentation import instrument_fastapi
 
 __version__ = "0.1.0"
-__all__ = ["CATEGORIES", "Telemetry", "configure", "logging_handler", "record_telemetry", "__version__"]
+__all__ = ["CATEGORIES", "Telemetry", "configure", "instrument_fastapi", "logging_handler", "record_telemetry",
+           "__version__"]

@@ -79,6 +79,7 @@ def configure(
     resource_attributes: Mapping[str, Any] | None = None,
     tracer_provider: TracerProvider | None = None,
     metrics: bool = True,
+    host_metrics: bool = False,
     logs: bool = True,
     set_global: bool = True,
     rules: Sequence[Mapping[str, Any]] = (),
@@ -90,6 +91,8 @@ def configure(
     ``OTEL_RESOURCE_ATTRIBUTES`` (read by the SDK's ``Resource.create``). Pass an existing
     ``tracer_provider`` to add our span processor to it instead of creating one. ``options``:
     ``queue_size``, ``batch_size``, ``join_timeout``, ``send_hwm``, ``export_interval``.
+    ``host_metrics=True`` (with ``metrics``) adds CPU, memory, disk, network and uptime metrics of
+    the host and this process (``otel_telemetry.hostmetrics``; needs psutil).
     """
     global _current
     attrs = dict(resource_attributes or {})
@@ -115,6 +118,10 @@ def configure(
         owned.append(meter_provider)
         if set_global:
             metrics_api.set_meter_provider(meter_provider)
+        if host_metrics:  # system.* / process.* gauges and counters (needs psutil)
+            from .hostmetrics import start as start_host_metrics
+
+            start_host_metrics(meter_provider)
     logger_provider = None
     if logs:
         logger_provider = LoggerProvider(resource=resource)

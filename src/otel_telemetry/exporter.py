@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -129,7 +129,7 @@ class _Converter:
             if len(item) == SNAPSHOT_LEN:
                 return self.span(item)
             return item  # type: ignore[return-value]  # a prepared metric point
-        if isinstance(item, ReadWriteLogRecord):
+        if isinstance(item, (ReadWriteLogRecord, ReadableLogRecord)):
             return self.log(item)
         raise TypeError(f"cannot send {type(item).__name__}")
 
@@ -161,7 +161,7 @@ class _Converter:
         )
         return category, self.topic(category, component), wire.KIND_SPANS, resource, rec
 
-    def log(self, item: ReadWriteLogRecord) -> Prepared:
+    def log(self, item: ReadWriteLogRecord | ReadableLogRecord) -> Prepared:
         lr = item.log_record
         attrs = dict(lr.attributes or _EMPTY)
         sev = lr.severity_number.value if lr.severity_number is not None else 0
@@ -215,14 +215,28 @@ def get_transport(endpoint: str | None = None, rules: Sequence[cats.Rule] = (), 
 
 
 class _TransportUser:
-    """Shared shutdown/flush for the SDK plug-ins (any thread; bounded by the timeout)."""
+    """Shared shutdown/flush for the SDK plug-ins (any thread; bounded by the timeout).
+
+    The span, metric and log plug-ins of one process share one transport, and the SDK shuts
+    its providers down one by one at exit; so each plug-in holds a reference and only the last
+    one to shut down closes the transport — the others flush it.
+    """
 
     transport: Transport
+    _released = False
 
-    def shutdown(self) -> None:
-        self.transport.shutdown(30.0)
+    def _attach(self, transport: Transport) -> None:
+        self.transport = transport
+        transport.acquire()
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        if self._released:
+            return
+        self._released = True
+        # The metric reader passes its remaining time as ``timeout`` (milliseconds).
+        self.transport.release(float(kwargs.get("timeout", timeout_millis)) / 1000.0)
+
+    def force_flush(self, timeout_millis: float = 30_000) -> bool:
         return self.transport.force_flush(timeout_millis / 1000.0)
 
 
@@ -231,7 +245,7 @@ class ZmqSpanProcessor(_TransportUser, SpanProcessor):
     appends to a bounded queue and never blocks or raises."""
 
     def __init__(self, endpoint: str | None = None, transport: Transport | None = None, **options: Any):
-        self.transport = transport or get_transport(endpoint, **options)
+        self._attach(transport or get_transport(endpoint, **options))
         self._enqueue = self.transport.enqueue
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
@@ -249,7 +263,7 @@ class ZmqSpanExporter(_TransportUser, SpanExporter):
     """SpanExporter form for ``OTEL_TRACES_EXPORTER=zmq`` (the SDK wraps it in a batch processor)."""
 
     def __init__(self, endpoint: str | None = None, **options: Any) -> None:
-        self.transport = get_transport(endpoint, **options)
+        self._attach(get_transport(endpoint, **options))
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         for span in spans:
@@ -261,7 +275,7 @@ class ZmqLogRecordProcessor(_TransportUser, LogRecordProcessor):
     """``on_emit`` runs on the logging thread: append only, never block or raise."""
 
     def __init__(self, endpoint: str | None = None, transport: Transport | None = None, **options: Any):
-        self.transport = transport or get_transport(endpoint, **options)
+        self._attach(transport or get_transport(endpoint, **options))
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         self.transport.enqueue(log_record)
@@ -271,7 +285,7 @@ class ZmqLogExporter(_TransportUser, LogRecordExporter):
     """LogRecordExporter form for ``OTEL_LOGS_EXPORTER=zmq``."""
 
     def __init__(self, endpoint: str | None = None, **options: Any) -> None:
-        self.transport = get_transport(endpoint, **options)
+        self._attach(get_transport(endpoint, **options))
 
     def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
         for rec in batch:
@@ -282,13 +296,13 @@ class ZmqLogExporter(_TransportUser, LogRecordExporter):
 _TEMPORALITY = {AggregationTemporality.DELTA: "delta", AggregationTemporality.CUMULATIVE: "cumulative"}
 
 
-class ZmqMetricExporter(MetricExporter):
+class ZmqMetricExporter(_TransportUser, MetricExporter):
     """Push exporter for a PeriodicExportingMetricReader; ``export`` runs on the reader's thread,
     so converting points there costs the app nothing."""
 
     def __init__(self, endpoint: str | None = None, rules: Sequence[cats.Rule] = (), **options: Any):
         super().__init__()
-        self.transport = get_transport(endpoint, **options)
+        self._attach(get_transport(endpoint, **options))
         self._conv = _Converter(rules)
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
@@ -334,8 +348,3 @@ class ZmqMetricExporter(MetricExporter):
             out.append((category, self._conv.topic(category, str(component)), wire.KIND_METRICS, resource, rec))
         return out
 
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self.transport.force_flush(timeout_millis / 1000.0)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self.transport.shutdown(timeout_millis / 1000.0)

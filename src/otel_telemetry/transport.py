@@ -58,6 +58,7 @@ class Transport:
         self._hwm = send_hwm
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
+        self._users = 0  # SDK plug-ins sharing this transport (kept across fork: they are copied too)
         self._reset_state()
         _live.add(self)
 
@@ -132,6 +133,18 @@ class Transport:
                 "connected": self.connected,
                 "by_category": by_cat,
             }
+
+    def acquire(self) -> None:
+        """A plug-in starts sharing this transport (any thread)."""
+        with self._lock:
+            self._users += 1
+
+    def release(self, timeout: float = 30.0) -> bool:
+        """A plug-in is done: the last one shuts the transport down, the others flush it."""
+        with self._lock:
+            self._users -= 1
+            last = self._users <= 0
+        return self.shutdown(timeout) if last else self.force_flush(timeout)
 
     def force_flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything queued so far is sent or counted; honours ``timeout``."""

@@ -40,6 +40,21 @@ class ZmqReceiverConfig:
     rcvhwm: int = 10000
 
 
+DEFAULT_OTLP_MAX_BODY_BYTES = 8 * 1024 * 1024
+_MAX_OTLP_BODY_BYTES = 2**31 - 1  # gRPC's max_receive_message_length is an int32
+
+
+@dataclass
+class OtlpReceiverConfig:
+    enabled: bool = True
+    endpoint: str = "127.0.0.1:4318"
+    max_body_bytes: int = DEFAULT_OTLP_MAX_BODY_BYTES  # measured after decompression
+
+
+def _otlp_grpc_default() -> OtlpReceiverConfig:
+    return OtlpReceiverConfig(endpoint="127.0.0.1:4317")
+
+
 @dataclass
 class CollectorConfig:
     endpoint: str
@@ -49,6 +64,8 @@ class CollectorConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     zmq: ZmqReceiverConfig = field(default_factory=ZmqReceiverConfig)
+    otlp_grpc: OtlpReceiverConfig = field(default_factory=_otlp_grpc_default)
+    otlp_http: OtlpReceiverConfig = field(default_factory=OtlpReceiverConfig)
     rules: list[cats.Rule] = field(default_factory=list)
 
 
@@ -69,6 +86,40 @@ def _num(where: str, value: Any, kind: type, minimum: float) -> Any:
     if value < minimum:
         raise ConfigError(f"{where}: must be >= {minimum}, got {value!r}")
     return kind(value)
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """"host:port" or "[v6addr]:port" → (host, port); raises ValueError. Port 0 = any free port."""
+    if not isinstance(endpoint, str):
+        raise ValueError(f"expected host:port, got {endpoint!r}")
+    host, sep, port = endpoint.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535 or "/" in host:
+        raise ValueError(f"expected host:port (e.g. 127.0.0.1:4318), got {endpoint!r}")
+    return host, int(port)
+
+
+def _otlp_receiver(where: str, raw: Any, cfg: OtlpReceiverConfig) -> None:
+    raw = {} if raw is None else raw
+    _check_keys(where, raw, {"enabled", "endpoint", "max_body_bytes"})
+    if "enabled" in raw:
+        if not isinstance(raw["enabled"], bool):
+            raise ConfigError(f"{where}.enabled: expected true or false, got {raw['enabled']!r}")
+        cfg.enabled = raw["enabled"]
+    if "endpoint" in raw:
+        try:
+            split_endpoint(raw["endpoint"])
+        except ValueError as exc:
+            raise ConfigError(f"{where}.endpoint: {exc}") from None
+        cfg.endpoint = raw["endpoint"]
+    if "max_body_bytes" in raw:
+        value = raw["max_body_bytes"]
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{where}.max_body_bytes: expected a whole number of bytes, got {value!r}")
+        cfg.max_body_bytes = _num(f"{where}.max_body_bytes", value, int, 1)
+        if cfg.max_body_bytes > _MAX_OTLP_BODY_BYTES:
+            raise ConfigError(f"{where}.max_body_bytes: must be <= {_MAX_OTLP_BODY_BYTES}, got {value!r}")
 
 
 def load(path: str | None = None, *, db: str | None = None, endpoint: str | None = None) -> CollectorConfig:
@@ -117,7 +168,7 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
     for cat, n in days.items():
         cfg.retention.days[cat] = _num(f"{where}: retention.days.{cat}", n, int, 1)
     rc = raw.get("receivers") or {}
-    _check_keys(f"{where}: receivers", rc, {"zmq"})
+    _check_keys(f"{where}: receivers", rc, {"zmq", "otlp_grpc", "otlp_http"})
     zr = rc.get("zmq") or {}
     _check_keys(f"{where}: receivers.zmq", zr, {"enabled", "max_message_bytes", "rcvhwm"})
     if "enabled" in zr:
@@ -125,6 +176,8 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
     for key in ("max_message_bytes", "rcvhwm"):
         if key in zr:
             setattr(cfg.zmq, key, _num(f"{where}: receivers.zmq.{key}", zr[key], int, 1))
+    _otlp_receiver(f"{where}: receivers.otlp_grpc", rc.get("otlp_grpc"), cfg.otlp_grpc)
+    _otlp_receiver(f"{where}: receivers.otlp_http", rc.get("otlp_http"), cfg.otlp_http)
     cg = raw.get("categories") or {}
     _check_keys(f"{where}: categories", cg, {"rules"})
     try:

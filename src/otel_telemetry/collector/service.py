@@ -42,6 +42,8 @@ class Collector:
         )
         self.pipeline = Pipeline(self.writer, cfg.rules)
         self.zmq: ZmqReceiver | None = None
+        self.otlp_http: Any = None  # OtlpHttpReceiver, imported when enabled
+        self.otlp_grpc: Any = None  # OtlpGrpcReceiver, imported when enabled (needs grpcio)
         self._stopped = False
 
     def status(self) -> dict[str, Any]:
@@ -51,21 +53,54 @@ class Collector:
         }
         if self.zmq is not None:
             body["zmq"] = self.zmq.counters()
+        for name in ("otlp_http", "otlp_grpc"):
+            receiver = getattr(self, name)
+            if receiver is not None:
+                body[name] = receiver.counters()
         return body
 
     def start(self) -> None:
+        """Caller's thread: store writer first, then the receivers. A receiver that cannot bind
+        raises here, after what was already started has been stopped again."""
         checkpoints = self.writer.load_checkpoints()
         self.writer.start()
-        if self.cfg.zmq.enabled:
-            self.zmq = ZmqReceiver(
-                self.cfg.endpoint, self.pipeline, checkpoints=checkpoints,
-                max_message_bytes=self.cfg.zmq.max_message_bytes, rcvhwm=self.cfg.zmq.rcvhwm,
-            )
-            try:
+        try:
+            if self.cfg.zmq.enabled:
+                self.zmq = ZmqReceiver(
+                    self.cfg.endpoint, self.pipeline, checkpoints=checkpoints,
+                    max_message_bytes=self.cfg.zmq.max_message_bytes, rcvhwm=self.cfg.zmq.rcvhwm,
+                )
                 self.zmq.start()
-            except BaseException:
-                self.writer.shutdown(self.cfg.shutdown_timeout)
-                raise
+            self._start_otlp()
+        except BaseException:
+            self._stop_receivers(time.monotonic() + 2.0)
+            self.writer.shutdown(self.cfg.shutdown_timeout)
+            raise
+
+    def _start_otlp(self) -> None:
+        http, grpc_cfg = self.cfg.otlp_http, self.cfg.otlp_grpc
+        if http.enabled:
+            from .otlp_http import OtlpHttpReceiver
+
+            self.otlp_http = OtlpHttpReceiver(http.endpoint, self.pipeline, max_body_bytes=http.max_body_bytes)
+            self.otlp_http.start()
+        if grpc_cfg.enabled:
+            try:
+                from .otlp_grpc import OtlpGrpcReceiver
+            except ImportError as exc:  # grpcio is optional; OTLP/HTTP and ZeroMQ still work
+                log.warning("OTLP/gRPC receiver disabled: %s (install grpcio)", exc)
+                return
+            self.otlp_grpc = OtlpGrpcReceiver(grpc_cfg.endpoint, self.pipeline,
+                                              max_body_bytes=grpc_cfg.max_body_bytes)
+            self.otlp_grpc.start()
+
+    def _stop_receivers(self, deadline: float) -> bool:
+        """Upstream first: every receiver stops taking data and answers what it holds."""
+        ok = True
+        for receiver in (self.otlp_grpc, self.otlp_http, self.zmq):
+            if receiver is not None:
+                ok = receiver.shutdown(max(0.0, min(5.0, deadline - time.monotonic()))) and ok
+        return ok
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Idempotent: stop receivers, then drain and close the store within ``timeout``."""
@@ -73,9 +108,7 @@ class Collector:
             return True
         self._stopped = True
         deadline = time.monotonic() + (self.cfg.shutdown_timeout if timeout is None else timeout)
-        ok = True
-        if self.zmq is not None:
-            ok = self.zmq.shutdown(max(0.0, min(2.0, deadline - time.monotonic())))
+        ok = self._stop_receivers(deadline)
         return self.writer.shutdown(max(0.0, deadline - time.monotonic())) and ok
 
 
@@ -107,7 +140,9 @@ def run_collector(config_path: str | None = None, db: str | None = None, endpoin
     except Exception as exc:
         print(f"otel-telemetry: cannot start collector: {exc}", file=sys.stderr)
         return 1
-    log.info("collector running: endpoint=%s db=%s", cfg.endpoint, cfg.db)
+    log.info("collector running: endpoint=%s db=%s otlp_http=%s otlp_grpc=%s", cfg.endpoint, cfg.db,
+             collector.otlp_http.endpoint if collector.otlp_http else "off",
+             collector.otlp_grpc.endpoint if collector.otlp_grpc else "off")
     while not stop.wait(0.5):
         pass
     ok = collector.shutdown()

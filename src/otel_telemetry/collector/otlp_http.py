@@ -1,0 +1,360 @@
+"""OTLP/HTTP receiver: POST /v1/traces, /v1/metrics, /v1/logs (protobuf or JSON, optionally gzip).
+
+Answers, following the OTLP/HTTP spec: 200 with an Export*ServiceResponse in the request's
+encoding (``partial_success`` when items were rejected); 400 for a malformed body, with a
+google.rpc.Status body; 404 / 405 / 411 / 415 for wrong path, method, missing length, content
+type or encoding; 413 when the body is larger than ``max_body_bytes`` AFTER decompression
+(decompressed incrementally, never beyond the cap, so a gzip bomb costs at most the cap);
+429 (store queue full) or 503 (commit not in time, shutting down, too many concurrent requests)
+with ``Retry-After`` when the store cannot keep up. Never 500 for overload. 200 is sent only after
+the store committed every row of the request.
+
+Threads: one accept thread (``serve_forever``) and one thread per connection (stdlib
+``ThreadingHTTPServer``); a connection thread blocks on the store commit for at most
+``submit_timeout + commit_timeout``. At most ``max_concurrent`` requests hold a body in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import zlib
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+from google.protobuf import json_format
+
+from . import otlp
+from . import otlp_ingest as oi
+from .config import split_endpoint
+from .pipeline import Pipeline
+
+log = logging.getLogger("otel_telemetry.collector.otlp_http")
+
+_PATHS = {"/v1/traces": "traces", "/v1/metrics": "metrics", "/v1/logs": "logs"}
+_PROTOBUF = "application/x-protobuf"
+_JSON = "application/json"
+_CHUNK = 64 * 1024
+_LINGER_BYTES = 1024 * 1024  # after an early answer, read at most this much of an unread body
+# google.rpc.Code values used in Status bodies.
+_INVALID_ARGUMENT, _NOT_FOUND, _RESOURCE_EXHAUSTED, _UNIMPLEMENTED, _UNAVAILABLE = 3, 5, 8, 12, 14
+
+
+class _Reject(Exception):
+    """Answer ``status`` with a google.rpc.Status body; ``close`` when the body was not all read."""
+
+    def __init__(self, status: int, code: int, reason: str, message: str, *, close: bool = False,
+                 retry: bool = False) -> None:
+        super().__init__(message)
+        self.status, self.code, self.reason, self.close, self.retry = status, code, reason, close, retry
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True  # TIME_WAIT only; on Linux a live listener still makes bind fail
+    request_queue_size = 128
+
+    def __init__(self, addr: tuple[str, int], receiver: OtlpHttpReceiver) -> None:
+        self.receiver = receiver
+        self.conns: set[socket.socket] = set()
+        self.conns_lock = threading.Lock()
+        super().__init__(addr, _Handler)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Runs on the connection's own thread; must not touch the database or block without bound."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as the OTLP exporters expect
+    server: _Server
+
+    def setup(self) -> None:
+        self.timeout = self.server.receiver.read_timeout  # a stalled client cannot hold a thread forever
+        super().setup()
+        with self.server.conns_lock:
+            self.server.conns.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.conns_lock:
+            self.server.conns.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        self.server.receiver._handle(self)
+
+    def _wrong_method(self) -> None:
+        self.server.receiver._wrong_method(self)
+
+    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _wrong_method  # noqa: N815
+
+
+class OtlpHttpReceiver:
+    """Lifecycle: ``start()`` binds and raises OSError at start-up if it cannot; ``shutdown(timeout)``
+    is idempotent and safe before ``start()``. ``counters()`` may be called from any thread."""
+
+    def __init__(self, endpoint: str, pipeline: Pipeline, *, max_body_bytes: int = oi.DEFAULT_MAX_BODY_BYTES,
+                 submit_timeout: float = 0.25, commit_timeout: float = 5.0, max_concurrent: int = 32,
+                 read_timeout: float = 30.0) -> None:
+        self.host, self.port = split_endpoint(endpoint)
+        self.ingest = oi.Ingest("otlp_http", pipeline, max_body_bytes=max_body_bytes,
+                                submit_timeout=submit_timeout, commit_timeout=commit_timeout)
+        self.read_timeout = read_timeout
+        self._slots = threading.BoundedSemaphore(max(1, max_concurrent))
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    @property
+    def endpoint(self) -> str:
+        """host:port actually bound (the real port when configured with port 0)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def start(self) -> None:
+        """Caller's thread: bind and start serving; raises OSError if the address cannot be bound."""
+        if self._server is not None or self._stopped:
+            return
+        cls = _Server6 if ":" in self.host else _Server
+        try:
+            self._server = cls((self.host, self.port), self)
+        except OSError as exc:
+            raise OSError(exc.errno, f"OTLP/HTTP cannot bind {self.endpoint}: {exc.strerror or exc}") from None
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="otel-otlp-http", daemon=True)
+        self._thread.start()
+        log.info("OTLP/HTTP listening on %s", self.endpoint)
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Caller's thread: refuse new requests, stop accepting, let in-flight ones be answered
+        within ``timeout``, close idle keep-alive connections. Idempotent; True if all finished."""
+        if self._stopped:
+            return True
+        self._stopped = True
+        self.ingest.stopping = True
+        server = self._server
+        if server is None:
+            return True
+        server.shutdown()
+        server.server_close()
+        ok = self.ingest.drain(timeout)
+        with server.conns_lock:
+            conns = list(server.conns)
+        for conn in conns:  # wakes connection threads waiting for a next request
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(max(0.0, timeout))
+        return ok
+
+    def counters(self) -> dict[str, Any]:
+        return self.ingest.counters(endpoint=self.endpoint, max_body_bytes=self.ingest.max_body_bytes)
+
+    # -- connection threads -----------------------------------------------------------------------
+    def _wrong_method(self, h: _Handler) -> None:
+        path = h.path.split("?", 1)[0]
+        self.ingest.count_request(_PATHS.get(path))
+        if path in _PATHS:
+            self.ingest.count_rejected("method_not_allowed")
+            err = _Reject(405, _UNIMPLEMENTED, "method_not_allowed", f"{h.command} not allowed on {path}; use POST")
+        else:
+            self.ingest.count_rejected("not_found")
+            err = _Reject(404, _NOT_FOUND, "not_found", f"no OTLP endpoint at {path}")
+        err.close = self._has_body(h)
+        self._send_status(h, err, json=True, extra={"Allow": "POST"} if err.status == 405 else None)
+
+    def _handle(self, h: _Handler) -> None:
+        path = h.path.split("?", 1)[0]
+        signal = _PATHS.get(path)
+        self.ingest.count_request(signal)
+        ctype = (h.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        as_json = ctype == _JSON
+        try:
+            if signal is None:
+                raise _Reject(404, _NOT_FOUND, "not_found", f"no OTLP endpoint at {path}", close=True)
+            if ctype not in (_PROTOBUF, _JSON):
+                raise _Reject(415, _INVALID_ARGUMENT, "unsupported_media_type",
+                              f"Content-Type {ctype or '(none)'!r} not supported; use {_PROTOBUF} or {_JSON}",
+                              close=True)
+            if not self._slots.acquire(timeout=0.5):
+                raise _Reject(503, _UNAVAILABLE, "busy", "too many concurrent requests", close=True, retry=True)
+            try:
+                self._handle_body(h, signal, as_json)
+            finally:
+                self._slots.release()
+        except _Reject as err:
+            if not err.retry:
+                self.ingest.count_rejected(err.reason)
+            else:
+                self.ingest.count_overload(err.reason)
+            self._send_status(h, err, json=as_json or ctype != _PROTOBUF)
+
+    def _handle_body(self, h: _Handler, signal: str, as_json: bool) -> None:
+        if not self.ingest.enter():
+            raise _Reject(503, _UNAVAILABLE, "shutting_down", "collector is shutting down", close=True, retry=True)
+        try:
+            body = self._read_body(h)
+            try:
+                outcome = self.ingest.ingest(signal, body, json=as_json)
+            except otlp.OtlpDecodeError as exc:
+                raise _Reject(400, _INVALID_ARGUMENT, "malformed", str(exc)) from None
+        finally:
+            self.ingest.leave()
+        if outcome.status == oi.OK:
+            msg = oi.response(signal, outcome)
+            if as_json:
+                payload = orjson.dumps(json_format.MessageToDict(msg)) if outcome.rejected else b"{}"
+            else:
+                payload = msg.SerializeToString()
+            self._send(h, 200, payload, _JSON if as_json else _PROTOBUF)
+            return
+        if outcome.status == oi.OVERLOADED:  # counted by Ingest
+            err = _Reject(429, _UNAVAILABLE, "", "store queue full; retry later", retry=True)
+        else:
+            err = _Reject(503, _UNAVAILABLE, "", f"not stored in time ({outcome.status}); retry later", retry=True)
+        self._send_status(h, err, json=as_json)
+
+    def _read_body(self, h: _Handler) -> bytes:
+        """Read (and decompress) the body, never holding more than ``max_body_bytes`` of output."""
+        cap = self.ingest.max_body_bytes
+        encoding = (h.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "deflate"):
+            raise _Reject(415, _INVALID_ARGUMENT, "unsupported_encoding",
+                          f"Content-Encoding {encoding!r} not supported; use gzip or none", close=True)
+        chunks = self._raw_chunks(h, cap)
+        out = bytearray()
+        if encoding == "identity":
+            for chunk in chunks:
+                out += chunk
+            return bytes(out)
+        d = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header, detected
+        try:
+            for chunk in chunks:
+                data = chunk
+                while data:
+                    out += d.decompress(data, cap + 1 - len(out))
+                    if len(out) > cap:
+                        raise _Reject(413, _RESOURCE_EXHAUSTED, "too_large",
+                                      f"body exceeds {cap} bytes after decompression", close=True)
+                    data = d.unconsumed_tail
+                    if d.eof and d.unused_data:  # concatenated gzip members
+                        data = d.unused_data
+                        d = zlib.decompressobj(32 + zlib.MAX_WBITS)
+        except zlib.error as exc:
+            raise _Reject(400, _INVALID_ARGUMENT, "malformed", f"bad {encoding} body: {exc}", close=True) from None
+        if not d.eof:
+            raise _Reject(400, _INVALID_ARGUMENT, "malformed", f"truncated {encoding} body")
+        return bytes(out)
+
+    def _raw_chunks(self, h: _Handler, cap: int) -> Iterator[bytes]:
+        """Body bytes as sent (before decompression); at most ``cap`` of them are accepted."""
+        if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
+            yield from self._chunked(h, cap)
+            return
+        length_header = h.headers.get("Content-Length")
+        if length_header is None:
+            raise _Reject(411, _INVALID_ARGUMENT, "length_required", "Content-Length required", close=True)
+        try:
+            length = int(length_header)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            raise _Reject(400, _INVALID_ARGUMENT, "malformed", "bad Content-Length", close=True) from None
+        if length > cap:  # refused before reading any of it
+            raise _Reject(413, _RESOURCE_EXHAUSTED, "too_large",
+                          f"Content-Length {length} exceeds {cap} bytes", close=True)
+        while length:
+            chunk = h.rfile.read(min(_CHUNK, length))
+            if not chunk:
+                raise _Reject(400, _INVALID_ARGUMENT, "malformed", "body shorter than Content-Length", close=True)
+            length -= len(chunk)
+            yield chunk
+
+    def _chunked(self, h: _Handler, cap: int) -> Iterator[bytes]:
+        total = 0
+        while True:
+            line = h.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _Reject(400, _INVALID_ARGUMENT, "malformed", "bad chunked encoding", close=True) from None
+            if size == 0:
+                while h.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return
+            total += size
+            if total > cap:
+                raise _Reject(413, _RESOURCE_EXHAUSTED, "too_large", f"body exceeds {cap} bytes", close=True)
+            while size:
+                chunk = h.rfile.read(min(_CHUNK, size))
+                if not chunk:
+                    raise _Reject(400, _INVALID_ARGUMENT, "malformed", "truncated chunk", close=True)
+                size -= len(chunk)
+                yield chunk
+            h.rfile.readline(16)
+
+    @staticmethod
+    def _has_body(h: _Handler) -> bool:
+        return bool(h.headers.get("Transfer-Encoding")) or (h.headers.get("Content-Length") or "0") != "0"
+
+    def _send_status(self, h: _Handler, err: _Reject, *, json: bool, extra: dict[str, str] | None = None) -> None:
+        msg = str(err)
+        if json:
+            payload, ctype = orjson.dumps({"code": err.code, "message": msg}), _JSON
+        else:
+            payload, ctype = oi.status_pb(err.code, msg), _PROTOBUF
+        headers = dict(extra or {})
+        if err.retry:
+            headers["Retry-After"] = str(oi.RETRY_AFTER_S)
+        self._send(h, err.status, payload, ctype, headers, close=err.close)
+
+    def _send(self, h: _Handler, status: int, payload: bytes, ctype: str,
+              headers: dict[str, str] | None = None, *, close: bool = False) -> None:
+        try:
+            h.send_response(status)
+            h.send_header("Content-Type", ctype)
+            h.send_header("Content-Length", str(len(payload)))
+            for key, value in (headers or {}).items():
+                h.send_header(key, value)
+            if close:
+                h.send_header("Connection", "close")
+                h.close_connection = True
+            h.end_headers()
+            if h.command != "HEAD":
+                h.wfile.write(payload)
+            h.wfile.flush()
+            if close:
+                self._linger(h.connection)
+        except OSError as exc:  # the client went away; nothing more to tell it
+            log.debug("cannot answer %s: %s", h.address_string(), exc)
+            h.close_connection = True
+
+    @staticmethod
+    def _linger(conn: socket.socket) -> None:
+        """Half-close, then read a bounded amount of the unread body so closing the socket does not
+        send an RST that would destroy the answer before the client reads it."""
+        try:
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(0.5)
+            seen = 0
+            while seen < _LINGER_BYTES:
+                data = conn.recv(_CHUNK)
+                if not data:
+                    break
+                seen += len(data)
+        except OSError:
+            pass
