@@ -12,6 +12,7 @@ import yaml
 from .. import categories as cats
 from .. import settings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES
+from .forward_config import ForwardTarget, parse_forward_config
 
 
 class ConfigError(ValueError):
@@ -67,9 +68,11 @@ class CollectorConfig:
     otlp_grpc: OtlpReceiverConfig = field(default_factory=_otlp_grpc_default)
     otlp_http: OtlpReceiverConfig = field(default_factory=OtlpReceiverConfig)
     rules: list[cats.Rule] = field(default_factory=list)
+    forward: list[ForwardTarget] = field(default_factory=list)
 
 
-_TOP = {"endpoint", "db", "log_level", "shutdown_timeout", "store", "retention", "receivers", "categories"}
+_TOP = {"endpoint", "db", "log_level", "shutdown_timeout", "store", "retention", "receivers", "categories",
+        "forward"}
 
 
 def _check_keys(where: str, raw: Mapping[str, Any], allowed: set[str]) -> None:
@@ -182,6 +185,7 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
     _check_keys(f"{where}: categories", cg, {"rules"})
     try:
         cfg.rules = cats.parse_rules(cg.get("rules") or [])
+        cfg.forward = parse_forward_config(raw.get("forward"), f"{where}: forward")
     except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raise ConfigError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
     return cfg

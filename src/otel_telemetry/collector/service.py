@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from .config import CollectorConfig, ConfigError, load
+from .forward import Forwarder
 from .pipeline import Pipeline
 from .retention import RetentionPolicy
 from .store import StoreWriter
@@ -40,7 +41,9 @@ class Collector:
             retention=policy, retention_interval=cfg.retention.interval, status_source=self.status,
             **kwargs,
         )
-        self.pipeline = Pipeline(self.writer, cfg.rules)
+        # Forwarders are consumers beside the store: a slow or dead downstream only fills their queues.
+        self.forwarders = [Forwarder(target) for target in cfg.forward]
+        self.pipeline = Pipeline(self.writer, cfg.rules, consumers=self.forwarders)
         self.zmq: ZmqReceiver | None = None
         self.otlp_http: Any = None  # OtlpHttpReceiver, imported when enabled
         self.otlp_grpc: Any = None  # OtlpGrpcReceiver, imported when enabled (needs grpcio)
@@ -53,6 +56,8 @@ class Collector:
         }
         if self.zmq is not None:
             body["zmq"] = self.zmq.counters()
+        if self.forwarders:
+            body["forward"] = {f.target.label: f.counters() for f in self.forwarders}
         for name in ("otlp_http", "otlp_grpc"):
             receiver = getattr(self, name)
             if receiver is not None:
@@ -65,6 +70,8 @@ class Collector:
         checkpoints = self.writer.load_checkpoints()
         self.writer.start()
         try:
+            for forwarder in self.forwarders:
+                forwarder.start()
             if self.cfg.zmq.enabled:
                 self.zmq = ZmqReceiver(
                     self.cfg.endpoint, self.pipeline, checkpoints=checkpoints,
@@ -74,7 +81,7 @@ class Collector:
             self._start_otlp()
         except BaseException:
             self._stop_receivers(time.monotonic() + 2.0)
-            self.writer.shutdown(self.cfg.shutdown_timeout)
+            self._stop_consumers(time.monotonic() + self.cfg.shutdown_timeout)
             raise
 
     def _start_otlp(self) -> None:
@@ -109,7 +116,14 @@ class Collector:
         self._stopped = True
         deadline = time.monotonic() + (self.cfg.shutdown_timeout if timeout is None else timeout)
         ok = self._stop_receivers(deadline)
-        return self.writer.shutdown(max(0.0, deadline - time.monotonic())) and ok
+        return self._stop_consumers(deadline) and ok
+
+    def _stop_consumers(self, deadline: float) -> bool:
+        ok = self.writer.shutdown(max(0.0, deadline - time.monotonic()))
+        for forwarder in self.forwarders:
+            # Forwarders persist what they still hold (queue_dir) and cut retries short.
+            ok = forwarder.shutdown(max(0.0, deadline - time.monotonic())) and ok
+        return ok
 
 
 def run_collector(config_path: str | None = None, db: str | None = None, endpoint: str | None = None) -> int:
