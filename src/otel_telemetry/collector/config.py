@@ -12,6 +12,7 @@ import yaml
 from .. import categories as cats
 from .. import settings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES
+from .alert_rules import AlertConfig, parse_alert_config
 from .forward_config import ForwardTarget, parse_forward_config
 
 
@@ -69,10 +70,11 @@ class CollectorConfig:
     otlp_http: OtlpReceiverConfig = field(default_factory=OtlpReceiverConfig)
     rules: list[cats.Rule] = field(default_factory=list)
     forward: list[ForwardTarget] = field(default_factory=list)
+    alerts: AlertConfig | None = None
 
 
 _TOP = {"endpoint", "db", "log_level", "shutdown_timeout", "store", "retention", "receivers", "categories",
-        "forward"}
+        "forward", "alerts"}
 
 
 def _check_keys(where: str, raw: Mapping[str, Any], allowed: set[str]) -> None:
@@ -186,6 +188,8 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
     try:
         cfg.rules = cats.parse_rules(cg.get("rules") or [])
         cfg.forward = parse_forward_config(raw.get("forward"), f"{where}: forward")
+        if raw.get("alerts"):
+            cfg.alerts = parse_alert_config(raw["alerts"], f"{where}: alerts")
     except ValueError as exc:
         raise ConfigError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
     return cfg

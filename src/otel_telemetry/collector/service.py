@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+from .alerts import AlertEngine
 from .config import CollectorConfig, ConfigError, load
 from .forward import Forwarder
 from .pipeline import Pipeline
@@ -44,6 +45,7 @@ class Collector:
         # Forwarders are consumers beside the store: a slow or dead downstream only fills their queues.
         self.forwarders = [Forwarder(target) for target in cfg.forward]
         self.pipeline = Pipeline(self.writer, cfg.rules, consumers=self.forwarders)
+        self.alerts: AlertEngine | None = None
         self.zmq: ZmqReceiver | None = None
         self.otlp_http: Any = None  # OtlpHttpReceiver, imported when enabled
         self.otlp_grpc: Any = None  # OtlpGrpcReceiver, imported when enabled (needs grpcio)
@@ -58,6 +60,8 @@ class Collector:
             body["zmq"] = self.zmq.counters()
         if self.forwarders:
             body["forward"] = {f.target.label: f.counters() for f in self.forwarders}
+        if self.alerts is not None:
+            body["alerts"] = self.alerts.stats()
         for name in ("otlp_http", "otlp_grpc"):
             receiver = getattr(self, name)
             if receiver is not None:
@@ -72,6 +76,10 @@ class Collector:
         try:
             for forwarder in self.forwarders:
                 forwarder.start()
+            if self.cfg.alerts is not None and self.cfg.alerts.rules:
+                # Reads the store only; its state lives in its own file (single-writer rule).
+                self.alerts = AlertEngine(self.cfg.db, self.cfg.alerts)
+                self.alerts.start()
             if self.cfg.zmq.enabled:
                 self.zmq = ZmqReceiver(
                     self.cfg.endpoint, self.pipeline, checkpoints=checkpoints,
@@ -120,6 +128,8 @@ class Collector:
 
     def _stop_consumers(self, deadline: float) -> bool:
         ok = self.writer.shutdown(max(0.0, deadline - time.monotonic()))
+        if self.alerts is not None:
+            ok = self.alerts.shutdown(max(0.0, min(5.0, deadline - time.monotonic()))) and ok
         for forwarder in self.forwarders:
             # Forwarders persist what they still hold (queue_dir) and cut retries short.
             ok = forwarder.shutdown(max(0.0, deadline - time.monotonic())) and ok

@@ -1,0 +1,332 @@
+"""Alert rules: the ``alerts:`` configuration section and each rule's current value in SQL.
+
+Rule kinds (the value a rule compares with ``op`` and ``threshold``):
+
+* ``threshold``: an aggregation (avg, min, max, sum, count, p50/p90/p95/p99 nearest-rank, rate) of
+  a numeric column over the window. ``source: metrics`` (default) reads ``metric_value`` of metric
+  rows named ``metric``; ``source: spans`` reads ``duration_ms`` of spans (``metric`` then filters
+  on the span name); ``field`` picks another allow-listed column. ``rate`` is the per-second
+  increase of a cumulative metric, summed over its series (counter resets handled), or for spans /
+  records the number of matches per second.
+* ``frequency``: the number of records matching ``filter`` in the window (e.g. error events/min).
+* ``success_rate``: share of matching spans (``source: records``: any records) whose level is not
+  error/critical; no matching spans means no value.
+* ``cost_budget``: sum of ``cost_usd`` over the window (default 1d) of matching records.
+
+A rule with no data (no value) is treated as not met. Every SQL identifier comes from the
+allow-lists below; every value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import apsw
+
+from .. import query
+from .notify import SEVERITIES, TARGET_TYPES, NotifyTarget
+
+KINDS = ("threshold", "frequency", "success_rate", "cost_budget")
+SOURCES = ("metrics", "spans", "records")
+AGGREGATIONS = ("avg", "min", "max", "sum", "count", "p50", "p90", "p95", "p99", "rate")
+OPS: dict[str, Any] = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__}
+FILTER_COLUMNS = ("type", "category", "subcategory", "component", "event", "level", "name", "service",
+                  "status", "kind", "session_id", "model", "provider")
+VALUE_FIELDS = ("metric_value", "duration_ms", "cost_usd", "input_tokens", "output_tokens",
+                "total_tokens")
+_ATTR_KEY_RE = re.compile(r"^[A-Za-z0-9_.:\-/]+$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+_NS = 1_000_000_000
+
+_RULE_KEYS = {"name", "kind", "metric", "source", "aggregation", "field", "window", "op", "threshold",
+              "severity", "for", "cooldown", "filter", "message"}
+_TOP_KEYS = {"interval", "rules", "notify", "service", "environment", "state_db"}
+_NOTIFY_KEYS = {"type", "url", "secret_env", "bearer_env", "timeout", "retries", "backoff", "min_severity",
+                "send_resolved", "queue_size"}
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    name: str
+    kind: str
+    window_s: float
+    op: str
+    threshold: float
+    severity: str = "warning"
+    for_s: float = 0.0
+    cooldown_s: float = 0.0
+    metric: str | None = None
+    source: str = "metrics"
+    aggregation: str = "avg"
+    field: str = "metric_value"
+    filter: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    attributes: tuple[tuple[str, str], ...] = ()
+    message: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What the value measures, for messages and the ``metric`` field of notifications."""
+        return self.metric or self.name
+
+    def met(self, value: float | None) -> bool:
+        return value is not None and bool(OPS[self.op](float(value), float(self.threshold)))
+
+    def describe(self, value: float | None) -> str:
+        shown = "no data" if value is None else f"{value:g}"
+        text = self.message or f"{self.name}: {self.kind} {self.label}"
+        return f"{text} = {shown} (threshold {self.op} {self.threshold:g}, window {self.window_s:g}s)"
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    rules: tuple[AlertRule, ...] = ()
+    notify: tuple[NotifyTarget, ...] = ()
+    interval_s: float = 15.0
+    service: str | None = None
+    environment: str | None = None
+    state_db: str | None = None  # default: "<db>.alerts.db" next to the main database
+
+
+def _check_keys(where: str, raw: Any, allowed: set[str]) -> None:
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    for key in raw:
+        if key not in allowed:
+            raise ValueError(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _duration(where: str, raw: Any, allow_zero: bool = False) -> float:
+    if isinstance(raw, bool):
+        raise ValueError(f"{where}: expected a duration like 30s, 5m, 1d, got {raw!r}")
+    if isinstance(raw, int | float):
+        secs = float(raw)
+    elif isinstance(raw, str) and allow_zero and raw.strip() in ("0", "0s"):
+        secs = 0.0
+    elif isinstance(raw, str):
+        try:
+            secs = float(query.parse_duration(raw))
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    else:
+        raise ValueError(f"{where}: expected a duration like 30s, 5m, 1d, got {raw!r}")
+    if not math.isfinite(secs) or secs < 0 or (secs == 0 and not allow_zero):
+        raise ValueError(f"{where}: must be a {'non-negative' if allow_zero else 'positive'} duration")
+    return secs
+
+
+def _number(where: str, raw: Any, minimum: float | None = None) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise ValueError(f"{where}: expected a number, got {raw!r}")
+    if minimum is not None and raw < minimum:
+        raise ValueError(f"{where}: must be >= {minimum:g}, got {raw!r}")
+    return float(raw)
+
+
+def _choice(where: str, raw: Any, allowed: tuple[str, ...] | dict[str, Any]) -> str:
+    if raw not in allowed:
+        raise ValueError(f"{where}: must be one of {', '.join(allowed)}, got {raw!r}")
+    return str(raw)
+
+
+def _filter(where: str, raw: Any) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[tuple[str, str], ...]]:
+    raw = {} if raw is None else raw
+    _check_keys(where, raw, {*FILTER_COLUMNS, "attributes"})
+    cols: list[tuple[str, tuple[str, ...]]] = []
+    for key, value in raw.items():
+        if key == "attributes":
+            continue
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in values):
+            raise ValueError(f"{where}.{key}: expected a string or a list of strings, got {value!r}")
+        cols.append((key, tuple(str(v) for v in values)))
+    attrs = raw.get("attributes") or {}
+    if not isinstance(attrs, Mapping):
+        raise ValueError(f"{where}.attributes: expected a mapping of attribute name to value")
+    for key, value in attrs.items():
+        if not isinstance(key, str) or not _ATTR_KEY_RE.match(key):
+            raise ValueError(f"{where}.attributes: bad attribute name {key!r}")
+        if isinstance(value, dict | list) or value is None:
+            raise ValueError(f"{where}.attributes.{key}: expected a scalar value, got {value!r}")
+    return tuple(cols), tuple((str(k), v) for k, v in attrs.items())
+
+
+def parse_rule(raw: Any, where: str) -> AlertRule:
+    """One rule mapping → AlertRule; ValueError names the rule, the key and the problem."""
+    _check_keys(where, raw, _RULE_KEYS)
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"{where}.name: required, letters/digits/_.:- only, got {name!r}")
+    where = f"{where} ({name})"
+    kind = _choice(f"{where}.kind", raw.get("kind", "threshold"), KINDS)
+    if "threshold" not in raw:
+        raise ValueError(f"{where}.threshold: required")
+    default_source = {"threshold": "metrics", "success_rate": "spans"}.get(kind, "records")
+    source = _choice(f"{where}.source", raw.get("source", default_source), SOURCES)
+    aggregation = _choice(f"{where}.aggregation", raw.get("aggregation", "avg"), AGGREGATIONS)
+    default_field = {"metrics": "metric_value", "spans": "duration_ms"}.get(source, "metric_value")
+    if kind == "cost_budget":
+        default_field = "cost_usd"
+    fld = _choice(f"{where}.field", raw.get("field", default_field), VALUE_FIELDS)
+    metric = raw.get("metric")
+    if metric is not None and not isinstance(metric, str):
+        raise ValueError(f"{where}.metric: expected a name, got {metric!r}")
+    if kind == "threshold" and source == "metrics" and not metric:
+        raise ValueError(f"{where}.metric: required for a threshold rule on metrics")
+    for key, only in (("aggregation", "threshold"), ("field", "threshold"), ("metric", "threshold")):
+        if key in raw and kind != only and not (key == "field" and kind == "cost_budget"):
+            raise ValueError(f"{where}.{key}: not used by kind {kind}")
+    if "source" in raw and kind in ("frequency", "cost_budget"):
+        raise ValueError(f"{where}.source: not used by kind {kind}")
+    if kind == "success_rate" and source == "metrics":
+        raise ValueError(f"{where}.source: success_rate reads spans or records")
+    filt, attrs = _filter(f"{where}.filter", raw.get("filter"))
+    message = raw.get("message")
+    if message is not None and not isinstance(message, str):
+        raise ValueError(f"{where}.message: expected text")
+    return AlertRule(
+        name=name, kind=kind, source=source, aggregation=aggregation, field=fld, metric=metric,
+        window_s=_duration(f"{where}.window", raw.get("window", "1d" if kind == "cost_budget" else "5m")),
+        op=_choice(f"{where}.op", raw.get("op", "<" if kind == "success_rate" else ">"), OPS),
+        threshold=_number(f"{where}.threshold", raw["threshold"]),
+        severity=_choice(f"{where}.severity", raw.get("severity", "warning"), SEVERITIES),
+        for_s=_duration(f"{where}.for", raw.get("for", 0), allow_zero=True),
+        cooldown_s=_duration(f"{where}.cooldown", raw.get("cooldown", 0), allow_zero=True),
+        filter=filt, attributes=attrs, message=message)
+
+
+def _env_value(where: str, raw: Any, env: Mapping[str, str]) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw:
+        raise ValueError(f"{where}: expected an environment variable name, got {raw!r}")
+    value = env.get(raw)
+    if not value:
+        raise ValueError(f"{where}: environment variable {raw} is not set")
+    return value
+
+
+def parse_target(raw: Any, where: str, env: Mapping[str, str]) -> NotifyTarget:
+    _check_keys(where, raw, _NOTIFY_KEYS)
+    kind = _choice(f"{where}.type", raw.get("type"), TARGET_TYPES)
+    url = raw.get("url")
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{where}.url: expected an http:// or https:// URL, got {url!r}")
+    send_resolved = raw.get("send_resolved", True)
+    if not isinstance(send_resolved, bool):
+        raise ValueError(f"{where}.send_resolved: expected true or false")
+    return NotifyTarget(
+        type=kind, url=url,
+        timeout=_duration(f"{where}.timeout", raw.get("timeout", 5)),
+        retries=int(_number(f"{where}.retries", raw.get("retries", 3), 0)),
+        backoff=_number(f"{where}.backoff", raw.get("backoff", 0.5), 0),
+        min_severity=_choice(f"{where}.min_severity", raw.get("min_severity", "info"), SEVERITIES),
+        send_resolved=send_resolved,
+        queue_size=int(_number(f"{where}.queue_size", raw.get("queue_size", 100), 1)),
+        secret=_env_value(f"{where}.secret_env", raw.get("secret_env"), env),
+        bearer=_env_value(f"{where}.bearer_env", raw.get("bearer_env"), env))
+
+
+def parse_alert_config(raw: Any, where: str = "alerts", env: Mapping[str, str] | None = None) -> AlertConfig:
+    """The ``alerts:`` section → AlertConfig. ValueError names the offending key (start-up)."""
+    import os
+
+    env = os.environ if env is None else env
+    raw = {} if raw is None else raw
+    _check_keys(where, raw, _TOP_KEYS)
+    rules_raw = raw.get("rules") or []
+    if not isinstance(rules_raw, list):
+        raise ValueError(f"{where}.rules: expected a list of rules")
+    rules = [parse_rule(r, f"{where}.rules[{i}]") for i, r in enumerate(rules_raw)]
+    seen: set[str] = set()
+    for r in rules:
+        if r.name in seen:
+            raise ValueError(f"{where}.rules: duplicate rule name {r.name!r}")
+        seen.add(r.name)
+    notify_raw = raw.get("notify") or []
+    if not isinstance(notify_raw, list):
+        raise ValueError(f"{where}.notify: expected a list of targets")
+    targets = [parse_target(t, f"{where}.notify[{i}]", env) for i, t in enumerate(notify_raw)]
+    for key in ("service", "environment", "state_db"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise ValueError(f"{where}.{key}: expected text, got {raw[key]!r}")
+    return AlertConfig(rules=tuple(rules), notify=tuple(targets),
+                       interval_s=_duration(f"{where}.interval", raw.get("interval", 15)),
+                       service=raw.get("service"), environment=raw.get("environment"),
+                       state_db=raw.get("state_db"))
+
+
+# ---- evaluation (any thread, with its own read-only connection) -----------------------------------
+
+def _where(rule: AlertRule, now_ns: int) -> tuple[str, list[Any]]:
+    clauses = ["timestamp > ?", "timestamp <= ?"]
+    params: list[Any] = [now_ns - int(rule.window_s * _NS), now_ns]
+    if rule.kind == "threshold" or rule.kind == "success_rate":
+        if rule.source == "metrics":
+            clauses.append("type = 'metric'")
+        elif rule.source == "spans":
+            clauses.append("type = 'span'")
+        if rule.metric is not None:
+            clauses.append("name = ?")
+            params.append(rule.metric)
+    for col, values in rule.filter:
+        assert col in FILTER_COLUMNS  # allow-listed at parse time; checked again before use
+        clauses.append(f"{col} IN ({', '.join('?' * len(values))})")
+        params.extend(values)
+    for key, value in rule.attributes:
+        clauses.append("json_extract(data, ?) = ?")
+        params += [f'$.attributes."{key}"', value]
+    return " AND ".join(clauses), params
+
+
+def rule_value(conn: apsw.Connection, rule: AlertRule, now_ns: int) -> float | None:
+    """The rule's current value over ``(now - window, now]``; None when there is no data."""
+    where, params = _where(rule, now_ns)
+    if rule.kind == "frequency":
+        return float(conn.execute(f"SELECT count(*) FROM records WHERE {where}", params).fetchone()[0])
+    if rule.kind == "success_rate":
+        total, ok = conn.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE level NOT IN ('error', 'critical')) "
+            f"FROM records WHERE {where}", params).fetchone()
+        return ok / total if total else None
+    col = rule.field
+    assert col in VALUE_FIELDS
+    if rule.kind == "cost_budget":
+        return float(conn.execute(f"SELECT total({col}) FROM records WHERE {where}", params).fetchone()[0])
+    agg = rule.aggregation
+    if agg == "rate":
+        return _rate(conn, rule, where, params)
+    if agg in ("avg", "min", "max", "sum", "count"):
+        fn = "total" if agg == "sum" else agg
+        sql = f"SELECT {fn}({col}), count({col}) FROM records WHERE {where} AND {col} IS NOT NULL"
+        value, n = conn.execute(sql, params).fetchone()
+        return None if not n else float(value)
+    n = conn.execute(f"SELECT count(*) FROM records WHERE {where} AND {col} IS NOT NULL", params).fetchone()[0]
+    if not n:
+        return None
+    rank = max(1, -(-int(agg[1:]) * n // 100))  # nearest rank, as query.nearest_rank
+    row = conn.execute(f"SELECT {col} FROM records WHERE {where} AND {col} IS NOT NULL "
+                       f"ORDER BY {col} LIMIT 1 OFFSET ?", [*params, rank - 1]).fetchone()
+    return float(row[0])
+
+
+def _rate(conn: apsw.Connection, rule: AlertRule, where: str, params: list[Any]) -> float | None:
+    if rule.source != "metrics":
+        n = conn.execute(f"SELECT count(*) FROM records WHERE {where}", params).fetchone()[0]
+        return n / rule.window_s
+    rows = conn.execute(
+        f"SELECT coalesce(service, '') || json_extract(data, '$.attributes'), {rule.field} FROM records "
+        f"WHERE {where} AND {rule.field} IS NOT NULL ORDER BY timestamp, id", params)
+    last: dict[str, float] = {}
+    increase = 0.0
+    for series, value in rows:
+        prev = last.get(series)
+        if prev is not None:
+            increase += value - prev if value >= prev else value  # a drop means the counter reset
+        last[series] = value
+    return increase / rule.window_s if last else None
