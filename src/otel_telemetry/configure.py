@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from . import categories as cats
 from . import settings
 from .exporter import ZmqLogRecordProcessor, ZmqMetricExporter, ZmqSpanProcessor, get_transport
+from .sessions import SessionSpanProcessor
 from .transport import Transport
 
 log = logging.getLogger("otel_telemetry")
@@ -106,6 +107,7 @@ def configure(
         owned.append(tracer_provider)
         if set_global:
             trace_api.set_tracer_provider(tracer_provider)
+    tracer_provider.add_span_processor(SessionSpanProcessor())  # session.id from otel_telemetry.session()
     tracer_provider.add_span_processor(ZmqSpanProcessor(transport=transport))
     resource = tracer_provider.resource
     meter_provider = None

@@ -71,10 +71,23 @@ class CollectorConfig:
     rules: list[cats.Rule] = field(default_factory=list)
     forward: list[ForwardTarget] = field(default_factory=list)
     alerts: AlertConfig | None = None
+    prices: dict[str, dict[str, float]] = field(default_factory=dict)  # user price overrides, USD/Mtok
 
 
 _TOP = {"endpoint", "db", "log_level", "shutdown_timeout", "store", "retention", "receivers", "categories",
-        "forward", "alerts"}
+        "forward", "alerts", "prices"}
+
+
+def _check_prices(raw: Any) -> None:
+    """Validate ``prices:`` without leaving it applied (the collector applies it when it starts)."""
+    from . import prices
+
+    try:
+        prices.set_price_overrides(raw)
+    except ValueError as exc:
+        raise ValueError(f"prices: {exc}") from None
+    finally:
+        prices.set_price_overrides(None)
 
 
 def _check_keys(where: str, raw: Mapping[str, Any], allowed: set[str]) -> None:
@@ -188,6 +201,9 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
     try:
         cfg.rules = cats.parse_rules(cg.get("rules") or [])
         cfg.forward = parse_forward_config(raw.get("forward"), f"{where}: forward")
+        if raw.get("prices"):
+            _check_prices(raw["prices"])
+            cfg.prices = dict(raw["prices"])
         if raw.get("alerts"):
             cfg.alerts = parse_alert_config(raw["alerts"], f"{where}: alerts")
     except ValueError as exc:

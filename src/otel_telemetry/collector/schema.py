@@ -14,12 +14,13 @@ from typing import Any
 import orjson
 
 from .. import categories as cats
+from . import genai
 
 COLUMNS: tuple[str, ...] = (
     "uid", "timestamp", "type", "category", "subcategory", "component", "event", "level", "name",
     "service", "trace_id", "span_id", "parent_span_id", "session_id", "kind", "duration_ms",
     "status", "status_message", "metric_type", "metric_value", "metric_unit", "data", "metadata",
-)
+) + genai.GENAI_COLUMNS
 # Columns a query may filter or sort on (identifier allow-list for the read side).
 QUERY_COLUMNS = frozenset(COLUMNS) - {"uid"} | {"id"}
 
@@ -48,13 +49,26 @@ CREATE TABLE IF NOT EXISTS records (
     metric_value REAL,
     metric_unit TEXT,
     data TEXT NOT NULL,                  -- JSON
-    metadata TEXT NOT NULL               -- JSON
+    metadata TEXT NOT NULL,              -- JSON
+    -- GenAI spans (collector/genai.py); NULL on every other row
+    model TEXT,
+    provider TEXT,
+    agent TEXT,                          -- gen_ai.agent.name
+    input_tokens INTEGER,                -- includes cache read + cache write tokens
+    output_tokens INTEGER,               -- includes reasoning tokens
+    cache_read_tokens INTEGER,
+    cache_write_tokens INTEGER,
+    reasoning_tokens INTEGER,
+    total_tokens INTEGER,
+    cost_usd REAL                        -- NULL when unknown (never a silent 0)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_uid ON records(uid);
 CREATE INDEX IF NOT EXISTS records_cat_ts ON records(category, timestamp);
 CREATE INDEX IF NOT EXISTS records_ts ON records(timestamp);
 CREATE INDEX IF NOT EXISTS records_trace ON records(trace_id) WHERE trace_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_session ON records(session_id) WHERE session_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_model ON records(model, timestamp) WHERE model IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_agent ON records(agent, timestamp) WHERE agent IS NOT NULL;
 CREATE TABLE IF NOT EXISTS publishers (
     publisher BLOB NOT NULL,
     topic TEXT NOT NULL,
@@ -72,6 +86,26 @@ CREATE TABLE IF NOT EXISTS collector_status (
     body TEXT NOT NULL
 );
 """
+
+# Columns added after the first release: ``apply_ddl`` adds them to an older database.
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (c, "REAL" if c == "cost_usd" else "INTEGER" if c.endswith("_tokens") else "TEXT") for c in genai.GENAI_COLUMNS
+)
+
+
+def apply_ddl(conn: Any) -> None:
+    """Create the schema, first upgrading an older ``records`` table (``ALTER TABLE ADD COLUMN``).
+
+    Call on the connection that owns writes, before using it; idempotent. (Plain ``DDL`` is enough
+    for a new file, but fails on an old one at the first index over a new column.)
+    """
+    have = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
+    if have:
+        for name, sqltype in ADDED_COLUMNS:
+            if name not in have:  # identifiers from the constant above, never from input
+                conn.execute(f"ALTER TABLE records ADD COLUMN {name} {sqltype}")
+    conn.execute(DDL)
+
 
 _KINDS = ("internal", "server", "client", "producer", "consumer")
 _STATUS = ("unset", "ok", "error")
@@ -150,7 +184,7 @@ def span_row(
         _KINDS[kind] if 0 <= kind < 5 else str(kind),
         (end - start) / 1e6 if end and start else None,
         _STATUS[status_code] if 0 <= status_code < 3 else str(status_code), status_msg or None,
-        None, None, None, _dumps(data), _meta(resource, scope, scope_version),
+        None, None, None, _dumps(data), _meta(resource, scope, scope_version), *genai.normalise(attrs),
     )
 
 
@@ -163,7 +197,7 @@ def metric_row(
     return (
         uid, time_ns, "metric", category, subcategory, component, str(attrs.get("telemetry.event") or name),
         "info", name, service, None, None, None, _session(attrs), None, None, None, None,
-        mtype, value, unit or None, _dumps(data), _meta(resource, scope, scope_version),
+        mtype, value, unit or None, _dumps(data), _meta(resource, scope, scope_version), *genai.EMPTY,
     )
 
 
@@ -181,6 +215,7 @@ def log_row(
         str(event_name or attrs.get("telemetry.event") or "log"), severity_level(sev_num or 0),
         event_name or None, service, hex_id(trace_id), hex_id(span_id), None, _session(attrs),
         None, None, None, None, None, None, None, _dumps(data), _meta(resource, scope, scope_version),
+        *genai.EMPTY,
     )
 
 

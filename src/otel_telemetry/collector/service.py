@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+from . import genai, prices
 from .alerts import AlertEngine
 from .config import CollectorConfig, ConfigError, load
 from .forward import Forwarder
@@ -31,6 +32,7 @@ class Collector:
     def __init__(self, cfg: CollectorConfig, clock: Any = None) -> None:
         self.cfg = cfg
         self.started_at = time.time()
+        prices.set_price_overrides(cfg.prices or None)
         policy = RetentionPolicy(
             days=dict(cfg.retention.days),
             max_size_bytes=int(cfg.retention.max_size_mb * 1024 * 1024) if cfg.retention.max_size_mb else None,
@@ -62,6 +64,7 @@ class Collector:
             body["forward"] = {f.target.label: f.counters() for f in self.forwarders}
         if self.alerts is not None:
             body["alerts"] = self.alerts.stats()
+        body["genai_unknown_models"] = genai.unknown_models()
         for name in ("otlp_http", "otlp_grpc"):
             receiver = getattr(self, name)
             if receiver is not None:
