@@ -121,31 +121,68 @@ def _print_stats_table(s: dict[str, Any]) -> None:
     _emit_table(headers, [(n, v["count"], v["p50"], v["p95"], v["p99"], v["max"]) for n, v in lat], {})
 
 
+PERIODS = ("1d", "7d", "30d")
+
+
 @main.command("stats")
 @window_options
+@click.option("--period", type=click.Choice(PERIODS), default=None,
+              help="Agent/dev metrics report over the last 1d, 7d or 30d (ending at --until or now).")
+@click.option("--agent", default=None, help="Report only calls of this agent (gen_ai.agent.name).")
+@click.option("--model", default=None, help="Report only calls of this model.")
 @click.option("--category", type=click.Choice(CATEGORIES), help="Only count records of this category.")
+@click.option("--alerts-db", default=None, type=click.Path(dir_okay=False), metavar="PATH",
+              help="Alert state file for the report's active alerts (default: <db>.alerts.db).")
+@click.option("--rollups/--no-rollups", "with_rollups", default=True, show_default=True,
+              help="Include the report's hourly and daily rollup tables.")
 @common_options
-def stats_cmd(last: float | None, since: int | None, until: int | None, category: str | None,
-              db: str | None, fmt: str) -> None:
-    """Counts by category, level and type, errors, and span latency percentiles over a window.
+def stats_cmd(last: float | None, since: int | None, until: int | None, period: str | None,
+              agent: str | None, model: str | None, category: str | None, alerts_db: str | None,
+              with_rollups: bool, db: str | None, fmt: str) -> None:
+    """Record counts and latency, or (with --period, --agent or --model) the agent/dev report.
 
-    Percentiles are nearest-rank over every span duration in the window: the value at rank
-    ceil(p/100 * n) of the sorted durations, so each one is an observed duration.
+    Without those options: counts by category, level and type, errors, and span latency
+    percentiles, nearest-rank over every span duration in the window (exact).
+
+    With them: success rate, P50/P95/P99 latency, cost (total, per model, per agent), tokens, top
+    agent, failed calls by error type, active alerts and hourly/daily rollups per
+    category/component/service. Windows of 6 h or more are read from rollups (counts, tokens
+    and cost exact; percentiles within 2 %); shorter ones from raw rows (exact).
 
     \b
     Example:
       otel-telemetry stats --last 24h
       otel-telemetry stats --since 2026-01-01 --category ai_behavior --format json
+      otel-telemetry stats --period 7d
+      otel-telemetry stats --period 1d --agent orchestrator --model gpt-4o --format json
     """
-    start, end = _window(last, since, until)
+    if period is not None and last is not None:
+        raise click.UsageError("use either --period or --last, not both")
+    if period is not None and since is not None:
+        raise click.UsageError("use either --period or --since, not both")
+    start, end = _window(query.parse_duration(period) if period else last, since, until)
+    if period is None and agent is None and model is None:
+        with _open(db) as conn:
+            s = query.stats(conn, start, end, category)
+        if fmt == "json":
+            _emit_json(s)
+        elif fmt == "csv":
+            _emit_csv(("section", "key", "value"), _stats_rows(s))
+        else:
+            _print_stats_table(s)
+        return
+    from . import ai_stats
+
+    alerts_path = alerts_db or f"{settings.resolve('db', db)}.alerts.db"
     with _open(db) as conn:
-        s = query.stats(conn, start, end, category)
+        r = ai_stats.report(conn, start, end, agent=agent, model=model, category=category,
+                            alerts_path=alerts_path, period=period, include_rollups=with_rollups)
     if fmt == "json":
-        _emit_json(s)
+        _emit_json(r)
     elif fmt == "csv":
-        _emit_csv(("section", "key", "value"), _stats_rows(s))
+        _emit_csv(("section", "key", "value"), ai_stats.csv_rows(r))
     else:
-        _print_stats_table(s)
+        click.echo("\n".join(ai_stats.table_lines(r)))
 
 
 @main.command("status")

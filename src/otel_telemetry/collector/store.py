@@ -6,7 +6,9 @@ That keeps the store out of SQLite's two-writers/checkpointers races (FINDINGS Â
 ``total_changes()`` deltas on the writer connection count exactly what this thread inserted.
 
 Rows and their publisher checkpoints commit in the same transaction, so after a crash a stored
-checkpoint always has all of its rows and no row outlives the checkpoint that covers it.
+checkpoint always has all of its rows and no row outlives the checkpoint that covers it. The hourly
+and daily rollups (``rollups.py``) are updated in that same transaction from exactly the rows it
+stored (not from duplicates), so they always agree with what was committed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import apsw
 import orjson
 
 from . import retention as ret
-from .schema import COLUMNS, DDL
+from . import rollups
+from .schema import COLUMNS, apply_ddl
 
 log = logging.getLogger("otel_telemetry.collector.store")
 
@@ -57,7 +60,8 @@ def _open_rw(path: str, extra_pragma: str) -> apsw.Connection:
         # Must precede the first CREATE TABLE; on an existing database it is a no-op.
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL").fetchall()
-        conn.execute(DDL)
+        apply_ddl(conn)  # creates, or upgrades an older records table
+        rollups.ensure(conn)  # rollup tables; rebuilt from the records of an older database
         conn.execute(extra_pragma).fetchall()  # callers pass literals / allow-listed values only
     except BaseException:
         conn.close()
@@ -120,6 +124,7 @@ class StoreWriter:
         status_source: Callable[[], dict[str, Any]] | None = None,
         status_interval: float = 1.0,
         checkpoint_interval: float = 5.0,
+        rollup_days: int = rollups.DEFAULT_ROLLUP_DAYS,
     ) -> None:
         if str(synchronous).lower() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
@@ -133,6 +138,7 @@ class StoreWriter:
         self._status_source = status_source
         self._status_interval = status_interval
         self._checkpoint_interval = checkpoint_interval
+        self._rollup_days = max(1, rollup_days)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_batches))
         self._cond = threading.Condition()
         self._accepted = 0  # batches accepted by submit
@@ -341,6 +347,10 @@ class StoreWriter:
                 rows += len(item.rows)
                 if rows >= self._batch_rows:
                     return group
+                if item.on_commit is not None:
+                    # A client waits for this commit (OTLP acknowledges after it): take what is
+                    # already queued, but do not sit out the flush interval.
+                    hurry = True
             remaining = 0.0 if hurry else deadline - time.monotonic()
             try:
                 item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
@@ -373,8 +383,12 @@ class StoreWriter:
         with ret.transaction(conn):
             before = conn.total_changes()
             if n_rows:
+                max_id = conn.execute("SELECT max(id) FROM records").fetchone()[0] or 0
                 conn.executemany(_INSERT, itertools.chain.from_iterable(b.rows for b in group))
             stored = conn.total_changes() - before
+            if stored:
+                rows = [r for b in group for r in b.rows]
+                rollups.update(conn, rows if stored == n_rows else rollups.inserted(conn, rows, max_id))
             if checkpoints:
                 conn.executemany(_UPSERT_CHECKPOINT,
                                  [(p, t, s, now_ns) for (p, t), s in checkpoints.items()])
@@ -396,7 +410,9 @@ class StoreWriter:
     def _begin_retention(self) -> ret.RetentionRun | None:
         assert self._conn is not None and self._retention is not None
         try:
-            return ret.RetentionRun.begin(self._conn, self._retention, self._clock())
+            now = self._clock()
+            rollups.purge(self._conn, now, self._rollup_days)  # small: one row per key and bucket
+            return ret.RetentionRun.begin(self._conn, self._retention, now)
         except apsw.Error:
             log.exception("reading retention settings failed")
             self._bump(errors=1)
