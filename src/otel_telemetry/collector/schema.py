@@ -148,7 +148,8 @@ def severity_level(n: int) -> str:
 
 
 def _meta(resource: Mapping[str, Any], scope: str | None, scope_version: str | None) -> str:
-    return _dumps({"resource": resource, "scope": {"name": scope, "version": scope_version}})
+    # "" and absent mean the same in OTLP; store one form so both paths give identical rows.
+    return _dumps({"resource": resource, "scope": {"name": scope or None, "version": scope_version or None}})
 
 
 def span_row(
