@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -133,20 +134,21 @@ def record(row: Sequence[Any]) -> dict[str, Any]:
 # --- writers ---------------------------------------------------------------------------------------
 
 
-class Writer:
-    """Writes chunks of rows to a binary stream; ``write`` returns how many rows were left out."""
+class Writer(ABC):
+    """Writes chunks of rows to a binary stream; ``write`` returns how many rows were left out.
+    ``begin``/``end`` write a format's framing; most formats have none."""
 
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
 
     def begin(self) -> None:
-        pass
+        return None
 
-    def write(self, rows: Sequence[Sequence[Any]]) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def write(self, rows: Sequence[Sequence[Any]]) -> int: ...
 
     def end(self) -> None:
-        pass
+        return None
 
 
 class JsonLinesWriter(Writer):
