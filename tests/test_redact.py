@@ -1,0 +1,287 @@
+"""Redaction of wire tuples (otel_telemetry.redact): PII corpus in every field, false positives,
+allow-list, pseudonymisation (incl. a 10^6-candidate dictionary attack), counts, fuzz."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from otel_telemetry import wire
+from otel_telemetry.redact import DETECTORS, RedactionConfig, Redactor, scan_bytes
+
+KEY = "test-key-0123456789abcdef-0123456789"
+
+PII = {
+    "email": "alice.smith+test@example.com",
+    "email_enc": "bob%40example.org",
+    "phone_e164": "+14155552671",
+    "phone_intl": "+44 20 7946 0958",
+    "phone_us": "(415) 555-2671",
+    "phone_fr": "06 12 34 56 78",
+    "card_visa": "4111 1111 1111 1111",
+    "card_mc": "5500-0055-5555-5559",
+    "card_amex": "378282246310005",
+    "ipv4": "203.0.113.42",
+    "ipv6": "2001:db8:85a3::8a2e:370:7334",
+    "jwt": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ."
+           "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+    "bearer": "Bearer 9f8e7d6c5b4a39281706",
+    "basic": "Basic YWxhZGRpbjpvcGVuc2VzYW1l",
+    "url_creds": "postgres://admin:hunter2pw@db.internal:5432/app",
+    "aws": "AKIAIOSFODNN7EXAMPLE",
+    "aws_secret": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "github": "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+    "openai": "sk-proj-Ab3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF",
+    "slack": "xoxb-263594206564-FGqddMF8t08v8N7Oq4i57vs1",
+    "kv": "password=Tr0ub4dor&3",
+}
+# Text that carries every corpus item, as a span/log/metric field would.
+TEXT = "user data: " + " | ".join(PII.values())
+# Planted literals that must not survive (for kv/basic/url the secret part only).
+SECRETS = [v for k, v in PII.items() if k not in ("kv", "basic", "bearer", "url_creds")] + [
+    "Tr0ub4dor", "YWxhZGRpbjpvcGVuc2VzYW1l", "9f8e7d6c5b4a39281706", "hunter2pw",
+]
+
+FALSE_POSITIVES = [
+    "550e8400-e29b-41d4-a716-446655440000", "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7",
+    "2024-01-15", "2024-01-15T10:20:30.123456Z", "2024-01-15 10:20:30+01:00", "12:34:56", "1.2.3", "v1.2.3.4",
+    "3.11.9", "python-requests/2.31.0", "opentelemetry-sdk 1.30.0", "1700000000", "1700000000123456789",
+    "1700000000123", "GET /api/v1/items/{id}", "/api/v1/items/123456", "order 12345678 shipped",
+    "127.0.0.1", "0.0.0.0", "::1", "std::collections::HashMap", "basic authentication required",
+    "bearer token missing", "input_tokens=1234", "gen_ai.usage.output_tokens", "x[1::2]", "01.02.2024",
+    "4111 1111 1111 1112", "4111111111111112", "1234-5678-9012-3456", "AbstractSingletonProxyFactoryBean2",
+    "/home/Alice/Projects/MyApp2024/src/Main.py", "SELECT * FROM users WHERE id = ?", "task-abcdefghijklmnopqrstuvwxyz",
+]
+
+
+def red(**kw: Any) -> Redactor:
+    kw.setdefault("pseudonym_key", KEY)
+    return Redactor(RedactionConfig(**kw))
+
+
+def _attrs() -> dict[str, Any]:
+    return {
+        "note": TEXT,
+        "nested": {"deep": [TEXT, {"x": (TEXT, 1)}], "password": "hunter2pw"},
+        "list": [TEXT, 3, None, True],
+        "exception.message": f"failed for {PII['email']}",
+        "exception.stacktrace": f"Traceback...\n  token={PII['openai']}\nValueError: {PII['card_visa']}",
+        "http.request.header.authorization": [PII["bearer"]],
+        "db.password": "Tr0ub4dor",
+        "raw": TEXT.encode(),
+        TEXT[:40]: "key holds PII",
+    }
+
+
+def _span() -> tuple[Any, ...]:
+    return (TEXT, b"\x01" * 16, b"\x02" * 8, None, 1, 2, 1, 2, TEXT, _attrs(),
+            [(TEXT, 5, _attrs()), ("exception", 6, {"exception.message": TEXT})],
+            [(b"\x03" * 16, b"\x04" * 8, _attrs())], TEXT, TEXT)
+
+
+def _log(body: Any) -> tuple[Any, ...]:
+    return (1, 2, 9, TEXT, body, _attrs(), b"\x01" * 16, b"\x02" * 8, TEXT, TEXT, TEXT)
+
+
+def _metric() -> tuple[Any, ...]:
+    return (TEXT, TEXT, TEXT, "gauge", 1, 0, 1.5, _attrs(), {"temporality": TEXT, "bounds": [1.0, 2.0]}, TEXT, TEXT)
+
+
+def _assert_clean(r: Redactor, obj: Any) -> None:
+    raw = wire.new_packer().pack(obj)
+    assert scan_bytes(r, raw) == {}
+    for secret in SECRETS:
+        assert secret.encode() not in raw, secret
+
+
+def test_corpus_detected_one_by_one() -> None:
+    r = red()
+    for name, value in PII.items():
+        assert r.find(f"x {value} y"), name
+
+
+@pytest.mark.parametrize("make", ["span", "log_str", "log_struct", "metric", "resource"])
+def test_corpus_in_every_field_leaves_no_hit(make: str) -> None:
+    r = red()
+    if make == "span":
+        rec = _span()
+        out = r.redact_span(rec)
+        assert out[1:8] == rec[1:8] and out[11][0][:2] == rec[11][0][:2]  # ids/timestamps untouched
+    elif make == "log_str":
+        out = r.redact_log(_log(TEXT))
+    elif make == "log_struct":
+        out = r.redact_log(_log({"msg": TEXT, "items": [TEXT, {"secret": "s3"}], "api_key": "zzz-123"}))
+        assert out[4]["api_key"] == "[REDACTED:sensitive_key]"
+    elif make == "metric":
+        out = r.redact_metric(_metric())
+        assert out[8]["bounds"] == [1.0, 2.0]
+    else:
+        out = r.redact_resource({"service.name": "shop", "host.ip": PII["ipv4"], "process.command_line": TEXT})
+        assert out["service.name"] == "shop"
+    _assert_clean(r, out)
+
+
+def test_redaction_after_msgpack_roundtrip() -> None:
+    """Collector side: records arrive as lists (msgpack), the same rules apply."""
+    r = red()
+    rec = msgpack.unpackb(wire.new_packer().pack(_span()), raw=False, strict_map_key=False)
+    _assert_clean(r, r.redact_span(rec))
+
+
+def test_never_mutates_input_and_no_copy_when_clean() -> None:
+    r = red()
+    attrs = {"http.route": "/api/{id}", "http.request.method": "GET", "n": 3, "email": PII["email"]}
+    before = dict(attrs)
+    rec = ("op", b"\x01" * 16, b"\x02" * 8, None, 1, 2, 1, 0, None, attrs, None, None, "scope", "1")
+    out = r.redact_span(rec)
+    assert attrs == before and out[9] is not attrs and out[9]["email"] == "[REDACTED:email]"
+    clean = ("op", b"\x01" * 16, b"\x02" * 8, None, 1, 2, 1, 0, None, {"a": "GET", "b": 1}, None, None, "s", "1")
+    for _ in range(3):
+        assert r.redact_span(clean) is clean
+    log = (1, 2, 9, "INFO", "hello world", {"a": 1}, None, None, None, "s", None)
+    assert r.redact_log(log) is log
+    metric = ("m", None, "ms", "sum", 1, 0, 2, {"a": "b"}, {"monotonic": True}, "s", None)
+    assert r.redact_metric(metric) is metric
+
+
+@pytest.mark.parametrize("text", FALSE_POSITIVES)
+def test_false_positives_untouched(text: str) -> None:
+    r = red()
+    assert r.redact_text(text) == text
+    assert r.redact_text(f"value: {text}.") == f"value: {text}."
+
+
+def test_sensitive_keys_replaced_whole() -> None:
+    r = red()
+    attrs = {"Password": "x", "http.request.header.set-cookie": ["a=b"], "app.api_key": 12345, "ssn": "1",
+             "db.user_password": "p", "x.Authorization": "y", "gen_ai.usage.input_tokens": 10, "user.email": "z"}
+    out = r.redact_span(("op", b"", b"", None, 0, 0, 0, 0, None, attrs, None, None, None, None))[9]
+    assert out["gen_ai.usage.input_tokens"] == 10
+    assert all(v == "[REDACTED:sensitive_key]" for k, v in out.items() if k != "gen_ai.usage.input_tokens")
+
+
+def test_allow_list_mode() -> None:
+    r = red(allow_keys=["http.route", "app.*"])
+    attrs = {"http.route": "/x", "app.a": 1, "app.b": PII["email"], "other": "visible?", "telemetry.component": "web"}
+    out = r.redact_span(("op", b"", b"", None, 0, 0, 0, 0, None, attrs, None, None, None, None))[9]
+    assert out == {"http.route": "/x", "app.a": 1, "app.b": "[REDACTED:email]", "other": "[REDACTED:not_allowed]",
+                   "telemetry.component": "web"}
+
+
+def test_deny_keys_patterns_callback_and_disable() -> None:
+    seen: list[str] = []
+
+    def cb(key: str, value: Any) -> Any:
+        seen.append(key)
+        if key == "boom":
+            raise RuntimeError
+        return "CB" if key == "cb.me" else value
+
+    r = red(deny_keys=["internal.note", "*.customer_name"], patterns={"order_ref": r"ORD-\d{6}"}, callback=cb,
+            disable=["ipv4"])
+    attrs = {"internal.note": "n", "shop.customer_name": "Ann", "ref": "see ORD-123456", "cb.me": "v",
+             "boom": "v", "ip": PII["ipv4"]}
+    out = r.redact_span(("op", b"", b"", None, 0, 0, 0, 0, None, attrs, None, None, None, None))[9]
+    assert out == {"internal.note": "[REDACTED:denied_key]", "shop.customer_name": "[REDACTED:denied_key]",
+                   "ref": "see [REDACTED:order_ref]", "cb.me": "CB", "boom": "[REDACTED:callback_error]",
+                   "ip": PII["ipv4"]}
+    assert "span.name" in seen and "ref" in seen
+
+
+def test_disabled_is_identity() -> None:
+    r = Redactor.from_env(environ={"OTEL_TELEMETRY_REDACT": "off"})
+    rec = _span()
+    assert r.redact_span(rec) is rec and not r.enabled
+    assert Redactor.from_env(environ={}).enabled and Redactor.from_env(environ={"OTEL_TELEMETRY_REDACT": "1"}).enabled
+
+
+def _pseudo(r: Redactor, value: Any, key: str = "user.id") -> Any:
+    return r.redact_span(("op", b"", b"", None, 0, 0, 0, 0, None, {key: value}, None, None, None, None))[9][key]
+
+
+def test_pseudonymisation_stable_keyed_and_idempotent() -> None:
+    a, b = red(), red(pseudonym_key="another-key-0123456789abcdef")
+    p = _pseudo(a, "user-042")
+    assert p.startswith("ph_") and len(p) == 3 + 24 and "042" not in p
+    assert _pseudo(a, "user-042") == p == _pseudo(red(), "user-042") == _pseudo(a, "user-042", "enduser.id")
+    assert _pseudo(b, "user-042") != p and _pseudo(a, "user-043") != p
+    assert _pseudo(a, p) == p  # collector re-redacting app output keeps the same pseudonym
+    assert _pseudo(a, 42) == _pseudo(a, "42")
+    env = Redactor.from_env(environ={"OTEL_TELEMETRY_REDACT_KEY": KEY})
+    assert _pseudo(env, "user-042") == p
+
+
+def test_pseudonymisation_without_key_redacts(caplog: pytest.LogCaptureFixture) -> None:
+    for r in (Redactor.from_env(environ={}), red(pseudonym_key="short")):
+        assert _pseudo(r, "user-042") == "[REDACTED:pseudonym_unkeyed]"
+        assert _pseudo(r, "user-043") == "[REDACTED:pseudonym_unkeyed]"
+        assert r.counts()["pseudonym_unkeyed"] == 2
+    warnings = [rec for rec in caplog.records if rec.name == "otel_telemetry.redact"]
+    assert len(warnings) == 2 and "user-04" not in caplog.text
+
+
+def test_dictionary_attack_recovers_nothing() -> None:
+    r = red()
+    targets = {_pseudo(r, f"user-{i:06d}")[3:] for i in (7, 123456, 999999)}
+    wrong = b"wrong-key-0123456789abcdef0123"
+    sha256, md5, hmac_new, sha = hashlib.sha256, hashlib.md5, hmac.digest, "sha256"
+    recovered = 0
+    for i in range(1_000_000):
+        cand = b"user-%06d" % i
+        if (sha256(cand).hexdigest()[:24] in targets or md5(cand).hexdigest()[:24] in targets
+                or hmac_new(wrong, cand, sha).hex()[:24] in targets):
+            recovered += 1
+    assert recovered == 0
+    # The right key does recover them: the attack space was the right one.
+    assert sum(hmac_new(KEY.encode(), b"user-%06d" % i, sha).hex()[:24] in targets for i in (7, 8, 999999)) == 2
+
+
+def test_counts_per_rule_thread_safe_and_value_free() -> None:
+    r = red()
+
+    def work() -> None:
+        for _ in range(200):
+            r.redact_log(_log(f"mail {PII['email']} card {PII['card_visa']}"))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    c = r.counts()
+    assert c["email"] >= 800 and c["card"] >= 800
+    assert set(c) <= set(DETECTORS) | {"sensitive_key", "pseudonym", "api_key"}
+    assert PII["email"] not in repr(c)
+
+
+def test_hostile_inputs_are_linear() -> None:
+    r = red()
+    for s in ("+1" * 20000, "1 " * 20000, "a@" * 20000, ":" * 40000, "eyJ." * 10000, "A" * 50000, "0." * 20000):
+        r.redact_text(s)  # must finish quickly (pytest-timeout guards the whole test)
+
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(), st.binary(),
+                     st.sampled_from(list(PII.values()) + FALSE_POSITIVES))
+_values = st.recursive(_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.tuples(inner, inner), st.frozensets(st.text(max_size=5), max_size=3),
+    st.dictionaries(st.one_of(st.text(), st.integers(), st.sampled_from(["password", "user.id", "x"])), inner,
+                    max_size=4)), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(attrs=st.dictionaries(st.text(), _values, max_size=6), body=_values, name=st.one_of(st.text(), _values))
+def test_fuzz_never_raises(attrs: dict[str, Any], body: Any, name: Any) -> None:
+    r = red(callback=lambda k, v: v)
+    r.redact_span((name, b"", b"", None, 0, 0, 0, 0, name, attrs, [(name, 1, attrs)], [(b"", b"", attrs)], name, None))
+    r.redact_log((0, 0, 0, name, body, attrs, None, None, name, name, name))
+    r.redact_metric((name, name, name, "gauge", 0, 0, 1, attrs, {"x": body}, name, name))
+    r.redact_resource(attrs)
+    plain = Redactor(RedactionConfig(pseudonym_key=KEY))
+    wire.new_packer().pack(plain.redact_log((0, 0, 0, None, body, attrs, None, None, None, None, None)))
