@@ -28,12 +28,14 @@ import orjson
 
 from . import retention as ret
 from . import rollups
-from .schema import COLUMNS, apply_ddl
+
+# Connections are opened by ``db``; re-exported so callers need only the store's name.
+from .db import _SYNCHRONOUS, BUSY_TIMEOUT_MS, open_admin, open_reader, open_writer
+from .schema import COLUMNS
+
+__all__ = ["BUSY_TIMEOUT_MS", "StoreWriter", "WriteBatch", "open_admin", "open_reader", "open_writer"]
 
 log = logging.getLogger("otel_telemetry.collector.store")
-
-_SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
-BUSY_TIMEOUT_MS = 5000
 
 # ON CONFLICT(uid) rather than INSERT OR IGNORE: OR IGNORE would also skip NOT NULL violations
 # silently and count them as duplicates; this way only a repeated uid is skipped and a malformed
@@ -50,47 +52,6 @@ _UPSERT_CHECKPOINT = (
     "last_seen = excluded.last_seen"
 )
 _STATUS = "INSERT OR REPLACE INTO collector_status(id, updated, body) VALUES (1, ?, ?)"
-
-
-def _open_rw(path: str, extra_pragma: str) -> apsw.Connection:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
-    try:
-        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-        # Must precede the first CREATE TABLE; on an existing database it is a no-op.
-        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        conn.execute("PRAGMA journal_mode=WAL").fetchall()
-        apply_ddl(conn)  # creates, or upgrades an older records table
-        rollups.ensure(conn)  # rollup tables; rebuilt from the records of an older database
-        conn.execute(extra_pragma).fetchall()  # callers pass literals / allow-listed values only
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def open_writer(path: str, synchronous: str = "normal") -> apsw.Connection:
-    """Open (creating if needed) the collector's read-write connection. Call on the writer thread."""
-    mode = _SYNCHRONOUS.get(str(synchronous).lower())
-    if mode is None:
-        raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
-    return _open_rw(path, f"PRAGMA synchronous={mode}")
-
-
-def open_reader(path: str) -> apsw.Connection:
-    """Read-only connection for the query side; raises apsw.CantOpenError if the file is missing."""
-    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
-    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-    return conn
-
-
-def open_admin(path: str) -> apsw.Connection:
-    """Short-lived read-write connection for CLI writes (retention set / purge), any one thread.
-
-    Auto-checkpoint is off so only the collector's writer checkpoints during normal operation;
-    callers that need a checkpoint (``retention.purge_all``) ask for one explicitly.
-    """
-    return _open_rw(path, "PRAGMA wal_autocheckpoint=0")
 
 
 @dataclass
