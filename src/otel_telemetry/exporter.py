@@ -207,6 +207,8 @@ def get_transport(endpoint: str | None = None, rules: Sequence[cats.Rule] = (), 
                 batch_size=settings.resolve("batch_size", options.get("batch_size")),
                 join_timeout=settings.resolve("join_timeout", options.get("join_timeout")),
                 send_hwm=settings.resolve("send_hwm", options.get("send_hwm")),
+                curve_server_key=settings.resolve("curve_server_key", options.get("curve_server_key")),
+                curve_client_key_file=settings.resolve("curve_client_key_file", options.get("curve_client_key_file")),
                 categorise_drop=conv.drop_category,
             )
             _shared[ep] = t

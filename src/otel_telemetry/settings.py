@@ -71,6 +71,11 @@ SETTINGS: dict[str, Setting] = {
                 "app side: ZeroMQ send high-water mark, in messages"),
         Setting("export_interval", "OTEL_TELEMETRY_METRIC_INTERVAL", lambda: 10.0, _float,
                 "app side: seconds between metric exports"),
+        Setting("curve_server_key", "OTEL_TELEMETRY_CURVE_SERVER_KEY", lambda: None, _str,
+                "app side: the collector's CURVE public key (its .key file or the Z85 text); with "
+                "curve_client_key_file, the app connects with CURVE (needed for a tcp:// collector)"),
+        Setting("curve_client_key_file", "OTEL_TELEMETRY_CURVE_CLIENT_KEY", lambda: None, _str,
+                "app side: this app's CURVE secret-key file (.key_secret from `otel-telemetry keys generate`)"),
         Setting("config", "OTEL_TELEMETRY_CONFIG", lambda: None, _str,
                 "collector: path of collector.yaml"),
     )

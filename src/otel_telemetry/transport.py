@@ -23,6 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
+import zmq.auth
+from zmq.utils import z85
 
 from . import wire
 
@@ -48,8 +50,11 @@ class Transport:
 
     def __init__(self, endpoint: str, converter: Converter, *, queue_size: int = 8192,
                  batch_size: int = 512, join_timeout: float = 2.0, send_hwm: int = 1000,
-                 categorise_drop: Callable[[Any], str] | None = None) -> None:
+                 categorise_drop: Callable[[Any], str] | None = None, curve_server_key: str | None = None,
+                 curve_client_key_file: str | None = None) -> None:
         self.endpoint = endpoint
+        self._curve_server_key = curve_server_key
+        self._curve_client_key_file = curve_client_key_file
         self._convert = converter
         self._categorise_drop = categorise_drop or (lambda item: "unknown")
         self._max = max(1, queue_size)
@@ -201,7 +206,10 @@ class Transport:
             sock.setsockopt(zmq.XPUB_NODROP, 1)
             sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # see re-subscribes from a restarted collector
             sock.setsockopt(zmq.SNDHWM, self._hwm)
-            sock.connect(self.endpoint)
+            if self._apply_curve(sock):
+                sock.connect(self.endpoint)
+            # else: never connected, so no collector ever subscribes and every record is counted
+            # as a no_collector drop (the error was logged once).
             self._loop(sock)
         except Exception:
             log.exception("otel-telemetry sender stopped on an unexpected error; remaining records dropped")
@@ -215,6 +223,27 @@ class Transport:
                 self._in_hand = 0
                 self._pending_count.clear()
                 self._cond.notify_all()
+
+    def _apply_curve(self, sock: zmq.Socket) -> bool:
+        """Set the CURVE client options when configured; False (logged once) if the keys are unusable."""
+        server, client = self._curve_server_key, self._curve_client_key_file
+        if not server and not client:
+            return True
+        try:
+            if not server or not client:
+                raise ValueError("both curve_server_key and curve_client_key_file are needed")
+            server_key = _server_public_key(server)
+            public, secret = zmq.auth.load_certificate(client)
+            if not secret:
+                raise ValueError(f"{client} holds no secret-key (pass the .key_secret file)")
+            sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+        except (OSError, ValueError, zmq.ZMQError) as exc:
+            log.error("otel-telemetry: CURVE keys unusable (%s); not connecting to %s, records are dropped "
+                      "and counted as no_collector", exc, self.endpoint)
+            return False
+        return True
 
     def _loop(self, sock: zmq.Socket) -> None:
         subs: set[bytes] = set()
@@ -379,6 +408,22 @@ class Transport:
         end = min(self._deadline, time.monotonic() + 0.5)
         while time.monotonic() < end and sock.poll(1, zmq.POLLOUT) == 0:
             pass
+
+
+def _server_public_key(value: str) -> bytes:
+    """The collector's public key from a key file (``.key`` or ``.key_secret``) or 40 Z85 characters."""
+    if os.path.isfile(value):
+        public, _ = zmq.auth.load_certificate(value)
+        key = public
+    else:
+        key = value.strip().encode("ascii", "replace")
+    if len(key) != 40:
+        raise ValueError(f"curve_server_key {value!r}: neither a key file nor a 40-character Z85 key")
+    try:
+        z85.decode(key)
+    except Exception:
+        raise ValueError(f"curve_server_key {value!r}: not valid Z85") from None
+    return key
 
 
 def _after_fork_in_child() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,15 @@ class ZmqReceiverConfig:
     enabled: bool = True
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     rcvhwm: int = 10000
+    curve: CurveConfig | None = None  # required for a non-loopback tcp:// endpoint
+
+
+@dataclass
+class CurveConfig:
+    """``receivers.zmq.curve``: the collector's secret-key file and the allow-list of client keys."""
+
+    secret_key_file: str
+    allowed_clients_dir: str
 
 
 DEFAULT_OTLP_MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -47,10 +57,34 @@ _MAX_OTLP_BODY_BYTES = 2**31 - 1  # gRPC's max_receive_message_length is an int3
 
 
 @dataclass
+class OtlpTlsConfig:
+    """``receivers.otlp_*.tls``: PEM certificate (chain) and private key, checked at load."""
+
+    cert_file: str
+    key_file: str
+
+
+@dataclass
 class OtlpReceiverConfig:
     enabled: bool = True
     endpoint: str = "127.0.0.1:4318"
     max_body_bytes: int = DEFAULT_OTLP_MAX_BODY_BYTES  # measured after decompression
+    tls: OtlpTlsConfig | None = None
+    # Read at load from ``auth.bearer_token_env`` / ``auth.bearer_token_file``; never in the YAML.
+    bearer_token: str | None = field(default=None, repr=False)
+
+
+def check_otlp_exposure(where: str, rc: OtlpReceiverConfig) -> None:
+    """Start-up rule: an enabled receiver bound to anything but loopback needs TLS AND a bearer
+    token; raises ConfigError naming the missing keys."""
+    from .otlp_auth import is_loopback_host
+
+    if not rc.enabled or is_loopback_host(split_endpoint(rc.endpoint)[0]):
+        return
+    missing = [f"{where}.{key}" for key, value in (("tls", rc.tls), ("auth", rc.bearer_token)) if value is None]
+    if missing:
+        raise ConfigError(f"{where}.endpoint {rc.endpoint!r} is not loopback: refusing to start without "
+                          f"{' and '.join(missing)} (TLS and a bearer token are required off loopback)")
 
 
 def _otlp_grpc_default() -> OtlpReceiverConfig:
@@ -118,9 +152,65 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _curve(where: str, raw: Any) -> CurveConfig:
+    _check_keys(where, raw, {"secret_key_file", "allowed_clients_dir"})
+    for key in ("secret_key_file", "allowed_clients_dir"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise ConfigError(f"{where}.{key}: required (a path), got {raw.get(key)!r}")
+    if not Path(raw["secret_key_file"]).is_file():
+        raise ConfigError(f"{where}.secret_key_file: no such file {raw['secret_key_file']!r}")
+    if not Path(raw["allowed_clients_dir"]).is_dir():
+        raise ConfigError(f"{where}.allowed_clients_dir: no such directory {raw['allowed_clients_dir']!r}")
+    return CurveConfig(raw["secret_key_file"], raw["allowed_clients_dir"])
+
+
+def _otlp_tls(where: str, raw: Any) -> OtlpTlsConfig:
+    from .otlp_auth import server_ssl_context
+
+    _check_keys(where, raw, {"cert_file", "key_file"})
+    for key in ("cert_file", "key_file"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise ConfigError(f"{where}.{key}: required (a path), got {raw.get(key)!r}")
+        if not Path(raw[key]).is_file():
+            raise ConfigError(f"{where}.{key}: no such file {raw[key]!r}")
+    try:
+        server_ssl_context(raw["cert_file"], raw["key_file"])
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ConfigError(f"{where}: cannot load cert_file/key_file ({exc})") from None
+    return OtlpTlsConfig(raw["cert_file"], raw["key_file"])
+
+
+def _otlp_token(where: str, raw: Any) -> str:
+    """``auth: {bearer_token_env: NAME}`` or ``auth: {bearer_token_file: PATH}``, exactly one."""
+    _check_keys(where, raw, {"bearer_token_env", "bearer_token_file"})
+    if len(raw) != 1:
+        raise ConfigError(f"{where}: set exactly one of bearer_token_env or bearer_token_file")
+    (key, value), = raw.items()
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}.{key}: expected a non-empty string, got {value!r}")
+    if key == "bearer_token_env":
+        token = os.environ.get(value, "").strip()
+        if not token:
+            raise ConfigError(f"{where}.bearer_token_env: environment variable {value} is not set or empty")
+    else:
+        try:
+            token = Path(value).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}.bearer_token_file: cannot read {value!r} ({exc})") from None
+        if not token:
+            raise ConfigError(f"{where}.bearer_token_file: {value!r} is empty")
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise ConfigError(f"{where}.{key}: the token must not contain whitespace or control characters")
+    return token
+
+
 def _otlp_receiver(where: str, raw: Any, cfg: OtlpReceiverConfig) -> None:
     raw = {} if raw is None else raw
-    _check_keys(where, raw, {"enabled", "endpoint", "max_body_bytes"})
+    _check_keys(where, raw, {"enabled", "endpoint", "max_body_bytes", "auth", "tls"})
+    if raw.get("auth") is not None:
+        cfg.bearer_token = _otlp_token(f"{where}.auth", raw["auth"])
+    if raw.get("tls") is not None:
+        cfg.tls = _otlp_tls(f"{where}.tls", raw["tls"])
     if "enabled" in raw:
         if not isinstance(raw["enabled"], bool):
             raise ConfigError(f"{where}.enabled: expected true or false, got {raw['enabled']!r}")
@@ -188,7 +278,9 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
     rc = raw.get("receivers") or {}
     _check_keys(f"{where}: receivers", rc, {"zmq", "otlp_grpc", "otlp_http"})
     zr = rc.get("zmq") or {}
-    _check_keys(f"{where}: receivers.zmq", zr, {"enabled", "max_message_bytes", "rcvhwm"})
+    _check_keys(f"{where}: receivers.zmq", zr, {"enabled", "max_message_bytes", "rcvhwm", "curve"})
+    if zr.get("curve") is not None:
+        cfg.zmq.curve = _curve(f"{where}: receivers.zmq.curve", zr["curve"])
     if "enabled" in zr:
         cfg.zmq.enabled = bool(zr["enabled"])
     for key in ("max_message_bytes", "rcvhwm"):

@@ -13,6 +13,10 @@ again); UNAVAILABLE with a ``google.rpc.retryinfo-bin`` trailer when the store c
 commit does not come in time or the collector is stopping (clients retry it). OK is answered only
 after the store committed every row of the request.
 
+With a ``bearer_token``, every call must carry ``authorization: Bearer <token>`` metadata (compared
+in constant time), else UNAUTHENTICATED, counted as rejected ``unauthenticated``, before the
+message is decoded or stored. With ``tls`` the port is bound with ``grpc.ssl_server_credentials``.
+
 Threads: grpcio's own I/O threads plus a pool of ``max_workers`` handler threads; a handler thread
 blocks on the store commit for at most ``submit_timeout + commit_timeout``.
 """
@@ -30,7 +34,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from . import otlp
 from . import otlp_ingest as oi
-from .config import split_endpoint
+from .config import OtlpTlsConfig, split_endpoint
+from .otlp_auth import UNAUTHENTICATED, bearer_matches
 from .pipeline import Pipeline
 
 log = logging.getLogger("otel_telemetry.collector.otlp_grpc")
@@ -48,8 +53,14 @@ class OtlpGrpcReceiver:
 
     def __init__(self, endpoint: str, pipeline: Pipeline, *, max_body_bytes: int = oi.DEFAULT_MAX_BODY_BYTES,
                  submit_timeout: float = 0.25, commit_timeout: float = 5.0, max_workers: int = 8,
-                 max_concurrent_rpcs: int = 64) -> None:
+                 max_concurrent_rpcs: int = 64, bearer_token: str | None = None,
+                 tls: OtlpTlsConfig | None = None) -> None:
         self.host, self.port = split_endpoint(endpoint)
+        self._token = bearer_token
+        self._credentials: grpc.ServerCredentials | None = None
+        if tls is not None:  # read here so an unreadable file fails at start-up
+            with open(tls.key_file, "rb") as key, open(tls.cert_file, "rb") as cert:
+                self._credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
         self.ingest = oi.Ingest("otlp_grpc", pipeline, max_body_bytes=max_body_bytes,
                                 submit_timeout=submit_timeout, commit_timeout=commit_timeout)
         self._max_workers = max_workers
@@ -87,7 +98,10 @@ class OtlpGrpcReceiver:
             for signal, service in _SERVICES.items()
         ])
         try:
-            port = server.add_insecure_port(self.endpoint)
+            if self._credentials is not None:
+                port = server.add_secure_port(self.endpoint, self._credentials)
+            else:
+                port = server.add_insecure_port(self.endpoint)
         except RuntimeError as exc:
             self._executor.shutdown(wait=False)
             raise RuntimeError(f"OTLP/gRPC cannot bind {self.endpoint}: {exc}") from None
@@ -125,6 +139,12 @@ class OtlpGrpcReceiver:
             ``context.abort`` (which raises), never by letting another exception escape."""
             ingest = self.ingest
             ingest.count_request(signal)
+            if self._token is not None:
+                header = next((str(v) for k, v in (context.invocation_metadata() or ())
+                               if k.lower() == "authorization"), None)
+                if not bearer_matches(header, self._token):
+                    ingest.count_rejected(UNAUTHENTICATED)
+                    context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
             if len(body) > ingest.max_body_bytes:
                 ingest.count_rejected("too_large")
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -9,6 +9,12 @@ type or encoding; 413 when the body is larger than ``max_body_bytes`` AFTER deco
 with ``Retry-After`` when the store cannot keep up. Never 500 for overload. 200 is sent only after
 the store committed every row of the request.
 
+With a ``bearer_token``, every request must carry ``Authorization: Bearer <token>`` (compared in
+constant time); otherwise 401 with ``WWW-Authenticate: Bearer`` and a Status body, counted as
+rejected ``unauthenticated``, before anything of the body is read, decoded or stored. With ``tls``
+the listening socket is wrapped in a TLS server context; the handshake runs on the connection's
+own thread (bounded by ``read_timeout``), never on the accept thread.
+
 Threads: one accept thread (``serve_forever``) and one thread per connection (stdlib
 ``ThreadingHTTPServer``); a connection thread blocks on the store commit for at most
 ``submit_timeout + commit_timeout``. At most ``max_concurrent`` requests hold a body in memory.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import zlib
 from collections.abc import Iterator
@@ -29,7 +36,8 @@ from google.protobuf import json_format
 
 from . import otlp
 from . import otlp_ingest as oi
-from .config import split_endpoint
+from .config import OtlpTlsConfig, split_endpoint
+from .otlp_auth import UNAUTHENTICATED, bearer_matches, server_ssl_context
 from .pipeline import Pipeline
 
 log = logging.getLogger("otel_telemetry.collector.otlp_http")
@@ -41,6 +49,7 @@ _CHUNK = 64 * 1024
 _LINGER_BYTES = 1024 * 1024  # after an early answer, read at most this much of an unread body
 # google.rpc.Code values used in Status bodies.
 _INVALID_ARGUMENT, _NOT_FOUND, _RESOURCE_EXHAUSTED, _UNIMPLEMENTED, _UNAVAILABLE = 3, 5, 8, 12, 14
+_UNAUTHENTICATED = 16
 
 
 class _Reject(Exception):
@@ -62,6 +71,20 @@ class _Server(ThreadingHTTPServer):
         self.conns: set[socket.socket] = set()
         self.conns_lock = threading.Lock()
         super().__init__(addr, _Handler)
+        if receiver.ssl_context is not None:
+            self.socket = receiver.ssl_context.wrap_socket(self.socket, server_side=True,
+                                                           do_handshake_on_connect=False)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Connection thread: TLS handshake (bounded by the read timeout) before any HTTP."""
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.settimeout(self.receiver.read_timeout)
+                request.do_handshake()
+            except (OSError, ValueError) as exc:  # ssl.SSLError, timeout, reset
+                log.debug("TLS handshake with %s failed: %s", client_address, exc)
+                return
+        super().finish_request(request, client_address)
 
 
 class _Server6(_Server):
@@ -106,8 +129,12 @@ class OtlpHttpReceiver:
 
     def __init__(self, endpoint: str, pipeline: Pipeline, *, max_body_bytes: int = oi.DEFAULT_MAX_BODY_BYTES,
                  submit_timeout: float = 0.25, commit_timeout: float = 5.0, max_concurrent: int = 32,
-                 read_timeout: float = 30.0) -> None:
+                 read_timeout: float = 30.0, bearer_token: str | None = None,
+                 tls: OtlpTlsConfig | None = None) -> None:
         self.host, self.port = split_endpoint(endpoint)
+        self._token = bearer_token
+        # Built here so an unusable cert/key fails at start-up, not on the first connection.
+        self.ssl_context = server_ssl_context(tls.cert_file, tls.key_file) if tls is not None else None
         self.ingest = oi.Ingest("otlp_http", pipeline, max_body_bytes=max_body_bytes,
                                 submit_timeout=submit_timeout, commit_timeout=commit_timeout)
         self.read_timeout = read_timeout
@@ -165,9 +192,22 @@ class OtlpHttpReceiver:
         return self.ingest.counters(endpoint=self.endpoint, max_body_bytes=self.ingest.max_body_bytes)
 
     # -- connection threads -----------------------------------------------------------------------
+    def _authenticated(self, h: _Handler) -> bool:
+        """False (after answering 401) when a token is configured and the request lacks it."""
+        if self._token is None or bearer_matches(h.headers.get("Authorization"), self._token):
+            return True
+        self.ingest.count_rejected(UNAUTHENTICATED)
+        err = _Reject(401, _UNAUTHENTICATED, UNAUTHENTICATED, "missing or invalid bearer token",
+                      close=self._has_body(h))
+        ctype = (h.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        self._send_status(h, err, json=ctype != _PROTOBUF, extra={"WWW-Authenticate": "Bearer"})
+        return False
+
     def _wrong_method(self, h: _Handler) -> None:
         path = h.path.split("?", 1)[0]
         self.ingest.count_request(_PATHS.get(path))
+        if not self._authenticated(h):
+            return
         if path in _PATHS:
             self.ingest.count_rejected("method_not_allowed")
             err = _Reject(405, _UNIMPLEMENTED, "method_not_allowed", f"{h.command} not allowed on {path}; use POST")
@@ -181,6 +221,8 @@ class OtlpHttpReceiver:
         path = h.path.split("?", 1)[0]
         signal = _PATHS.get(path)
         self.ingest.count_request(signal)
+        if not self._authenticated(h):
+            return
         ctype = (h.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         as_json = ctype == _JSON
         try:

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import genai, prices
 from .alerts import AlertEngine
-from .config import CollectorConfig, ConfigError, load
+from .config import CollectorConfig, ConfigError, check_otlp_exposure, load
 from .forward import Forwarder
 from .pipeline import Pipeline
 from .retention import RetentionPolicy
@@ -87,6 +87,7 @@ class Collector:
                 self.zmq = ZmqReceiver(
                     self.cfg.endpoint, self.pipeline, checkpoints=checkpoints,
                     max_message_bytes=self.cfg.zmq.max_message_bytes, rcvhwm=self.cfg.zmq.rcvhwm,
+                    curve=self.cfg.zmq.curve,
                 )
                 self.zmq.start()
             self._start_otlp()
@@ -97,10 +98,14 @@ class Collector:
 
     def _start_otlp(self) -> None:
         http, grpc_cfg = self.cfg.otlp_http, self.cfg.otlp_grpc
+        # Both checked before either binds: off loopback, TLS and a bearer token are mandatory.
+        check_otlp_exposure("receivers.otlp_http", http)
+        check_otlp_exposure("receivers.otlp_grpc", grpc_cfg)
         if http.enabled:
             from .otlp_http import OtlpHttpReceiver
 
-            self.otlp_http = OtlpHttpReceiver(http.endpoint, self.pipeline, max_body_bytes=http.max_body_bytes)
+            self.otlp_http = OtlpHttpReceiver(http.endpoint, self.pipeline, max_body_bytes=http.max_body_bytes,
+                                              bearer_token=http.bearer_token, tls=http.tls)
             self.otlp_http.start()
         if grpc_cfg.enabled:
             try:
@@ -109,7 +114,8 @@ class Collector:
                 log.warning("OTLP/gRPC receiver disabled: %s (install grpcio)", exc)
                 return
             self.otlp_grpc = OtlpGrpcReceiver(grpc_cfg.endpoint, self.pipeline,
-                                              max_body_bytes=grpc_cfg.max_body_bytes)
+                                              max_body_bytes=grpc_cfg.max_body_bytes,
+                                              bearer_token=grpc_cfg.bearer_token, tls=grpc_cfg.tls)
             self.otlp_grpc.start()
 
     def _stop_receivers(self, deadline: float) -> bool:

@@ -8,23 +8,53 @@ cannot hold. Nothing is dropped here except frames that are rejected (counted by
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
 
 from .. import categories as cats
 from .. import wire
 from .pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from .config import CurveConfig
 
 log = logging.getLogger("otel_telemetry.collector.zmq")
 
 
 class EndpointInUse(RuntimeError):
     """Another collector already holds this endpoint."""
+
+
+class InsecureEndpoint(RuntimeError):
+    """A tcp:// endpoint reachable from other hosts without CURVE authentication."""
+
+
+def _tcp_host(endpoint: str) -> str | None:
+    """Host part of a ``tcp://HOST:PORT`` endpoint (brackets stripped), else None."""
+    if not endpoint.startswith("tcp://"):
+        return None
+    host = endpoint[len("tcp://"):].rpartition(":")[0]
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def is_loopback_tcp(endpoint: str) -> bool:
+    host = _tcp_host(endpoint)
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", an interface name or a DNS name: reachable from elsewhere
 
 
 def _ipc_path(endpoint: str) -> Path | None:
@@ -38,8 +68,11 @@ class ZmqReceiver:
     own thread; ``shutdown(timeout)`` is idempotent and safe before ``start()``."""
 
     def __init__(self, endpoint: str, pipeline: Pipeline, *, checkpoints: dict[tuple[bytes, str], int],
-                 max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES, rcvhwm: int = 10000) -> None:
+                 max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES, rcvhwm: int = 10000,
+                 curve: CurveConfig | None = None) -> None:
         self.endpoint = endpoint
+        self._curve = curve
+        self._auth: ThreadAuthenticator | None = None
         self._pipeline = pipeline
         self._next = dict(checkpoints)
         self._max_bytes = max_message_bytes
@@ -60,7 +93,19 @@ class ZmqReceiver:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
-        """Called on the service's main thread; raises EndpointInUse / zmq errors on bind failure."""
+        """Called on the service's main thread; raises EndpointInUse / InsecureEndpoint / zmq errors.
+
+        tcp:// needs ``receivers.zmq.curve`` (CURVE + a ZAP allow-list of client keys): CURVE alone
+        accepts any client key (FINDINGS §2). A loopback tcp:// endpoint without it is allowed with
+        a warning (only local processes can reach it, as with ipc://); any other is refused.
+        """
+        if _tcp_host(self.endpoint) is not None and self._curve is None:
+            if not is_loopback_tcp(self.endpoint):
+                raise InsecureEndpoint(
+                    f"{self.endpoint} is reachable from other hosts but receivers.zmq.curve is not configured; "
+                    "configure CURVE (otel-telemetry keys generate) or bind tcp://127.0.0.1 / ipc://")
+            log.warning("%s: plaintext ZeroMQ without CURVE (loopback only); any local process may publish",
+                        self.endpoint)
         path = _ipc_path(self.endpoint)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -109,6 +154,8 @@ class ZmqReceiver:
         ctx = zmq.Context()
         sock = ctx.socket(zmq.SUB)
         try:
+            if self._curve is not None:
+                self._setup_curve(ctx, sock, self._curve)
             sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
             sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes + 4096)
             sock.setsockopt(zmq.LINGER, 0)
@@ -121,6 +168,7 @@ class ZmqReceiver:
             self._start_error = exc
             self._ready.set()
             sock.close(0)
+            self._stop_auth()
             ctx.term()
             return
         self._ready.set()
@@ -137,7 +185,37 @@ class ZmqReceiver:
                     self.handle(frames)
         finally:
             sock.close(0)
+            self._stop_auth()
             ctx.term()
+
+    def _setup_curve(self, ctx: zmq.Context, sock: zmq.Socket, curve: CurveConfig) -> None:
+        """CURVE server keys from the secret-key file, and a ZAP handler (started before bind) that
+        admits only the client public keys in ``allowed_clients_dir`` (read once, at start-up)."""
+        try:
+            public, secret = zmq.auth.load_certificate(curve.secret_key_file)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"receivers.zmq.curve.secret_key_file {curve.secret_key_file}: {exc}") from None
+        if not secret:
+            raise ValueError(f"receivers.zmq.curve.secret_key_file {curve.secret_key_file}: no secret-key "
+                             "(pass the .key_secret file)")
+        allowed = zmq.auth.load_certificates(curve.allowed_clients_dir)
+        if not allowed:
+            log.warning("%s holds no client public keys: no app can publish", curve.allowed_clients_dir)
+        self._auth = ThreadAuthenticator(ctx, log=logging.getLogger("otel_telemetry.collector.zap"))
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=curve.allowed_clients_dir)
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+        # No ZAP_DOMAIN: the empty domain is the authenticator's '*' entry; libzmq asks ZAP for
+        # every CURVE handshake once a handler is bound (started above, before bind).
+        log.info("CURVE on %s: %d allowed client key(s) from %s", self.endpoint, len(allowed),
+                 curve.allowed_clients_dir)
+
+    def _stop_auth(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
 
     def _reject(self, reason: str, n: int = 1) -> None:
         with self._lock:
