@@ -20,7 +20,7 @@ import orjson
 from . import query
 from . import records_export as rx
 from .categories import CATEGORIES
-from .cli_output import DURATION, TABLE_COLUMNS, TIME, TRACE_ID, F, _open, db_option
+from .cli_output import TABLE_COLUMNS, TRACE_ID, F, _open, db_option, window_options
 
 COMPLETE_VAR = "_OTEL_TELEMETRY_COMPLETE"
 SHELLS = ("bash", "zsh", "fish")
@@ -252,15 +252,7 @@ def _export_command() -> click.Command:
                      help="Show a progress bar on stderr. Default: only when stderr is a terminal; "
                           "--progress elsewhere prints a progress line every few seconds.")(f)
     f = _filter_options(multiple=False)(f)
-    f = click.option("--until", type=TIME, default=None,
-                     help="End of the window (exclusive): ISO-8601 time, date, epoch seconds, or a "
-                          "duration before now. Default: no end.")(f)
-    f = click.option("--since", type=TIME, default=None,
-                     help="Start of the window (inclusive), same forms as --until. Cannot be "
-                          "combined with --last.")(f)
-    f = click.option("--last", type=DURATION, default=None,
-                     help="Window length ending at --until (or now), e.g. 30s, 15m, 24h, 7d. "
-                          "Default: all stored records.")(f)
+    f = window_options(until_default="no end", last_default="all stored records")(f)
     f = click.option("-o", "--output", required=True, metavar="FILE",
                      help="File to write (created when the export completes); - for stdout.")(f)
     f = click.option("--format", "fmt", type=click.Choice(rx.FORMATS), default="jsonl", show_default=True,

@@ -97,16 +97,20 @@ def common_options(f: F) -> F:
     return db_option(format_option(f))
 
 
-def window_options(f: F) -> F:
-    f = click.option("--until", type=TIME, default=None,
-                     help="End of the window (exclusive): ISO-8601 time, date, epoch seconds, "
-                          "or a duration before now. Default: now.")(f)
-    f = click.option("--since", type=TIME, default=None,
-                     help="Start of the window (inclusive), same forms as --until. "
-                          "Cannot be combined with --last.")(f)
-    return click.option("--last", type=DURATION, default=None,
-                        help="Window length ending at --until (or now), e.g. 30s, 15m, 24h, 7d, 1w. "
-                             "Default 24h when --since is not given.")(f)
+def window_options(f: F | None = None, *, until_default: str = "now",
+                   last_default: str = "24h when --since is not given") -> Any:
+    """``--last``/``--since``/``--until``; bare ``@window_options`` or with other default texts."""
+    def add(f: F) -> F:
+        f = click.option("--until", type=TIME, default=None,
+                         help="End of the window (exclusive): ISO-8601 time, date, epoch seconds, "
+                              f"or a duration before now. Default: {until_default}.")(f)
+        f = click.option("--since", type=TIME, default=None,
+                         help="Start of the window (inclusive), same forms as --until. "
+                              "Cannot be combined with --last.")(f)
+        return click.option("--last", type=DURATION, default=None,
+                            help="Window length ending at --until (or now), e.g. 30s, 15m, 24h, 7d, 1w. "
+                                 f"Default: {last_default}.")(f)
+    return add(f) if f is not None else add
 
 
 def _window(last: float | None, since: int | None, until: int | None) -> tuple[int, int | None]:

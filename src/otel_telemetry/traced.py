@@ -15,6 +15,7 @@ never blocks: only the wrapped function's own exception is re-raised, unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
@@ -144,10 +145,8 @@ class _Call:
     def closed(self) -> None:
         """The consumer closed a generator before it was exhausted: not a failure."""
         if self.span is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.span.set_attribute("telemetry.closed_early", True)
-            except Exception:
-                pass
         self.ok(None, finished=False)  # no cost_calculator(None) for an abandoned stream
 
     def _end(self) -> None:

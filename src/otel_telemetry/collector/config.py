@@ -152,6 +152,11 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def join_endpoint(host: str, port: int) -> str:
+    """Inverse of :func:`split_endpoint` (brackets an IPv6 host)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _curve(where: str, raw: Any) -> CurveConfig:
     _check_keys(where, raw, {"secret_key_file", "allowed_clients_dir"})
     for key in ("secret_key_file", "allowed_clients_dir"):

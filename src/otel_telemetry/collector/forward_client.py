@@ -18,6 +18,7 @@ thread (shutdown) to cut a hanging attempt short.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import gzip
 import http.client
@@ -164,10 +165,8 @@ class HttpClient:
         conn = self._conn
         sock = conn.sock if conn is not None else None
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def close(self) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ the exact body bytes) come from environment variables named in the configuration
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -256,10 +257,8 @@ class Notifier:
         """
         self._stop.set()
         for w in self._workers:
-            try:
+            with contextlib.suppress(queue.Full):
                 w.queue.put_nowait(None)  # wakes an idle worker; a busy one sees _stop when drained
-            except queue.Full:
-                pass
         deadline = time.monotonic() + max(0.0, timeout)
         alive = False
         for w in self._workers:

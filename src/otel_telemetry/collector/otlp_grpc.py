@@ -34,7 +34,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from . import otlp
 from . import otlp_ingest as oi
-from .config import OtlpTlsConfig, split_endpoint
+from .config import OtlpTlsConfig, join_endpoint, split_endpoint
 from .otlp_auth import UNAUTHENTICATED, bearer_matches
 from .pipeline import Pipeline
 
@@ -72,8 +72,7 @@ class OtlpGrpcReceiver:
     @property
     def endpoint(self) -> str:
         """host:port actually bound (the real port when configured with port 0)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return join_endpoint(self.host, self.port)
 
     def start(self) -> None:
         """Caller's thread: bind and start; raises RuntimeError if the address cannot be bound."""

@@ -22,6 +22,7 @@ Threads: one accept thread (``serve_forever``) and one thread per connection (st
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -36,7 +37,7 @@ from google.protobuf import json_format
 
 from . import otlp
 from . import otlp_ingest as oi
-from .config import OtlpTlsConfig, split_endpoint
+from .config import OtlpTlsConfig, join_endpoint, split_endpoint
 from .otlp_auth import UNAUTHENTICATED, bearer_matches, server_ssl_context
 from .pipeline import Pipeline
 
@@ -106,10 +107,8 @@ class _Handler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         with self.server.conns_lock:
             self.server.conns.discard(self.connection)
-        try:
+        with contextlib.suppress(OSError):
             super().finish()
-        except OSError:
-            pass
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
@@ -146,8 +145,7 @@ class OtlpHttpReceiver:
     @property
     def endpoint(self) -> str:
         """host:port actually bound (the real port when configured with port 0)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return join_endpoint(self.host, self.port)
 
     def start(self) -> None:
         """Caller's thread: bind and start serving; raises OSError if the address cannot be bound."""
@@ -180,10 +178,8 @@ class OtlpHttpReceiver:
         with server.conns_lock:
             conns = list(server.conns)
         for conn in conns:  # wakes connection threads waiting for a next request
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         if self._thread is not None:
             self._thread.join(max(0.0, timeout))
         return ok

@@ -10,6 +10,7 @@ dropped by the unique index the second time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -181,10 +182,8 @@ class Ingest:
              uid_base: bytes) -> tuple[list[tuple[Any, ...]], list[Any], int, str | None]:
         """Rows of one batch; if the batch fails as a whole, map record by record and reject the
         bad ones (uids then come from uid_base + index, still deterministic per content)."""
-        try:
+        with contextlib.suppress(Exception):
             return self.pipeline.map(kind, resource, records, None, uid_base), records, 0, None
-        except Exception:
-            pass
         rows: list[tuple[Any, ...]] = []
         kept: list[Any] = []
         bad, first = 0, None
