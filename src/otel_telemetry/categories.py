@@ -54,6 +54,8 @@ _RPC_KEYS = ("rpc.system",)
 _HTTP_KEYS = ("http.request.method", "http.method")
 _EXCEPTION_KEYS = ("exception.type", "exception.message")
 _SPAN_RULE_KEYS = frozenset(_GEN_AI_KEYS + _DB_KEYS + _MESSAGING_KEYS + _RPC_KEYS + _HTTP_KEYS + _EXCEPTION_KEYS)
+_GEN_AI_SET, _DB_SET, _MESSAGING_SET, _RPC_SET, _HTTP_SET, _EXCEPTION_SET = map(
+    frozenset, (_GEN_AI_KEYS, _DB_KEYS, _MESSAGING_KEYS, _RPC_KEYS, _HTTP_KEYS, _EXCEPTION_KEYS))
 
 
 @dataclass(frozen=True)
@@ -119,8 +121,10 @@ def categorise_span(
         chosen = _explicit_or_rule("span", name, attrs, rules)
         if chosen is not None:
             return chosen
-    if status_code != STATUS_ERROR and not has_exception_event and _SPAN_RULE_KEYS.isdisjoint(attrs):
-        # The common case: no key any rule looks at, decided by one C-level disjointness check.
+    # One C-level pass over the keys finds every key a default rule looks at; the decisions below
+    # then test that (usually empty or one-key) set, not the span's attributes again.
+    hit = _SPAN_RULE_KEYS.intersection(attrs)
+    if not hit and status_code != STATUS_ERROR and not has_exception_event:
         if kind == KIND_SERVER:
             return "user_interaction", "server"
         if kind == KIND_CLIENT:
@@ -128,20 +132,20 @@ def categorise_span(
         if kind in (KIND_PRODUCER, KIND_CONSUMER):
             return "component_interactions", "messaging"
         return "component_interactions", "internal"
-    if status_code == STATUS_ERROR or has_exception_event or _has_any(attrs, _EXCEPTION_KEYS):
+    if status_code == STATUS_ERROR or has_exception_event or not _EXCEPTION_SET.isdisjoint(hit):
         return "error_patterns", "exception" if has_exception_event else "error_status"
-    if _has_any(attrs, _GEN_AI_KEYS):
+    if not _GEN_AI_SET.isdisjoint(hit):
         return "ai_behavior", str(attrs.get("gen_ai.operation.name") or "gen_ai")
-    if _has_any(attrs, _DB_KEYS):
+    if not _DB_SET.isdisjoint(hit):
         return "component_interactions", "db"
-    if _has_any(attrs, _MESSAGING_KEYS) or kind in (KIND_PRODUCER, KIND_CONSUMER):
+    if not _MESSAGING_SET.isdisjoint(hit) or kind in (KIND_PRODUCER, KIND_CONSUMER):
         return "component_interactions", "messaging"
-    if _has_any(attrs, _RPC_KEYS):
+    if not _RPC_SET.isdisjoint(hit):
         return "component_interactions", "rpc"
     if kind == KIND_SERVER:
-        return "user_interaction", "http_server" if _has_any(attrs, _HTTP_KEYS) else "server"
+        return "user_interaction", "http_server" if not _HTTP_SET.isdisjoint(hit) else "server"
     if kind == KIND_CLIENT:
-        return "component_interactions", "http_client" if _has_any(attrs, _HTTP_KEYS) else "client"
+        return "component_interactions", "http_client" if not _HTTP_SET.isdisjoint(hit) else "client"
     return "component_interactions", "internal"
 
 
