@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 from conftest import wait_for
 
@@ -222,7 +222,9 @@ def _on_disk(queue_dir: Path) -> int:
     db = queue_dir / "queue.sqlite"
     if not db.exists():
         return 0
-    conn = sqlite3.connect(db)
+    # apsw, the same SQLite library as the queue's: two SQLite copies in one process break each
+    # other's POSIX locks (closing one's file descriptor drops the other's locks).
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         return conn.execute("SELECT coalesce(sum(items), 0) FROM requests").fetchone()[0]
     finally:

@@ -135,11 +135,14 @@ def _db_path(db: str | None) -> str:
 
 @contextmanager
 def _open(db: str | None, admin: bool = False) -> Iterator[apsw.Connection]:
-    from .collector import store  # deferred: the store pulls in writer machinery not needed for --help
+    from .collector import db as dbmod  # deferred: the store pulls in writer machinery not needed for --help
+    from .collector import store
 
     path = _db_path(db)
     try:
         conn = store.open_admin(path) if admin else store.open_reader(path)
+    except dbmod.DatabaseKeyError as exc:  # encrypted file without/with a wrong key, bad key file
+        raise click.ClickException(str(exc)) from None
     except apsw.Error as exc:
         raise click.ClickException(f"cannot open database {path}: {exc}") from None
     try:

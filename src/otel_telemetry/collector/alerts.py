@@ -30,8 +30,9 @@ from typing import Any
 import apsw
 
 from .alert_rules import AlertConfig, AlertRule, parse_alert_config, rule_value
+from .db import open_sqlite
 from .notify import RESOLVED, TRIGGERED, AlertEvent, Notifier
-from .store import BUSY_TIMEOUT_MS, open_reader
+from .store import open_reader
 
 __all__ = ["AlertEngine", "AlertConfig", "AlertRule", "RuleResult", "list_alerts", "parse_alert_config",
            "preview", "preview_events", "state_path"]
@@ -102,9 +103,9 @@ def _iso(ns: int | None) -> str | None:
 
 def _open_state(path: str) -> apsw.Connection:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+    # Keyed like the main database when encryption at rest is on: it holds alert values/messages.
+    conn = open_sqlite(path, apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
     try:
-        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         conn.execute("PRAGMA journal_mode=WAL").fetchall()
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(STATE_DDL)

@@ -27,6 +27,7 @@ class StoreConfig:
     batch_rows: int = 1000
     flush_interval: float = 0.2
     queue_batches: int = 64
+    key_file: str | None = None  # encryption at rest; $OTEL_TELEMETRY_DB_KEY(_FILE) win over it
 
 
 @dataclass
@@ -262,7 +263,12 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
     if "shutdown_timeout" in raw:
         cfg.shutdown_timeout = _num(f"{where}: shutdown_timeout", raw["shutdown_timeout"], float, 0)
     st = raw.get("store") or {}
-    _check_keys(f"{where}: store", st, {"synchronous", "batch_rows", "flush_interval", "queue_batches"})
+    _check_keys(f"{where}: store", st, {"synchronous", "batch_rows", "flush_interval", "queue_batches",
+                                        "key_file"})
+    if st.get("key_file") is not None:
+        if not isinstance(st["key_file"], str) or not st["key_file"]:
+            raise ConfigError(f"{where}: store.key_file must be a file path")
+        cfg.store.key_file = os.path.expanduser(st["key_file"])
     if "synchronous" in st:
         if st["synchronous"] not in ("normal", "full"):
             raise ConfigError(f"{where}: store.synchronous must be normal|full, got {st['synchronous']!r}")

@@ -2,11 +2,19 @@
 
 The store's single-writer rule lives in ``store.StoreWriter``; this module only opens
 connections with the right flags and pragmas and creates or upgrades the schema.
+
+Encryption at rest (optional, off by default): with a key from ``$OTEL_TELEMETRY_DB_KEY``, else
+the file named by ``$OTEL_TELEMETRY_DB_KEY_FILE``, else ``store.key_file`` in collector.yaml
+(:func:`set_key_file`), every connection opened here (and by :func:`open_sqlite` for the side
+files: alert state, forward queue) is keyed with SQLite3 Multiple Ciphers (``apsw-sqlite3mc``,
+default cipher ChaCha20-Poly1305; the WAL is encrypted too). Without a key the files are plain
+SQLite. A wrong or missing key is a :class:`DatabaseKeyError` with a one-line message.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 
 import apsw
 
@@ -15,13 +23,98 @@ from .schema import apply_ddl
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 BUSY_TIMEOUT_MS = 5000
+KEY_ENV = "OTEL_TELEMETRY_DB_KEY"
+KEY_FILE_ENV = "OTEL_TELEMETRY_DB_KEY_FILE"
+_PLAIN_HEADER = b"SQLite format 3\x00"
+_config_key_file: str | None = None
+
+
+class DatabaseKeyError(apsw.NotADBError):
+    """Missing, wrong or unreadable database key (an apsw.Error, so existing handlers catch it)."""
+
+
+def set_key_file(path: str | None) -> None:
+    """The collector's ``store.key_file`` (lowest precedence: the two env variables win)."""
+    global _config_key_file
+    _config_key_file = path or None
+
+
+def _read_key_file(path: str, where: str) -> bytes:
+    try:
+        st = os.stat(path)
+        if st.st_mode & 0o077:
+            raise DatabaseKeyError(
+                f"key file {path} ({where}) is accessible by group/others (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); chmod 600 it")
+        with open(path, "rb") as f:
+            key = f.read().rstrip(b"\r\n")
+    except OSError as exc:
+        raise DatabaseKeyError(f"cannot read key file {path} ({where}): {exc.strerror}") from None
+    if not key:
+        raise DatabaseKeyError(f"key file {path} ({where}) is empty")
+    return key
+
+
+def resolve_key() -> bytes | None:
+    """The database key, or None for plain files. Raises DatabaseKeyError for a bad key file."""
+    env_key = os.environ.get(KEY_ENV)
+    if env_key:
+        return env_key.encode()
+    env_file = os.environ.get(KEY_FILE_ENV)
+    if env_file:
+        return _read_key_file(env_file, f"${KEY_FILE_ENV}")
+    if _config_key_file:
+        return _read_key_file(_config_key_file, "store.key_file")
+    return None
+
+
+def _is_plain(path: str) -> bool | None:
+    """True for a plain SQLite file, False for another non-empty file, None if missing/empty."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    return None if not head else head == _PLAIN_HEADER
+
+
+def _keyed(conn: apsw.Connection, path: str, key: bytes | None) -> None:
+    """Apply ``key`` (hex, so no quoting issues) and prove it by reading the schema."""
+    if key is not None:
+        conn.execute(f"PRAGMA hexkey='{key.hex()}'")
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    except apsw.NotADBError:
+        plain = _is_plain(path)
+        if key is None:
+            raise DatabaseKeyError(
+                f"database {path} is encrypted (or not an SQLite file): set {KEY_ENV} or "
+                f"{KEY_FILE_ENV} (collector: store.key_file) to its key") from None
+        if plain:
+            raise DatabaseKeyError(
+                f"database {path} is not encrypted but a key is set: unset {KEY_ENV}/{KEY_FILE_ENV}/"
+                "store.key_file for this file") from None
+        raise DatabaseKeyError(f"database {path} is encrypted: wrong key in {KEY_ENV}/{KEY_FILE_ENV}/"
+                               "store.key_file") from None
+
+
+def open_sqlite(path: str, flags: int) -> apsw.Connection:
+    """apsw connection keyed like the store (used for the side files too) with the busy timeout."""
+    key = resolve_key()
+    conn = apsw.Connection(path, flags=flags)
+    try:
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        _keyed(conn, path, key)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _open_rw(path: str, extra_pragma: str) -> apsw.Connection:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+    conn = open_sqlite(path, apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
     try:
-        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         # Must precede the first CREATE TABLE; on an existing database it is a no-op.
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL").fetchall()
@@ -44,9 +137,7 @@ def open_writer(path: str, synchronous: str = "normal") -> apsw.Connection:
 
 def open_reader(path: str) -> apsw.Connection:
     """Read-only connection for the query side; raises apsw.CantOpenError if the file is missing."""
-    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
-    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-    return conn
+    return open_sqlite(path, apsw.SQLITE_OPEN_READONLY)
 
 
 def open_admin(path: str) -> apsw.Connection:

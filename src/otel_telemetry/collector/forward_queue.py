@@ -6,6 +6,8 @@ batch counts, protobuf body. Rows are appended by the encoder thread and deleted
 thread only after the downstream acknowledged (or permanently refused) them, so a restart re-sends
 exactly what was not acknowledged. A crash between the acknowledgement and the delete re-sends
 that one request: delivery is at-least-once, exactly-once whenever the process stops normally.
+With encryption at rest on (a database key is set, see ``db.resolve_key``) the queue file is
+keyed like the store, since it holds the same records.
 
 An exclusive ``flock`` on ``queue_dir/queue.lock`` keeps two forwarders (e.g. two collectors with
 the same config) from draining the same queue twice.
@@ -15,12 +17,15 @@ from __future__ import annotations
 
 import fcntl
 import os
-import sqlite3
 import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
+
+import apsw
+
+from .db import open_sqlite
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,16 +110,21 @@ class DiskQueue:
             self._lockfile = None
             raise QueueLocked(f"forward queue {path} is in use by another forwarder") from None
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS requests (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
-            " items INTEGER NOT NULL, batches INTEGER NOT NULL, body BLOB NOT NULL)")
+        try:
+            self._db = open_sqlite(str(self.path), apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+            self._db.execute("PRAGMA journal_mode=WAL").fetchall()
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS requests (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+                " items INTEGER NOT NULL, batches INTEGER NOT NULL, body BLOB NOT NULL)")
+        except BaseException:
+            self._lockfile.close()
+            self._lockfile = None
+            raise
         os.chmod(self.path, 0o600)
 
     def put(self, requests: list[Request]) -> None:
-        """Encoder thread: append in one transaction; raises sqlite3.Error (e.g. disk full)."""
+        """Encoder thread: append in one transaction; raises apsw.Error (e.g. disk full)."""
         if not requests:
             return
         with self._lock:

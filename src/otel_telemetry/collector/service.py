@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+from . import db as dbmod
 from . import genai, prices
 from .alerts import AlertEngine
 from .config import CollectorConfig, ConfigError, check_otlp_exposure, load
@@ -33,6 +34,7 @@ class Collector:
         self.cfg = cfg
         self.started_at = time.time()
         prices.set_price_overrides(cfg.prices or None)
+        dbmod.set_key_file(cfg.store.key_file)  # encryption at rest: every connection this process opens
         policy = RetentionPolicy(
             days=dict(cfg.retention.days),
             max_size_bytes=int(cfg.retention.max_size_mb * 1024 * 1024) if cfg.retention.max_size_mb else None,
@@ -157,6 +159,11 @@ def run_collector(config_path: str | None = None, db: str | None = None, endpoin
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     collector = Collector(cfg)
+    try:  # a bad key file is a one-line start-up error, before any thread opens the database
+        dbmod.resolve_key()
+    except dbmod.DatabaseKeyError as exc:
+        print(f"otel-telemetry: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: Any) -> None:
