@@ -3,18 +3,21 @@
 ``Redactor`` walks the SPAN / METRIC / LOG tuples of ``otel_telemetry.wire`` (and resource
 dicts) and returns them with every string field scanned: names, attribute values (nested lists
 and dicts, their keys too), events, links, status messages, log bodies, scope names. It runs on
-the app's transport sender thread and in the collector pipeline; it never runs on an app thread.
+the app's transport sender thread (``exporter._Converter``) and in the collector on OTLP input
+(``collector.redaction``); it never runs on an app thread.
 
-Built-in detectors (``DETECTORS``), each replacing the match with ``[REDACTED:<rule>]``:
-url_credentials, private_key, jwt, bearer, basic_auth, api_key, kv_secret, email, ipv6, card
-(Luhn-checked, known brand prefixes), ipv4 (loopback/unspecified kept), phone, secret_token
-(long mixed-case high-entropy runs; hex ids, UUIDs and paths do not qualify). Attribute keys
-decide too: sensitive names (password, token, cookie, ... on the last key segment) and
-``deny_keys`` are replaced whole; ``pseudonymize_keys`` become ``ph_`` + keyed HMAC-SHA256.
+Built-in detectors (``DETECTORS``, in ``redact_scan``), each replacing the match with
+``[REDACTED:<rule>]``: url_credentials, private_key, jwt, bearer, basic_auth, api_key, kv_secret,
+email, ipv6, card (Luhn-checked, known brand prefixes), ipv4 (loopback/unspecified kept), phone,
+secret_token (long mixed-case high-entropy runs; hex ids, UUIDs and paths do not qualify).
+Attribute keys decide too: sensitive names (password, token, cookie, ... on the last key segment)
+and ``deny_keys`` are replaced whole; ``pseudonymize_keys`` become ``ph_`` + keyed HMAC-SHA256
+(key sources: ``redact_config``).
 
 Copy-on-write: a record with nothing to redact comes back as the same object and nothing is
 allocated; the caller's (the SDK's) dicts are never mutated. Strings found clean are remembered
-in a bounded set, so repeated values (methods, routes, hosts) cost one set lookup.
+in a bounded set, so repeated values (methods, routes, hosts) cost one set lookup; a span whose
+fields are all known-clean strings or numbers takes a short path without copying anything.
 """
 
 from __future__ import annotations
@@ -22,61 +25,29 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import hmac
-import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from . import redact_rules as rules
+from .redact_config import ENV_ENABLED, ENV_KEY, MIN_KEY_BYTES, RedactionConfig, load_key, log, truthy
+from .redact_scan import DETECTORS, mark, plain, scan
 
-log = logging.getLogger("otel_telemetry.redact")
+__all__ = ["DETECTORS", "ENV_ENABLED", "ENV_KEY", "MIN_KEY_BYTES", "RedactionConfig", "Redactor", "scan_bytes"]
 
-ENV_ENABLED = "OTEL_TELEMETRY_REDACT"
-ENV_KEY = "OTEL_TELEMETRY_REDACT_KEY"
-MIN_KEY_BYTES = 16
 PSEUDONYM_HEX = 24  # 96 bits of HMAC-SHA256
 MAX_DEPTH = 32
 _CACHE_MAX = 4096
 _CACHE_STR_MAX = 256
 
-DETECTORS: tuple[str, ...] = (
-    "url_credentials", "private_key", "jwt", "bearer", "basic_auth", "api_key", "kv_secret", "email",
-    "ipv6", "card", "ipv4", "phone", "secret_token",
-)
-
 # Key actions (cached per key).
 _SCAN, _SENSITIVE, _DENIED, _NOT_ALLOWED, _PSEUDO = 0, 1, 2, 3, 4
 _KEY_RULE = {_SENSITIVE: "sensitive_key", _DENIED: "denied_key", _NOT_ALLOWED: "not_allowed"}
-
-
-def _mark(rule: str) -> str:
-    return f"[REDACTED:{rule}]"
-
-
-@dataclass(frozen=True)
-class RedactionConfig:
-    """Settings of a :class:`Redactor`; every field has a safe default (redaction on)."""
-
-    enabled: bool = True
-    patterns: Mapping[str, str] = field(default_factory=dict)  # extra {rule name: regex}
-    allow_keys: Collection[str] | None = None  # allow-list mode: only these keys keep values ("x.*" ok)
-    deny_keys: Collection[str] = ()  # redacted whole: full key, last segment, or glob ("*.email")
-    callback: Callable[[str, Any], Any] | None = None  # (key, value) -> value, after built-ins
-    pseudonymize_keys: Collection[str] = rules.DEFAULT_PSEUDONYMIZE_KEYS
-    pseudonym_key: str | bytes | None = None  # HMAC secret; None -> env OTEL_TELEMETRY_REDACT_KEY
-    disable: Collection[str] = ()  # built-in detector names to switch off (see DETECTORS)
-
-
-def _truthy(raw: str) -> bool:
-    v = raw.strip().lower()
-    if v in ("0", "false", "no", "off", "disabled"):
-        return False
-    if v not in ("1", "true", "yes", "on", "enabled", ""):
-        log.warning("%s=%r not understood; redaction stays on", ENV_ENABLED, raw)
-    return True
+_ONE_PSEUDONYM = {"pseudonym": 1}
+_mark = mark
+_truthy = truthy
 
 
 class Redactor:
@@ -90,7 +61,7 @@ class Redactor:
         cfg = config or RedactionConfig()
         self.config = cfg
         self.enabled = bool(cfg.enabled)
-        self._on = {d for d in DETECTORS if d not in set(cfg.disable)}
+        self._on = frozenset(d for d in DETECTORS if d not in set(cfg.disable))
         self._custom = [(name, re.compile(rx)) for name, rx in dict(cfg.patterns).items()]
         self._allow_exact = self._allow_prefix = None
         if cfg.allow_keys is not None:
@@ -104,12 +75,13 @@ class Redactor:
         raw_key = cfg.pseudonym_key if cfg.pseudonym_key is not None else os.environ.get(ENV_KEY)
         key = raw_key.encode() if isinstance(raw_key, str) else raw_key
         self._hkey: bytes | None = key if key and len(key) >= MIN_KEY_BYTES else None
-        self._weak_key = bool(key) and self._hkey is None
+        # No key given: the key file is read (or created) on the first pseudonym, not before.
+        self._key_file = cfg.key_file if raw_key is None else None
         self._callback = cfg.callback
         self._lock = threading.Lock()
         self._local = threading.local()  # per-thread {rule: n}: counting takes no lock
         self._all_counts: list[dict[str, int]] = []
-        self._clean: set[str] = set()
+        self._clean: set[Any] = set()
         self._keys: dict[Any, int] = {}  # top-level attribute keys -> action
         self._nkeys: dict[Any, int] = {}  # keys of nested maps (no allow-list) -> action
         self._scan_keys: set[Any] = set()  # the _SCAN subsets of the two above
@@ -156,6 +128,16 @@ class Redactor:
         if not self.enabled:
             return rec
         (name, tid, sid, parent, start, end, kind, code, msg, attrs, events, links, scope, sver) = rec
+        if self._callback is None and not msg and not events and not links:
+            # The usual span: known-clean strings and numbers only -> the same tuple, no copies.
+            clean, ok = self._clean, self._ok
+            try:
+                if (name in clean or ok(name)) and (not scope or scope in clean or ok(scope)) and (
+                        not sver or sver in clean or ok(sver)) and (
+                        not attrs or self._quiet_map(attrs, self._scan_keys)):
+                    return rec
+            except TypeError:  # an unhashable name (collector input): the long way
+                pass
         clean = self._clean if self._callback is None else ()
         n2 = name if type(name) is str and name in clean else self._field(name, "span.name")
         m2 = self._field(msg, "status.message") if msg else msg
@@ -188,6 +170,13 @@ class Redactor:
         """LOG tuple -> LOG tuple (same object when nothing changed). Sender/pipeline thread."""
         if not self.enabled:
             return rec
+        if self._callback is None:
+            ok = self._ok
+            _t, _o, _n, sev, body, attrs, _tr, _sp, event, scope, sver = rec
+            if (ok(body) or body is None) and (not sev or ok(sev)) and (not event or ok(event)) and (
+                    not scope or ok(scope)) and (not sver or ok(sver)) and (
+                    not attrs or self._quiet_map(attrs, self._scan_keys)):
+                return rec
         out = list(rec)
         for i, label in ((3, "log.severity_text"), (8, "log.event_name"), (9, "scope.name"), (10, "scope.version")):
             if out[i]:
@@ -245,7 +234,7 @@ class Redactor:
         if not isinstance(m, dict):
             return self._value(m, "attrs", depth)
         keys, clean, cb = (self._keys if top else self._nkeys), self._clean, self._callback
-        if cb is None and self._all_clean(m, self._scan_keys if top else self._nscan_keys):
+        if cb is None and self._quiet_map(m, self._scan_keys if top else self._nscan_keys):
             return m
         out: dict[Any, Any] | None = None
         for k, v in m.items():
@@ -282,26 +271,47 @@ class Redactor:
                 out[k] = nv
         return m if out is None else out
 
-    def _all_clean(self, m: dict[Any, Any], scan_keys: set[Any]) -> bool:
-        """Fast path, mostly in C: every key is a known plain key and every value a number or a
-        string the detectors pass. False means "take the per-item loop", not "has PII"."""
+    def _quiet_map(self, m: dict[Any, Any], scan_keys: set[Any]) -> bool:
+        """Short path: every key is a known plain key and every value a number, None or a string
+        the detectors pass (remembered). False means "take the per-item loop", not "has PII"."""
         if not scan_keys.issuperset(m):
             return False
+        clean = self._clean  # known-clean strings, and numbers seen (they are never scanned)
         try:
-            miss = set(m.values())
-        except TypeError:  # a list/dict value
+            for v in m.values():
+                if v not in clean:
+                    c = v.__class__
+                    if c is str:
+                        if not self._quiet(v):
+                            return False
+                    elif c is int or c is float or c is bool:
+                        if len(clean) >= _CACHE_MAX:
+                            clean.clear()
+                        clean.add(v)
+                    elif v is not None:
+                        return False
+        except TypeError:  # an unhashable value (list, dict): the per-item loop
             return False
-        miss -= self._clean
-        for v in miss:
-            c = v.__class__
-            if c is str:
-                hits: dict[str, int] = {}
-                self._scan(v, hits)
-                if hits:
-                    return False
-                self._remember(v)
-            elif not (v is None or c is int or c is float or c is bool):
-                return False
+        return True
+
+    def _ok(self, v: Any) -> bool:
+        """``v`` is a str the detectors pass (then remembered)."""
+        return v.__class__ is str and (v in self._clean or self._quiet(v))
+
+    def _quiet(self, s: str) -> bool:
+        """No detector hit in ``s`` (then remembered). Short ASCII text without the characters
+        any detector needs is settled by ``redact_scan.plain`` without a regex."""
+        if len(s) < 20 and s.isascii() and not self._custom and "xox" not in s and plain(s):
+            clean = self._clean
+            if len(clean) >= _CACHE_MAX:
+                clean.clear()
+            clean.add(s)
+            return True
+        hits: dict[str, int] = {}
+        scan(s, self._on, self._custom, hits)
+        if hits:
+            return False
+        self._remember(s)
         return True
 
     def _remember(self, s: str) -> None:
@@ -393,22 +403,28 @@ class Redactor:
         if isinstance(v, (list, tuple)):
             return [self._pseudonymize(x) for x in v]
         s = v if type(v) is str else str(v)
+        out = self._pseudo_cache.get(s)
+        if out is not None:
+            self._add(_ONE_PSEUDONYM)
+            return out
         if rules.PSEUDONYM_RE.fullmatch(s):  # already pseudonymised upstream (app side): keep it
             return s
+        if self._hkey is None and self._key_file is not None:
+            with self._lock:
+                if self._key_file is not None:
+                    self._hkey, self._key_file = load_key(self._key_file), None
         if self._hkey is None:
             if not self._warned:
                 self._warned = True
-                log.warning("no usable %s (>= %d bytes): pseudonymised keys are redacted instead",
+                log.warning("no usable %s or key file (>= %d bytes): pseudonymised keys are redacted instead",
                             ENV_KEY, MIN_KEY_BYTES)
             self._add({"pseudonym_unkeyed": 1})
             return _mark("pseudonym_unkeyed")
-        self._add({"pseudonym": 1})
-        out = self._pseudo_cache.get(s)
-        if out is None:
-            out = "ph_" + hmac.digest(self._hkey, s.encode("utf-8", "surrogatepass"), "sha256").hex()[:PSEUDONYM_HEX]
-            if len(self._pseudo_cache) >= 1024:
-                self._pseudo_cache.clear()
-            self._pseudo_cache[s] = out
+        self._add(_ONE_PSEUDONYM)
+        out = "ph_" + hmac.digest(self._hkey, s.encode("utf-8", "surrogatepass"), "sha256").hex()[:PSEUDONYM_HEX]
+        if len(self._pseudo_cache) >= 1024:
+            self._pseudo_cache.clear()
+        self._pseudo_cache[s] = out
         return out
 
     # ------------------------------------------------------------------ text
@@ -425,62 +441,10 @@ class Redactor:
 
     def _scan(self, s: str, hits: dict[str, int]) -> str:
         """All detectors over ``s``; records {rule: n} in ``hits``. Pure: no shared state."""
-        on = self._on
-        if len(s) >= 6:
-            b = s.encode("utf-8", "ignore")
-            nd = len(b) - len(b.translate(None, b"0123456789"))  # digit count, in C
-            numeric = nd >= 7 or (nd >= 4 and s.count(".") >= 3)  # phone/card need 7+, IPv4 4+
-            if "@" in s and "://" in s and "url_credentials" in on:
-                s = _sub(rules.URL_CREDENTIALS, s, "url_credentials", hits, keep=1, tail="@")
-            if "PRIVATE KEY" in s and "private_key" in on:
-                s = _sub(rules.PRIVATE_KEY, s, "private_key", hits)
-            if "eyJ" in s and "jwt" in on:
-                s = _sub(rules.JWT, s, "jwt", hits)
-            low = s.lower()
-            if ("earer" in low or "token" in low) and "bearer" in on:
-                s = _sub(rules.BEARER, s, "bearer", hits, keep=1, check=rules.bearer_ok, sep=" ")
-            if "basic" in low and "basic_auth" in on:
-                s = _sub(rules.BASIC, s, "basic_auth", hits, keep=1, check=rules.basic_ok, sep=" ")
-            if len(s) >= 20 and "api_key" in on:
-                s = _sub(rules.API_KEY, s, "api_key", hits)
-            if ("=" in s or ":" in s) and "kv_secret" in on and rules.KV_PRE.search(low):
-                s = _sub(rules.KV_SECRET, s, "kv_secret", hits, keep=1)
-            if ("@" in s or "%40" in s) and "email" in on:
-                s = _sub(rules.EMAIL, s, "email", hits)
-            if ("::" in s or s.count(":") >= 7) and "ipv6" in on:
-                s = _sub(rules.IPV6_CANDIDATE, s, "ipv6", hits, check=rules.ipv6_ok)
-            if numeric:
-                if "card" in on:
-                    s = _sub(rules.CARD, s, "card", hits, check=rules.card_ok)
-                if "." in s and "ipv4" in on:
-                    s = _sub(rules.IPV4, s, "ipv4", hits, check=rules.ipv4_ok)
-                if "phone" in on:
-                    s = _sub(rules.PHONE, s, "phone", hits, check=rules.phone_ok)
-            if len(s) >= 32 and "secret_token" in on:
-                s = _sub(rules.SECRET_RUN, s, "secret_token", hits, check=rules.entropy_ok)
-        for name, rx in self._custom:
-            s = _sub(rx, s, name, hits)
-        return s
-
-
-def _sub(rx: re.Pattern[str], s: str, rule: str, hits: dict[str, int], keep: int = 0,
-         check: Callable[[re.Match[str]], bool] | None = None, tail: str = "", sep: str = "") -> str:
-    """Replace matches of ``rx`` (that pass ``check``) by the rule's marker, keeping group ``keep``."""
-    if rx.search(s) is None:  # the common case: no closure, no new string
-        return s
-    mark = _mark(rule)
-
-    def repl(m: re.Match[str]) -> str:
-        if check is not None and not check(m):
-            return m.group(0)
-        hits[rule] = hits.get(rule, 0) + 1
-        return (m.group(keep) + sep if keep else "") + mark + tail
-
-    return rx.sub(repl, s)
+        return scan(s, self._on, self._custom, hits)
 
 
 def scan_bytes(redactor: Redactor, data: bytes) -> dict[str, int]:
     """Detector hits in raw bytes (a database file, a WAL, a payload), read as latin-1 so every
     byte maps to one character; the acceptance check of "zero hits in the stored bytes"."""
     return redactor.find(data.decode("latin-1"))
-

@@ -45,6 +45,17 @@ def _str(v: Any) -> str:
     return str(v)
 
 
+def _on_off(v: Any) -> bool:
+    from .redact_config import truthy  # not understood -> on (the safe side), with a warning
+
+    return truthy(v)
+
+
+def _config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "otel-telemetry"
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -76,6 +87,14 @@ SETTINGS: dict[str, Setting] = {
                 "curve_client_key_file, the app connects with CURVE (needed for a tcp:// collector)"),
         Setting("curve_client_key_file", "OTEL_TELEMETRY_CURVE_CLIENT_KEY", lambda: None, _str,
                 "app side: this app's CURVE secret-key file (.key_secret from `otel-telemetry keys generate`)"),
+        Setting("redact", "OTEL_TELEMETRY_REDACT", lambda: True, _on_off,
+                "redaction of personal data and secrets (app: before sending; collector: OTLP input); "
+                "on by default"),
+        Setting("redact_key", "OTEL_TELEMETRY_REDACT_KEY", lambda: None, _str,
+                "HMAC-SHA256 key (>= 16 bytes) for pseudonymised ids (user.id, enduser.id, ...)"),
+        Setting("redact_key_file", "OTEL_TELEMETRY_REDACT_KEY_FILE", lambda: str(_config_dir() / "redact.key"),
+                _str, "file holding the pseudonym key when redact_key is unset; created (0600, random) "
+                "on first use"),
         Setting("config", "OTEL_TELEMETRY_CONFIG", lambda: None, _str,
                 "collector: path of collector.yaml"),
     )

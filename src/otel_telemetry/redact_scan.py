@@ -1,0 +1,117 @@
+"""Text scanning for ``otel_telemetry.redact``: the detectors run over one string, and a cheap gate.
+
+``scan`` is pure (no shared state): it returns the redacted string and adds ``{rule: n}`` to the
+``hits`` dict it is given. Before any regex runs, ``_plain`` classifies an ASCII string with two
+C-level byte operations: most attribute values (routes, methods, host names, versions, paths
+with a short id) hold none of the characters the detectors need (``@ % : =``, whitespace, seven
+or more digits, four digits with three dots), and then only the length-gated API-key and
+secret-token patterns can still match. Every detector stays gated by a test that is necessary
+for it to match, so the gate never hides a hit (``tests/test_redact.py`` checks this against the
+full scan on the corpus and on generated strings).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from . import redact_rules as rules
+
+DETECTORS: tuple[str, ...] = (
+    "url_credentials", "private_key", "jwt", "bearer", "basic_auth", "api_key", "kv_secret", "email",
+    "ipv6", "card", "ipv4", "phone", "secret_token",
+)
+
+# ASCII bytes that some detector needs besides letters: digits, '.', '@', '%', ':', '=' and the
+# characters ``\s`` matches. ``_DELETE`` is every other ASCII byte.
+_KEEP = frozenset(b"0123456789.@%:=" + b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f")
+_DELETE = bytes(b for b in range(128) if b not in _KEEP)
+
+
+def mark(rule: str) -> str:
+    return f"[REDACTED:{rule}]"
+
+
+def plain(s: str) -> bool:
+    """``s`` (ASCII) cannot hold a hit of any detector except ``api_key``/``secret_token``:
+    no ``@ % : =`` or whitespace (e-mail, URL credentials, key=value, IPv6, bearer/basic, private
+    keys), fewer than 7 digits (phones and cards need more), not 4 digits with 3 dots (IPv4), and
+    no ``eyJ`` with dots (JWT)."""
+    kept = s.encode("ascii").translate(None, _DELETE)
+    if not kept:
+        return True
+    if kept.isdigit():
+        return len(kept) < 7
+    digits = kept.replace(b".", b"")
+    if digits and not digits.isdigit():
+        return False
+    nd = len(digits)
+    return (nd < 4 or (nd < 7 and len(kept) - nd < 3)) and "eyJ" not in s
+
+
+def scan(s: str, on: frozenset[str] | set[str], custom: list[tuple[str, re.Pattern[str]]],
+         hits: dict[str, int]) -> str:
+    """All enabled detectors over ``s``; records {rule: n} in ``hits``. Pure: no shared state."""
+    n = len(s)
+    if n >= 6:
+        if s.isascii() and plain(s):
+            if (n >= 20 or "xox" in s) and "api_key" in on:
+                s = sub(rules.API_KEY, s, "api_key", hits)
+            if n >= 32 and "secret_token" in on:
+                s = sub(rules.SECRET_RUN, s, "secret_token", hits, check=rules.entropy_ok)
+        else:
+            s = _full(s, on, hits)
+    for name, rx in custom:
+        s = sub(rx, s, name, hits)
+    return s
+
+
+def _full(s: str, on: frozenset[str] | set[str], hits: dict[str, int]) -> str:
+    b = s.encode("utf-8", "ignore")
+    nd = len(b) - len(b.translate(None, b"0123456789"))  # digit count, in C
+    numeric = nd >= 7 or (nd >= 4 and s.count(".") >= 3)  # phone/card need 7+, IPv4 4+
+    if "@" in s and "://" in s and "url_credentials" in on:
+        s = sub(rules.URL_CREDENTIALS, s, "url_credentials", hits, keep=1, tail="@")
+    if "PRIVATE KEY" in s and "private_key" in on:
+        s = sub(rules.PRIVATE_KEY, s, "private_key", hits)
+    if "eyJ" in s and "jwt" in on:
+        s = sub(rules.JWT, s, "jwt", hits)
+    low = s.lower()
+    if ("earer" in low or "token" in low) and "bearer" in on:
+        s = sub(rules.BEARER, s, "bearer", hits, keep=1, check=rules.bearer_ok, sep=" ")
+    if "basic" in low and "basic_auth" in on:
+        s = sub(rules.BASIC, s, "basic_auth", hits, keep=1, check=rules.basic_ok, sep=" ")
+    if (len(s) >= 20 or "xox" in s) and "api_key" in on:  # Slack's xox?- keys start at 15 chars
+        s = sub(rules.API_KEY, s, "api_key", hits)
+    if ("=" in s or ":" in s) and "kv_secret" in on and rules.KV_PRE.search(low):
+        s = sub(rules.KV_SECRET, s, "kv_secret", hits, keep=1)
+    if ("@" in s or "%40" in s) and "email" in on:
+        s = sub(rules.EMAIL, s, "email", hits)
+    if ("::" in s or s.count(":") >= 7) and "ipv6" in on:
+        s = sub(rules.IPV6_CANDIDATE, s, "ipv6", hits, check=rules.ipv6_ok)
+    if numeric:
+        if "card" in on:
+            s = sub(rules.CARD, s, "card", hits, check=rules.card_ok)
+        if "." in s and "ipv4" in on:
+            s = sub(rules.IPV4, s, "ipv4", hits, check=rules.ipv4_ok)
+        if "phone" in on:
+            s = sub(rules.PHONE, s, "phone", hits, check=rules.phone_ok)
+    if len(s) >= 32 and "secret_token" in on:
+        s = sub(rules.SECRET_RUN, s, "secret_token", hits, check=rules.entropy_ok)
+    return s
+
+
+def sub(rx: re.Pattern[str], s: str, rule: str, hits: dict[str, int], keep: int = 0,
+        check: Callable[[re.Match[str]], bool] | None = None, tail: str = "", sep: str = "") -> str:
+    """Replace matches of ``rx`` (that pass ``check``) by the rule's marker, keeping group ``keep``."""
+    if rx.search(s) is None:  # the common case: no closure, no new string
+        return s
+    marker = mark(rule)
+
+    def repl(m: re.Match[str]) -> str:
+        if check is not None and not check(m):
+            return m.group(0)
+        hits[rule] = hits.get(rule, 0) + 1
+        return (m.group(keep) + sep if keep else "") + marker + tail
+
+    return rx.sub(repl, s)
