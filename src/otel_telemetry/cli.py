@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from . import __version__, cli_alerts, cli_export, cli_keys, query, settings
+from . import __version__, cli_alerts, cli_dashboard, cli_export, cli_keys, cli_purge, query, settings
 from .categories import CATEGORIES
 from .cli_output import (
     _TABLE_WIDTH,
@@ -373,3 +373,5 @@ def collector_run(ctx: click.Context, config_path: str | None, db: str | None,
 cli_export.register(main)  # export, watch, completion
 cli_alerts.register(main)  # alerts list|test
 cli_keys.register(main)  # keys generate
+cli_purge.register(main)  # purge
+cli_dashboard.register(main)  # dashboard

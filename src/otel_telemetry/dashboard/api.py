@@ -1,0 +1,317 @@
+"""The dashboard's panel endpoints: overview, system metrics, AI and errors.
+
+Each endpoint is a function ``(conn, params, ctx) -> dict`` over a read-only connection, run on the
+request's handler thread. Figures come from the existing read side: ``query.status`` (collector
+counters), ``ai_stats`` (the agent report, its rollup/raw aggregation and rollup listings), so the
+dashboard shows the same numbers as ``otel-telemetry status`` / ``stats``. Time series over windows
+of 6 h or more are read from the hourly/daily rollup tables; shorter ones from raw rows in one
+grouped query. Every query is bounded: series have at most ``MAX_BUCKETS`` buckets and lists a LIMIT.
+Record-level endpoints (traces, sessions, alerts, retention) are in ``records_api``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import apsw
+
+from .. import ai_stats, query
+from ..collector import rollups as ru
+from ..collector.retention import RetentionPolicy
+from .params import NS, WINDOW, ApiError, Params
+
+MAX_BUCKETS = 240
+MAX_SERIES = 6
+OTHER = "(other)"
+_RAW_BUCKETS_S = (60, 300, 900, 1800, 3600)
+# Host metrics (hostmetrics.py names): gauges averaged per bucket, cumulative counters turned into rates.
+_CPU, _MEM = "system.cpu.utilization", "system.memory.utilization"
+_DISK, _NET = "system.disk.io", "system.network.io"
+_SYSTEM_SQL = (
+    "SELECT timestamp - timestamp % ? AS b, name, json_extract(data, '$.attributes') AS attrs, "
+    "avg(metric_value), max(metric_value) FROM records "
+    "WHERE category = 'system_performance' AND timestamp >= ? AND timestamp < ? AND type = 'metric' "
+    "AND name IN (?, ?, ?, ?) GROUP BY b, name, attrs ORDER BY b LIMIT 20000")
+_RAW_COUNT_SQL = ("SELECT timestamp - timestamp % ? AS b, count(*), sum(level IN ('error', 'critical')) "
+                  "FROM records WHERE timestamp >= ? AND timestamp < ? GROUP BY b ORDER BY b")
+_RATE_SQL = "SELECT count(*) FROM records WHERE timestamp >= ? AND timestamp < ?"
+
+
+@dataclass
+class Context:
+    """What endpoints need besides the connection (set once at start, read by any thread)."""
+
+    db_path: str
+    alerts_path: str
+    policy: RetentionPolicy = field(default_factory=RetentionPolicy)
+
+
+Endpoint = Callable[[apsw.Connection, Params, Context], dict[str, Any]]
+
+
+# ---- buckets and series ---------------------------------------------------------------------------
+
+def raw_bucket_ns(span_ns: int) -> int:
+    """The smallest raw-series bucket giving at most MAX_BUCKETS buckets over ``span_ns``."""
+    for s in _RAW_BUCKETS_S:
+        if span_ns // (s * NS) < MAX_BUCKETS:
+            return s * NS
+    return _RAW_BUCKETS_S[-1] * NS
+
+
+def rollup_table(since: int, until: int) -> tuple[str, int]:
+    """Hourly rollups while that gives at most MAX_BUCKETS buckets, else daily."""
+    if (until - since) // ru.HOUR_NS < MAX_BUCKETS:
+        return "rollup_hourly", ru.HOUR_NS
+    return "rollup_daily", ru.DAY_NS
+
+
+def bucket_starts(since: int, until: int, bucket: int) -> list[int]:
+    first = since - since % bucket
+    return list(range(first, until, bucket))[-MAX_BUCKETS:]
+
+
+def use_rollups(conn: apsw.Connection, since: int, until: int) -> bool:
+    return until - since >= ai_stats.SHORT_WINDOW_NS and ai_stats.has_rollups(conn)
+
+
+def _window_out(since: int, until: int) -> dict[str, Any]:
+    return {"since_ns": since, "until_ns": until, "since": query.iso_ns(since), "until": query.iso_ns(until)}
+
+
+def aggregate(conn: apsw.Connection, since: int, until: int, flt: dict[str, str], calls_only: bool,
+              group: tuple[str, ...]) -> tuple[int, ai_stats.Aggs, str]:
+    """Per-bucket aggregates ``{(bucket, *rollup key): acc}`` of the window (bucket size, aggs, source):
+    rollups summed per ``group`` for long windows, raw rows (full keys) for short ones."""
+    aggs: ai_stats.Aggs = {}
+    if use_rollups(conn, since, until):
+        table, bucket = rollup_table(since, until)
+        first = since - since % bucket
+        ai_stats._rollup_aggs(conn, table, first, until, flt, calls_only, aggs, group, keep_bucket=True)
+        return bucket, aggs, "rollups"
+    bucket = raw_bucket_ns(until - since)
+    ai_stats._raw_aggs(conn, since, until, flt, calls_only, aggs, bucket)
+    return bucket, aggs, "raw"
+
+
+def _top(totals: dict[str, float], n: int = MAX_SERIES) -> set[str]:
+    return {k for k, _ in sorted(totals.items(), key=lambda t: (-t[1], t[0]))[:n]}
+
+
+def _pct(hist: dict[int, int], p: int, lo: float | None, hi: float | None) -> float | None:
+    return ru.hist_percentile(hist, p, lo, hi) if hist else None
+
+
+# ---- overview -----------------------------------------------------------------------------------
+
+def counters(status: dict[str, Any] | None) -> dict[str, Any]:
+    """The headline counters from the collector's status body (``otel-telemetry status``)."""
+    if status is None:
+        return {}
+    zmq = status.get("zmq") or {}
+    rejected = int(status.get("rejected") or 0) + sum((zmq.get("rejected") or {}).values())
+    for name in ("otlp_http", "otlp_grpc"):
+        rejected += sum(((status.get(name) or {}).get("rejected") or {}).values())
+    return {
+        "received": status.get("received"), "stored": status.get("stored"),
+        "duplicates": status.get("duplicates"),
+        "dropped": int(status.get("dropped_rows") or 0) + sum((zmq.get("dropped") or {}).values()),
+        "gaps": zmq.get("gaps_total", 0), "rejected": rejected, "queue_depth": status.get("queue_depth"),
+        "uptime_s": status.get("uptime_s"), "updated": status.get("updated"), "age_s": status.get("age_s"),
+        "errors": status.get("errors"),
+    }
+
+
+def count_series(conn: apsw.Connection, since: int, until: int) -> dict[str, Any]:
+    """Records (and errors) per bucket by record time: rollups for long windows, raw counts otherwise."""
+    by: dict[int, list[int]] = {}
+    if use_rollups(conn, since, until):
+        bucket, aggs, source = aggregate(conn, since, until, {}, False, ())
+        for key, acc in aggs.items():
+            c = by.setdefault(key[0], [0, 0])
+            c[0] += acc[0]
+            c[1] += acc[1]
+    else:
+        bucket, source = raw_bucket_ns(until - since), "raw"
+        for b, n, errors in conn.execute(_RAW_COUNT_SQL, (bucket, since, until)):
+            by[b] = [n, errors or 0]
+    starts = bucket_starts(since, until, bucket)
+    return {"bucket_ns": bucket, "source": source, "buckets": starts,
+            "count": [by.get(b, [0, 0])[0] for b in starts], "errors": [by.get(b, [0, 0])[1] for b in starts]}
+
+
+def overview(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
+    """Collector status and counters, ingest rate (records timestamped in the last minute / 60 s) and
+    records per bucket over the window."""
+    since, until = p.window("24h")
+    status = query.status(conn)
+    last_minute = conn.execute(_RATE_SQL, (until - 60 * NS, until)).fetchone()[0]
+    series = count_series(conn, since, until)
+    return {"window": _window_out(since, until), "status": status, "counters": counters(status),
+            "ingest_per_s": last_minute / 60, "records": series,
+            "total": sum(series["count"]), "errors": sum(series["errors"])}
+
+
+
+# ---- system metrics -------------------------------------------------------------------------------
+
+def _direction(attrs: dict[str, Any]) -> str:
+    return str(attrs.get("disk.io.direction") or attrs.get("network.io.direction") or "total")
+
+
+def system(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
+    """Host metrics per bucket: CPU busy (1 − idle share, or the value itself without ``cpu.mode``),
+    memory used share, disk and network bytes/s (from cumulative counters: growth of each series'
+    maximum between consecutive buckets)."""
+    import orjson
+
+    since, until = p.window("24h")
+    bucket = raw_bucket_ns(until - since)
+    cpu: dict[int, float] = {}
+    mem: dict[int, float] = {}
+    cum: dict[tuple[str, str], dict[int, float]] = {}  # (name, series attrs) -> bucket -> max
+    for b, name, attrs_text, avg, mx in conn.execute(_SYSTEM_SQL, (bucket, since, until, _CPU, _MEM, _DISK, _NET)):
+        try:
+            attrs = orjson.loads(attrs_text) if attrs_text else {}
+        except orjson.JSONDecodeError:
+            attrs = {}
+        attrs = attrs if isinstance(attrs, dict) else {}
+        if avg is None:
+            continue
+        if name == _CPU:
+            mode = attrs.get("cpu.mode")
+            if mode == "idle":
+                cpu[b] = 1.0 - avg
+            elif mode is None:
+                cpu.setdefault(b, avg)
+        elif name == _MEM:
+            if attrs.get("system.memory.state") in (None, "used"):
+                mem[b] = avg
+        else:
+            cum.setdefault((name, attrs_text or ""), {})[b] = mx
+    starts = bucket_starts(since, until, bucket)
+    rates: dict[str, dict[int, float]] = {}
+    for (name, attrs_text), values in cum.items():
+        try:
+            attrs = orjson.loads(attrs_text) if attrs_text else {}
+        except orjson.JSONDecodeError:
+            attrs = {}
+        label = ("disk_" if name == _DISK else "net_") + _direction(attrs if isinstance(attrs, dict) else {})
+        out = rates.setdefault(label, {})
+        prev: tuple[int, float] | None = None
+        for b in sorted(values):
+            if prev is not None and values[b] >= prev[1]:
+                out[b] = out.get(b, 0.0) + (values[b] - prev[1]) / ((b - prev[0]) / NS)
+            prev = (b, values[b])
+    return {"window": _window_out(since, until), "bucket_ns": bucket, "buckets": starts,
+            "cpu_busy": [cpu.get(b) for b in starts], "memory_used": [mem.get(b) for b in starts],
+            "bytes_per_s": {k: [v.get(b) for b in starts] for k, v in sorted(rates.items())}}
+
+
+
+# ---- AI ------------------------------------------------------------------------------------------
+
+def ai(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
+    """``ai_stats.report`` for the window (what ``stats --period/--agent/--model`` prints) plus tokens,
+    cost, calls and latency p50/p95 per bucket, per model and per agent (busiest six, rest as (other))."""
+    since, until = p.window("24h")
+    agent, model = p.text("agent"), p.text("model")
+    try:
+        report = ai_stats.report(conn, since, until, agent=agent, model=model, alerts_path=ctx.alerts_path,
+                                 include_rollups=False)
+    except query.QueryError as exc:
+        raise ApiError(str(exc)) from None
+    flt = {k: v for k, v in (("agent", agent), ("model", model)) if v is not None}
+    bucket, aggs, source = aggregate(conn, since, until, flt, True, ("model", "agent"))
+    starts = bucket_starts(since, until, bucket)
+    index = {b: i for i, b in enumerate(starts)}
+    totals: dict[str, dict[str, float]] = {"model": {}, "agent": {}}
+    for key, acc in aggs.items():
+        for dim, name in (("model", key[5]), ("agent", key[6])):
+            n = name or ai_stats.NONE
+            totals[dim][n] = totals[dim].get(n, 0) + acc[0]
+    keep = {dim: _top(t) for dim, t in totals.items()}
+    n = len(starts)
+    series: dict[str, dict[str, dict[str, list[float]]]] = {"tokens": {"model": {}, "agent": {}},
+                                                            "cost_usd": {"model": {}, "agent": {}},
+                                                            "calls": {"model": {}, "agent": {}}}
+    calls, failed = [0] * n, [0] * n
+    hists: list[list[Any]] = [ru.new_agg() for _ in range(n)]
+    for key, acc in aggs.items():
+        i = index.get(key[0])
+        if i is None:
+            continue
+        calls[i] += acc[0]
+        failed[i] += acc[1]
+        ru.merge_agg(hists[i], acc)
+        for dim, name in (("model", key[5]), ("agent", key[6])):
+            label = name or ai_stats.NONE
+            label = label if label in keep[dim] else OTHER
+            for metric, value in (("tokens", acc[11]), ("cost_usd", acc[12]), ("calls", acc[0])):
+                row = series[metric][dim].setdefault(label, [0] * n)
+                row[i] += value
+    latency = {f"p{q}": [_pct(h[14], q, h[4], h[5]) for h in hists] for q in (50, 95)}
+    return {"window": _window_out(since, until), "report": report,
+            "series": {"bucket_ns": bucket, "source": source, "buckets": starts, "calls": calls,
+                       "failed": failed, "latency_ms": latency, **series}}
+
+
+
+# ---- errors --------------------------------------------------------------------------------------
+
+MAX_COMPONENTS = 20
+
+
+def _exception(rec: dict[str, Any]) -> dict[str, Any]:
+    """Exception type/message of an error record from its events, attributes, status or log body."""
+    data = rec.get("data") if isinstance(rec.get("data"), dict) else {}
+    attrs = data.get("attributes") if isinstance(data.get("attributes"), dict) else {}
+    etype, message = attrs.get("exception.type") or attrs.get("error.type"), attrs.get("exception.message")
+    for ev in data.get("events") or []:
+        if isinstance(ev, dict) and ev.get("name") == "exception":
+            ea = ev.get("attributes") if isinstance(ev.get("attributes"), dict) else {}
+            etype = etype or ea.get("exception.type")
+            message = message or ea.get("exception.message")
+            break
+    body = data.get("body")
+    message = message or rec.get("status_message") or (body if isinstance(body, str) else None)
+    return {"type": None if etype is None else str(etype), "message": None if message is None else str(message)}
+
+
+def errors(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
+    """Heat map of error_patterns records per component × hour (× day past 10 days; from rollups via
+    ``ai_stats.listing``) and the latest error_patterns records with their exception."""
+    since, until = p.window("24h")
+    limit = p.integer("limit", 50, 1, 200)
+    bucket = ru.HOUR_NS if until - since <= 10 * ru.DAY_NS else ru.DAY_NS
+    items = ai_stats.listing(conn, bucket, since, until, {"category": "error_patterns"}, ai_stats.has_rollups(conn))
+    starts = bucket_starts(since, until, bucket)
+    index = {b: i for i, b in enumerate(starts)}
+    cells: dict[str, list[int]] = {}
+    for it in items:
+        i = index.get(it["bucket_start_ns"])
+        if i is None:
+            continue
+        row = cells.setdefault(it["component"] or "(none)", [0] * len(starts))
+        row[i] += it["count"]
+    top = sorted(cells, key=lambda c: (-sum(cells[c]), c))[:MAX_COMPONENTS]
+    latest = query.query_records(conn, query.Filters(category="error_patterns", since_ns=since, until_ns=until,
+                                                     limit=limit))
+    keep = ("id", "time", "type", "component", "event", "level", "name", "service", "trace_id", "span_id",
+            "session_id", "status_message")
+    return {"window": _window_out(since, until), "bucket_ns": bucket, "buckets": starts,
+            "components": top, "cells": [cells[c] for c in top],
+            "total": sum(sum(r) for r in cells.values()),
+            "latest": [{**{k: r[k] for k in keep}, "exception": _exception(r)} for r in latest]}
+
+
+
+# name -> (function, accepted parameters); the server routes /api/<name> here.
+PANELS: dict[str, tuple[Endpoint, tuple[str, ...]]] = {
+    "overview": (overview, WINDOW),
+    "system": (system, WINDOW),
+    "ai": (ai, (*WINDOW, "agent", "model")),
+    "errors": (errors, (*WINDOW, "limit")),
+}

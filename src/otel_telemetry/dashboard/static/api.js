@@ -1,0 +1,26 @@
+// JSON API client: same-origin fetches carry the HttpOnly session cookie; writes add X-CSRF-Token.
+
+export async function get(name, params = {}) {
+  const qs = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) {
+    if (v === undefined || v === null || v === "") continue;
+    if (Array.isArray(v)) v.forEach((x) => qs.append(k, x));
+    else qs.append(k, v);
+  }
+  const res = await fetch(`/api/${name}${qs.toString() ? `?${qs}` : ""}`, { credentials: "same-origin" });
+  const body = await res.json().catch(() => ({ error: `HTTP ${res.status}` }));
+  if (!res.ok) throw new Error(body.error || `HTTP ${res.status}`);
+  return body;
+}
+
+export async function post(name, payload) {
+  const { csrf } = await get("csrf");
+  const res = await fetch(`/api/${name}`, {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+    body: JSON.stringify(payload),
+  });
+  const body = await res.json().catch(() => ({ error: `HTTP ${res.status}` }));
+  if (!res.ok) throw new Error(body.error || `HTTP ${res.status}`);
+  return body;
+}

@@ -1,0 +1,64 @@
+// Single-page app: hash routes (#/page?param=value), one render function per page.
+// Pages set main[data-ready=<page>] once their data is on screen (the browser tests wait for it).
+import { clear, el, errorBox } from "./dom.js";
+import { ai, errors, overview } from "./pages_metrics.js";
+import { alerts, sessions, tail, traces } from "./pages_records.js";
+
+const PAGES = [
+  ["overview", "Overview", overview],
+  ["ai", "AI", ai],
+  ["errors", "Errors", errors],
+  ["traces", "Traces", traces],
+  ["tail", "Live tail", tail],
+  ["sessions", "Sessions", sessions],
+  ["alerts", "Alerts & retention", alerts],
+];
+
+let generation = 0;
+let cleanup = null;
+
+function parseHash() {
+  const raw = location.hash.replace(/^#\/?/, "");
+  const [name, query] = raw.split("?");
+  const page = PAGES.find((p) => p[0] === name) || PAGES[0];
+  return { page, params: new URLSearchParams(query || "") };
+}
+
+export function navigate(name, params = {}) {
+  const qs = new URLSearchParams(params).toString();
+  location.hash = `#/${name}${qs ? `?${qs}` : ""}`;
+}
+
+async function render() {
+  const gen = ++generation;
+  if (cleanup) { try { cleanup(); } catch (e) { /* page already gone */ } cleanup = null; }
+  const { page, params } = parseHash();
+  const [name, , fn] = page;
+  document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === name));
+  const main = clear(document.getElementById("main"));
+  main.removeAttribute("data-ready");
+  const windowSel = document.getElementById("window");
+  const ctx = {
+    main, params, last: windowSel.value, navigate,
+    alive: () => gen === generation,
+  };
+  try {
+    const result = await fn(ctx);
+    if (gen !== generation) { if (typeof result === "function") result(); return; }
+    cleanup = typeof result === "function" ? result : null;
+  } catch (err) {
+    if (gen !== generation) return;
+    main.appendChild(errorBox(err));
+  }
+  if (gen === generation) main.setAttribute("data-ready", name);
+}
+
+function init() {
+  const nav = document.getElementById("nav");
+  for (const [name, label] of PAGES) nav.appendChild(el("a", { href: `#/${name}`, "data-page": name, text: label }));
+  document.getElementById("window").addEventListener("change", render);
+  window.addEventListener("hashchange", render);
+  render();
+}
+
+init();

@@ -1,0 +1,232 @@
+// Traces (search + waterfall), Live tail, Sessions, Alerts & retention pages.
+import { get, post } from "./api.js";
+import { lineChart, timeline, waterfall } from "./charts.js";
+import { card, clear, el, errorBox, kvTable, ms, num, panel, shortTime, table } from "./dom.js";
+
+const CATEGORIES = ["system_performance", "ai_behavior", "user_interaction", "component_interactions",
+  "error_patterns", "ai_research"];
+const LEVELS = ["debug", "info", "warning", "error", "critical"];
+const WINDOW_S = { "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800, "30d": 2592000 };
+
+const lvl = (r) => `lvl-${r.level}`;
+
+function select(name, options, value) {
+  return el("select", { name }, el("option", { value: "", text: "any" }),
+    options.map((o) => el("option", { value: o, text: o, selected: o === value })));
+}
+
+// ---- traces ----------------------------------------------------------------------------------------
+
+export async function traces(ctx) {
+  if (ctx.params.get("trace_id")) return traceView(ctx, ctx.params.get("trace_id"));
+  const p = Object.fromEntries(ctx.params.entries());
+  const input = (name, label, type = "text") => el("label", {}, label, el("input", { name, type, value: p[name] || "" }));
+  const form = el("form", { class: "filters", "data-testid": "trace-search" },
+    input("service", "service"),
+    el("label", {}, "category", select("category", CATEGORIES, p.category)),
+    input("component", "component"),
+    input("event", "name / event"),
+    el("label", {}, "status", select("status", ["unset", "ok", "error"], p.status)),
+    input("min_duration_ms", "min duration ms", "number"),
+    el("button", { type: "submit", class: "primary", text: "Search" }));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const q = {};
+    for (const [k, v] of new FormData(form).entries()) if (v) q[k] = v;
+    ctx.navigate("traces", q);
+  });
+  const d = await get("traces", { last: ctx.last, limit: 50, ...p });
+  ctx.main.append(el("h2", { text: "Traces" }), form, panel(`Spans (newest first, ${d.spans.length} shown)`,
+    table([
+      { key: "time", label: "time", fmt: shortTime },
+      { key: "service", label: "service" },
+      { key: "category", label: "category" },
+      { key: "component", label: "component" },
+      { key: "name", label: "name" },
+      { key: "status", label: "status", cls: (r) => `st-${r.status}` },
+      { key: "duration_ms", label: "duration", num: true, fmt: ms },
+      { key: "trace_id", label: "trace", fmt: (t) => (t ? `${t.slice(0, 12)}…` : "") },
+    ], d.spans, (row) => ctx.navigate("traces", { trace_id: row.trace_id }), "table-spans"),
+    d.next ? el("p", {}, el("button", { type: "button", text: "Next page →", "data-testid": "next-page",
+      onclick: () => ctx.navigate("traces", { ...p, cursor: d.next }) })) : null));
+}
+
+async function traceView(ctx, traceId) {
+  const d = await get("trace", { trace_id: traceId });
+  const detail = el("section", { class: "panel detail", "data-testid": "span-detail" },
+    el("p", { class: "muted", text: "Click a span for its attributes, events and links." }));
+  let selected = null;
+  const onSelect = async (span, row) => {
+    if (selected) selected.classList.remove("selected");
+    selected = row;
+    row.classList.add("selected");
+    clear(detail);
+    try {
+      const { record } = await get("record", { id: span.id });
+      renderSpan(detail, record);
+    } catch (err) { detail.appendChild(errorBox(err)); }
+  };
+  ctx.main.append(
+    el("h2", {}, "Trace ", el("code", { text: d.trace_id })),
+    el("p", {}, el("a", { href: "#/traces", text: "← back to search" }),
+      ` · ${d.spans.length} spans · ${ms(d.duration_ms)} · started ${shortTime(d.start)}`,
+      d.truncated ? " · truncated" : ""),
+    d.spans.length ? panel("Waterfall", waterfall(d.spans, d.duration_ms, onSelect)) : el("p", { text: "No spans for this trace id." }),
+    detail,
+    d.others.length ? panel("Logs and events in this trace", table([
+      { key: "time", label: "time", fmt: shortTime }, { key: "type", label: "type" },
+      { key: "level", label: "level", cls: lvl }, { key: "name", label: "name" }, { key: "span_id", label: "span" },
+    ], d.others)) : null);
+}
+
+function renderSpan(node, rec) {
+  const data = rec.data && typeof rec.data === "object" ? rec.data : { raw: rec.data };
+  const meta = rec.metadata && typeof rec.metadata === "object" ? rec.metadata : {};
+  const summary = {};
+  for (const k of ["name", "service", "component", "category", "kind", "status", "status_message", "duration_ms",
+    "span_id", "parent_span_id", "session_id", "model", "agent", "input_tokens", "output_tokens", "cost_usd", "time"]) {
+    if (rec[k] !== null && rec[k] !== undefined) summary[k] = rec[k];
+  }
+  node.append(el("h3", { text: `Span ${rec.name || ""}` }), kvTable(summary, "span-summary"),
+    el("h3", { text: "Attributes" }), kvTable(data.attributes || {}, "span-attributes"));
+  (data.events || []).forEach((ev, i) => node.append(el("h3", { text: `Event ${i + 1}: ${ev.name}` }),
+    kvTable(ev.attributes || {}, "span-event")));
+  if ((data.links || []).length) {
+    node.append(el("h3", { text: "Links" }), table([{ key: "trace_id", label: "trace" }, { key: "span_id", label: "span" },
+      { key: "attributes", label: "attributes", fmt: (a) => JSON.stringify(a || {}) }], data.links, null, "span-links"));
+  }
+  node.append(el("h3", { text: "Resource" }), kvTable(meta.resource || {}, "span-resource"));
+}
+
+// ---- live tail -------------------------------------------------------------------------------------
+
+export async function tail(ctx) {
+  const chosen = { category: (ctx.params.get("category") || "").split(",").filter(Boolean),
+    level: (ctx.params.get("level") || "").split(",").filter(Boolean) };
+  const checks = (name, options) => el("div", { class: "checks", "data-testid": `tail-${name}` }, options.map((o) =>
+    el("label", {}, el("input", { type: "checkbox", value: o, checked: chosen[name].includes(o),
+      onchange: (ev) => {
+        const set = new Set(chosen[name]);
+        if (ev.target.checked) set.add(o); else set.delete(o);
+        ctx.navigate("tail", { ...Object.fromEntries(Object.entries({ ...chosen, [name]: [...set] })
+          .filter(([, v]) => v.length).map(([k, v]) => [k, v.join(",")])) });
+      } }), o)));
+  const state = el("span", { class: "pill", "data-testid": "tail-state", text: "connecting" });
+  const dropped = el("span", { "data-testid": "tail-dropped", text: "0" });
+  const body = el("tbody");
+  ctx.main.append(el("h2", { text: "Live tail" }),
+    el("div", { class: "filters" }, el("label", {}, "categories", checks("category", CATEGORIES)),
+      el("label", {}, "levels", checks("level", LEVELS))),
+    el("p", {}, state, " · dropped (slow browser): ", dropped),
+    panel("Newest first (at most 500 kept)", el("div", { class: "scroll" }, el("table", { "data-testid": "tail-table" },
+      el("thead", {}, el("tr", {}, ["time", "type", "category", "component", "level", "name", "duration", "trace"]
+        .map((h) => el("th", { text: h })))), body))));
+  const qs = new URLSearchParams({ backlog: "50" });
+  chosen.category.forEach((c) => qs.append("category", c));
+  chosen.level.forEach((l) => qs.append("level", l));
+  const es = new EventSource(`/api/tail?${qs}`);
+  es.addEventListener("open", () => { state.textContent = "live"; });
+  es.addEventListener("error", () => { state.textContent = "reconnecting"; });
+  es.addEventListener("dropped", (ev) => { dropped.textContent = String(JSON.parse(ev.data).total); });
+  es.addEventListener("record", (ev) => {
+    const r = JSON.parse(ev.data);
+    const tr = el("tr", { class: r.trace_id ? "click" : null, "data-id": r.id },
+      [shortTime(r.time), r.type, r.category, r.component, r.level, r.name || r.event,
+        r.duration_ms === null ? "" : ms(r.duration_ms), r.trace_id ? `${r.trace_id.slice(0, 8)}…` : ""]
+        .map((v, i) => el("td", { class: i === 4 ? `lvl-${r.level}` : null, text: v ?? "" })));
+    if (r.trace_id) tr.addEventListener("click", () => ctx.navigate("traces", { trace_id: r.trace_id }));
+    body.insertBefore(tr, body.firstChild);
+    while (body.childNodes.length > 500) body.removeChild(body.lastChild);
+  });
+  return () => es.close();
+}
+
+// ---- sessions --------------------------------------------------------------------------------------
+
+export async function sessions(ctx) {
+  const sid = ctx.params.get("session_id");
+  const open = el("form", { class: "filters" }, el("label", {}, "session id", el("input", { name: "session_id", value: sid || "" })),
+    el("button", { type: "submit", text: "Open" }));
+  open.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const v = new FormData(open).get("session_id");
+    if (v) ctx.navigate("sessions", { session_id: v });
+  });
+  ctx.main.append(el("h2", { text: "Sessions" }), open);
+  if (!sid) {
+    const d = await get("sessions", { last: ctx.last });
+    ctx.main.append(panel("Recently active sessions", table([
+      { key: "session_id", label: "session" }, { key: "records", label: "records", num: true },
+      { key: "errors", label: "errors", num: true }, { key: "warnings", label: "warnings", num: true },
+      { key: "first", label: "first", fmt: shortTime }, { key: "last", label: "last", fmt: shortTime },
+    ], d.sessions, (row) => ctx.navigate("sessions", { session_id: row.session_id }), "table-sessions")));
+    return;
+  }
+  const d = await get("session", { session_id: sid });
+  const h = d.health;
+  const hist = d.health_history;
+  ctx.main.append(
+    el("div", { class: "cards" }, card("records", num(d.counts.records), "records"),
+      card("errors", num(d.counts.errors), "errors", d.counts.errors > 0),
+      card("warnings", num(d.counts.warnings), "warnings"),
+      card("health records", num(hist.length), "health_records")),
+    h ? panel(`Session health (latest, ${shortTime(h.time)})`, kvTable(h.fields, "health")) :
+      el("p", { class: "muted", text: "No per-session health record in this session." }),
+    hist.length > 1 ? el("div", { class: "grid2" },
+      panel("Latency (ms)", lineChart({ buckets: hist.map((x) => x.timestamp), bucketNs: 60e9, fmt: (v) => num(v, 1),
+        series: [{ name: "latency_ms", values: hist.map((x) => x.latency_ms ?? null) }] })),
+      panel("Frontend FPS", lineChart({ buckets: hist.map((x) => x.timestamp), bucketNs: 60e9, fmt: (v) => num(v, 1),
+        series: [{ name: "fps", values: hist.map((x) => x.frontend_fps ?? null) }] }))) : null,
+    panel(`Records (${d.records.length}${d.truncated ? ", truncated" : ""})`, el("div", { class: "scroll" }, table([
+      { key: "time", label: "time", fmt: shortTime }, { key: "type", label: "type" }, { key: "category", label: "category" },
+      { key: "component", label: "component" }, { key: "level", label: "level", cls: lvl }, { key: "name", label: "name" },
+      { key: "duration_ms", label: "duration", num: true, fmt: (v) => (v === null ? "" : ms(v)) },
+    ], d.records, (row) => row.trace_id && ctx.navigate("traces", { trace_id: row.trace_id }), "table-session-records"))));
+}
+
+// ---- alerts and retention --------------------------------------------------------------------------
+
+export async function alerts(ctx) {
+  const [a, ret] = await Promise.all([get("alerts", { state: "all", limit: 200 }), get("retention")]);
+  const until = Date.now() * 1e6;
+  const since = until - (WINDOW_S[ctx.last] || 86400) * 1e9;
+  const retPanel = el("div");
+  const dialog = el("dialog", { "data-testid": "confirm-dialog" });
+  ctx.main.append(el("h2", { text: "Alerts" }),
+    a.state_file ? null : el("p", { class: "muted", text: "No alert state file (no alert rules have run)." }),
+    panel("Timeline", timeline(a.alerts, since, until)),
+    panel("History", el("div", { class: "scroll" }, table([
+      { key: "rule", label: "rule" }, { key: "severity", label: "severity" },
+      { key: "state", label: "state", cls: (r) => `st-${r.state}` },
+      { key: "fired", label: "fired", fmt: shortTime }, { key: "resolved", label: "resolved", fmt: shortTime },
+      { key: "value", label: "value", num: true, fmt: (v) => num(v, 3) }, { key: "message", label: "message" },
+    ], a.alerts, null, "table-alerts"))),
+    el("h2", { text: "Retention" }), retPanel, dialog);
+  const showRetention = (r) => {
+    clear(retPanel).append(panel("Days kept per category", table([
+      { key: "category", label: "category" }, { key: "days", label: "days", num: true },
+      { key: "source", label: "source" }, { key: "expired", label: "expired now", num: true },
+    ], r.categories, (row) => confirmChange(row), "table-retention"),
+    el("p", { class: "muted", text: "Click a category to change its retention (applied by the collector's next purge)." })));
+  };
+  const confirmChange = (row) => {
+    const days = el("input", { type: "number", min: 1, value: row.days, "data-testid": "retention-days" });
+    const confirm = el("input", { type: "text", placeholder: row.category, "data-testid": "retention-confirm" });
+    const apply = el("button", { type: "button", class: "danger", text: "Apply", disabled: true, "data-testid": "retention-apply" });
+    const msg = el("p", { class: "muted" });
+    confirm.addEventListener("input", () => { apply.disabled = confirm.value !== row.category; });
+    apply.addEventListener("click", async () => {
+      try {
+        await post("retention", { category: row.category, days: Number(days.value), confirm: confirm.value });
+        dialog.close();
+        showRetention(await get("retention"));
+      } catch (err) { clear(msg).append(errorBox(err)); }
+    });
+    clear(dialog).append(el("h3", { text: `Change retention of ${row.category}` }),
+      el("label", {}, "days to keep ", days),
+      el("p", {}, "Type ", el("code", { text: row.category }), " to confirm:"), confirm, msg,
+      el("div", { class: "row" }, el("button", { type: "button", text: "Cancel", onclick: () => dialog.close() }), apply));
+    dialog.showModal();
+  };
+  showRetention(ret);
+}
