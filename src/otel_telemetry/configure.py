@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from . import categories as cats
 from . import settings
 from .exporter import ZmqLogRecordProcessor, ZmqMetricExporter, ZmqSpanProcessor, get_transport
+from .redact_config import RedactionConfig
 from .sessions import SessionSpanProcessor
 from .transport import Transport
 
@@ -66,7 +67,8 @@ class Telemetry:
         return ok
 
     def counters(self) -> dict[str, Any]:
-        """``{"emitted", "sent", "dropped": {reason: n}, "queued", "by_category": {...}}``."""
+        """``{"emitted", "sent", "dropped": {reason: n}, "queued", "by_category": {...},
+        "redacted": {rule: n}}`` (redaction counts only, never values)."""
         return self.transport.counters()
 
 
@@ -84,6 +86,7 @@ def configure(
     logs: bool = True,
     set_global: bool = True,
     rules: Sequence[Mapping[str, Any]] = (),
+    redaction: RedactionConfig | bool | None = None,
     **options: Any,
 ) -> Telemetry:
     """Install providers wired to the ZeroMQ transport and return a :class:`Telemetry` handle.
@@ -94,13 +97,18 @@ def configure(
     ``queue_size``, ``batch_size``, ``join_timeout``, ``send_hwm``, ``export_interval``.
     ``host_metrics=True`` (with ``metrics``) adds CPU, memory, disk, network and uptime metrics of
     the host and this process (``otel_telemetry.hostmetrics``; needs psutil).
+
+    ``redaction``: personal data and secrets are redacted on the sender thread before anything
+    leaves the process (on by default; ``OTEL_TELEMETRY_REDACT=off`` or ``redaction=False`` turn
+    it off, a :class:`~otel_telemetry.redact.RedactionConfig` tunes it; it applies when this
+    process's transport is created). ``counters()["redacted"]`` counts replacements per rule.
     """
     global _current
     attrs = dict(resource_attributes or {})
     if service_name:
         attrs["service.name"] = service_name
     parsed_rules = cats.parse_rules(rules)
-    transport = get_transport(endpoint, parsed_rules, **options)
+    transport = get_transport(endpoint, parsed_rules, redaction, **options)
     owned: list[Any] = []
     if tracer_provider is None:
         tracer_provider = TracerProvider(resource=Resource.create(attrs))

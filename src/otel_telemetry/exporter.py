@@ -4,6 +4,10 @@ The span processor's ``on_end`` only appends the span to a bounded deque; turnin
 compact tuple, choosing its category topic and msgpack encoding all happen on the transport's
 sender thread. OTLP encoding is left to the collector (FINDINGS §1: ~33 µs/span in Python).
 
+Redaction (``otel_telemetry.redact``, on by default) runs in the converter too, on the sender
+thread, before msgpack encoding: every record, its resource and its topic's component. A record
+the redactor fails on is dropped and counted (``redaction_error``), never sent as it was.
+
 Every class here works with zero constructor arguments and reads its ``OTEL_TELEMETRY_*``
 settings from the environment, so ``opentelemetry-instrument`` can build it from an entry point.
 """
@@ -29,7 +33,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from . import categories as cats
 from . import settings, wire
-from .transport import Prepared, Transport
+from .redact import RedactionConfig, Redactor
+from .redact_config import app_config
+from .transport import Dropped, Prepared, Transport
 
 log = logging.getLogger("otel_telemetry.exporter")
 
@@ -99,19 +105,28 @@ def snapshot_public(span: ReadableSpan) -> tuple[Any, ...]:
 
 
 class _Converter:
-    """Turns queued SDK objects into wire tuples. Runs on the sender thread only."""
+    """Turns queued SDK objects into (redacted) wire tuples. Runs on the sender thread only."""
 
-    def __init__(self, rules: Sequence[cats.Rule] = ()) -> None:
+    def __init__(self, rules: Sequence[cats.Rule] = (), redactor: Redactor | None = None) -> None:
         self.rules = tuple(rules)
+        self.redactor = redactor if redactor is not None and redactor.enabled else None
         self._resources: dict[int, tuple[Any, dict[str, Any]]] = {}
+        self._metric_resources: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._topics: dict[tuple[str, str], bytes] = {}
         self._scopes: dict[tuple[int, int], tuple[str | None, str | None, dict[str, Any], str]] = {}
+
+    def redaction_counts(self) -> dict[str, int]:
+        """Replacements per rule so far (counts only, never values); any thread."""
+        return self.redactor.counts() if self.redactor is not None else {}
 
     def resource(self, res: Any) -> dict[str, Any]:
         key = id(res)
         hit = self._resources.get(key)
         if hit is None or hit[0] is not res:
-            hit = (res, dict(res.attributes) if res is not None else {})
+            attrs = dict(res.attributes) if res is not None else {}
+            if self.redactor is not None:
+                attrs = self.redactor.redact_resource(attrs)  # once per resource, not per record
+            hit = (res, attrs)
             self._resources[key] = hit
         return hit[1]
 
@@ -119,19 +134,63 @@ class _Converter:
         key = (category, component)
         t = self._topics.get(key)
         if t is None:
-            t = cats.topic_for(category, str(component)).encode()
+            comp = str(component)
+            if self.redactor is not None:
+                comp = self.redactor.redact_text(comp)  # before topic_for hides an '@' as '_'
+            t = cats.topic_for(category, comp).encode()
             if len(self._topics) < 4096:
                 self._topics[key] = t
         return t
 
     def __call__(self, item: Any) -> Prepared:
+        return self.convert(item, True)
+
+    def _redacted(self, category: str, item: Prepared) -> Prepared:
+        """``item`` with its record, resource and topic redacted; if the redactor fails, the
+        record is dropped and counted (``redaction_error``), never sent as it was."""
+        red = self.redactor
+        assert red is not None
+        _, topic, kind, resource, rec = item
+        try:
+            if kind == wire.KIND_SPANS:
+                rec = red.redact_span(rec)
+            elif kind == wire.KIND_LOGS:
+                rec = red.redact_log(rec)
+            else:
+                rec = red.redact_metric(rec)
+                resource = self._metric_resource(resource)
+        except Exception as exc:
+            log.debug("record dropped: redaction failed (%s)", type(exc).__name__)
+            raise Dropped(category, "redaction_error") from None
+        return category, topic, kind, resource, rec
+
+    def convert(self, item: Any, redact: bool) -> Prepared:
         if type(item) is tuple:
             if len(item) == SNAPSHOT_LEN:
-                return self.span(item)
-            return item  # type: ignore[return-value]  # a prepared metric point
+                return self.span(item, redact)
+            return self.metric(item, redact)  # type: ignore[arg-type]  # a prepared metric point
         if isinstance(item, (ReadWriteLogRecord, ReadableLogRecord)):
-            return self.log(item)
+            return self.log(item, redact)
         raise TypeError(f"cannot send {type(item).__name__}")
+
+    def metric(self, item: Prepared, redact: bool) -> Prepared:
+        if self.redactor is None or not redact:
+            return item
+        category, _, kind, resource, rec = item
+        attrs = rec[7] or _EMPTY
+        component = attrs.get("telemetry.component") or rec[9] or resource.get("service.name") or "unknown"
+        return self._redacted(category, (category, self.topic(category, str(component)), kind, resource, rec))
+
+    def _metric_resource(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """The redacted resource of one metric export, the same dict for all its points (the
+        transport batches by resource identity); the original is held so its id stays unique."""
+        hit = self._metric_resources.get(id(resource))
+        if hit is None or hit[0] is not resource:
+            if len(self._metric_resources) >= 64:
+                self._metric_resources.clear()
+            hit = (resource, self.redactor.redact_resource(resource))  # type: ignore[union-attr]
+            self._metric_resources[id(resource)] = hit
+        return hit[1]
 
     def _scope_info(self, scope_id: int, res_id: int) -> tuple[str | None, str | None, dict[str, Any], str]:
         key = (scope_id, res_id)
@@ -145,7 +204,7 @@ class _Converter:
             self._scopes[key] = hit
         return hit
 
-    def span(self, snap: tuple[Any, ...]) -> Prepared:
+    def span(self, snap: tuple[Any, ...], redact: bool = True) -> Prepared:
         (name, trace_id, span_id, parent_id, start, end, kind, code, description, attrs, events, links,
          scope_id, res_id) = snap
         has_exc = events is not None and any(e[0] == "exception" for e in events)
@@ -159,9 +218,10 @@ class _Converter:
             parent_id.to_bytes(8, "big") if parent_id is not None else None,
             start, end, kind, code, description, attrs, events, links, scope_name, scope_version,
         )
-        return category, self.topic(category, component), wire.KIND_SPANS, resource, rec
+        out = category, self.topic(category, component), wire.KIND_SPANS, resource, rec
+        return self._redacted(category, out) if redact and self.redactor is not None else out
 
-    def log(self, item: ReadWriteLogRecord | ReadableLogRecord) -> Prepared:
+    def log(self, item: ReadWriteLogRecord | ReadableLogRecord, redact: bool = True) -> Prepared:
         lr = item.log_record
         attrs = dict(lr.attributes or _EMPTY)
         sev = lr.severity_number.value if lr.severity_number is not None else 0
@@ -180,12 +240,13 @@ class _Converter:
             lr.span_id.to_bytes(8, "big") if lr.span_id else None,
             event_name, scope_name, scope.version if scope is not None else None,
         )
-        return category, self.topic(category, str(component)), wire.KIND_LOGS, resource, rec
+        out = category, self.topic(category, str(component)), wire.KIND_LOGS, resource, rec
+        return self._redacted(category, out) if redact and self.redactor is not None else out
 
     def drop_category(self, item: Any) -> str:
         """Category of an item dropped on an app thread (slow path only)."""
         try:
-            return self(item)[0]
+            return self.convert(item, False)[0]
         except Exception:
             return "unknown"
 
@@ -194,13 +255,17 @@ _shared_lock = threading.Lock()
 _shared: dict[str, Transport] = {}
 
 
-def get_transport(endpoint: str | None = None, rules: Sequence[cats.Rule] = (), **options: Any) -> Transport:
-    """The process-wide transport for ``endpoint`` (one socket, one sender thread per endpoint)."""
+def get_transport(endpoint: str | None = None, rules: Sequence[cats.Rule] = (),
+                  redaction: RedactionConfig | bool | None = None, **options: Any) -> Transport:
+    """The process-wide transport for ``endpoint`` (one socket, one sender thread per endpoint).
+
+    ``rules`` and ``redaction`` (``RedactionConfig``, ``False`` = off, ``None`` = the
+    ``OTEL_TELEMETRY_REDACT*`` settings, on by default) apply when the transport is created."""
     ep = settings.resolve("endpoint", endpoint)
     with _shared_lock:
         t = _shared.get(ep)
         if t is None or t._stopping:
-            conv = _Converter(rules)
+            conv = _Converter(rules, Redactor(app_config(redaction)))
             t = Transport(
                 ep, conv,
                 queue_size=settings.resolve("queue_size", options.get("queue_size")),
@@ -209,7 +274,7 @@ def get_transport(endpoint: str | None = None, rules: Sequence[cats.Rule] = (), 
                 send_hwm=settings.resolve("send_hwm", options.get("send_hwm")),
                 curve_server_key=settings.resolve("curve_server_key", options.get("curve_server_key")),
                 curve_client_key_file=settings.resolve("curve_client_key_file", options.get("curve_client_key_file")),
-                categorise_drop=conv.drop_category,
+                categorise_drop=conv.drop_category, redaction_counts=conv.redaction_counts,
             )
             _shared[ep] = t
         t.start()

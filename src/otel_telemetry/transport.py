@@ -41,6 +41,14 @@ Converter = Callable[[Any], Prepared]
 _live: weakref.WeakSet[Transport] = weakref.WeakSet()
 
 
+class Dropped(Exception):
+    """Raised by a converter: count this item as dropped under (``category``, ``reason``)."""
+
+    def __init__(self, category: str, reason: str) -> None:
+        super().__init__(reason)
+        self.category, self.reason = category, reason
+
+
 class Transport:
     """Bounded queue + sender thread + XPUB socket for one endpoint.
 
@@ -51,11 +59,13 @@ class Transport:
     def __init__(self, endpoint: str, converter: Converter, *, queue_size: int = 8192,
                  batch_size: int = 512, join_timeout: float = 2.0, send_hwm: int = 1000,
                  categorise_drop: Callable[[Any], str] | None = None, curve_server_key: str | None = None,
-                 curve_client_key_file: str | None = None) -> None:
+                 curve_client_key_file: str | None = None,
+                 redaction_counts: Callable[[], dict[str, int]] | None = None) -> None:
         self.endpoint = endpoint
         self._curve_server_key = curve_server_key
         self._curve_client_key_file = curve_client_key_file
         self._convert = converter
+        self._redaction_counts = redaction_counts
         self._categorise_drop = categorise_drop or (lambda item: "unknown")
         self._max = max(1, queue_size)
         self._batch = max(1, batch_size)
@@ -137,6 +147,7 @@ class Transport:
                 "queued": queued,
                 "connected": self.connected,
                 "by_category": by_cat,
+                "redacted": self._redaction_counts() if self._redaction_counts is not None else {},
             }
 
     def acquire(self) -> None:
@@ -320,6 +331,7 @@ class Transport:
         groups: dict[tuple[bytes, int, int], tuple[str, dict[str, Any], list[Any]]] = {}
         n = 0
         bad: dict[str, int] = {}
+        refused: dict[tuple[str, str], int] = {}
         convert = self._convert
         self._in_hand = 1  # force_flush must not see an empty queue while we hold items
         while n < self._batch:
@@ -330,6 +342,9 @@ class Transport:
             n += 1
             try:
                 cat, topic, kind, resource, rec = convert(item)
+            except Dropped as exc:
+                refused[(exc.category, exc.reason)] = refused.get((exc.category, exc.reason), 0) + 1
+                continue
             except Exception:
                 log.debug("could not convert %r", type(item), exc_info=True)
                 bad["unknown"] = bad.get("unknown", 0) + 1
@@ -355,6 +370,8 @@ class Transport:
         with self._lock:
             for cat, c in bad.items():
                 self._dropped[(cat, ENCODE_ERROR)] = self._dropped.get((cat, ENCODE_ERROR), 0) + c
+            for key, c in refused.items():
+                self._dropped[key] = self._dropped.get(key, 0) + c
             for cat, c in pending_count.items():
                 self._pending_count[cat] = self._pending_count.get(cat, 0) + c
             self._in_hand = 0
