@@ -1,0 +1,170 @@
+"""Emergency purge (``otel-telemetry purge``): delete records by category, by time, or all of them,
+and leave no readable remnant of them in the database file or its WAL.
+
+How the bytes go away:
+
+* the deleting connection runs with ``PRAGMA secure_delete=ON``: SQLite overwrites deleted cells
+  (table and every index: category, trace/session ids ...) and freed pages with zeros;
+* rows go in batches (``batch_rows``, one short ``BEGIN IMMEDIATE`` transaction each), so a running
+  collector's writer interleaves its own transactions instead of stalling (same rule as retention);
+* the rollup rows of the purged records are deleted too (a bucket only partly purged is rebuilt
+  from the records that remain in it);
+* ``PRAGMA incremental_vacuum`` returns the freed (zeroed) pages to the file system, then
+  ``wal_checkpoint(TRUNCATE)`` copies the zeroed pages into the database file and cuts the WAL to
+  zero bytes, so the old page images with the purged data in them are gone from the WAL too.
+  The checkpoint needs a moment with no reader inside a transaction; it is retried until
+  ``checkpoint_timeout_s``, and the result says whether it happened (``wal_truncated``).
+
+Works on the CLI's admin connection while a collector is running: the collector stays the only
+writer of record rows; the purge only deletes, in short transactions, behind the busy timeout.
+The forwarder's disk queue and the alert state file are not touched (they hold no record rows of
+this database; see README, Security).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import apsw
+
+from ..categories import CATEGORIES, CATEGORY_SET
+from . import rollups
+from .retention import transaction, vacuum_step
+
+
+@dataclass(frozen=True)
+class PurgeSpec:
+    """What to purge: records of ``categories`` (empty: every category) with ``timestamp <
+    before_ns`` (None: any time). ``everything`` must be set to purge with neither constraint."""
+
+    categories: tuple[str, ...] = ()
+    before_ns: int | None = None
+    everything: bool = False
+
+    def __post_init__(self) -> None:
+        for c in self.categories:
+            if c not in CATEGORY_SET:
+                raise ValueError(f"unknown category {c!r}; expected one of {', '.join(CATEGORIES)}")
+        if self.everything and (self.categories or self.before_ns is not None):
+            raise ValueError("--all purges everything: do not combine it with --category or a time")
+        if not self.everything and not self.categories and self.before_ns is None:
+            raise ValueError("say what to purge: --category, --before/--older-than, or --all")
+        if self.before_ns is not None and not -(2**63) <= self.before_ns < 2**63:
+            raise ValueError("the purge time is out of range")
+
+    def where(self) -> tuple[str, list[Any]]:
+        """SQL condition over ``records`` with bound parameters (no user text in the SQL)."""
+        parts, params = [], []
+        if self.categories:
+            parts.append(f"category IN ({', '.join('?' * len(self.categories))})")
+            params += list(self.categories)
+        if self.before_ns is not None:
+            parts.append("timestamp < ?")
+            params.append(self.before_ns)
+        return (" AND ".join(parts) or "1"), params
+
+
+def count(conn: apsw.Connection, spec: PurgeSpec) -> dict[str, int]:
+    """Rows a purge would delete, per category (``--dry-run``; read-only)."""
+    where, params = spec.where()
+    out = dict.fromkeys(spec.categories or CATEGORIES, 0)
+    for category, n in conn.execute(f"SELECT category, count(*) FROM records WHERE {where} GROUP BY category",
+                                    params):
+        out[str(category)] = int(n)
+    return out
+
+
+def _rollup_where(spec: PurgeSpec, table: str) -> tuple[str, list[Any], int | None]:
+    """Condition for rollup rows wholly covered by the purge, and the partial bucket start (if any)."""
+    parts, params = [], []
+    partial = None
+    if spec.categories:
+        parts.append(f"category IN ({', '.join('?' * len(spec.categories))})")
+        params += list(spec.categories)
+    if spec.before_ns is not None:
+        size = rollups.TABLES[table]
+        partial = spec.before_ns - spec.before_ns % size
+        parts.append("bucket_start_ns < ?")
+        params.append(partial)  # buckets ending at or before the cutoff
+        if partial == spec.before_ns:
+            partial = None  # the cutoff is on a bucket edge: nothing partial
+    return (" AND ".join(parts) or "1"), params, partial
+
+
+def _purge_rollups(conn: apsw.Connection, spec: PurgeSpec) -> int:
+    """Delete the purged records' rollup rows; rebuild a bucket the cutoff cuts through from the
+    records left in it. One transaction (after the records are gone)."""
+    deleted = 0
+    with transaction(conn):
+        for table in rollups.TABLES:  # identifiers from the module's allow-list
+            where, params, partial = _rollup_where(spec, table)
+            before = conn.total_changes()
+            conn.execute(f"DELETE FROM {table} WHERE {where}", params)
+            deleted += conn.total_changes() - before
+            if partial is None:
+                continue
+            size = rollups.TABLES[table]
+            cat_sql, cat_params = "", []
+            if spec.categories:
+                cat_sql = f" AND category IN ({', '.join('?' * len(spec.categories))})"
+                cat_params = list(spec.categories)
+            conn.execute(f"DELETE FROM {table} WHERE bucket_start_ns = ?{cat_sql}", [partial, *cat_params])
+            hourly: dict[tuple[Any, ...], list[Any]] = {}
+            for row in conn.execute(f"SELECT {rollups.SELECT_INPUT} FROM records WHERE timestamp >= ? "
+                                    f"AND timestamp < ?{cat_sql}", [partial, partial + size, *cat_params]):
+                rollups.add_input(hourly, row, rollups.HOUR_NS)
+            if hourly:
+                aggs = hourly if size == rollups.HOUR_NS else rollups.roll_up(hourly, size)
+                rollups._upsert(conn, table, aggs)
+    return deleted
+
+
+def truncate_wal(conn: apsw.Connection, timeout_s: float) -> bool:
+    """``wal_checkpoint(TRUNCATE)`` until it completes or ``timeout_s`` passes; True if it did."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)  # BusyError unless complete
+            return True
+        except apsw.BusyError:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def purge(conn: apsw.Connection, spec: PurgeSpec, *, batch_rows: int = 5000, vacuum_pages: int = 1000,
+          checkpoint_timeout_s: float = 10.0) -> dict[str, Any]:
+    """Delete, scrub, vacuum and truncate the WAL on ``conn`` (a read-write connection; its thread).
+
+    Returns ``{"deleted": {category: rows}, "total", "rollup_rows", "pages_freed", "wal_truncated"}``.
+    """
+    if batch_rows < 1:
+        raise ValueError("batch_rows must be >= 1")
+    conn.execute("PRAGMA secure_delete=ON").fetchall()
+    where, params = spec.where()
+    deleted = dict.fromkeys(spec.categories or CATEGORIES, 0)
+    while True:
+        with transaction(conn):
+            ids = conn.execute(f"SELECT id, category FROM records WHERE {where} LIMIT ?",
+                               [*params, batch_rows]).fetchall()
+            if not ids:
+                break
+            conn.executemany("DELETE FROM records WHERE id = ?", [(i,) for i, _ in ids])
+        for _, category in ids:
+            deleted[str(category)] = deleted.get(str(category), 0) + 1
+    rollup_rows = _purge_rollups(conn, spec)
+    freed = 0
+    while n := vacuum_step(conn, vacuum_pages):
+        freed += n
+    truncated = truncate_wal(conn, checkpoint_timeout_s)
+    return {"deleted": deleted, "total": sum(deleted.values()), "rollup_rows": rollup_rows,
+            "pages_freed": freed, "wal_truncated": truncated}
+
+
+def parse_categories(values: Sequence[str]) -> tuple[str, ...]:
+    """Unique categories in the order given (``--category`` repeated)."""
+    return tuple(dict.fromkeys(values))
