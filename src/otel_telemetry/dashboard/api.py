@@ -236,7 +236,7 @@ def ai(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     n = len(starts)
     series: dict[str, dict[str, dict[str, list[float]]]] = {"tokens": {"model": {}, "agent": {}},
                                                             "cost_usd": {"model": {}, "agent": {}},
-                                                            "calls": {"model": {}, "agent": {}}}
+                                                            "calls_by": {"model": {}, "agent": {}}}
     calls, failed = [0] * n, [0] * n
     hists: list[list[Any]] = [ru.new_agg() for _ in range(n)]
     for key, acc in aggs.items():
@@ -249,7 +249,7 @@ def ai(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
         for dim, name in (("model", key[5]), ("agent", key[6])):
             label = name or ai_stats.NONE
             label = label if label in keep[dim] else OTHER
-            for metric, value in (("tokens", acc[11]), ("cost_usd", acc[12]), ("calls", acc[0])):
+            for metric, value in (("tokens", acc[11]), ("cost_usd", acc[12]), ("calls_by", acc[0])):
                 row = series[metric][dim].setdefault(label, [0] * n)
                 row[i] += value
     latency = {f"p{q}": [_pct(h[14], q, h[4], h[5]) for h in hists] for q in (50, 95)}

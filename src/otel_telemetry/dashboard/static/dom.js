@@ -26,6 +26,11 @@ export function el(tag, props, ...children) {
   return append(apply(document.createElement(tag), props), children);
 }
 
+// Like Element.append, but skipping null/undefined/false children (conditional parts of a page).
+export function put(node, ...children) {
+  return append(node, children);
+}
+
 export function svg(tag, props, ...children) {
   return append(apply(document.createElementNS(SVG_NS, tag), props), children);
 }

@@ -1,7 +1,7 @@
 // Overview, AI and Errors pages.
 import { get } from "./api.js";
 import { heatmap, lineChart } from "./charts.js";
-import { bytes, card, duration, el, ms, num, panel, pct, shortTime, table, usd } from "./dom.js";
+import { bytes, card, duration, el, ms, num, panel, pct, put, shortTime, table, usd } from "./dom.js";
 
 function seriesOf(obj) {
   return Object.entries(obj || {}).map(([name, values]) => ({ name, values }));
@@ -12,7 +12,7 @@ export async function overview(ctx) {
   const c = ov.counters || {};
   const status = document.getElementById("status-line");
   status.textContent = ov.status ? `collector status ${duration(ov.status.age_s)} old` : "no collector status";
-  ctx.main.append(
+  put(ctx.main, 
     el("h2", { text: "Overview" }),
     ov.status ? null : el("p", { class: "muted", text: "No collector has written status to this database yet." }),
     el("div", { class: "cards" },
@@ -48,7 +48,7 @@ export async function ai(ctx) {
   const chart = (title, values, fmt, testId) => panel(title, lineChart({ buckets: s.buckets, bucketNs: s.bucket_ns,
     series: seriesOf(values), fmt, testId }));
   const filterNote = Object.entries(filters).filter(([, v]) => v).map(([k, v]) => `${k} = ${v}`).join(", ");
-  ctx.main.append(
+  put(ctx.main, 
     el("h2", { text: "AI" }),
     filterNote ? el("p", {}, `Filtered: ${filterNote} `, el("a", { href: "#/ai", text: "(clear)" })) : null,
     el("div", { class: "cards" },
@@ -93,7 +93,7 @@ function byTable(groups, label, onClick, testId) {
 
 export async function errors(ctx) {
   const d = await get("errors", { last: ctx.last });
-  ctx.main.append(
+  put(ctx.main, 
     el("h2", { text: "Errors" }),
     el("div", { class: "cards" },
       card("error_patterns records", num(d.total), "error_total", d.total > 0),

@@ -1,7 +1,7 @@
 // Traces (search + waterfall), Live tail, Sessions, Alerts & retention pages.
 import { get, post } from "./api.js";
 import { lineChart, timeline, waterfall } from "./charts.js";
-import { card, clear, el, errorBox, kvTable, ms, num, panel, shortTime, table } from "./dom.js";
+import { card, clear, el, errorBox, kvTable, ms, num, panel, put, shortTime, table } from "./dom.js";
 
 const CATEGORIES = ["system_performance", "ai_behavior", "user_interaction", "component_interactions",
   "error_patterns", "ai_research"];
@@ -36,7 +36,7 @@ export async function traces(ctx) {
     ctx.navigate("traces", q);
   });
   const d = await get("traces", { last: ctx.last, limit: 50, ...p });
-  ctx.main.append(el("h2", { text: "Traces" }), form, panel(`Spans (newest first, ${d.spans.length} shown)`,
+  put(ctx.main, el("h2", { text: "Traces" }), form, panel(`Spans (newest first, ${d.spans.length} shown)`,
     table([
       { key: "time", label: "time", fmt: shortTime },
       { key: "service", label: "service" },
@@ -66,7 +66,7 @@ async function traceView(ctx, traceId) {
       renderSpan(detail, record);
     } catch (err) { detail.appendChild(errorBox(err)); }
   };
-  ctx.main.append(
+  put(ctx.main, 
     el("h2", {}, "Trace ", el("code", { text: d.trace_id })),
     el("p", {}, el("a", { href: "#/traces", text: "← back to search" }),
       ` · ${d.spans.length} spans · ${ms(d.duration_ms)} · started ${shortTime(d.start)}`,
@@ -87,15 +87,15 @@ function renderSpan(node, rec) {
     "span_id", "parent_span_id", "session_id", "model", "agent", "input_tokens", "output_tokens", "cost_usd", "time"]) {
     if (rec[k] !== null && rec[k] !== undefined) summary[k] = rec[k];
   }
-  node.append(el("h3", { text: `Span ${rec.name || ""}` }), kvTable(summary, "span-summary"),
+  put(node, el("h3", { text: `Span ${rec.name || ""}` }), kvTable(summary, "span-summary"),
     el("h3", { text: "Attributes" }), kvTable(data.attributes || {}, "span-attributes"));
-  (data.events || []).forEach((ev, i) => node.append(el("h3", { text: `Event ${i + 1}: ${ev.name}` }),
+  (data.events || []).forEach((ev, i) => put(node, el("h3", { text: `Event ${i + 1}: ${ev.name}` }),
     kvTable(ev.attributes || {}, "span-event")));
   if ((data.links || []).length) {
-    node.append(el("h3", { text: "Links" }), table([{ key: "trace_id", label: "trace" }, { key: "span_id", label: "span" },
+    put(node, el("h3", { text: "Links" }), table([{ key: "trace_id", label: "trace" }, { key: "span_id", label: "span" },
       { key: "attributes", label: "attributes", fmt: (a) => JSON.stringify(a || {}) }], data.links, null, "span-links"));
   }
-  node.append(el("h3", { text: "Resource" }), kvTable(meta.resource || {}, "span-resource"));
+  put(node, el("h3", { text: "Resource" }), kvTable(meta.resource || {}, "span-resource"));
 }
 
 // ---- live tail -------------------------------------------------------------------------------------
@@ -114,7 +114,7 @@ export async function tail(ctx) {
   const state = el("span", { class: "pill", "data-testid": "tail-state", text: "connecting" });
   const dropped = el("span", { "data-testid": "tail-dropped", text: "0" });
   const body = el("tbody");
-  ctx.main.append(el("h2", { text: "Live tail" }),
+  put(ctx.main, el("h2", { text: "Live tail" }),
     el("div", { class: "filters" }, el("label", {}, "categories", checks("category", CATEGORIES)),
       el("label", {}, "levels", checks("level", LEVELS))),
     el("p", {}, state, " · dropped (slow browser): ", dropped),
@@ -152,10 +152,10 @@ export async function sessions(ctx) {
     const v = new FormData(open).get("session_id");
     if (v) ctx.navigate("sessions", { session_id: v });
   });
-  ctx.main.append(el("h2", { text: "Sessions" }), open);
+  put(ctx.main, el("h2", { text: "Sessions" }), open);
   if (!sid) {
     const d = await get("sessions", { last: ctx.last });
-    ctx.main.append(panel("Recently active sessions", table([
+    put(ctx.main, panel("Recently active sessions", table([
       { key: "session_id", label: "session" }, { key: "records", label: "records", num: true },
       { key: "errors", label: "errors", num: true }, { key: "warnings", label: "warnings", num: true },
       { key: "first", label: "first", fmt: shortTime }, { key: "last", label: "last", fmt: shortTime },
@@ -165,7 +165,7 @@ export async function sessions(ctx) {
   const d = await get("session", { session_id: sid });
   const h = d.health;
   const hist = d.health_history;
-  ctx.main.append(
+  put(ctx.main, 
     el("div", { class: "cards" }, card("records", num(d.counts.records), "records"),
       card("errors", num(d.counts.errors), "errors", d.counts.errors > 0),
       card("warnings", num(d.counts.warnings), "warnings"),
@@ -192,7 +192,7 @@ export async function alerts(ctx) {
   const since = until - (WINDOW_S[ctx.last] || 86400) * 1e9;
   const retPanel = el("div");
   const dialog = el("dialog", { "data-testid": "confirm-dialog" });
-  ctx.main.append(el("h2", { text: "Alerts" }),
+  put(ctx.main, el("h2", { text: "Alerts" }),
     a.state_file ? null : el("p", { class: "muted", text: "No alert state file (no alert rules have run)." }),
     panel("Timeline", timeline(a.alerts, since, until)),
     panel("History", el("div", { class: "scroll" }, table([
@@ -203,7 +203,7 @@ export async function alerts(ctx) {
     ], a.alerts, null, "table-alerts"))),
     el("h2", { text: "Retention" }), retPanel, dialog);
   const showRetention = (r) => {
-    clear(retPanel).append(panel("Days kept per category", table([
+    put(clear(retPanel), panel("Days kept per category", table([
       { key: "category", label: "category" }, { key: "days", label: "days", num: true },
       { key: "source", label: "source" }, { key: "expired", label: "expired now", num: true },
     ], r.categories, (row) => confirmChange(row), "table-retention"),
@@ -220,9 +220,9 @@ export async function alerts(ctx) {
         await post("retention", { category: row.category, days: Number(days.value), confirm: confirm.value });
         dialog.close();
         showRetention(await get("retention"));
-      } catch (err) { clear(msg).append(errorBox(err)); }
+      } catch (err) { put(clear(msg), errorBox(err)); }
     });
-    clear(dialog).append(el("h3", { text: `Change retention of ${row.category}` }),
+    put(clear(dialog), el("h3", { text: `Change retention of ${row.category}` }),
       el("label", {}, "days to keep ", days),
       el("p", {}, "Type ", el("code", { text: row.category }), " to confirm:"), confirm, msg,
       el("div", { class: "row" }, el("button", { type: "button", text: "Cancel", onclick: () => dialog.close() }), apply));
