@@ -101,13 +101,14 @@ def test_cli_without_or_with_wrong_key_is_one_line(tmp_path: Path, monkeypatch: 
     path = tmp_path / "enc.db"
     monkeypatch.setenv(dbmod.KEY_ENV, KEY)
     _seed(path)
+    _open_state(f"{path}.alerts.db").close()
     if case == "missing":
         monkeypatch.delenv(dbmod.KEY_ENV)
     else:
         monkeypatch.setenv(dbmod.KEY_ENV, "not the key")
     for args in (["query", "--db", str(path)], ["stats", "--db", str(path)], ["status", "--db", str(path)],
                  ["retention", "purge", "--db", str(path)], ["purge", "--all", "--yes", "--db", str(path)],
-                 ["export", "--db", str(path)]):
+                 ["export", "-o", "-", "--db", str(path)], ["alerts", "list", "--db", str(path)]):
         r = _cli(*args)
         assert r.exit_code == 1, (args, r.output)
         lines = r.stderr.strip().splitlines()
