@@ -47,7 +47,7 @@ class RedactionConfig:
     deny_keys: Collection[str] = ()  # redacted whole: full key, last segment, or glob ("*.email")
     callback: Callable[[str, Any], Any] | None = None  # (key, value) -> value, after built-ins
     pseudonymize_keys: Collection[str] = rules.DEFAULT_PSEUDONYMIZE_KEYS
-    pseudonym_key: str | bytes | None = None  # HMAC secret; None -> env OTEL_TELEMETRY_REDACT_KEY
+    pseudonym_key: str | bytes | None = field(default=None, repr=False)  # HMAC secret; None -> env, key_file
     disable: Collection[str] = ()  # built-in detector names to switch off (see DETECTORS)
     key_file: str | None = None  # HMAC key file, created with a random key when missing
 

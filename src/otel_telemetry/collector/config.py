@@ -15,6 +15,7 @@ from .. import settings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES
 from .alert_rules import AlertConfig, parse_alert_config
 from .forward_config import ForwardTarget, parse_forward_config
+from .redaction import CollectorRedaction, parse_redaction
 
 
 class ConfigError(ValueError):
@@ -107,10 +108,11 @@ class CollectorConfig:
     forward: list[ForwardTarget] = field(default_factory=list)
     alerts: AlertConfig | None = None
     prices: dict[str, dict[str, float]] = field(default_factory=dict)  # user price overrides, USD/Mtok
+    redaction: CollectorRedaction = field(default_factory=CollectorRedaction)  # collector/redaction.py
 
 
 _TOP = {"endpoint", "db", "log_level", "shutdown_timeout", "store", "retention", "receivers", "categories",
-        "forward", "alerts", "prices"}
+        "forward", "alerts", "prices", "redaction"}
 
 
 def _check_prices(raw: Any) -> None:
@@ -309,6 +311,7 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
             cfg.prices = dict(raw["prices"])
         if raw.get("alerts"):
             cfg.alerts = parse_alert_config(raw["alerts"], f"{where}: alerts")
+        cfg.redaction = parse_redaction(raw.get("redaction"), f"{where}: redaction")
     except ValueError as exc:
         raise ConfigError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
     return cfg

@@ -159,8 +159,12 @@ class Ingest:
         """
         result = otlp.decode(signal, body, json=json)
         rejected, first_error = result.rejected, result.error_message
+        unredactable = 0
         mapped: list[tuple[dict[str, Any], list[Any], list[tuple[Any, ...]]]] = []
         for resource, records, uid_base in result.batches:
+            # Redacted before anything else sees them (store, forwarders, alerts).
+            resource, records, dropped = self.pipeline.redact(result.kind, resource, records, "otlp")
+            unredactable += dropped
             rows, kept, bad, err = self._map(result.kind, resource, records, uid_base)
             rejected += bad
             first_error = first_error or err
@@ -168,6 +172,10 @@ class Ingest:
                 mapped.append((resource, kept, rows))
         if rejected:
             self.count_rejected("invalid_item", rejected)
+        if unredactable:
+            self.count_rejected("redaction_error", unredactable)
+            first_error = first_error or f"{unredactable} item(s) dropped: redaction failed"
+            rejected += unredactable
         outcome = self._store(signal, result.kind, mapped)
         outcome.rejected, outcome.error_message = rejected, first_error
         if outcome.status == OK:

@@ -4,6 +4,10 @@ Every receiver hands decoded batches (wire tuples, see ``otel_telemetry.wire``) 
 :meth:`Pipeline.submit`; the one mapping in ``schema`` turns them into rows. The store gets the
 batch first; the forwarder only sees batches the store accepted, so a receiver that retries a
 batch the store refused never forwards it twice.
+
+Redaction (``collector.redaction``) comes first of all: receivers call :meth:`Pipeline.redact`
+on each decoded batch before :meth:`map`, so rows, forwarded payloads and alerts only ever see
+the redacted records.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any, Protocol
 
 from .. import categories as cats
 from . import schema
+from .redaction import BatchRedactor
 from .store import StoreWriter, WriteBatch
 
 
@@ -25,10 +30,20 @@ class Consumer(Protocol):
 
 class Pipeline:
     def __init__(self, writer: StoreWriter, rules: Sequence[cats.Rule] = (),
-                 consumers: Sequence[Consumer] = ()) -> None:
+                 consumers: Sequence[Consumer] = (), redaction: BatchRedactor | None = None) -> None:
         self.writer = writer
         self.rules = tuple(rules)
         self.consumers = list(consumers)
+        self.redaction = redaction
+
+    def redact(self, kind: str, resource: dict[str, Any], records: list[Any],
+               source: str) -> tuple[dict[str, Any], list[Any], int]:
+        """(resource, records, dropped) for one decoded batch from ``source`` ("otlp" or "zmq");
+        receiver thread; never raises. ``dropped`` records failed redaction and are counted."""
+        red = self.redaction
+        if red is None or not red.applies(source):
+            return resource, records, 0
+        return red.apply(kind, resource, records)
 
     def map(self, kind: str, resource: dict[str, Any], records: list[Any], topic: tuple[str, str] | None,
             uid_base: bytes) -> list[tuple[Any, ...]]:

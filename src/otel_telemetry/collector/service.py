@@ -20,6 +20,7 @@ from .alerts import AlertEngine
 from .config import CollectorConfig, ConfigError, check_otlp_exposure, load
 from .forward import Forwarder
 from .pipeline import Pipeline
+from .redaction import BatchRedactor
 from .retention import RetentionPolicy
 from .store import StoreWriter
 from .zmq_receiver import EndpointInUse, ZmqReceiver
@@ -48,7 +49,9 @@ class Collector:
         )
         # Forwarders are consumers beside the store: a slow or dead downstream only fills their queues.
         self.forwarders = [Forwarder(target) for target in cfg.forward]
-        self.pipeline = Pipeline(self.writer, cfg.rules, consumers=self.forwarders)
+        # Redaction of OTLP input (and ZeroMQ input with redaction.redact_zmq) before any consumer.
+        self.redaction = BatchRedactor(cfg.redaction)
+        self.pipeline = Pipeline(self.writer, cfg.rules, consumers=self.forwarders, redaction=self.redaction)
         self.alerts: AlertEngine | None = None
         self.zmq: ZmqReceiver | None = None
         self.otlp_http: Any = None  # OtlpHttpReceiver, imported when enabled
@@ -67,6 +70,7 @@ class Collector:
         if self.alerts is not None:
             body["alerts"] = self.alerts.stats()
         body["genai_unknown_models"] = genai.unknown_models()
+        body["redaction"] = self.redaction.counters()
         for name in ("otlp_http", "otlp_grpc"):
             receiver = getattr(self, name)
             if receiver is not None:

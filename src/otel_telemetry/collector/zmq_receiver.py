@@ -266,6 +266,10 @@ class ZmqReceiver:
             new_next = max(expected or 0, header.seq + header.count)
             self._next[key] = new_next
         kind = wire.KIND_NAMES[header.kind]
+        # Only with redaction.redact_zmq: the app redacted these before they left its process.
+        resource, records, dropped = self._pipeline.redact(kind, resource, records, "zmq")
+        if dropped:
+            self._reject("redaction_error", dropped)
         try:
             rows = self._pipeline.map(kind, resource, records, parsed,
                                       header.publisher + frames[0] + header.seq.to_bytes(8, "big"))
