@@ -48,7 +48,7 @@ SECURITY_HEADERS = (("Content-Security-Policy", CSP), ("X-Content-Type-Options",
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
 MAX_BODY = 16 * 1024
-KEEPALIVE_S = 15.0
+KEEPALIVE_S = 5.0
 ENDPOINTS = {**api.PANELS, **records_api.RECORDS}
 
 
@@ -78,7 +78,7 @@ class Dashboard:
     def __init__(self, db_path: str, token: str, host: str = "127.0.0.1", port: int = 8000, *,
                  alerts_path: str | None = None, policy: RetentionPolicy | None = None,
                  allow_hosts: tuple[str, ...] = (), tail_interval: float = 0.5, tail_buffer: int = 1000,
-                 max_tail_clients: int = 16) -> None:
+                 max_tail_clients: int = 16, keepalive_s: float = KEEPALIVE_S) -> None:
         if not token:
             raise ValueError("the dashboard needs a token")
         self.db_path = db_path
@@ -90,6 +90,7 @@ class Dashboard:
         self.static = load_static()
         self.tail = DbTail(db_path, interval=tail_interval, buffer=tail_buffer, max_clients=max_tail_clients)
         self.stopping = threading.Event()
+        self.keepalive_s = keepalive_s  # also how soon a vanished live-tail client is noticed
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         server_cls = type("_Server", (http.server.ThreadingHTTPServer,), {"address_family": family,
                                                                           "daemon_threads": True})
@@ -349,7 +350,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b"".join(first))
             self.wfile.flush()
             while not self.dash.stopping.is_set():
-                recs, drops = sub.get(KEEPALIVE_S)
+                recs, drops = sub.get(self.dash.keepalive_s)
                 if sub.closed:
                     break
                 out = [_event("dropped", {"dropped": drops, "total": sub.dropped})] if drops else []

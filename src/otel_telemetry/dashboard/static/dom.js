@@ -1,5 +1,5 @@
 // DOM helpers. Data is only ever put into the page as text nodes, attributes set with setAttribute
-// on elements we create, or SVG built with createElementNS: never through innerHTML.
+// on elements we create, or SVG built with createElementNS: never parsed as HTML markup.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 
