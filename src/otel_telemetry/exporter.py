@@ -15,6 +15,7 @@ settings from the environment, so ``opentelemetry-instrument`` can build it from
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -40,6 +41,7 @@ from .transport import Dropped, Prepared, Transport
 log = logging.getLogger("otel_telemetry.exporter")
 
 _EMPTY: dict[str, Any] = {}
+_MARKER = re.compile(r"\[REDACTED:([^\]]*)\]")
 # Keyed by id(): enum members hash through Python code, id() does not.
 _KIND = {id(k): k.value for k in SpanKind}
 _CODE = {id(c): c.value for c in StatusCode}
@@ -136,7 +138,10 @@ class _Converter:
         if t is None:
             comp = str(component)
             if self.redactor is not None:
-                comp = self.redactor.redact_text(comp)  # before topic_for hides an '@' as '_'
+                # Before topic_for hides an '@' as '_'; a marker becomes "redacted-<rule>" there.
+                red = self.redactor.redact_text(comp)
+                if red is not comp:
+                    comp = _MARKER.sub(lambda m: "redacted-" + m.group(1).lower(), red)
             t = cats.topic_for(category, comp).encode()
             if len(self._topics) < 4096:
                 self._topics[key] = t

@@ -41,7 +41,17 @@ KV_SECRET = re.compile(
     r"|refresh[_-]?token|auth[_-]?token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key|private[_-]?key"
     r"|authorization|cookie|set-cookie|ssn|credit[_-]?card|card[_-]?number|cvv|cvc)"
     r"[\"']?\s{0,3}[:=]\s{0,3}[\"']?)"
-    r"(?!\[REDACTED|(?:bearer|basic|token)\s+\[REDACTED)([^\s\"'&,;}\]]+)")
+    r"(?!\[?[\"']?\[REDACTED|(?:bearer|basic|token)\s+\[REDACTED)([^\s\"'&,;}\]]+)")  # JSON: ["[REDACTED..
+# Key names whose values are secret even when they are only digits (PINs, card data, SSNs).
+_KV_NUMERIC_SECRET = re.compile(r"(?i)pass|pwd|ssn|card|cvv|cvc")
+
+
+def kv_ok(m: re.Match[str]) -> bool:
+    """A key=value hit, except a digits-only value under a token/key/secret/auth/cookie name:
+    counters and limits (``"api_key": 138``, ``max_token=4096``) are not credentials."""
+    return not m.group(2).isdigit() or _KV_NUMERIC_SECRET.search(m.group(1)) is not None
+
+
 EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}(?:@|%40)"
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])")

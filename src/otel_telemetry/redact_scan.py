@@ -84,7 +84,7 @@ def _full(s: str, on: frozenset[str] | set[str], hits: dict[str, int]) -> str:
     if (len(s) >= 20 or "xox" in s) and "api_key" in on:  # Slack's xox?- keys start at 15 chars
         s = sub(rules.API_KEY, s, "api_key", hits)
     if ("=" in s or ":" in s) and "kv_secret" in on and rules.KV_PRE.search(low):
-        s = sub(rules.KV_SECRET, s, "kv_secret", hits, keep=1)
+        s = sub(rules.KV_SECRET, s, "kv_secret", hits, keep=1, check=rules.kv_ok)
     if ("@" in s or "%40" in s) and "email" in on:
         s = sub(rules.EMAIL, s, "email", hits)
     if ("::" in s or s.count(":") >= 7) and "ipv6" in on:
