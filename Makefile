@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: install demo test lint bench clean
 
@@ -23,6 +24,8 @@ lint: install
 	$(BIN)/ruff check src tests bench examples
 
 test: install lint
+	@# Browser tests drive Debian's chromium through Playwright (never a browser download).
+	@[ -x /usr/bin/chromium ] || command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -37,9 +37,11 @@ async function render() {
   document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === name));
   const main = clear(document.getElementById("main"));
   main.removeAttribute("data-ready");
+  // A fresh container per render: a slower, superseded render fills its own detached view, never this one.
+  const view = main.appendChild(el("div", { class: "view" }));
   const windowSel = document.getElementById("window");
   const ctx = {
-    main, params, last: windowSel.value, navigate,
+    main: view, params, last: windowSel.value, navigate,
     alive: () => gen === generation,
   };
   try {
@@ -48,7 +50,7 @@ async function render() {
     cleanup = typeof result === "function" ? result : null;
   } catch (err) {
     if (gen !== generation) return;
-    main.appendChild(errorBox(err));
+    view.appendChild(errorBox(err));
   }
   if (gen === generation) main.setAttribute("data-ready", name);
 }
