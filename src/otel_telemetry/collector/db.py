@@ -118,6 +118,9 @@ def _open_rw(path: str, extra_pragma: str) -> apsw.Connection:
         # Must precede the first CREATE TABLE; on an existing database it is a no-op.
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        # Deleted cells (retention, size cap) are zeroed where that costs no extra I/O; freed pages
+        # go back to the file system by incremental vacuum. ``purge`` switches this to ON.
+        conn.execute("PRAGMA secure_delete=FAST").fetchall()
         apply_ddl(conn)  # creates, or upgrades an older records table
         rollups.ensure(conn)  # rollup tables; rebuilt from the records of an older database
         conn.execute(extra_pragma).fetchall()  # callers pass literals / allow-listed values only
