@@ -63,6 +63,15 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> Any:
     return CliRunner().invoke(main, list(args), env=env)
 
 
+def test_the_installed_sqlite_has_the_cipher() -> None:
+    """apsw-sqlite3mc, not plain apsw (which would ignore PRAGMA key and write plaintext; db.py
+    refuses a key then)."""
+    assert dbmod.has_cipher()
+    conn = apsw.Connection(":memory:")
+    assert conn.execute("SELECT sqlite3mc_version()").fetchone()[0].startswith("SQLite3 Multiple Ciphers")
+    conn.close()
+
+
 def test_default_is_plain_sqlite(tmp_path: Path) -> None:
     path = tmp_path / "plain.db"
     _seed(path)

@@ -13,6 +13,7 @@ SQLite. A wrong or missing key is a :class:`DatabaseKeyError` with a one-line me
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 
@@ -78,9 +79,25 @@ def _is_plain(path: str) -> bool | None:
     return None if not head else head == _PLAIN_HEADER
 
 
+@functools.cache
+def has_cipher() -> bool:
+    """True if this SQLite is SQLite3 Multiple Ciphers (plain SQLite ignores ``PRAGMA key``)."""
+    conn = apsw.Connection(":memory:")  # asked apart: any statement on a keyless encrypted file fails
+    try:
+        conn.execute("SELECT sqlite3mc_version()").fetchall()
+        return True
+    except apsw.SQLError:
+        return False
+    finally:
+        conn.close()
+
+
 def _keyed(conn: apsw.Connection, path: str, key: bytes | None) -> None:
     """Apply ``key`` (hex, so no quoting issues) and prove it by reading the schema."""
     if key is not None:
+        if not has_cipher():  # never write plaintext while the user believes it is encrypted
+            raise DatabaseKeyError(f"a database key is set but this SQLite has no encryption: install "
+                                   f"apsw-sqlite3mc instead of apsw (database {path})")
         conn.execute(f"PRAGMA hexkey='{key.hex()}'")
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
