@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import apsw
+import orjson
 import pytest
 from click.testing import CliRunner, Result
-from conftest import wait_for
+from conftest import CollectorProc, run_producer, wait_for
 
 from otel_telemetry.categories import CATEGORIES
 from otel_telemetry.cli import main
@@ -109,7 +112,6 @@ def test_category_purge_leaves_no_bytes_while_the_writer_runs(seeded: tuple[Path
     assert gone in raw(path)  # the markers really are in the files to begin with
     r = cli("purge", "--category", PURGED, "--db", str(path), "--format", "json")
     assert r.exit_code == 0, r.stderr
-    import orjson
     out = orjson.loads(r.stdout)
     assert out["deleted"] == {PURGED: 600} and out["total"] == 600 and out["wal_truncated"] is True
     assert out["rollup_rows"] > 0
@@ -267,3 +269,26 @@ def test_purge_of_an_encrypted_database(tmp_path: Path, monkeypatch: pytest.Monk
     conn.execute("PRAGMA key='k3y'")
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     conn.close()
+
+
+def test_purge_beside_a_real_collector_process(tmp_path: Path) -> None:
+    """A collector process keeps running and ingesting while ``purge`` (its own process) scrubs
+    one category: the producer's HTTP-server spans (user_interaction, named "GET /items")."""
+    c = CollectorProc(tmp_path).start()
+    try:
+        run_producer(c.endpoint, "--spans", "300")
+        wait_for(lambda: PURGED in c.counts_by_category(), what="user_interaction rows")
+        assert b"GET /items" in raw(Path(c.db))
+        p = subprocess.run([sys.executable, "-m", "otel_telemetry", "purge", "--category", PURGED, "--db", c.db,
+                            "--format", "json"], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        out = orjson.loads(p.stdout)
+        assert out["deleted"][PURGED] > 0 and out["wal_truncated"] is True
+        assert PURGED not in c.counts_by_category()
+        assert b"GET /items" not in raw(Path(c.db))
+        before = sum(c.counts_by_category().values())
+        run_producer(c.endpoint, "--spans", "60")  # the collector still ingests
+        wait_for(lambda: sum(c.counts_by_category().values()) > before, what="ingest after purge")
+    finally:
+        assert c.stop() == 0
+    assert c.rows("PRAGMA integrity_check") == [("ok",)]
