@@ -41,6 +41,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pii_corpus import PII, SECRETS, TEXT, USER_ID, plant
 from test_forward import Sink
 
+from otel_telemetry import redact_rules
 from otel_telemetry.redact import RedactionConfig, Redactor, scan_bytes
 
 HERE = Path(__file__).parent
@@ -49,9 +50,20 @@ PSEUDONYM = "ph_" + hmac.digest(KEY.encode(), USER_ID.encode(), "sha256").hex()[
 DETECT = Redactor(RedactionConfig(pseudonym_key=KEY))  # used only for its detectors (find)
 
 
+_RULE_RX = {"url_credentials": "URL_CREDENTIALS", "private_key": "PRIVATE_KEY", "jwt": "JWT", "bearer": "BEARER",
+            "basic_auth": "BASIC", "api_key": "API_KEY", "kv_secret": "KV_SECRET", "email": "EMAIL",
+            "ipv6": "IPV6_CANDIDATE", "card": "CARD", "ipv4": "IPV4", "phone": "PHONE", "secret_token": "SECRET_RUN"}
+
+
+def _contexts(data: bytes, rules: dict[str, int]) -> list[str]:
+    text = data.decode("latin-1")
+    return [f"{rule}: {text[max(0, m.start() - 40):m.end() + 20]!r}" for rule in rules
+            for m in list(getattr(redact_rules, _RULE_RX[rule]).finditer(text))[:3]]
+
+
 def assert_no_pii(where: str, data: bytes) -> None:
     hits = scan_bytes(DETECT, data)
-    assert hits == {}, f"{where}: detector hits {hits}"
+    assert hits == {}, f"{where}: detector hits {hits}: {_contexts(data, hits)}"
     for secret in SECRETS:
         assert secret.encode() not in data, f"{where}: planted value {secret!r} found"
     assert USER_ID.encode() not in data, f"{where}: plain user id found"
@@ -259,3 +271,46 @@ def test_dictionary_of_a_million_ids_recovers_no_pseudonym() -> None:
     assert recovered == 0
     # The search space was the right one: with the key, all four are found.
     assert sum(digest(KEY.encode(), u.encode(), "sha256").hex()[:24] in targets for u in planted) == 4
+
+
+_BOOKS_APP = """
+import json, sys, otel_telemetry
+from opentelemetry._logs import SeverityNumber
+
+class Weird:  # a dict key no one can print: the redactor cannot decide what it holds
+    def __str__(self):
+        raise RuntimeError("unprintable")
+    __repr__ = __str__
+
+tel = otel_telemetry.configure("books", endpoint=sys.argv[1], join_timeout=10, metrics=False, set_global=False)
+tracer, logger = tel.tracer_provider.get_tracer("books"), tel.logger_provider.get_logger("books")
+for i in range(50):
+    with tracer.start_as_current_span(f"op {i}", attributes={"mail": f"u{i}@example.com", "i": i}):
+        pass
+    logger.emit(body=f"call +1 (415) 555-{1000 + i}", severity_number=SeverityNumber.INFO)
+raised = None
+try:
+    logger.emit(body={Weird(): "x", "mail": "bob@example.com"}, severity_number=SeverityNumber.INFO)
+except Exception as exc:
+    raised = repr(exc)
+ok = tel.shutdown(20)
+print(json.dumps({"counters": tel.counters(), "ok": ok, "raised": raised}))
+"""
+
+
+def test_books_exact_and_unredactable_record_dropped_and_counted(collector: CollectorProc) -> None:
+    """Redaction drops nothing it can redact; a record it fails on is dropped and counted as
+    redaction_error (never sent as it was, never raised into the app), and the books close."""
+    proc = subprocess.run([sys.executable, "-c", _BOOKS_APP, collector.endpoint], capture_output=True, timeout=120,
+                          env=dict(os.environ, OTEL_TELEMETRY_REDACT_KEY=KEY))
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    c = out["counters"]
+    assert out["ok"] and out["raised"] is None
+    assert c["dropped"] == {"redaction_error": 1} and c["sent"] == 100 and c["emitted"] == 101
+    assert c["redacted"] == {"email": 50, "phone": 50}
+    wait_for(lambda: sum(collector.counts_by_category().values()) == 100, what="100 records stored")
+    assert collector.stop() == 0
+    assert_no_pii("database", _read(Path(collector.db)) + _read(Path(collector.db + "-wal")))
+    assert b"bob@example.com" not in _read(Path(collector.db))
+    assert collector.status()["zmq"]["rejected"] == {}

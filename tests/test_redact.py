@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import threading
 from typing import Any
 
@@ -285,3 +286,123 @@ def test_fuzz_never_raises(attrs: dict[str, Any], body: Any, name: Any) -> None:
     r.redact_resource(attrs)
     plain = Redactor(RedactionConfig(pseudonym_key=KEY))
     wire.new_packer().pack(plain.redact_log((0, 0, 0, None, body, attrs, None, None, None, None, None)))
+
+
+# -- the plain-text gate, key sources, config (issue 5 wiring) ------------------------------------
+
+_gate_text = st.text(alphabet=st.sampled_from(list("aAbeEyJxo0123456789.@%:=+-()/_ \t[]\"'k")), max_size=40)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(s=st.one_of(_gate_text, st.sampled_from(list(PII.values()) + FALSE_POSITIVES + [TEXT, "xoxb-1234567890"])))
+def test_plain_gate_never_hides_a_hit(s: str) -> None:
+    """``redact_scan.scan`` skips the regexes for plain text; the full scan must agree on it."""
+    from otel_telemetry import redact_scan
+
+    if len(s) < 6:  # below every detector's shortest match: not scanned at all
+        return
+    on = frozenset(DETECTORS)
+    fast: dict[str, int] = {}
+    full: dict[str, int] = {}
+    assert redact_scan.scan(s, on, [], fast) == redact_scan._full(s, on, full)
+    assert fast == full
+
+
+def test_short_slack_token_and_kv_counters() -> None:
+    r = red()
+    assert r.find("xoxb-1234567890") == {"api_key": 1}
+    # Digits under token/key names are counters, not credentials; under password/card names they are.
+    assert r.find('{"api_key": 138, "kv_secret": 4, "secret_token": 9}') == {}
+    assert r.find("max_token=4096") == {}
+    assert r.find("password=123456") == {"kv_secret": 1} and r.find("cvv: 123") == {"kv_secret": 1}
+    assert r.find('"authorization":["[REDACTED:sensitive_key]"]') == {}  # a redacted list in JSON
+
+
+def test_key_file_created_once_private_and_shared(tmp_path: Any) -> None:
+    import os
+    import stat
+
+    path = tmp_path / "cfg" / "redact.key"
+    a = Redactor(RedactionConfig(key_file=str(path)))
+    assert not path.exists()  # nothing written until a value is pseudonymised
+    p1 = _pseudo(a, "user-042")
+    assert p1.startswith("ph_") and path.exists()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert len(path.read_bytes().strip()) == 64
+    b = Redactor(RedactionConfig(key_file=str(path)))  # another process of the same user: same key
+    assert _pseudo(b, "user-042") == p1
+    assert _pseudo(red(), "user-042") != p1  # a random key, not the test key
+    assert [f for f in os.listdir(path.parent) if f != "redact.key"] == []  # no temp files left
+
+
+def test_unusable_key_file_redacts_whole(tmp_path: Any) -> None:
+    (tmp_path / "short.key").write_text("tooshort")
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    for key_file in (tmp_path / "short.key", blocked / "sub" / "redact.key"):
+        r = Redactor(RedactionConfig(key_file=str(key_file)))
+        assert _pseudo(r, "user-042") == "[REDACTED:pseudonym_unkeyed]"
+
+
+def test_app_config_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from otel_telemetry.redact_config import app_config
+
+    monkeypatch.delenv("OTEL_TELEMETRY_REDACT", raising=False)
+    monkeypatch.delenv("OTEL_TELEMETRY_REDACT_KEY", raising=False)
+    monkeypatch.setenv("OTEL_TELEMETRY_REDACT_KEY_FILE", str(tmp_path / "k"))
+    assert app_config().enabled and app_config().key_file == str(tmp_path / "k")
+    assert not app_config(False).enabled
+    monkeypatch.setenv("OTEL_TELEMETRY_REDACT", "off")
+    assert not app_config().enabled and not app_config(True).enabled
+    assert app_config(RedactionConfig(enabled=True)).enabled  # argument > env
+    monkeypatch.setenv("OTEL_TELEMETRY_REDACT", "maybe")
+    assert app_config().enabled  # not understood: stays on
+    monkeypatch.setenv("OTEL_TELEMETRY_REDACT_KEY", KEY)
+    cfg = app_config()
+    assert cfg.pseudonym_key == KEY and KEY not in repr(cfg)
+    assert app_config(RedactionConfig(pseudonym_key="x" * 20)).pseudonym_key == "x" * 20
+
+
+def test_collector_redaction_section(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from otel_telemetry.collector.config import ConfigError, load
+
+    monkeypatch.delenv("OTEL_TELEMETRY_REDACT", raising=False)
+    monkeypatch.delenv("OTEL_TELEMETRY_REDACT_KEY", raising=False)
+    monkeypatch.setenv("OTEL_TELEMETRY_REDACT_KEY_FILE", str(tmp_path / "default.key"))
+    cfg_path = tmp_path / "c.yaml"
+
+    def load_with(text: str) -> Any:
+        cfg_path.write_text(text)
+        return load(str(cfg_path), db=str(tmp_path / "c.db")).redaction
+
+    default = load_with("")
+    assert default.config.enabled and not default.redact_zmq
+    assert default.config.key_file == str(tmp_path / "default.key")
+    for bad, needle in (("redaction: {bogus: 1}", "unknown key 'bogus'"),
+                        ("redaction: {disable: [nope]}", "redaction.disable: unknown detector 'nope'"),
+                        ("redaction: {patterns: {x: '('}}", "redaction.patterns.x"),
+                        ("redaction: {key_env: NOT_SET_ANYWHERE_42}", "redaction.key_env"),
+                        ("redaction: {enabled: 'yes'}", "redaction.enabled")):
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            load_with(bad)
+    monkeypatch.setenv("MY_KEY", KEY)
+    got = load_with("redaction: {enabled: false, redact_zmq: true, key_env: MY_KEY, deny_keys: [a.b],"
+                    " pseudonymize_keys: [session.id], allow_keys: ['http.*'], patterns: {ord: 'ORD-\\d+'}}")
+    assert not got.config.enabled and got.redact_zmq and got.config.pseudonym_key == KEY
+    assert tuple(got.config.pseudonymize_keys) == ("session.id",) and got.config.allow_keys == ["http.*"]
+    monkeypatch.setenv("OTEL_TELEMETRY_REDACT", "on")  # env > file
+    assert load_with("redaction: {enabled: false}").config.enabled
+
+
+def test_collector_batch_drops_and_counts_what_it_cannot_redact() -> None:
+    from otel_telemetry.collector.redaction import BatchRedactor, CollectorRedaction
+
+    b = BatchRedactor(CollectorRedaction(RedactionConfig(pseudonym_key=KEY)))
+    good = ("op", b"\x01" * 16, b"\x02" * 8, None, 1, 2, 1, 0, None, {"mail": PII["email"]}, None, None, "s", "1")
+    bad = ("too", "short")  # not a span tuple: the redactor raises on it
+    resource, out, dropped = b.apply("span", {"host.owner": PII["email"]}, [good, bad, good])
+    assert dropped == 1 and len(out) == 2 and out[0][9] == {"mail": "[REDACTED:email]"}
+    assert resource == {"host.owner": "[REDACTED:email]"}
+    c = b.counters()
+    assert c["redaction_error"] == 1 and c["records"] == 3 and c["redacted"]["email"] == 3
+    assert b.applies("otlp") and not b.applies("zmq")
