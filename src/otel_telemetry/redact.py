@@ -78,6 +78,7 @@ class Redactor:
         # No key given: the key file is read (or created) on the first pseudonym, not before.
         self._key_file = cfg.key_file if raw_key is None else None
         self._callback = cfg.callback
+        self._short = self.enabled and cfg.callback is None  # the no-copy short paths apply
         self._lock = threading.Lock()
         self._local = threading.local()  # per-thread {rule: n}: counting takes no lock
         self._all_counts: list[dict[str, int]] = []
@@ -128,12 +129,12 @@ class Redactor:
         if not self.enabled:
             return rec
         (name, tid, sid, parent, start, end, kind, code, msg, attrs, events, links, scope, sver) = rec
-        if self._callback is None and not msg and not events and not links:
+        if self._short and not msg and not events and not links:
             # The usual span: known-clean strings and numbers only -> the same tuple, no copies.
-            clean, ok = self._clean, self._ok
+            clean = self._clean
             try:
-                if (name in clean or ok(name)) and (not scope or scope in clean or ok(scope)) and (
-                        not sver or sver in clean or ok(sver)) and (
+                if (name in clean or self._ok(name)) and (not scope or scope in clean or self._ok(scope)) and (
+                        not sver or sver in clean or self._ok(sver)) and (
                         not attrs or self._quiet_map(attrs, self._scan_keys)):
                     return rec
             except TypeError:  # an unhashable name (collector input): the long way
@@ -170,7 +171,7 @@ class Redactor:
         """LOG tuple -> LOG tuple (same object when nothing changed). Sender/pipeline thread."""
         if not self.enabled:
             return rec
-        if self._callback is None:
+        if self._short:
             ok = self._ok
             _t, _o, _n, sev, body, attrs, _tr, _sp, event, scope, sver = rec
             if (ok(body) or body is None) and (not sev or ok(sev)) and (not event or ok(event)) and (
