@@ -314,3 +314,23 @@ def test_books_exact_and_unredactable_record_dropped_and_counted(collector: Coll
     assert_no_pii("database", _read(Path(collector.db)) + _read(Path(collector.db + "-wal")))
     assert b"bob@example.com" not in _read(Path(collector.db))
     assert collector.status()["zmq"]["rejected"] == {}
+
+
+def test_zero_code_exporters_redact_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entry-point exporters of ``opentelemetry-instrument`` (built with no arguments) get the
+    default too: redaction on, unless OTEL_TELEMETRY_REDACT turns it off."""
+    from otel_telemetry.instrumentation import ZmqLogExporter, ZmqSpanExporter
+
+    monkeypatch.delenv("OTEL_TELEMETRY_REDACT", raising=False)
+    monkeypatch.setenv("OTEL_TELEMETRY_ENDPOINT", f"ipc://{tmp_path}/on.ipc")
+    monkeypatch.setenv("OTEL_TELEMETRY_JOIN_TIMEOUT", "0")
+    on = ZmqSpanExporter()
+    logs = ZmqLogExporter()
+    assert on.transport is logs.transport and on.transport._convert.redactor is not None
+    assert on.transport.counters()["redacted"] == {}
+    monkeypatch.setenv("OTEL_TELEMETRY_ENDPOINT", f"ipc://{tmp_path}/off.ipc")
+    monkeypatch.setenv("OTEL_TELEMETRY_REDACT", "off")
+    off = ZmqSpanExporter()
+    assert off.transport._convert.redactor is None
+    for exp in (on, logs, off):
+        exp.shutdown(2000)
