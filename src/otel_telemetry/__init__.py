@@ -11,6 +11,6 @@ from .traced import traced
 
 __version__ = "0.1.0"
 __all__ = [
-    "CATEGORIES", "RedactionConfig", "Telemetry", "configure", "instrument_fastapi", "logging_handler", "record_telemetry",
-    "session", "set_session_id", "traced", "__version__",
+    "CATEGORIES", "RedactionConfig", "Telemetry", "configure", "instrument_fastapi", "logging_handler",
+    "record_telemetry", "session", "set_session_id", "traced", "__version__",
 ]
