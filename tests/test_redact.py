@@ -406,3 +406,13 @@ def test_collector_batch_drops_and_counts_what_it_cannot_redact() -> None:
     c = b.counters()
     assert c["redaction_error"] == 1 and c["records"] == 3 and c["redacted"]["email"] == 3
     assert b.applies("otlp") and not b.applies("zmq")
+
+
+def test_pseudonym_short_path_still_scans_other_values() -> None:
+    r = red()
+    for i in range(3):  # the first span classifies the keys, the next ones take the short path
+        attrs = {"user.id": "user-042", "route": "/a", "n": i, "mail": "x" if i < 2 else PII["email"]}
+        out = r.redact_span(("op", b"", b"", None, 0, 0, 0, 0, None, attrs, None, None, "s", None))[9]
+        assert out["user.id"] == _pseudo(r, "user-042") and out["route"] == "/a" and out["n"] == i
+        assert attrs["user.id"] == "user-042"  # the caller's dict is never changed
+    assert out["mail"] == "[REDACTED:email]"

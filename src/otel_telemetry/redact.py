@@ -23,8 +23,6 @@ fields are all known-clean strings or numbers takes a short path without copying
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
-import hmac
 import os
 import re
 import threading
@@ -32,25 +30,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import redact_rules as rules
-from .redact_config import ENV_ENABLED, ENV_KEY, MIN_KEY_BYTES, RedactionConfig, load_key, log, truthy
+from .redact_config import ENV_ENABLED, ENV_KEY, MIN_KEY_BYTES, RedactionConfig, truthy
+from .redact_keys import _CACHE_MAX, _CACHE_STR_MAX, _SCAN, KeyRules
 from .redact_scan import DETECTORS, mark, plain, scan
 
 __all__ = ["DETECTORS", "ENV_ENABLED", "ENV_KEY", "MIN_KEY_BYTES", "RedactionConfig", "Redactor", "scan_bytes"]
 
-PSEUDONYM_HEX = 24  # 96 bits of HMAC-SHA256
 MAX_DEPTH = 32
-_CACHE_MAX = 4096
-_CACHE_STR_MAX = 256
-
-# Key actions (cached per key).
-_SCAN, _SENSITIVE, _DENIED, _NOT_ALLOWED, _PSEUDO = 0, 1, 2, 3, 4
-_KEY_RULE = {_SENSITIVE: "sensitive_key", _DENIED: "denied_key", _NOT_ALLOWED: "not_allowed"}
-_ONE_PSEUDONYM = {"pseudonym": 1}
 _mark = mark
 _truthy = truthy
 
 
-class Redactor:
+class Redactor(KeyRules):
     """Redacts wire tuples. Thread-safe: any number of sender/pipeline threads may share one.
 
     Methods never raise on odd values (unknown types become strings, depth is capped) and never
@@ -87,6 +78,8 @@ class Redactor:
         self._nkeys: dict[Any, int] = {}  # keys of nested maps (no allow-list) -> action
         self._scan_keys: set[Any] = set()  # the _SCAN subsets of the two above
         self._nscan_keys: set[Any] = set()
+        self._pseudo_top: set[Any] = set()  # top-level keys pseudonymised, and those + _scan_keys
+        self._plain_or_pseudo: set[Any] = set()
         self._pseudo_cache: dict[str, str] = {}
         self._warned = False
 
@@ -137,6 +130,10 @@ class Redactor:
                         not sver or sver in clean or self._ok(sver)) and (
                         not attrs or self._quiet_map(attrs, self._scan_keys)):
                     return rec
+                if attrs and self._pseudo_top:
+                    a2 = self._pseudo_map(attrs)
+                    if a2 is not None:
+                        return (name, tid, sid, parent, start, end, kind, code, msg, a2, events, links, scope, sver)
             except TypeError:  # an unhashable name (collector input): the long way
                 pass
         clean = self._clean if self._callback is None else ()
@@ -295,6 +292,25 @@ class Redactor:
             return False
         return True
 
+    def _pseudo_map(self, m: dict[Any, Any]) -> dict[Any, Any] | None:
+        """Short path for attributes with ids to pseudonymise (``user.id``): every key a known plain
+        or pseudonymised one, every other value clean -> one copy with the pseudonyms; else None."""
+        if not self._plain_or_pseudo.issuperset(m):
+            return None
+        pseudo, clean = self._pseudo_top, self._clean
+        out: dict[Any, Any] | None = None
+        for k, v in m.items():
+            if k in pseudo:
+                if v is not None:
+                    if out is None:
+                        out = dict(m)
+                    out[k] = self._pseudonymize(v)
+            elif v not in clean:
+                c = v.__class__
+                if not ((c is str and self._quiet(v)) or c is int or c is float or c is bool or v is None):
+                    return None
+        return m if out is None else out
+
     def _ok(self, v: Any) -> bool:
         """``v`` is a str the detectors pass (then remembered)."""
         return v.__class__ is str and (v in self._clean or self._quiet(v))
@@ -353,80 +369,6 @@ class Redactor:
         except Exception:
             return _mark("unprintable")
         return self._text(text)
-
-    def _keyed(self, act: int, v: Any) -> Any:
-        if v is None:
-            return v
-        if act == _PSEUDO:
-            return self._pseudonymize(v)
-        rule = _KEY_RULE[act]
-        self._add({rule: 1})
-        return _mark(rule)
-
-    def _call(self, key: str, value: Any) -> Any:
-        try:
-            return self._callback(key, value)  # type: ignore[misc]
-        except Exception:
-            self._add({"callback_error": 1})
-            return _mark("callback_error")
-
-    # ------------------------------------------------------------------ keys
-    def _classify(self, key: Any, top: bool) -> tuple[int, Any]:
-        """(action, key to emit); cached unless the key itself held personal data."""
-        ks = key if type(key) is str else str(key)
-        norm = ks.lower().replace("-", "_")
-        last = norm.rsplit(".", 1)[-1]
-        if norm in self._pseudo_keys or ks.lower() in self._pseudo_keys:
-            act = _PSEUDO
-        elif norm in self._deny_exact or last in self._deny_exact or any(
-                fnmatch.fnmatchcase(norm, g) for g in self._deny_glob):
-            act = _DENIED
-        elif (last in rules.SENSITIVE_SEGMENTS or norm in rules.SENSITIVE_FULL
-              or last.endswith(rules.SENSITIVE_SUFFIXES)):
-            act = _SENSITIVE
-        elif top and self._allow_exact is not None and ks.lower() not in self._allow_exact \
-                and not ks.lower().startswith(self._allow_prefix or ()):
-            act = _NOT_ALLOWED
-        else:
-            act = _SCAN
-        new_key = self._text(ks) if type(key) is str else key
-        if new_key is key:
-            cache, scan = (self._keys, self._scan_keys) if top else (self._nkeys, self._nscan_keys)
-            if len(cache) >= _CACHE_MAX:
-                cache.clear()
-                scan.clear()
-            cache[key] = act
-            if act == _SCAN:
-                scan.add(key)
-        return act, new_key
-
-    def _pseudonymize(self, v: Any) -> Any:
-        if isinstance(v, (list, tuple)):
-            return [self._pseudonymize(x) for x in v]
-        s = v if type(v) is str else str(v)
-        out = self._pseudo_cache.get(s)
-        if out is not None:
-            self._add(_ONE_PSEUDONYM)
-            return out
-        if rules.PSEUDONYM_RE.fullmatch(s):  # already pseudonymised upstream (app side): keep it
-            return s
-        if self._hkey is None and self._key_file is not None:
-            with self._lock:
-                if self._key_file is not None:
-                    self._hkey, self._key_file = load_key(self._key_file), None
-        if self._hkey is None:
-            if not self._warned:
-                self._warned = True
-                log.warning("no usable %s or key file (>= %d bytes): pseudonymised keys are redacted instead",
-                            ENV_KEY, MIN_KEY_BYTES)
-            self._add({"pseudonym_unkeyed": 1})
-            return _mark("pseudonym_unkeyed")
-        self._add(_ONE_PSEUDONYM)
-        out = "ph_" + hmac.digest(self._hkey, s.encode("utf-8", "surrogatepass"), "sha256").hex()[:PSEUDONYM_HEX]
-        if len(self._pseudo_cache) >= 1024:
-            self._pseudo_cache.clear()
-        self._pseudo_cache[s] = out
-        return out
 
     # ------------------------------------------------------------------ text
     def _text(self, s: str) -> str:
