@@ -23,6 +23,7 @@ from ..collector.retention import RetentionPolicy
 from .params import NS, WINDOW, ApiError, Params
 
 MAX_BUCKETS = 240
+MAX_HOURLY_HOURS = 72
 MAX_SERIES = 6
 OTHER = "(other)"
 _RAW_BUCKETS_S = (60, 300, 900, 1800, 3600)
@@ -62,8 +63,9 @@ def raw_bucket_ns(span_ns: int) -> int:
 
 
 def rollup_table(since: int, until: int) -> tuple[str, int]:
-    """Hourly rollups while that gives at most MAX_BUCKETS buckets, else daily."""
-    if (until - since) // ru.HOUR_NS < MAX_BUCKETS:
+    """Hourly rollups for windows up to MAX_HOURLY_HOURS, else daily: merging hourly duration
+    histograms of a week (~300k bins) alone would cost more than the 100 ms budget at 1M records."""
+    if (until - since) // ru.HOUR_NS <= MAX_HOURLY_HOURS:
         return "rollup_hourly", ru.HOUR_NS
     return "rollup_daily", ru.DAY_NS
 
