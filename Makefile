@@ -12,6 +12,8 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
+	@# apsw-sqlite3mc ships the same `apsw` module as plain apsw: an older venv must drop apsw first.
+	@if $(BIN)/python -m pip show -q apsw >/dev/null 2>&1; then $(BIN)/python -m pip uninstall -q -y apsw apsw-sqlite3mc; fi
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
