@@ -16,7 +16,6 @@ import argparse
 import http.client
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ import apsw
 import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_stats import build  # noqa: E402 - the shared 1M-record seeding
+from bench_stats import build, timed_ms  # noqa: E402 - the shared 1M-record seeding and timing
 
 from otel_telemetry.dashboard.server import Dashboard  # noqa: E402
 
@@ -63,14 +62,7 @@ def timed(conn: http.client.HTTPConnection, host: str, path: str, runs: int) -> 
             raise RuntimeError(f"{path}: HTTP {resp.status}: {body[:200]!r}")
         orjson.loads(body)
 
-    one()
-    ms = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        one()
-        ms.append((time.perf_counter() - t) * 1000)
-    ms.sort()
-    return {"p50_ms": statistics.median(ms), "p95_ms": ms[max(-(-95 * len(ms) // 100), 1) - 1], "max_ms": ms[-1]}
+    return timed_ms(one, runs)
 
 
 def main() -> None:

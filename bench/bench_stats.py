@@ -143,7 +143,7 @@ def ingest_overhead(tmp: str, n: int, now: int, batch: int) -> dict[str, float]:
             "rows_per_s_with": max(out["with"], out["with_2"])}
 
 
-def timed(fn: Any, runs: int) -> dict[str, float]:
+def timed_ms(fn: Any, runs: int) -> dict[str, float]:
     fn()  # warm the page cache / statement cache once
     ms = []
     for _ in range(runs):
@@ -174,12 +174,12 @@ def main() -> None:
         out["ingest"] = ingest_overhead(tmp, 200_000, now, args.batch)
         res: dict[str, Any] = {}
         for label, days in (("1d", 1), ("7d", 7), ("30d", 30)):
-            res[f"report {label}"] = timed(lambda d=days: ai_stats.report(conn, now - d * DAY, now), args.runs)
-        res["report 1d, no rollup tables"] = timed(
+            res[f"report {label}"] = timed_ms(lambda d=days: ai_stats.report(conn, now - d * DAY, now), args.runs)
+        res["report 1d, no rollup tables"] = timed_ms(
             lambda: ai_stats.report(conn, now - DAY, now, include_rollups=False), args.runs)
-        res["report 1d, raw rows (exact)"] = timed(
+        res["report 1d, raw rows (exact)"] = timed_ms(
             lambda: ai_stats.report(conn, now - DAY, now, source="raw", include_rollups=False), max(5, args.runs // 3))
-        res["query.stats 1d (old stats)"] = timed(lambda: query.stats(conn, now - DAY, now), max(5, args.runs // 3))
+        res["query.stats 1d (old stats)"] = timed_ms(lambda: query.stats(conn, now - DAY, now), max(5, args.runs // 3))
         out["latency"] = res
         acc = {}
         for days in (1, 7, 30):
