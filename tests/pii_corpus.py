@@ -27,7 +27,9 @@ PII = {
     "phone_e164": "+14155552671",
     "phone_intl": "+44 20 7946 0958",
     "phone_us": "(415) 555-2671",
+    "phone_fr": "06 12 34 56 78",
     "card_visa": "4111 1111 1111 1111",
+    "card_mc": "5500-0055-5555-5559",
     "card_amex": "378282246310005",
     "ipv4": "203.0.113.42",
     "ipv6": "2001:db8:85a3::8a2e:370:7334",
@@ -37,15 +39,21 @@ PII = {
     "basic": "Basic YWxhZGRpbjpvcGVuc2VzYW1l",
     "url_creds": "postgres://admin:hunter2pw@db.internal:5432/app",
     "aws": "AKIAIOSFODNN7EXAMPLE",
+    "aws_secret": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
     "github": "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
     "openai": "sk-proj-Ab3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF",
+    "slack": "xoxb-263594206564-FGqddMF8t08v8N7Oq4i57vs1",
     "kv": "password=Tr0ub4dor&3",
 }
 TEXT = "user data: " + " | ".join(PII.values())
+# Planted literals that must not survive (for kv/basic/url the secret part only); tests/test_redact.py
+# uses these too.
 SECRETS = [v for k, v in PII.items() if k not in ("kv", "basic", "bearer", "url_creds")] + [
-    "Tr0ub4dor", "YWxhZGRpbjpvcGVuc2VzYW1l", "9f8e7d6c5b4a39281706", "hunter2pw", "alice.smith",
-    "7946 0958", "555-2671", "AKIAIOSFODNN7", "db.password.value-x9", "s3cr3t-cookie-value",
+    "Tr0ub4dor", "YWxhZGRpbjpvcGVuc2VzYW1l", "9f8e7d6c5b4a39281706", "hunter2pw",
 ]
+# Fragments of the values above and the literals only the end-to-end fields carry.
+E2E_SECRETS = SECRETS + ["alice.smith", "7946 0958", "555-2671", "AKIAIOSFODNN7", "db.password.value-x9",
+                         "s3cr3t-cookie-value"]
 USER_ID = "user-4242"  # under user.id: pseudonymised, the same HMAC on every path
 # Records per call of plant(): spans (2 per round), log records (2 per round), metric points.
 SPANS_PER_ROUND, LOGS_PER_ROUND = 2, 2

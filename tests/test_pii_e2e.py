@@ -38,7 +38,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from pii_corpus import PII, SECRETS, TEXT, USER_ID, plant
+from pii_corpus import E2E_SECRETS as SECRETS
+from pii_corpus import PII, TEXT, USER_ID, plant
 from test_forward import Sink
 
 from otel_telemetry import redact_rules

@@ -13,42 +13,14 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pii_corpus import PII, SECRETS, TEXT
 
 from otel_telemetry import wire
 from otel_telemetry.redact import DETECTORS, RedactionConfig, Redactor, scan_bytes
 
 KEY = "test-key-0123456789abcdef-0123456789"
 
-PII = {
-    "email": "alice.smith+test@example.com",
-    "email_enc": "bob%40example.org",
-    "phone_e164": "+14155552671",
-    "phone_intl": "+44 20 7946 0958",
-    "phone_us": "(415) 555-2671",
-    "phone_fr": "06 12 34 56 78",
-    "card_visa": "4111 1111 1111 1111",
-    "card_mc": "5500-0055-5555-5559",
-    "card_amex": "378282246310005",
-    "ipv4": "203.0.113.42",
-    "ipv6": "2001:db8:85a3::8a2e:370:7334",
-    "jwt": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ."
-           "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
-    "bearer": "Bearer 9f8e7d6c5b4a39281706",
-    "basic": "Basic YWxhZGRpbjpvcGVuc2VzYW1l",
-    "url_creds": "postgres://admin:hunter2pw@db.internal:5432/app",
-    "aws": "AKIAIOSFODNN7EXAMPLE",
-    "aws_secret": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    "github": "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
-    "openai": "sk-proj-Ab3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF",
-    "slack": "xoxb-263594206564-FGqddMF8t08v8N7Oq4i57vs1",
-    "kv": "password=Tr0ub4dor&3",
-}
-# Text that carries every corpus item, as a span/log/metric field would.
-TEXT = "user data: " + " | ".join(PII.values())
-# Planted literals that must not survive (for kv/basic/url the secret part only).
-SECRETS = [v for k, v in PII.items() if k not in ("kv", "basic", "bearer", "url_creds")] + [
-    "Tr0ub4dor", "YWxhZGRpbjpvcGVuc2VzYW1l", "9f8e7d6c5b4a39281706", "hunter2pw",
-]
+# The one PII corpus, shared with the end-to-end tests (tests/pii_corpus.py).
 
 FALSE_POSITIVES = [
     "550e8400-e29b-41d4-a716-446655440000", "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7",
