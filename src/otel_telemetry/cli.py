@@ -29,6 +29,7 @@ from .cli_output import (
     _window,
     common_options,
     db_option,
+    emit_purge_result,
     window_options,
 )
 
@@ -325,15 +326,7 @@ def retention_purge(dry_run: bool, config_path: str | None, db: str | None, fmt:
         counts = done["deleted"]
         result = {"dry_run": False, "deleted": counts, "total": sum(counts.values()),
                   "capped": done["capped"], "bytes_reclaimed": done["pages_freed"] * page_size}
-    if fmt == "json":
-        _emit_json(result)
-        return
-    label = "would_delete" if dry_run else "deleted"
-    rows: list[tuple[Any, ...]] = [(c, n) for c, n in counts.items()]
-    rows.append(("(total)", result["total"]))
-    if not dry_run:
-        rows += [("(size cap)", result["capped"]), ("(bytes reclaimed)", result["bytes_reclaimed"])]
-    _emit_rows(fmt, ("category", label), rows)
+    emit_purge_result(fmt, result, [("size cap", "capped"), ("bytes reclaimed", "bytes_reclaimed")])
 
 
 @main.group("collector")

@@ -91,8 +91,9 @@ def dashboard_cmd(db: str | None, port: int, host: str, token: str | None, allow
         dash.start()
         click.echo(f"otel-telemetry dashboard: {dash.url}", err=True)
         click.echo("(the token in the URL is the password; Ctrl-C stops)", err=True)
+        # A bounded wait, so the main thread returns to the interpreter to run the signal handlers.
         while not stop.wait(0.5):
-            pass
+            continue
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

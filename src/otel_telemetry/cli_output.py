@@ -199,3 +199,17 @@ def _emit_rows(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[Any]],
     else:
         _emit_table(headers, rows, widths or {})
 
+
+def emit_purge_result(fmt: str, result: dict[str, Any], extra: Sequence[tuple[str, str]] = ()) -> None:
+    """Print a purge/dry-run ``result`` ({dry_run, deleted|would_delete: {category: n}, total, ...}):
+    the whole object for json, else one row per category, the total, then ``extra`` (label, key)."""
+    if fmt == "json":
+        _emit_json(result)
+        return
+    label = "would_delete" if result["dry_run"] else "deleted"
+    rows: list[tuple[Any, ...]] = [(c, n) for c, n in result[label].items()]
+    rows.append(("(total)", result["total"]))
+    if not result["dry_run"]:
+        rows += [(f"({name})", result[key]) for name, key in extra]
+    _emit_rows(fmt, ("category", label), rows)
+

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from .categories import CATEGORIES
-from .cli_output import DURATION, TIME, _emit_json, _emit_rows, _open, common_options
+from .cli_output import DURATION, TIME, _open, common_options, emit_purge_result
 
 
 def register(main: click.Group) -> None:
@@ -76,13 +76,5 @@ def purge_cmd(categories: tuple[str, ...], before: int | None, older_than: float
         if not done["wal_truncated"]:
             click.echo("warning: the WAL could not be truncated (a reader kept it busy); purged data may "
                        "remain in it until the collector's next checkpoint; run purge again", err=True)
-    if fmt == "json":
-        _emit_json(result)
-        return
-    label = "would_delete" if dry_run else "deleted"
-    rows: list[tuple[Any, ...]] = [(c, n) for c, n in counts.items()]
-    rows.append(("(total)", result["total"]))
-    if not dry_run:
-        rows += [("(rollup rows)", result["rollup_rows"]), ("(bytes reclaimed)", result["bytes_reclaimed"]),
-                 ("(wal truncated)", result["wal_truncated"])]
-    _emit_rows(fmt, ("category", label), rows)
+    emit_purge_result(fmt, result, [("rollup rows", "rollup_rows"), ("bytes reclaimed", "bytes_reclaimed"),
+                                    ("wal truncated", "wal_truncated")])

@@ -23,6 +23,7 @@ this database; see README, Security).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,11 +127,9 @@ def truncate_wal(conn: apsw.Connection, timeout_s: float) -> bool:
     """``wal_checkpoint(TRUNCATE)`` until it completes or ``timeout_s`` passes; True if it did."""
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
+        with contextlib.suppress(apsw.BusyError):  # a reader holds the WAL: try again shortly
             conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)  # BusyError unless complete
             return True
-        except apsw.BusyError:
-            pass
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
