@@ -66,7 +66,10 @@ class Sink:
     def lines(self) -> list[dict[str, Any]]:
         if not self.out.exists():
             return []
-        return [json.loads(line) for line in self.out.read_text().splitlines() if line]
+        text = self.out.read_text()
+        # The sink may be mid-write: a last line without its newline is not complete yet.
+        complete = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line]
 
     def items(self, signal_name: str | None = None) -> list[dict[str, Any]]:
         return [x for x in self.lines() if "attempt" not in x and (signal_name is None or x["signal"] == signal_name)]

@@ -19,7 +19,13 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from . import categories as cats
 from . import settings
-from .exporter import ZmqLogRecordProcessor, ZmqMetricExporter, ZmqSpanProcessor, get_transport
+from .exporter import (
+    ZmqLogRecordProcessor,
+    ZmqMetricExporter,
+    ZmqProviderSpanProcessor,
+    ZmqSpanProcessor,
+    get_transport,
+)
 from .redact_config import RedactionConfig
 from .sessions import SessionSpanProcessor
 from .transport import Transport
@@ -111,12 +117,15 @@ def configure(
     transport = get_transport(endpoint, parsed_rules, redaction, **options)
     owned: list[Any] = []
     if tracer_provider is None:
-        tracer_provider = TracerProvider(resource=Resource.create(attrs))
+        # Our processor is the provider's active one: one call per span start/end, not six.
+        tracer_provider = TracerProvider(resource=Resource.create(attrs),
+                                         active_span_processor=ZmqProviderSpanProcessor(transport))
         owned.append(tracer_provider)
         if set_global:
             trace_api.set_tracer_provider(tracer_provider)
-    tracer_provider.add_span_processor(SessionSpanProcessor())  # session.id from otel_telemetry.session()
-    tracer_provider.add_span_processor(ZmqSpanProcessor(transport=transport))
+    else:
+        tracer_provider.add_span_processor(SessionSpanProcessor())  # session.id from otel_telemetry.session()
+        tracer_provider.add_span_processor(ZmqSpanProcessor(transport=transport))
     resource = tracer_provider.resource
     meter_provider = None
     if metrics:

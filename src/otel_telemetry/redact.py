@@ -96,6 +96,17 @@ class Redactor(KeyRules):
             changes["pseudonym_key"] = env.get(ENV_KEY) or b""
         return cls(dataclasses.replace(cfg, **changes))
 
+    @property
+    def clean_values(self) -> set[Any]:
+        """The live set of strings the detectors passed (and numbers seen): read, never written, by
+        ``span_plans`` on the sender thread. Cleared in place when full, never replaced."""
+        return self._clean
+
+    @property
+    def pseudonym_cache(self) -> dict[str, str]:
+        """The live value -> pseudonym cache (same rules as :attr:`clean_values`)."""
+        return self._pseudo_cache
+
     # ------------------------------------------------------------------ counts
     def counts(self) -> dict[str, int]:
         """Replacements so far per rule (a copy); any thread."""

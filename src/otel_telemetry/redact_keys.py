@@ -45,6 +45,8 @@ class KeyRules:
     _key_file: str | None
     _pseudo_cache: dict[str, str]
     _warned: bool
+    _short: bool
+    _ok: Any
 
     def _keyed(self, act: int, v: Any) -> Any:
         if v is None:
@@ -61,6 +63,35 @@ class KeyRules:
         except Exception:
             self._add({"callback_error": 1})
             return _mark("callback_error")
+
+    # ------------------------------------------------------------------ span shapes
+    def shape_pseudo_keys(self, texts: tuple[Any, ...], keys: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """For ``span_plans`` (sender thread): a span shape whose fixed strings (``texts``: name,
+        scope name, version) are clean and whose attribute keys are all plain or pseudonymised needs
+        no redaction beyond its pseudonymised keys (returned) once every string value is in
+        :attr:`clean_values`. None: this shape always takes ``redact_span``."""
+        if not self._short:
+            return None
+        for t in texts:
+            if t and not self._ok(t):
+                return None
+        pseudo = []
+        for k in keys:
+            act = self._keys.get(k)
+            if act is None:
+                act, k2 = self._classify(k, True)
+                if k2 is not k:
+                    return None
+            if act == _PSEUDO:
+                pseudo.append(k)
+            elif act != _SCAN:
+                return None
+        return tuple(pseudo)
+
+    def count_pseudonyms(self, n: int) -> None:
+        """Count ``n`` pseudonyms taken from :attr:`pseudonym_cache` by the caller (its thread)."""
+        if n:
+            self._add({"pseudonym": n})
 
     # ------------------------------------------------------------------ keys
     def _classify(self, key: Any, top: bool) -> tuple[int, Any]:

@@ -27,6 +27,7 @@ import zmq.auth
 from zmq.utils import z85
 
 from . import wire
+from .batches import ReadyBatches
 
 log = logging.getLogger("otel_telemetry.transport")
 
@@ -54,17 +55,23 @@ class Transport:
 
     ``converter`` turns a queued item (an SDK span, log record or a prepared metric point) into
     a :data:`Prepared` tuple; it runs on the sender thread so the app thread only appends.
+    ``learn`` (optional, sender thread too) sees each batch before it is converted (span_plans
+    learns span shapes from it).
     """
 
     def __init__(self, endpoint: str, converter: Converter, *, queue_size: int = 8192,
                  batch_size: int = 512, join_timeout: float = 2.0, send_hwm: int = 1000,
                  categorise_drop: Callable[[Any], str] | None = None, curve_server_key: str | None = None,
                  curve_client_key_file: str | None = None,
-                 redaction_counts: Callable[[], dict[str, int]] | None = None) -> None:
+                 redaction_counts: Callable[[], dict[str, int]] | None = None,
+                 learn: Callable[[list[Any]], None] | None = None,
+                 on_pseudonyms: Callable[[int], None] | None = None) -> None:
         self.endpoint = endpoint
         self._curve_server_key = curve_server_key
         self._curve_client_key_file = curve_client_key_file
         self._convert = converter
+        self._learn = learn
+        self._on_pseudonyms = on_pseudonyms
         self._redaction_counts = redaction_counts
         self._categorise_drop = categorise_drop or (lambda item: "unknown")
         self._max = max(1, queue_size)
@@ -74,6 +81,9 @@ class Transport:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._users = 0  # SDK plug-ins sharing this transport (kept across fork: they are copied too)
+        # The span fast path of this transport's converter (``span_plans``), for span processors:
+        # converts a span on the thread that ends it into ``batches``; False: enqueue a snapshot.
+        self.end_span: Callable[[Any], bool] | None = None
         self._reset_state()
         _live.add(self)
 
@@ -86,6 +96,11 @@ class Transport:
         self._dropped: dict[tuple[str, str], int] = {}
         self._pending_count: dict[str, int] = {}
         self._in_hand = 0  # popped from the queue, not yet sent or counted as dropped
+        # Span records converted and encoded on app threads (span_plans), waiting for the sender.
+        if hasattr(self, "batches"):
+            self.batches.reset(self._publisher)
+        else:
+            self.batches = ReadyBatches(self._publisher, self._max, self._count_encode_error, self._on_pseudonyms)
         self._stopping = False
         self._flush_requested = False
         self._deadline = float("inf")
@@ -117,6 +132,9 @@ class Transport:
             reason = SHUTDOWN if self._stopping else QUEUE_FULL
             self._dropped[(cat, reason)] = self._dropped.get((cat, reason), 0) + 1
 
+    def _count_encode_error(self, category: str, n: int) -> None:
+        self.count_drop(category, ENCODE_ERROR, n)
+
     def count_drop(self, category: str, reason: str, n: int = 1) -> None:
         """Count records rejected before they reach the queue (any thread)."""
         with self._lock:
@@ -131,14 +149,17 @@ class Transport:
             for (cat, reason), n in self._dropped.items():
                 d = by_cat.setdefault(cat, {"emitted": 0, "sent": 0, "dropped": {}})
                 d["dropped"][reason] = d["dropped"].get(reason, 0) + n
-            for cat, n in self._pending_count.items():
+            waiting = dict(self._pending_count)
+            for cat, n in self.batches.queued().items():
+                waiting[cat] = waiting.get(cat, 0) + n
+            for cat, n in waiting.items():
                 by_cat.setdefault(cat, {"emitted": 0, "sent": 0, "dropped": {}})["queued"] = n
             dropped: dict[str, int] = {}
             for d in by_cat.values():
                 d["emitted"] = d["sent"] + sum(d["dropped"].values()) + d.get("queued", 0)
                 for reason, n in d["dropped"].items():
                     dropped[reason] = dropped.get(reason, 0) + n
-            queued = len(self._queue) + sum(self._pending_count.values())
+            queued = len(self._queue) + sum(waiting.values())
             sent = sum(self._sent.values())
             return {
                 "emitted": sent + sum(dropped.values()) + queued,
@@ -165,11 +186,11 @@ class Transport:
     def force_flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything queued so far is sent or counted; honours ``timeout``."""
         if not self._started or self._thread is None or not self._thread.is_alive():
-            return not self._queue
+            return not self._queue and not self.batches.busy()
         deadline = time.monotonic() + max(0.0, timeout)
         self._flush_requested = True
         with self._cond:
-            while self._queue or self._in_hand or self._pending_count:
+            while self._queue or self._in_hand or self._pending_count or self.batches.busy():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -182,12 +203,14 @@ class Transport:
         with self._lock:
             already = self._stopping
             self._stopping = True
+            self.batches.closed = True
             self._deadline = min(self._deadline, deadline)
         thread = self._thread
         if thread is None:
             leftover = len(self._queue)
             if leftover and not already:
                 self._drop_queue(SHUTDOWN)
+            self._drop_app_side(SHUTDOWN)
             return True
         thread.join(max(0.0, deadline - time.monotonic()))
         return not thread.is_alive()
@@ -264,7 +287,9 @@ class Transport:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         q = self._queue
-        first_seen: float | None = None
+        rb = self.batches
+        first_seen: float | None = None  # when a partial batch in the queue was first seen
+        recs_seen: float | None = None  # the same for records converted on app threads
         while True:
             self._read_subscriptions(sock, subs)
             self.connected = bool(subs)
@@ -273,6 +298,7 @@ class Transport:
             if stopping and now >= self._deadline:
                 self._give_up(pending, SHUTDOWN)
                 self._drop_queue(SHUTDOWN)
+                self._drop_app_side(SHUTDOWN)
                 break
             if pending:
                 if not subs:
@@ -283,7 +309,30 @@ class Transport:
                 # The collector is slow: wait for room (or news) without spinning.
                 sock.poll(5, zmq.POLLOUT | zmq.POLLIN)
                 continue
+            app_side = rb.busy()  # records converted (and maybe encoded) on app threads
+            if not subs and now < join_deadline and not stopping and (q or app_side):
+                poller.poll(10)  # the collector may still be joining: nothing is sent or dropped yet
+                continue
+            if app_side:
+                self._in_hand = 1
+                ready = rb.take_ready()
+                if ready:
+                    pending = self._hold(ready)
+                    continue
+                self._in_hand = 0
+                if rb.has_records():
+                    if recs_seen is None:
+                        recs_seen = now
+                    if stopping or self._flush_requested or now - recs_seen >= MAX_DELAY:
+                        recs_seen = None
+                        rb.drain()  # a partial batch nobody filled: encode it here
+                        continue
+                else:
+                    recs_seen = None
             if not q:
+                if app_side:
+                    poller.poll(5)  # another thread is encoding, or a partial batch waits
+                    continue
                 self._flush_requested = False
                 self._notify()
                 if stopping:
@@ -310,6 +359,20 @@ class Transport:
             self._say_bye(sock, packer)
         self._notify()
 
+    def _hold(self, msgs: list[tuple[str, bytes, list[bytes], int]]) -> list[tuple[str, bytes, list[bytes], int]]:
+        """Messages encoded on app threads become the sender's pending ones (counted as such)."""
+        with self._lock:
+            for cat, _, _, count in msgs:
+                self._pending_count[cat] = self._pending_count.get(cat, 0) + count
+            self._in_hand = 0
+        return msgs
+
+    def _drop_app_side(self, reason: str) -> None:
+        counts = self.batches.drop_all()
+        with self._lock:
+            for cat, n in counts.items():
+                self._dropped[(cat, reason)] = self._dropped.get((cat, reason), 0) + n
+
     def _notify(self) -> None:
         with self._cond:
             self._cond.notify_all()
@@ -329,17 +392,23 @@ class Transport:
 
     def _prepare(self, q: deque[Any], packer: Any) -> list[tuple[str, bytes, list[bytes], int]]:
         groups: dict[tuple[bytes, int, int], tuple[str, dict[str, Any], list[Any]]] = {}
-        n = 0
         bad: dict[str, int] = {}
         refused: dict[tuple[str, str], int] = {}
         convert = self._convert
         self._in_hand = 1  # force_flush must not see an empty queue while we hold items
-        while n < self._batch:
+        popleft = q.popleft
+        items = []
+        for _ in range(self._batch):
             try:
-                item = q.popleft()
+                items.append(popleft())
             except IndexError:
                 break
-            n += 1
+        if self._learn is not None:
+            try:
+                self._learn(items)
+            except Exception:  # only a missed speed-up: the items still go the long way
+                log.debug("learning span shapes failed", exc_info=True)
+        for item in items:
             try:
                 cat, topic, kind, resource, rec = convert(item)
             except Dropped as exc:

@@ -1,0 +1,168 @@
+"""Span records converted on application threads, encoded in batches where they were made.
+
+``span_plans.SpanPlans.end`` turns a span of a known shape into its wire record on the thread
+that ends it (dict lookups only: no scans, no I/O, no locks). The record goes into
+:class:`ReadyBatches`; the thread whose record fills a batch encodes it right there, while the
+records are still in its CPU cache, and leaves the frames for the transport's sender thread,
+which only stamps sequence numbers and sends. Shipping each record to the sender thread instead
+costs more than all of that: the sender has to take the GIL and pull every record into another
+core's cache (docs/benchmarks.md).
+
+Thread rules: ``add``/``flush`` run on any application thread and must not block or raise;
+deque ``append``/``popleft`` are atomic under the GIL, so no lock is taken. ``take_ready``,
+``drain`` and ``drop_all`` run on the sender thread only; ``queued``/``busy`` on any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from . import wire
+
+log = logging.getLogger("otel_telemetry.transport")
+
+BATCH = 512  # records per app-side encode: large enough to amortise msgpack, small enough to stay in cache
+
+# (category, (topic, kind, id(resource)), resource, record, pseudonyms in it)
+Entry = tuple[str, tuple[bytes, int, int], dict[str, Any], tuple[Any, ...], int]
+# (category, topic, frames, record count): what the sender sends
+Message = tuple[str, bytes, list[bytes], int]
+
+
+class ReadyBatches:
+    """Bounded: at most ``max_records`` records (counting each waiting message as a full batch)."""
+
+    def __init__(self, publisher: bytes, max_records: int, on_bad: Callable[[str, int], None],
+                 on_pseudonyms: Callable[[int], None] | None = None, batch: int = BATCH) -> None:
+        self._publisher = publisher
+        self.closed = False  # set at transport shutdown: add() refuses, the caller counts the drop
+        self._max = max(1, max_records)
+        self._batch = max(1, batch)
+        self._on_bad = on_bad
+        self._on_pseudonyms = on_pseudonyms
+        self._recs: deque[Entry] = deque()
+        self._ready: deque[Message] = deque()
+        self._busy: deque[None] = deque()  # one token per thread encoding right now
+        self._local = threading.local()  # a msgpack Packer per thread (Packers are not thread-safe)
+
+    # -- any thread -------------------------------------------------------------------------------
+    def reset(self, publisher: bytes) -> None:
+        """In a forked child (the parent's records are the parent's to send): start empty. The
+        object stays the same, so holders of its bound methods need not be told."""
+        self._publisher = publisher
+        self.closed = False
+        self._recs.clear()
+        self._ready.clear()
+        self._busy.clear()
+        self._local = threading.local()
+
+    def add(self, entry: Entry) -> bool:
+        """Take one converted record; False if full or closed (the caller sends it the long way). Encodes a batch
+        when this record fills one. Called on the thread that ends the span: never blocks."""
+        recs = self._recs
+        if len(recs) + self._batch * len(self._ready) >= self._max or self.closed:
+            return False
+        recs.append(entry)
+        if len(recs) >= self._batch:
+            self.flush()
+        return True
+
+    def flush(self) -> None:
+        """Encode up to one batch of waiting records into ready messages. Never raises: a group
+        that cannot be encoded is counted through ``on_bad``."""
+        busy = self._busy
+        busy.append(None)
+        try:
+            entries: list[Entry] = []
+            popleft = self._recs.popleft
+            for _ in range(self._batch):
+                try:
+                    entries.append(popleft())
+                except IndexError:
+                    break
+            if entries:
+                self._encode(entries)
+        finally:
+            busy.pop()
+
+    def queued(self) -> dict[str, int]:
+        """Records waiting here, by category (a moment's view; exact once quiet)."""
+        out: dict[str, int] = {}
+        for e in list(self._recs):
+            out[e[0]] = out.get(e[0], 0) + 1
+        for m in list(self._ready):
+            out[m[0]] = out.get(m[0], 0) + m[3]
+        return out
+
+    def busy(self) -> bool:
+        """Records are waiting or being encoded (force_flush waits for this)."""
+        return bool(self._recs or self._ready or self._busy)
+
+    def has_records(self) -> bool:
+        return bool(self._recs)
+
+    # -- sender thread ----------------------------------------------------------------------------
+    def take_ready(self) -> list[Message]:
+        return _pop_all(self._ready)
+
+    def drain(self) -> None:
+        """Encode every waiting record (flush, shutdown, or a partial batch that waited too long)."""
+        while self._recs:
+            self.flush()
+
+    def drop_all(self) -> dict[str, int]:
+        """Remove everything waiting; returns the record counts by category for the caller to count."""
+        out: dict[str, int] = {}
+        for e in _pop_all(self._recs):
+            out[e[0]] = out.get(e[0], 0) + 1
+        for m in _pop_all(self._ready):
+            out[m[0]] = out.get(m[0], 0) + m[3]
+        return out
+
+    # -- internals --------------------------------------------------------------------------------
+    def _encode(self, entries: list[Entry]) -> None:
+        groups: dict[tuple[bytes, int, int], tuple[str, dict[str, Any], list[Any]]] = {}
+        pseudonyms = 0
+        try:
+            for cat, gkey, resource, rec, n in entries:
+                g = groups.get(gkey)
+                if g is None:
+                    groups[gkey] = (cat, resource, [rec])
+                else:
+                    g[2].append(rec)
+                pseudonyms += n
+            packer = getattr(self._local, "packer", None)
+            if packer is None:
+                packer = self._local.packer = wire.new_packer()
+        except Exception:  # cannot happen with well-formed entries; never lose them silently
+            log.debug("could not group app-side records", exc_info=True)
+            for e in entries:
+                self._on_bad(e[0], 1)
+            return
+        ready = self._ready
+        for (topic, kind, _), (cat, resource, recs) in groups.items():
+            try:
+                frames = wire.encode(packer, topic, kind, self._publisher, 0, resource, recs)
+            except Exception:
+                log.debug("could not encode a batch for %s", topic, exc_info=True)
+                packer.reset()
+                self._on_bad(cat, len(recs))
+                continue
+            ready.append((cat, topic, frames, len(recs)))
+        if pseudonyms and self._on_pseudonyms is not None:
+            self._on_pseudonyms(pseudonyms)
+
+
+def _pop_all(dq: deque[Any]) -> list[Any]:
+    """Everything in ``dq`` now, oldest first, while other threads may still append to it."""
+    out = []
+    popleft = dq.popleft
+    while True:
+        try:
+            out.append(popleft())
+        except IndexError:
+            return out

@@ -1,0 +1,145 @@
+"""The fast path for spans: one cached plan per span *shape*, applied on the thread that ends it.
+
+Most spans an app ends repeat a few shapes: the same name, kind, status, scope, resource and
+attribute keys; only the values differ. Everything that depends on the shape alone — category
+and topic, the resource and scope fields, which attribute keys are plain or pseudonymised, whether
+the name and scope strings are clean — is worked out once, on the sender thread, by the general
+path (``convert._Converter``, ``Redactor.shape_pseudo_keys``) and kept in a plan (:meth:`learn`).
+
+A later span of a known shape is converted by :meth:`end` on the thread that ends it, with dict
+and set lookups only: no regex, no I/O, no lock. Every string value must already be known clean
+(``Redactor.clean_values``: strings the detectors passed before), every other value a number,
+every pseudonym already in the cache. Anything else — a new value, events, links, a status
+message, a list value, user category rules, ``telemetry.category``/``telemetry.component``
+attributes (their values pick the topic), a redaction callback — is not taken and goes to the
+sender thread as a snapshot, where the general path scans it. Both paths produce the same records
+(``tests/test_span_plans.py``).
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import Any
+
+from . import wire
+from .batches import ReadyBatches
+from .redact import Redactor
+from .snapshot import KIND_MEMBER, PINNED, SNAPSHOT_LEN, STATUS_MEMBER
+
+MAX_PLANS = 1024
+_SLOW = ()  # plan of a shape that always takes the general path
+_VALUE_KEYS = frozenset(("telemetry.category", "telemetry.component"))
+
+# A plan, keyed by (span name, number of attributes): (category, group key (topic, kind,
+# id(resource)), resource, name, kind, status code, scope name, scope version, getter of the
+# string values or None, getter of the number values or None, pseudonymised keys, and the
+# SpanKind, StatusCode, scope and resource objects a span must have to use it)
+Plan = tuple[Any, ...]
+
+
+def _getter(keys: list[Any]) -> Any:
+    """itemgetter that always returns a tuple (itemgetter of one key returns the bare value)."""
+    if not keys:
+        return None
+    return itemgetter(*keys) if len(keys) > 1 else itemgetter(keys[0], keys[0])
+
+
+class SpanPlans:
+    """Per-shape plans of one converter. ``general(snap)`` is the converter's general path
+    without redaction (category, topic, resource, wire record), run once per new shape."""
+
+    def __init__(self, general: Any, redactor: Redactor | None) -> None:
+        self._general = general
+        self._redactor = redactor
+        self._plans: dict[tuple[Any, ...], Plan] = {}
+        self._clean = redactor.clean_values if redactor is not None else None
+        self._pcache = redactor.pseudonym_cache if redactor is not None else None
+        # Where ``end`` puts its records: the transport's ReadyBatches (set once it exists; it
+        # survives fork, cleared in place).
+        self.batches: ReadyBatches | None = None
+
+    def end(self, span: Any) -> bool:
+        """Called on the thread that ends a span: must not block. Converts a span of a known shape
+        whose values are all known clean into its wire record and hands it to the batches; False
+        means "not taken: snapshot it for the sender thread". Reads the SDK's private fields like
+        ``snapshot.snapshot``; an AttributeError from an SDK change sends the caller to that path."""
+        status = span._status
+        if status._description or span._events._dq or span._links._dq:
+            return False
+        attrs = span._attributes._dict
+        plan = self._plans.get((span._name, len(attrs)))
+        if not plan:  # unknown shape, or one that always takes the general path
+            return False
+        (category, gkey, resource, name, kind, code, scope_name, scope_version, sget, nget, pseudo,
+         kind_obj, code_obj, scope, res) = plan
+        # Identity, not ids in the key: cheaper, and a same-named shape of another kind, status,
+        # scope or resource just takes the general path.
+        if span._kind is not kind_obj or status._status_code is not code_obj \
+                or span._instrumentation_scope is not scope or span._resource is not res:
+            return False
+        n = 0
+        clean = self._clean
+        try:  # a KeyError: same name and count, other keys (the getters cover every key but pseudo)
+            svals = sget(attrs) if sget is not None else ()
+            nvals = nget(attrs) if nget is not None else ()
+            if clean is not None:
+                if not clean.issuperset(svals):
+                    return False  # a string not known clean (or no longer a string): scan it
+                sum(nvals)  # TypeError unless every one is still a number
+        except (TypeError, KeyError):
+            return False
+        if pseudo:  # only with a redactor
+            pcache = self._pcache
+            out = attrs.copy()
+            for k in pseudo:
+                v = out.get(k)
+                if v is None:  # same name and count, other keys
+                    return False
+                p = pcache.get(v if v.__class__ is str else str(v))  # type: ignore[union-attr]
+                if p is None:  # not pseudonymised before: the general path keys it
+                    return False
+                out[k] = p
+                n += 1
+            attrs = out
+        ctx, parent = span._context, span._parent  # SpanContext is a tuple: [0] trace id, [1] span id
+        rec = (name, ctx[0].to_bytes(16, "big"), ctx[1].to_bytes(8, "big"),
+               parent[1].to_bytes(8, "big") if parent is not None else None,
+               span._start_time, span._end_time, kind, code, None, attrs, None, None, scope_name, scope_version)
+        return self.batches.add((category, gkey, resource, rec, n))  # type: ignore[union-attr]
+
+    def learn(self, items: list[Any]) -> None:
+        """Sender thread, before the general path converts ``items``: make plans for span shapes
+        not seen before."""
+        plans = self._plans
+        for snap in items:
+            if snap.__class__ is not tuple or len(snap) != SNAPSHOT_LEN:
+                continue
+            name, msg, attrs, events, links = snap[0], snap[8], snap[9], snap[10], snap[11]
+            if msg or events is not None or links is not None:
+                continue
+            key = (name, len(attrs))
+            if key not in plans:  # the first shape of a key wins; others take the general path
+                if len(plans) >= MAX_PLANS:
+                    plans.clear()
+                plans[key] = self._plan(snap)
+
+    def _plan(self, snap: tuple[Any, ...]) -> Plan:
+        """The plan of a new shape, by the general path; _SLOW if the shape's records depend on
+        more than its shape."""
+        attrs = snap[9]
+        if not _VALUE_KEYS.isdisjoint(attrs):
+            return _SLOW
+        try:
+            category, topic, kind, resource, rec = self._general(snap)
+            pseudo: tuple[Any, ...] | None = ()
+            if self._redactor is not None:
+                pseudo = self._redactor.shape_pseudo_keys((rec[0], rec[12], rec[13]), tuple(attrs))
+            if pseudo is None:
+                return _SLOW
+            strs = [k for k, v in attrs.items() if k not in pseudo and v.__class__ is str]
+            nums = [k for k, v in attrs.items() if k not in pseudo and v.__class__ is not str]
+            members = (KIND_MEMBER[snap[6]], STATUS_MEMBER[snap[7]], PINNED[snap[12]], PINNED[snap[13]])
+        except Exception:  # the general path will count whatever is wrong with this span
+            return _SLOW
+        return (category, (topic, wire.KIND_SPANS, id(resource)), resource, rec[0], rec[6], rec[7], rec[12],
+                rec[13], _getter(strs), _getter(nums), pseudo, *members)

@@ -1,0 +1,220 @@
+"""The span fast path (span_plans + batches): same records as the general path, never takes a span
+whose values were not scanned, and loses nothing on the way through a real socket."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from otel_telemetry import wire
+from otel_telemetry.batches import ReadyBatches
+from otel_telemetry.convert import _Converter
+from otel_telemetry.redact import RedactionConfig, Redactor
+from otel_telemetry.snapshot import snapshot
+
+KEY = b"k" * 32
+
+
+class _Keep(SpanProcessor):
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.spans.append(span)
+
+
+def _spans(make: Any) -> list[ReadableSpan]:
+    """Spans ended by ``make(tracer)`` (deterministic ids are not needed: records are compared
+    pairwise, span by span)."""
+    keep = _Keep()
+    provider = TracerProvider(resource=Resource.create({"service.name": "plans"}))
+    provider.add_span_processor(keep)
+    make(provider.get_tracer("lib.a", "1.0"))
+    return keep.spans
+
+
+def _redactor(enabled: bool = True) -> Redactor:
+    return Redactor(RedactionConfig(enabled=enabled, pseudonym_key=KEY))
+
+
+class _Path:
+    """One converter with its plans and batches, driven like the transport drives them."""
+
+    def __init__(self, redaction: bool = True, rules: tuple = ()) -> None:
+        red = _redactor(redaction)
+        self.conv = _Converter(rules, red)
+        self.plans = self.conv.plans
+        self.batches = ReadyBatches(b"p" * 16, 1_000_000, self._bad, red.count_pseudonyms, batch=1_000_000)
+        if self.plans is not None:
+            self.plans.batches = self.batches
+        self.bad: list[tuple[str, int]] = []
+
+    def _bad(self, cat: str, n: int) -> None:
+        self.bad.append((cat, n))
+
+    def general(self, span: ReadableSpan) -> Any:
+        """The sender thread's way: learn the shape, then convert with redaction."""
+        snap = snapshot(span)
+        if self.plans is not None:
+            self.plans.learn([snap])
+        return self.conv.convert(snap, True)
+
+    def fast(self, span: ReadableSpan) -> Any | None:
+        """The app thread's way; None if not taken."""
+        if self.plans is None or not self.plans.end(span):
+            return None
+        cat, (topic, kind, _), resource, rec, _ = self.batches._recs[-1]
+        return cat, topic, kind, resource, rec
+
+
+def _attrs(i: int, **extra: Any) -> dict[str, Any]:
+    return {"http.request.method": "GET", "http.route": "/items/{id}", "http.response.status_code": 200,
+            "user.id": "u-1", "request.seq": i, "cache.hit": True, "latency.ms": 1.5} | extra
+
+
+def _server_spans(tracer: Any) -> None:
+    for i in range(5):
+        tracer.start_span("GET /items", kind=SpanKind.SERVER, attributes=_attrs(i)).end()
+
+
+def test_fast_path_records_equal_the_general_path() -> None:
+    spans = _spans(_server_spans)
+    path, reference = _Path(), _Path()
+    assert path.fast(spans[0]) is None  # unknown shape
+    path.general(spans[0])  # learns the shape, scans the values, caches the pseudonym
+    for span in spans[1:]:
+        got = path.fast(span)
+        assert got is not None
+        assert got == reference.general(span)  # category, topic, kind, resource, record
+    rec = got[4]
+    assert rec[9]["user.id"].startswith("ph_") and rec[9]["request.seq"] == 4
+    assert got[0] == "user_interaction"
+    # pseudonyms are counted as on the general path, when the batch is encoded
+    assert path.conv.redaction_counts() == {"pseudonym": 1}
+    path.batches.drain()
+    assert path.conv.redaction_counts() == {"pseudonym": 5}  # 1 general + 4 fast, as 5 general would
+    assert path.bad == [] and len(path.batches.take_ready()) == 1
+
+
+@pytest.mark.parametrize("name, make_late", [
+    ("new string value", lambda t: t.start_span("GET /items", kind=SpanKind.SERVER,
+                                                attributes=_attrs(9) | {"http.route": "/other"}).end()),
+    ("email in a value", lambda t: t.start_span("GET /items", kind=SpanKind.SERVER,
+                                                attributes=_attrs(9) | {"http.route": "a@b.example"}).end()),
+    ("string in a numeric key", lambda t: t.start_span(
+        "GET /items", kind=SpanKind.SERVER, attributes=_attrs(9) | {"request.seq": "+1 415 555 2671"}).end()),
+    ("list value", lambda t: t.start_span("GET /items", kind=SpanKind.SERVER,
+                                          attributes=_attrs(9) | {"http.route": ["x", "y"]}).end()),
+    ("same name and count, other keys", lambda t: t.start_span(
+        "GET /items", kind=SpanKind.SERVER,
+        attributes={("other." + k if k == "cache.hit" else k): v for k, v in _attrs(9).items()}).end()),
+    ("other kind", lambda t: t.start_span("GET /items", kind=SpanKind.CLIENT, attributes=_attrs(9)).end()),
+    ("new pseudonym", lambda t: t.start_span("GET /items", kind=SpanKind.SERVER,
+                                             attributes=_attrs(9) | {"user.id": "u-2"}).end()),
+])
+def test_not_taken_unless_every_value_was_scanned(name: str, make_late: Any) -> None:
+    spans = _spans(lambda t: (_server_spans(t), make_late(t)))
+    path, reference = _Path(), _Path()
+    for span in spans[:5]:
+        path.general(span)
+    assert path.fast(spans[1]) is not None  # the shape is known
+    late = spans[5]
+    assert path.fast(late) is None, name
+    assert path.general(late) == reference.general(late)  # and the general path redacts it
+
+
+def test_events_links_status_message_and_value_keys_take_the_general_path() -> None:
+    def make(t: Any) -> None:
+        for _ in range(2):
+            s = t.start_span("op", attributes={"a": "x"})
+            s.add_event("exception", {"exception.message": "boom"})
+            s.end()
+        for _ in range(2):
+            s = t.start_span("op2", attributes={"a": "x"})
+            s.set_status(Status(StatusCode.ERROR, "bad thing"))
+            s.end()
+        for _ in range(2):
+            t.start_span("op3", attributes={"telemetry.category": "ai_research", "a": "x"}).end()
+    spans = _spans(make)
+    path = _Path()
+    for span in spans:
+        path.general(span)
+    assert all(path.fast(span) is None for span in spans)
+
+
+def test_rules_turn_the_fast_path_off_and_redaction_off_skips_the_checks() -> None:
+    from otel_telemetry import categories as cats
+
+    assert _Path(rules=tuple(cats.parse_rules([{"category": "ai_research", "name_prefix": "GET"}]))).plans is None
+    spans = _spans(_server_spans)
+    path, reference = _Path(redaction=False), _Path(redaction=False)
+    path.general(spans[0])
+    got = path.fast(spans[1])
+    assert got is not None and got == reference.general(spans[1])
+    assert got[4][9]["user.id"] == "u-1"  # not pseudonymised: redaction is off
+
+
+def test_through_a_real_socket_nothing_lost_and_counts_exact(tmp_path: Any) -> None:
+    """A producer process whose spans mostly take the fast path, to a SUB socket: every record
+    arrives once, counters are exact, and a partial batch goes out on force_flush."""
+    endpoint = f"ipc://{tmp_path}/plans.ipc"
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.bind(endpoint)
+    sub.setsockopt(zmq.SUBSCRIBE, b"telemetry.")
+    code = textwrap.dedent("""
+        import json, sys, otel_telemetry
+        from otel_telemetry import span_plans
+        taken = [0]
+        plain_end = span_plans.SpanPlans.end
+        def end(self, span):
+            done = plain_end(self, span)
+            taken[0] += done
+            return done
+        span_plans.SpanPlans.end = end
+        tel = otel_telemetry.configure("plans", endpoint=sys.argv[1], metrics=False, logs=False,
+                                       set_global=False, join_timeout=30)
+        tracer = tel.tracer_provider.get_tracer("t")
+        def burst(n, start):
+            for i in range(start, start + n):
+                tracer.start_span("op", attributes={"k": "v", "i": i}).end()
+        burst(10, 0)
+        tel.force_flush(10)  # the sender has learnt the shape now
+        burst(1000, 10)  # 1000 = full app-side batches and a partial one
+        ok = tel.force_flush(10)
+        burst(3, 2000)  # a partial batch nobody fills: shutdown sends it
+        tel.shutdown(10)
+        print(json.dumps(tel.counters() | {"ok": ok, "taken": taken[0]}))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code, endpoint], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OTEL_TELEMETRY_REDACT_KEY="x" * 32))
+    seqs: set[int] = set()
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    while len(seqs) < 1013 and poller.poll(20_000):
+        topic, header, payload = sub.recv_multipart()
+        if topic == b"telemetry._control":
+            continue
+        resource, records = msgpack.unpackb(payload, raw=False)
+        assert wire.decode_header([topic, header, payload]).count == len(records)
+        for rec in records:
+            assert rec[9]["i"] not in seqs
+            seqs.add(rec[9]["i"])
+    out, _ = proc.communicate(timeout=60)
+    ctx.destroy(linger=0)
+    import json
+
+    counters = json.loads(out.strip().splitlines()[-1])
+    assert counters["ok"] and counters["taken"] >= 1000  # the fast path carried the later bursts
+    assert seqs == set(range(10)) | set(range(10, 1010)) | set(range(2000, 2003))
+    assert counters["sent"] == counters["emitted"] == 1013 and counters["dropped"] == {}
