@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -27,8 +28,9 @@ log = logging.getLogger("otel_telemetry.transport")
 
 BATCH = 512  # records per app-side encode: large enough to amortise msgpack, small enough to stay in cache
 
-# (category, (topic, kind, id(resource)), resource, record, pseudonyms in it)
-Entry = tuple[str, tuple[bytes, int, int], dict[str, Any], tuple[Any, ...], int]
+# (category, (topic, kind, id(resource)), resource, record, pseudonyms in it, its shape) - a
+# wire.KIND_SPAN_SHAPES record, its first item the shape's id
+Entry = tuple[str, tuple[bytes, int, int], dict[str, Any], tuple[Any, ...], int, Any]
 # (category, topic, frames, record count): what the sender sends
 Message = tuple[str, bytes, list[bytes], int]
 
@@ -45,6 +47,7 @@ class ReadyBatches:
         self._on_bad = on_bad
         self._on_pseudonyms = on_pseudonyms
         self._recs: deque[Entry] = deque()
+        self._since = 0.0  # when _recs last went from empty to not empty
         self._ready: deque[Message] = deque()
         self._busy: deque[None] = deque()  # one token per thread encoding right now
         self._local = threading.local()  # a msgpack Packer per thread (Packers are not thread-safe)
@@ -66,6 +69,8 @@ class ReadyBatches:
         recs = self._recs
         if len(recs) + self._batch * len(self._ready) >= self._max or self.closed:
             return False
+        if not recs:
+            self._since = time.monotonic()
         recs.append(entry)
         if len(recs) >= self._batch:
             self.flush()
@@ -105,6 +110,10 @@ class ReadyBatches:
     def has_records(self) -> bool:
         return bool(self._recs)
 
+    def oldest(self) -> float:
+        """When the oldest waiting record arrived (monotonic; about: a thread may be adding)."""
+        return self._since
+
     # -- sender thread ----------------------------------------------------------------------------
     def take_ready(self) -> list[Message]:
         return _pop_all(self._ready)
@@ -125,15 +134,15 @@ class ReadyBatches:
 
     # -- internals --------------------------------------------------------------------------------
     def _encode(self, entries: list[Entry]) -> None:
-        groups: dict[tuple[bytes, int, int], tuple[str, dict[str, Any], list[Any]]] = {}
+        groups: dict[tuple[bytes, int, int], tuple[str, dict[str, Any], dict[int, Any], list[Any]]] = {}
         pseudonyms = 0
         try:
-            for cat, gkey, resource, rec, n in entries:
+            for cat, gkey, resource, rec, n, shape in entries:
                 g = groups.get(gkey)
                 if g is None:
-                    groups[gkey] = (cat, resource, [rec])
-                else:
-                    g[2].append(rec)
+                    g = groups[gkey] = (cat, resource, {}, [])
+                g[2][rec[0]] = shape
+                g[3].append(rec)
                 pseudonyms += n
             packer = getattr(self._local, "packer", None)
             if packer is None:
@@ -144,9 +153,9 @@ class ReadyBatches:
                 self._on_bad(e[0], 1)
             return
         ready = self._ready
-        for (topic, kind, _), (cat, resource, recs) in groups.items():
+        for (topic, _, _), (cat, resource, shapes, recs) in groups.items():
             try:
-                frames = wire.encode(packer, topic, kind, self._publisher, 0, resource, recs)
+                frames = wire.encode_shaped(packer, topic, self._publisher, resource, shapes, recs)
             except Exception:
                 log.debug("could not encode a batch for %s", topic, exc_info=True)
                 packer.reset()

@@ -18,6 +18,7 @@ sender thread as a snapshot, where the general path scans it. Both paths produce
 
 from __future__ import annotations
 
+import itertools
 from operator import itemgetter
 from typing import Any
 
@@ -27,21 +28,26 @@ from .redact import Redactor
 from .snapshot import KIND_MEMBER, PINNED, SNAPSHOT_LEN, STATUS_MEMBER
 
 MAX_PLANS = 1024
+_shape_ids = itertools.count(1)  # the wire's shape ids: unique per process, never reused
 _SLOW = ()  # plan of a shape that always takes the general path
 _VALUE_KEYS = frozenset(("telemetry.category", "telemetry.component"))
 
 # A plan, keyed by (span name, number of attributes): (category, group key (topic, kind,
-# id(resource)), resource, name, kind, status code, scope name, scope version, getter of the
-# string values or None, getter of the number values or None, pseudonymised keys, and the
-# SpanKind, StatusCode, scope and resource objects a span must have to use it)
+# id(resource)), resource, shape id, shape (wire.KIND_SPAN_SHAPES: name, kind, status code, scope
+# name, scope version, keys), getter of the string values or None, getter of the number values or
+# None, pseudonymised keys, and the SpanKind, StatusCode, scope and resource objects a span must
+# have to use it)
 Plan = tuple[Any, ...]
 
 
-def _getter(keys: list[Any]) -> Any:
-    """itemgetter that always returns a tuple (itemgetter of one key returns the bare value)."""
+def _getter(keys: list[Any]) -> tuple[Any, list[Any]]:
+    """(an itemgetter that always returns a tuple, or None; the keys of that tuple). itemgetter of
+    one key returns the bare value, so one key is fetched twice (the shape names it twice too)."""
     if not keys:
-        return None
-    return itemgetter(*keys) if len(keys) > 1 else itemgetter(keys[0], keys[0])
+        return None, []
+    if len(keys) == 1:
+        keys = keys * 2
+    return itemgetter(*keys), keys
 
 
 class SpanPlans:
@@ -70,14 +76,12 @@ class SpanPlans:
         plan = self._plans.get((span._name, len(attrs)))
         if not plan:  # unknown shape, or one that always takes the general path
             return False
-        (category, gkey, resource, name, kind, code, scope_name, scope_version, sget, nget, pseudo,
-         kind_obj, code_obj, scope, res) = plan
+        category, gkey, resource, shape_id, shape, sget, nget, pseudo, kind_obj, code_obj, scope, res = plan
         # Identity, not ids in the key: cheaper, and a same-named shape of another kind, status,
         # scope or resource just takes the general path.
         if span._kind is not kind_obj or status._status_code is not code_obj \
                 or span._instrumentation_scope is not scope or span._resource is not res:
             return False
-        n = 0
         clean = self._clean
         try:  # a KeyError: same name and count, other keys (the getters cover every key but pseudo)
             svals = sget(attrs) if sget is not None else ()
@@ -88,24 +92,23 @@ class SpanPlans:
                 sum(nvals)  # TypeError unless every one is still a number
         except (TypeError, KeyError):
             return False
+        pvals: tuple[Any, ...] | list[Any] = ()
         if pseudo:  # only with a redactor
             pcache = self._pcache
-            out = attrs.copy()
+            pvals = []
             for k in pseudo:
-                v = out.get(k)
+                v = attrs.get(k)
                 if v is None:  # same name and count, other keys
                     return False
                 p = pcache.get(v if v.__class__ is str else str(v))  # type: ignore[union-attr]
                 if p is None:  # not pseudonymised before: the general path keys it
                     return False
-                out[k] = p
-                n += 1
-            attrs = out
+                pvals.append(p)
         ctx, parent = span._context, span._parent  # SpanContext is a tuple: [0] trace id, [1] span id
-        rec = (name, ctx[0].to_bytes(16, "big"), ctx[1].to_bytes(8, "big"),
+        rec = (shape_id, ctx[0].to_bytes(16, "big"), ctx[1].to_bytes(8, "big"),
                parent[1].to_bytes(8, "big") if parent is not None else None,
-               span._start_time, span._end_time, kind, code, None, attrs, None, None, scope_name, scope_version)
-        return self.batches.add((category, gkey, resource, rec, n))  # type: ignore[union-attr]
+               span._start_time, span._end_time, svals, nvals, pvals)
+        return self.batches.add((category, gkey, resource, rec, len(pvals), shape))  # type: ignore[union-attr]
 
     def learn(self, items: list[Any]) -> None:
         """Sender thread, before the general path converts ``items``: make plans for span shapes
@@ -141,5 +144,7 @@ class SpanPlans:
             members = (KIND_MEMBER[snap[6]], STATUS_MEMBER[snap[7]], PINNED[snap[12]], PINNED[snap[13]])
         except Exception:  # the general path will count whatever is wrong with this span
             return _SLOW
-        return (category, (topic, wire.KIND_SPANS, id(resource)), resource, rec[0], rec[6], rec[7], rec[12],
-                rec[13], _getter(strs), _getter(nums), pseudo, *members)
+        (sget, skeys), (nget, nkeys) = _getter(strs), _getter(nums)
+        shape = (rec[0], rec[6], rec[7], rec[12], rec[13], [*skeys, *nkeys, *pseudo])
+        return (category, (topic, wire.KIND_SPAN_SHAPES, id(resource)), resource, next(_shape_ids), shape,
+                sget, nget, pseudo, *members)

@@ -13,6 +13,7 @@ touches the socket runs on the single sender thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -34,6 +35,7 @@ log = logging.getLogger("otel_telemetry.transport")
 # Drop reasons (counter names).
 QUEUE_FULL, NO_COLLECTOR, SHUTDOWN, ENCODE_ERROR = "queue_full", "no_collector", "shutdown", "encode_error"
 MAX_DELAY = 0.05  # seconds a partial batch may wait in the queue before it is sent
+IDLE_WAIT = 0.05  # the sender's longest sleep; force_flush and shutdown wake it at once
 
 # (category, topic bytes, kind, resource attrs, record tuple)
 Prepared = tuple[str, bytes, int, dict[str, Any], tuple[Any, ...]]
@@ -107,6 +109,14 @@ class Transport:
         self._thread: threading.Thread | None = None
         self._started = False
         self._work_done = 0  # bumped by the sender after each loop turn; flush waits on it
+        # Wakes the sender from its sleep (a pipe: any thread may write, without a lock).
+        for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self.connected = False
 
     def start(self) -> None:
@@ -189,6 +199,7 @@ class Transport:
             return not self._queue and not self.batches.busy()
         deadline = time.monotonic() + max(0.0, timeout)
         self._flush_requested = True
+        self._wake()
         with self._cond:
             while self._queue or self._in_hand or self._pending_count or self.batches.busy():
                 left = deadline - time.monotonic()
@@ -205,6 +216,7 @@ class Transport:
             self._stopping = True
             self.batches.closed = True
             self._deadline = min(self._deadline, deadline)
+        self._wake()
         thread = self._thread
         if thread is None:
             leftover = len(self._queue)
@@ -286,10 +298,10 @@ class Transport:
         pending: list[tuple[str, bytes, list[bytes], int]] = []  # (category, topic, frames, count)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
         q = self._queue
         rb = self.batches
         first_seen: float | None = None  # when a partial batch in the queue was first seen
-        recs_seen: float | None = None  # the same for records converted on app threads
         while True:
             self._read_subscriptions(sock, subs)
             self.connected = bool(subs)
@@ -311,7 +323,7 @@ class Transport:
                 continue
             app_side = rb.busy()  # records converted (and maybe encoded) on app threads
             if not subs and now < join_deadline and not stopping and (q or app_side):
-                poller.poll(10)  # the collector may still be joining: nothing is sent or dropped yet
+                self._wait(poller, 0.01)  # the collector may still be joining: nothing is sent or dropped yet
                 continue
             if app_side:
                 self._in_hand = 1
@@ -320,28 +332,23 @@ class Transport:
                     pending = self._hold(ready)
                     continue
                 self._in_hand = 0
-                if rb.has_records():
-                    if recs_seen is None:
-                        recs_seen = now
-                    if stopping or self._flush_requested or now - recs_seen >= MAX_DELAY:
-                        recs_seen = None
-                        rb.drain()  # a partial batch nobody filled: encode it here
-                        continue
-                else:
-                    recs_seen = None
+                due = rb.oldest() + MAX_DELAY
+                if rb.has_records() and (stopping or self._flush_requested or now >= due):
+                    rb.drain()  # a partial batch nobody filled: encode it here
+                    continue
             if not q:
-                if app_side:
-                    poller.poll(5)  # another thread is encoding, or a partial batch waits
+                if app_side:  # another thread is encoding, or a partial batch waits
+                    self._wait(poller, min(IDLE_WAIT, due - now))
                     continue
                 self._flush_requested = False
                 self._notify()
                 if stopping:
                     break
-                poller.poll(5)
+                self._wait(poller, IDLE_WAIT)  # force_flush and shutdown wake us sooner
                 continue
             if not subs:
                 if now < join_deadline and not stopping:
-                    poller.poll(10)
+                    self._wait(poller, 0.01)
                     continue
                 self._drop_queue(NO_COLLECTOR)
                 continue
@@ -351,7 +358,7 @@ class Transport:
                 if first_seen is None:
                     first_seen = now
                 if now - first_seen < MAX_DELAY:
-                    poller.poll(max(1, int((MAX_DELAY - (now - first_seen)) * 1000)))
+                    self._wait(poller, MAX_DELAY - (now - first_seen))
                     continue
             first_seen = None
             pending = self._prepare(q, packer)
@@ -372,6 +379,21 @@ class Transport:
         with self._lock:
             for cat, n in counts.items():
                 self._dropped[(cat, reason)] = self._dropped.get((cat, reason), 0) + n
+
+    def _wait(self, poller: zmq.Poller, seconds: float) -> None:
+        """Sleep until the socket has news, someone calls :meth:`_wake`, or ``seconds`` pass."""
+        poller.poll(max(1, int(seconds * 1000)))
+        try:
+            os.read(self._wake_r, 4096)
+        except (BlockingIOError, OSError):
+            pass  # nobody woke us: the usual case
+
+    def _wake(self) -> None:
+        """Any thread: cut the sender's current wait short (force_flush, shutdown)."""
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full, so a wake-up is already pending
 
     def _notify(self) -> None:
         with self._cond:

@@ -11,6 +11,14 @@ A data message is three ZeroMQ frames::
 that sees a larger ``seq`` knows exactly how many records were lost in transport, and for which
 category, which is how "nothing lost silently" holds across a collector crash.
 
+Spans converted by the app's fast path (``span_plans``) travel as kind SPAN_SHAPES: the payload is
+``[resource, shapes, records]`` where ``shapes`` maps a shape id to ``[name, kind, status_code,
+scope_name, scope_version, keys]`` and each record is ``[shape_id, trace_id16, span_id8,
+parent_span_id8|None, start_ns, end_ns, str_values, number_values, pseudonym_values]`` (the values
+of ``keys`` in that order). Attribute keys are not repeated per span, which is what makes this
+form cheaper to encode; :func:`decode_payload` expands it to SPAN tuples, so nothing downstream of
+the decoder sees the difference.
+
 A control message (topic ``telemetry._control``, kind BYE) is sent on orderly shutdown; its
 payload maps every topic the publisher used to the next ``seq`` it would have sent, so records
 lost at the very end are counted too.
@@ -36,8 +44,9 @@ import msgpack
 
 VERSION = 1
 MAGIC = b"OT"
-KIND_SPANS, KIND_METRICS, KIND_LOGS, KIND_BYE = 1, 2, 3, 9
-KIND_NAMES = {KIND_SPANS: "span", KIND_METRICS: "metric", KIND_LOGS: "log", KIND_BYE: "bye"}
+KIND_SPANS, KIND_METRICS, KIND_LOGS, KIND_SPAN_SHAPES, KIND_BYE = 1, 2, 3, 4, 9
+KIND_NAMES = {KIND_SPANS: "span", KIND_METRICS: "metric", KIND_LOGS: "log", KIND_SPAN_SHAPES: "span",
+              KIND_BYE: "bye"}
 
 _HEADER = struct.Struct("!2sBB16sQI")
 HEADER_SIZE = _HEADER.size
@@ -87,6 +96,18 @@ def encode(
     ]
 
 
+def encode_shaped(
+    packer: msgpack.Packer, topic: bytes, publisher: bytes, resource: dict[str, Any],
+    shapes: dict[int, Any], records: list[Any],
+) -> list[bytes]:
+    """A SPAN_SHAPES message (see the module docstring)."""
+    return [
+        topic,
+        _HEADER.pack(MAGIC, VERSION, KIND_SPAN_SHAPES, publisher, 0, len(records)),
+        packer.pack([resource, shapes, records]),
+    ]
+
+
 def restamp(header: bytes, seq: int) -> bytes:
     """The same header with another sequence number (the sender stamps it at send time)."""
     magic, version, kind, publisher, _, count = _HEADER.unpack(header)
@@ -127,9 +148,45 @@ def decode_payload(header: Header, payload: bytes) -> tuple[dict[str, Any], list
         ):
             raise WireError("malformed", "bye payload is not {topic: seq}")
         return obj
+    if header.kind == KIND_SPAN_SHAPES:
+        if not (isinstance(obj, list) and len(obj) == 3 and isinstance(obj[0], dict)
+                and isinstance(obj[1], dict) and isinstance(obj[2], list)):
+            raise WireError("malformed", "payload is not [resource, shapes, records]")
+        obj = [obj[0], _expand(obj[1], obj[2])]
     if not (isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], dict)
             and isinstance(obj[1], list)):
         raise WireError("malformed", "payload is not [resource, records]")
     if len(obj[1]) != header.count:
         raise WireError("malformed", f"header says {header.count} records, payload has {len(obj[1])}")
     return obj[0], obj[1]
+
+
+def _expand(shapes: dict[Any, Any], records: list[Any]) -> list[Any]:
+    """SPAN_SHAPES records -> SPAN tuples; WireError on anything that does not fit."""
+    table = {}
+    for sid, shape in shapes.items():
+        if not (isinstance(shape, list) and len(shape) == 6 and isinstance(shape[5], list)):
+            raise WireError("malformed", "a span shape is not [name, kind, code, scope, version, keys]")
+        table[sid] = shape
+    out = []
+    for rec in records:
+        if not (isinstance(rec, list) and len(rec) == 9):
+            raise WireError("malformed", "a shaped span is not a 9-item array")
+        shape = table.get(rec[0]) if isinstance(rec[0], int) else None
+        if shape is None:
+            raise WireError("malformed", "a shaped span names no shape of its message")
+        svals, nvals, pvals = rec[6], rec[7], rec[8]
+        if not (isinstance(svals, list) and isinstance(nvals, list) and isinstance(pvals, list)):
+            raise WireError("malformed", "shaped span values are not arrays")
+        values = svals + nvals + pvals
+        keys = shape[5]
+        if len(values) != len(keys):
+            raise WireError("malformed", "shaped span values do not match its shape's keys")
+        try:
+            attrs = dict(zip(keys, values, strict=True))
+        except TypeError:  # an unhashable key
+            raise WireError("malformed", "a span shape has a key that is not a string") from None
+        name, kind, code, scope, version = shape[:5]
+        out.append([name, rec[1], rec[2], rec[3], rec[4], rec[5], kind, code, None, attrs, None, None, scope,
+                    version])
+    return out
