@@ -103,6 +103,10 @@ class _TransportUser:
         return self.transport.force_flush(timeout_millis / 1000.0)
 
 
+def _not_taken(span: ReadableSpan) -> bool:
+    return False
+
+
 class _SpanPublisher(_TransportUser):
     """``publish`` runs on the thread that ends a span: never blocks or raises. A span of a shape
     seen before with known-clean values is converted right there (``span_plans``); any other is
@@ -111,16 +115,17 @@ class _SpanPublisher(_TransportUser):
     def _attach_spans(self, transport: Transport) -> None:
         self._attach(transport)
         self._enqueue = transport.enqueue
-        self._fast_end = transport.end_span
+        self._fast_end = transport.end_span or _not_taken
 
     def publish(self, span: ReadableSpan) -> None:
-        fast = self._fast_end
-        if fast is not None:
-            try:
-                if fast(span):
-                    return
-            except Exception:  # e.g. an SDK change: the snapshot path below still works
-                log.debug("span fast path failed", exc_info=True)
+        try:
+            if self._fast_end(span):
+                return
+        except Exception:  # e.g. an SDK change: the snapshot path below still works
+            log.debug("span fast path failed", exc_info=True)
+        self._publish_snapshot(span)
+
+    def _publish_snapshot(self, span: ReadableSpan) -> None:
         try:
             self._enqueue(snapshot(span))
         except Exception:  # never into the app; counted like any other loss
@@ -138,8 +143,7 @@ class ZmqSpanProcessor(_SpanPublisher, SpanProcessor):
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         return None
 
-    def on_end(self, span: ReadableSpan) -> None:
-        self.publish(span)
+    on_end = _SpanPublisher.publish
 
 
 class ZmqProviderSpanProcessor(_SpanPublisher, SynchronousMultiSpanProcessor):
@@ -169,7 +173,13 @@ class ZmqProviderSpanProcessor(_SpanPublisher, SynchronousMultiSpanProcessor):
             sp.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        self.publish(span)
+        try:  # publish(), inlined: this runs for every span
+            done = self._fast_end(span)
+        except Exception:
+            log.debug("span fast path failed", exc_info=True)
+            done = False
+        if not done:
+            self._publish_snapshot(span)
         for sp in self._span_processors:
             sp.on_end(span)
 

@@ -3,8 +3,9 @@
 ``Redactor`` walks the SPAN / METRIC / LOG tuples of ``otel_telemetry.wire`` (and resource
 dicts) and returns them with every string field scanned: names, attribute values (nested lists
 and dicts, their keys too), events, links, status messages, log bodies, scope names. It runs on
-the app's transport sender thread (``exporter._Converter``) and in the collector on OTLP input
-(``collector.redaction``); it never runs on an app thread.
+the app's transport sender thread (``convert._Converter``) and in the collector on OTLP input
+(``collector.redaction``); it never runs on an app thread. The app's span fast path
+(``span_plans``) only reads what it learnt: :attr:`clean_values` and :attr:`pseudonym_cache`.
 
 Built-in detectors (``DETECTORS``, in ``redact_scan``), each replacing the match with
 ``[REDACTED:<rule>]``: url_credentials, private_key, jwt, bearer, basic_auth, api_key, kv_secret,

@@ -322,8 +322,10 @@ class Transport:
                 sock.poll(5, zmq.POLLOUT | zmq.POLLIN)
                 continue
             app_side = rb.busy()  # records converted (and maybe encoded) on app threads
-            if not subs and now < join_deadline and not stopping and (q or app_side):
-                self._wait(poller, 0.01)  # the collector may still be joining: nothing is sent or dropped yet
+            if not subs and now < join_deadline and (q or app_side):
+                # The collector may still be joining: nothing is sent or dropped yet, not even at
+                # shutdown (whose deadline, checked above, bounds this wait).
+                self._wait(poller, 0.01)
                 continue
             if app_side:
                 self._in_hand = 1
@@ -346,10 +348,7 @@ class Transport:
                     break
                 self._wait(poller, IDLE_WAIT)  # force_flush and shutdown wake us sooner
                 continue
-            if not subs:
-                if now < join_deadline and not stopping:
-                    self._wait(poller, 0.01)
-                    continue
+            if not subs:  # past the join window (see above)
                 self._drop_queue(NO_COLLECTOR)
                 continue
             if len(q) < self._batch and not stopping and not self._flush_requested:
