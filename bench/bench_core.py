@@ -125,6 +125,18 @@ def child(args: argparse.Namespace) -> dict:
             raise SystemExit(f"unknown variant {variant}")
     tracer = provider.get_tracer("bench")
     attrs = _attrs
+    if args.warmup:
+        # Steady state before the timed loop (used by bench_instr.py, where callgrind starves the
+        # sender thread): the shape learnt, the collector joined, everything flushed.
+        for i in range(args.warmup):
+            tracer.start_span("bench.op", attributes=attrs(i)).end()
+        if tel is not None:
+            deadline = time.monotonic() + 120
+            while not tel.transport.connected and time.monotonic() < deadline:
+                time.sleep(0.05)
+            tel.force_flush(120)
+        else:
+            provider.force_flush()
     gc.collect()
 
     prof = None
@@ -287,6 +299,8 @@ def run_variant(variant: str, args: argparse.Namespace, profile: str | None = No
                 res["variant"] = variant
             finally:
                 rc = _stop(col)
+            if rc != 0:  # e.g. it could not bind its OTLP ports: the run measured nothing useful
+                raise RuntimeError(f"collector exited with {rc}: {(tmp / 'collector.err').read_text()[-2000:]}")
             import apsw
 
             conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
@@ -421,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                          "and save VARIANT.prof here")
     ap.add_argument("--store-timeout", type=float, default=60.0, help="most seconds to wait for stored rows")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--warmup", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--endpoint", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--db", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--profile", default=None, help=argparse.SUPPRESS)

@@ -29,6 +29,21 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+_RUNNING: list[CollectorProc] = []  # collectors started by the current test
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_collectors() -> Iterator[None]:
+    """A test that fails half-way must not leave its collector running (it would hold a port and
+    keep working in the background of every later test and benchmark)."""
+    yield
+    while _RUNNING:
+        c = _RUNNING.pop()
+        if c.proc is not None and c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.wait(10)
+
+
 class CollectorProc:
     def __init__(self, tmp: Path, name: str = "c") -> None:
         self.endpoint = f"ipc://{tmp}/{name}.ipc"
@@ -60,6 +75,7 @@ class CollectorProc:
              "--db", self.db, "--endpoint", self.endpoint],
             stderr=open(self.log, "ab"), stdout=subprocess.DEVNULL,
         )
+        _RUNNING.append(self)
         wait_for(lambda: sock.exists() or self.proc.poll() is not None, what="collector bind")  # type: ignore[union-attr]
         assert self.proc.poll() is None, self.log.read_text()
         return self

@@ -75,7 +75,7 @@ class _Path:
         """The app thread's way, through the wire and back; None if not taken."""
         if self.plans is None or not self.plans.end(span):
             return None
-        cat = self.batches._recs[-1][0]
+        cat = self.batches._recs[-1][0][0]
         self.batches.drain()
         (msg_cat, topic, frames, count), = self.batches.take_ready()
         header = wire.decode_header(frames)
@@ -228,3 +228,15 @@ def test_through_a_real_socket_nothing_lost_and_counts_exact(tmp_path: Any) -> N
     assert counters["ok"] and counters["taken"] >= 1000  # the fast path carried the later bursts
     assert seqs == set(range(10)) | set(range(10, 1010)) | set(range(2000, 2003))
     assert counters["sent"] == counters["emitted"] == 1013 and counters["dropped"] == {}
+
+
+def test_packer_turns_values_msgpack_cannot_pack_into_strings() -> None:
+    """Sets, custom objects and ints beyond 64 bits go as a list or a string (wire._default), and
+    the packer still works for the next batch."""
+    packer = wire.new_packer()
+    frames = wire.encode(packer, b"telemetry.ai_research.x", wire.KIND_SPANS, b"p" * 16, 0, {"r": 1},
+                         [["n", {"s": {3}, "o": _Keep, "big": 2**80}]])
+    _, records = wire.decode_payload(wire.decode_header(frames), frames[2])
+    assert records == [["n", {"s": [3], "o": str(_Keep), "big": str(2**80)}]]
+    frames = wire.encode(packer, b"telemetry.ai_research.x", wire.KIND_SPANS, b"p" * 16, 0, {}, [["m", 1]])
+    assert wire.decode_payload(wire.decode_header(frames), frames[2]) == ({}, [["m", 1]])

@@ -28,9 +28,9 @@ log = logging.getLogger("otel_telemetry.transport")
 
 BATCH = 512  # records per app-side encode: large enough to amortise msgpack, small enough to stay in cache
 
-# (category, (topic, kind, id(resource)), resource, record, pseudonyms in it, its shape) - a
-# wire.KIND_SPAN_SHAPES record, its first item the shape's id
-Entry = tuple[str, tuple[bytes, int, int], dict[str, Any], tuple[Any, ...], int, Any]
+# (group, record): a wire.KIND_SPAN_SHAPES record and the constant group of its shape,
+# (category, (topic, kind, id(resource)), resource, shape id, shape, pseudonyms per record)
+Entry = tuple[tuple[str, tuple[bytes, int, int], dict[str, Any], int, Any, int], tuple[Any, ...]]
 # (category, topic, frames, record count): what the sender sends
 Message = tuple[str, bytes, list[bytes], int]
 
@@ -98,7 +98,7 @@ class ReadyBatches:
         """Records waiting here, by category (a moment's view; exact once quiet)."""
         out: dict[str, int] = {}
         for e in list(self._recs):
-            out[e[0]] = out.get(e[0], 0) + 1
+            out[e[0][0]] = out.get(e[0][0], 0) + 1
         for m in list(self._ready):
             out[m[0]] = out.get(m[0], 0) + m[3]
         return out
@@ -127,7 +127,7 @@ class ReadyBatches:
         """Remove everything waiting; returns the record counts by category for the caller to count."""
         out: dict[str, int] = {}
         for e in _pop_all(self._recs):
-            out[e[0]] = out.get(e[0], 0) + 1
+            out[e[0][0]] = out.get(e[0][0], 0) + 1
         for m in _pop_all(self._ready):
             out[m[0]] = out.get(m[0], 0) + m[3]
         return out
@@ -137,11 +137,11 @@ class ReadyBatches:
         groups: dict[tuple[bytes, int, int], tuple[str, dict[str, Any], dict[int, Any], list[Any]]] = {}
         pseudonyms = 0
         try:
-            for cat, gkey, resource, rec, n, shape in entries:
+            for (cat, gkey, resource, shape_id, shape, n), rec in entries:
                 g = groups.get(gkey)
                 if g is None:
                     g = groups[gkey] = (cat, resource, {}, [])
-                g[2][rec[0]] = shape
+                g[2][shape_id] = shape
                 g[3].append(rec)
                 pseudonyms += n
             packer = getattr(self._local, "packer", None)
@@ -150,7 +150,7 @@ class ReadyBatches:
         except Exception:  # cannot happen with well-formed entries; never lose them silently
             log.debug("could not group app-side records", exc_info=True)
             for e in entries:
-                self._on_bad(e[0], 1)
+                self._on_bad(e[0][0], 1)
             return
         ready = self._ready
         for (topic, _, _), (cat, resource, shapes, recs) in groups.items():

@@ -32,11 +32,11 @@ _shape_ids = itertools.count(1)  # the wire's shape ids: unique per process, nev
 _SLOW = ()  # plan of a shape that always takes the general path
 _VALUE_KEYS = frozenset(("telemetry.category", "telemetry.component"))
 
-# A plan, keyed by (span name, number of attributes): (category, group key (topic, kind,
-# id(resource)), resource, shape id, shape (wire.KIND_SPAN_SHAPES: name, kind, status code, scope
-# name, scope version, keys), getter of the string values or None, getter of the number values or
-# None, pseudonymised keys, and the SpanKind, StatusCode, scope and resource objects a span must
-# have to use it)
+# A plan, keyed by (span name, number of attributes): (its group for ``batches`` (category, group
+# key (topic, kind, id(resource)), resource, shape id, shape (wire.KIND_SPAN_SHAPES: name, kind,
+# status code, scope name, scope version, keys), pseudonyms per record), shape id, getters of the
+# string, number and pseudonymised values (each None if there are none), and the SpanKind,
+# StatusCode, scope and resource objects a span must have to use it)
 Plan = tuple[Any, ...]
 
 
@@ -59,7 +59,8 @@ class SpanPlans:
         self._redactor = redactor
         self._plans: dict[tuple[Any, ...], Plan] = {}
         self._clean = redactor.clean_values if redactor is not None else None
-        self._pcache = redactor.pseudonym_cache if redactor is not None else None
+        # value -> pseudonym; raises KeyError for a value not pseudonymised yet
+        self._pseudonym = redactor.pseudonym_cache.__getitem__ if redactor is not None else None
         # Where ``end`` puts its records: the transport's ReadyBatches (set once it exists; it
         # survives fork, cleared in place).
         self.batches: ReadyBatches | None = None
@@ -76,39 +77,28 @@ class SpanPlans:
         plan = self._plans.get((span._name, len(attrs)))
         if not plan:  # unknown shape, or one that always takes the general path
             return False
-        category, gkey, resource, shape_id, shape, sget, nget, pseudo, kind_obj, code_obj, scope, res = plan
+        group, shape_id, sget, nget, pget, kind_obj, code_obj, scope, res = plan
         # Identity, not ids in the key: cheaper, and a same-named shape of another kind, status,
         # scope or resource just takes the general path.
         if span._kind is not kind_obj or status._status_code is not code_obj \
                 or span._instrumentation_scope is not scope or span._resource is not res:
             return False
         clean = self._clean
-        try:  # a KeyError: same name and count, other keys (the getters cover every key but pseudo)
+        try:  # a KeyError: same name and count, other keys (the getters cover every key)
             svals = sget(attrs) if sget is not None else ()
             nvals = nget(attrs) if nget is not None else ()
             if clean is not None:
                 if not clean.issuperset(svals):
                     return False  # a string not known clean (or no longer a string): scan it
                 sum(nvals)  # TypeError unless every one is still a number
+            # KeyError too when a value was never pseudonymised: the general path keys it
+            pvals = tuple(map(self._pseudonym, map(str, pget(attrs)))) if pget is not None else ()
         except (TypeError, KeyError):
             return False
-        pvals: tuple[Any, ...] | list[Any] = ()
-        if pseudo:  # only with a redactor
-            pcache = self._pcache
-            pvals = []
-            for k in pseudo:
-                v = attrs.get(k)
-                if v is None:  # same name and count, other keys
-                    return False
-                p = pcache.get(v if v.__class__ is str else str(v))  # type: ignore[union-attr]
-                if p is None:  # not pseudonymised before: the general path keys it
-                    return False
-                pvals.append(p)
         ctx, parent = span._context, span._parent  # SpanContext is a tuple: [0] trace id, [1] span id
-        rec = (shape_id, ctx[0].to_bytes(16, "big"), ctx[1].to_bytes(8, "big"),
-               parent[1].to_bytes(8, "big") if parent is not None else None,
+        rec = (shape_id, ctx[0].to_bytes(16, "big"), ctx[1], parent[1] if parent is not None else None,
                span._start_time, span._end_time, svals, nvals, pvals)
-        return self.batches.add((category, gkey, resource, rec, len(pvals), shape))  # type: ignore[union-attr]
+        return self.batches.add((group, rec))  # type: ignore[union-attr]
 
     def learn(self, items: list[Any]) -> None:
         """Sender thread, before the general path converts ``items``: make plans for span shapes
@@ -144,7 +134,8 @@ class SpanPlans:
             members = (KIND_MEMBER[snap[6]], STATUS_MEMBER[snap[7]], PINNED[snap[12]], PINNED[snap[13]])
         except Exception:  # the general path will count whatever is wrong with this span
             return _SLOW
-        (sget, skeys), (nget, nkeys) = _getter(strs), _getter(nums)
-        shape = (rec[0], rec[6], rec[7], rec[12], rec[13], [*skeys, *nkeys, *pseudo])
-        return (category, (topic, wire.KIND_SPAN_SHAPES, id(resource)), resource, next(_shape_ids), shape,
-                sget, nget, pseudo, *members)
+        (sget, skeys), (nget, nkeys), (pget, pkeys) = _getter(strs), _getter(nums), _getter(list(pseudo))
+        shape_id = next(_shape_ids)
+        shape = (rec[0], rec[6], rec[7], rec[12], rec[13], [*skeys, *nkeys, *pkeys])
+        group = (category, (topic, wire.KIND_SPAN_SHAPES, id(resource)), resource, shape_id, shape, len(pseudo))
+        return (group, shape_id, sget, nget, pget, *members)

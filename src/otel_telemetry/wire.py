@@ -13,11 +13,11 @@ category, which is how "nothing lost silently" holds across a collector crash.
 
 Spans converted by the app's fast path (``span_plans``) travel as kind SPAN_SHAPES: the payload is
 ``[resource, shapes, records]`` where ``shapes`` maps a shape id to ``[name, kind, status_code,
-scope_name, scope_version, keys]`` and each record is ``[shape_id, trace_id16, span_id8,
-parent_span_id8|None, start_ns, end_ns, str_values, number_values, pseudonym_values]`` (the values
-of ``keys`` in that order). Attribute keys are not repeated per span, which is what makes this
-form cheaper to encode; :func:`decode_payload` expands it to SPAN tuples, so nothing downstream of
-the decoder sees the difference.
+scope_name, scope_version, keys]`` and each record is ``[shape_id, trace_id16, span_id,
+parent_span_id|None, start_ns, end_ns, str_values, number_values, pseudonym_values]`` (span ids
+as unsigned 64-bit integers; the values of ``keys`` in that order). Attribute keys are not
+repeated per span, which is what makes this form cheaper to encode; :func:`decode_payload`
+expands it to SPAN tuples, so nothing downstream of the decoder sees the difference.
 
 A control message (topic ``telemetry._control``, kind BYE) is sent on orderly shutdown; its
 payload maps every topic the publisher used to the next ``seq`` it would have sent, so records
@@ -186,7 +186,11 @@ def _expand(shapes: dict[Any, Any], records: list[Any]) -> list[Any]:
             attrs = dict(zip(keys, values, strict=True))
         except TypeError:  # an unhashable key
             raise WireError("malformed", "a span shape has a key that is not a string") from None
+        sid, parent = rec[2], rec[3]
+        if not (isinstance(sid, int) and 0 <= sid < 1 << 64
+                and (parent is None or (isinstance(parent, int) and 0 <= parent < 1 << 64))):
+            raise WireError("malformed", "a shaped span's ids are not unsigned 64-bit integers")
         name, kind, code, scope, version = shape[:5]
-        out.append([name, rec[1], rec[2], rec[3], rec[4], rec[5], kind, code, None, attrs, None, None, scope,
-                    version])
+        out.append([name, rec[1], sid.to_bytes(8, "big"), parent.to_bytes(8, "big") if parent is not None else None,
+                    rec[4], rec[5], kind, code, None, attrs, None, None, scope, version])
     return out
