@@ -29,13 +29,13 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-_RUNNING: list[CollectorProc] = []  # collectors started by the current test
+_RUNNING: list[CollectorProc] = []  # every collector process the tests started
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _no_stray_collectors() -> Iterator[None]:
-    """A test that fails half-way must not leave its collector running (it would hold a port and
-    keep working in the background of every later test and benchmark)."""
+    """A test that fails half-way must not leave its collector running after the session (it
+    would hold its ports and keep working in the background of later runs and benchmarks)."""
     yield
     while _RUNNING:
         c = _RUNNING.pop()
