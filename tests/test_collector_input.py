@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,9 @@ def test_receiver_refuses_bind_in_process(tmp_path: Path) -> None:
     ("categories:\n  rules:\n    - {category: nope}\n", "categories.rules[0].category"),
     ("store: [1, 2]\n", "expected a mapping"),
     ("a: [unclosed\n", "not valid YAML"),
+    ("nice: -5\n", "nice must be an integer from 0 to 19"),
+    ("nice: 20\n", "nice must be an integer from 0 to 19"),
+    ("nice: low\n", "nice must be an integer from 0 to 19"),
 ])
 def test_config_errors_name_the_key(tmp_path: Path, text: str, needle: str) -> None:
     p = tmp_path / "c.yaml"
@@ -140,3 +144,21 @@ def test_unpackable_payload_types_do_not_crash() -> None:
     for payload in (b"", b"\x00", msgpack.packb([1, 2]), msgpack.packb({"a": 1}), b"\xff" * 100):
         with pytest.raises(wire.WireError):
             wire.decode_payload(header, payload)
+
+
+def _niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_collector_lowers_its_cpu_priority_by_default(tmp_path: Path) -> None:
+    """``nice: 10`` by default (the apps it observes come first); ``nice: 0`` leaves it alone."""
+    own = _niceness(os.getpid())
+    for text, expected in (("", min(19, own + 10)), ("nice: 0\n", own)):
+        c = CollectorProc(tmp_path, name=f"n{expected}")
+        c.config.write_text(c.config.read_text() + text)
+        c.start()
+        try:
+            assert _niceness(c.proc.pid) == expected  # type: ignore[union-attr]
+        finally:
+            assert c.stop() == 0

@@ -99,6 +99,7 @@ class CollectorConfig:
     db: str
     log_level: str = "info"
     shutdown_timeout: float = 10.0
+    nice: int = 10  # added to the process's niceness at start: the apps it observes come first
     store: StoreConfig = field(default_factory=StoreConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     zmq: ZmqReceiverConfig = field(default_factory=ZmqReceiverConfig)
@@ -111,7 +112,7 @@ class CollectorConfig:
     redaction: CollectorRedaction = field(default_factory=CollectorRedaction)  # collector/redaction.py
 
 
-_TOP = {"endpoint", "db", "log_level", "shutdown_timeout", "store", "retention", "receivers", "categories",
+_TOP = {"endpoint", "db", "log_level", "shutdown_timeout", "nice", "store", "retention", "receivers", "categories",
         "forward", "alerts", "prices", "redaction"}
 
 
@@ -264,6 +265,11 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
         cfg.log_level = raw["log_level"]
     if "shutdown_timeout" in raw:
         cfg.shutdown_timeout = _num(f"{where}: shutdown_timeout", raw["shutdown_timeout"], float, 0)
+    if "nice" in raw:
+        nice = raw["nice"]
+        if type(nice) is not int or not 0 <= nice <= 19:
+            raise ConfigError(f"{where}: nice must be an integer from 0 to 19, got {nice!r}")
+        cfg.nice = nice
     st = raw.get("store") or {}
     _check_keys(f"{where}: store", st, {"synchronous", "batch_rows", "flush_interval", "queue_batches",
                                         "key_file"})

@@ -162,6 +162,13 @@ def run_collector(config_path: str | None = None, db: str | None = None, endpoin
         level=getattr(logging, cfg.log_level.upper()), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if cfg.nice and hasattr(os, "nice"):
+        # Before any thread starts (threads inherit it): on a device the collector shares its
+        # cores with the apps it observes, and they come first; bounded queues absorb the lag.
+        try:
+            os.nice(cfg.nice)
+        except OSError as exc:
+            log.warning("could not lower the collector's CPU priority (nice %d): %s", cfg.nice, exc)
     collector = Collector(cfg)
     try:  # a bad key file is a one-line start-up error, before any thread opens the database
         dbmod.resolve_key()
