@@ -96,12 +96,7 @@ class ReadyBatches:
 
     def queued(self) -> dict[str, int]:
         """Records waiting here, by category (a moment's view; exact once quiet)."""
-        out: dict[str, int] = {}
-        for e in list(self._recs):
-            out[e[0][0]] = out.get(e[0][0], 0) + 1
-        for m in list(self._ready):
-            out[m[0]] = out.get(m[0], 0) + m[3]
-        return out
+        return _by_category(list(self._recs), list(self._ready))
 
     def busy(self) -> bool:
         """Records are waiting or being encoded (force_flush waits for this)."""
@@ -125,12 +120,7 @@ class ReadyBatches:
 
     def drop_all(self) -> dict[str, int]:
         """Remove everything waiting; returns the record counts by category for the caller to count."""
-        out: dict[str, int] = {}
-        for e in _pop_all(self._recs):
-            out[e[0][0]] = out.get(e[0][0], 0) + 1
-        for m in _pop_all(self._ready):
-            out[m[0]] = out.get(m[0], 0) + m[3]
-        return out
+        return _by_category(_pop_all(self._recs), _pop_all(self._ready))
 
     # -- internals --------------------------------------------------------------------------------
     def _encode(self, entries: list[Entry]) -> None:
@@ -164,6 +154,15 @@ class ReadyBatches:
             ready.append((cat, topic, frames, len(recs)))
         if pseudonyms and self._on_pseudonyms is not None:
             self._on_pseudonyms(pseudonyms)
+
+
+def _by_category(entries: list[Entry], messages: list[Message]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in entries:
+        out[e[0][0]] = out.get(e[0][0], 0) + 1
+    for m in messages:
+        out[m[0]] = out.get(m[0], 0) + m[3]
+    return out
 
 
 def _pop_all(dq: deque[Any]) -> list[Any]:

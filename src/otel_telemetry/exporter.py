@@ -36,7 +36,7 @@ from . import settings, wire
 from .convert import _Converter
 from .redact import RedactionConfig, Redactor
 from .redact_config import app_config
-from .sessions import _session
+from .sessions import _session, tag_span
 from .snapshot import EMPTY, snapshot
 from .transport import Prepared, Transport
 
@@ -163,12 +163,8 @@ class ZmqProviderSpanProcessor(_SpanPublisher, SynchronousMultiSpanProcessor):
         self._attach_spans(transport)
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
-        sid = _session.get()
-        if sid is not None:
-            try:
-                span.set_attribute("session.id", sid)
-            except Exception:
-                log.debug("could not tag span with session.id", exc_info=True)
+        if _session.get() is not None:  # checked here: no call for the usual span without one
+            tag_span(span)
         for sp in self._span_processors:
             sp.on_start(span, parent_context=parent_context)
 

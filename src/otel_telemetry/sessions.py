@@ -45,6 +45,17 @@ def get_session_id() -> str | None:
     return _session.get()
 
 
+def tag_span(span: Any) -> None:
+    """``session.id`` from the session context onto a starting span; never raises (runs on the
+    thread that starts the span)."""
+    sid = _session.get()
+    if sid is not None:
+        try:
+            span.set_attribute("session.id", sid)
+        except Exception:
+            log.debug("could not tag span with session.id", exc_info=True)
+
+
 class SessionSpanProcessor(SpanProcessor):
     """Adds ``session.id`` from the session context to every span at start.
 
@@ -52,12 +63,7 @@ class SessionSpanProcessor(SpanProcessor):
     """
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
-        sid = _session.get()
-        if sid is not None:
-            try:
-                span.set_attribute("session.id", sid)
-            except Exception:
-                log.debug("could not tag span with session.id", exc_info=True)
+        tag_span(span)
 
     def on_end(self, span: ReadableSpan) -> None:
         return None

@@ -382,17 +382,13 @@ class Transport:
     def _wait(self, poller: zmq.Poller, seconds: float) -> None:
         """Sleep until the socket has news, someone calls :meth:`_wake`, or ``seconds`` pass."""
         poller.poll(max(1, int(seconds * 1000)))
-        try:
+        with contextlib.suppress(OSError):  # BlockingIOError: nobody woke us, the usual case
             os.read(self._wake_r, 4096)
-        except (BlockingIOError, OSError):
-            pass  # nobody woke us: the usual case
 
     def _wake(self) -> None:
         """Any thread: cut the sender's current wait short (force_flush, shutdown)."""
-        try:
+        with contextlib.suppress(OSError):  # BlockingIOError: full, so a wake-up is already pending
             os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full, so a wake-up is already pending
 
     def _notify(self) -> None:
         with self._cond:
