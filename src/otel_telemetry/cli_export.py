@@ -190,7 +190,7 @@ def cmd_watch(interval: float, fmt: str, backlog: int, max_records: int | None, 
     sel = _selection(filters)
     deadline = None if timeout is None else time.monotonic() + timeout
     shown = 0
-    out = click.get_text_stream("stdout")
+    out = sys.stdout  # read at call time: CliRunner swaps it
 
     def emit(rows: list[tuple[Any, ...]]) -> bool:
         nonlocal shown

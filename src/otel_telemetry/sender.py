@@ -1,0 +1,366 @@
+"""The transport's sender thread: owns the XPUB socket, converts queued items, stamps sequence
+numbers and sends; a mixin of :class:`otel_telemetry.transport.Transport` (its state lives there).
+
+Everything here runs on the one sender thread, except what ``Transport`` calls from other threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+import zmq.auth
+from zmq.utils import z85
+
+from . import wire
+from .batches import ReadyBatches
+
+log = logging.getLogger("otel_telemetry.transport")
+
+# Drop reasons (counter names).
+QUEUE_FULL, NO_COLLECTOR, SHUTDOWN, ENCODE_ERROR = "queue_full", "no_collector", "shutdown", "encode_error"
+MAX_DELAY = 0.05  # seconds a partial batch may wait in the queue before it is sent
+IDLE_WAIT = 0.05  # the sender's longest sleep; force_flush and shutdown wake it at once
+
+# (category, topic bytes, kind, resource attrs, record tuple)
+Prepared = tuple[str, bytes, int, dict[str, Any], tuple[Any, ...]]
+Converter = Callable[[Any], Prepared]
+
+
+class Dropped(Exception):
+    """Raised by a converter: count this item as dropped under (``category``, ``reason``)."""
+
+    def __init__(self, category: str, reason: str) -> None:
+        super().__init__(reason)
+        self.category, self.reason = category, reason
+
+
+class Sender:
+    """The sender thread's half of ``Transport``."""
+
+    endpoint: str
+    batches: ReadyBatches
+    _queue: deque[Any]
+    _lock: threading.Lock
+    _cond: threading.Condition
+    _convert: Converter
+    _learn: Callable[[list[Any]], None] | None
+    _categorise_drop: Callable[[Any], str]
+    _batch: int
+    _join_timeout: float
+    _hwm: int
+    _curve_server_key: str | None
+    _curve_client_key_file: str | None
+    _publisher: bytes
+    _next_seq: dict[bytes, int]
+    _sent: dict[str, int]
+    _dropped: dict[tuple[str, str], int]
+    _pending_count: dict[str, int]
+    _in_hand: int
+    _stopping: bool
+    _flush_requested: bool
+    _deadline: float
+    _wake_r: int
+    connected: bool
+
+    def _drop_queue(self, reason: str) -> None:
+        counts: dict[str, int] = {}
+        q = self._queue
+        while True:
+            try:
+                item = q.popleft()
+            except IndexError:
+                break
+            try:
+                cat = self._categorise_drop(item)
+            except Exception:
+                cat = "unknown"
+            counts[cat] = counts.get(cat, 0) + 1
+        with self._lock:
+            for cat, n in counts.items():
+                self._dropped[(cat, reason)] = self._dropped.get((cat, reason), 0) + n
+
+    def _run(self) -> None:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.XPUB)
+        try:
+            sock.setsockopt(zmq.XPUB_NODROP, 1)
+            sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # see re-subscribes from a restarted collector
+            sock.setsockopt(zmq.SNDHWM, self._hwm)
+            if self._apply_curve(sock):
+                sock.connect(self.endpoint)
+            # else: never connected, so no collector ever subscribes and every record is counted
+            # as a no_collector drop (the error was logged once).
+            self._loop(sock)
+        except Exception:
+            log.exception("otel-telemetry sender stopped on an unexpected error; remaining records dropped")
+            self._drop_queue(SHUTDOWN)
+        finally:
+            # Linger only as long as shutdown allows, so the goodbye and last frames get out.
+            left = self._deadline - time.monotonic() if self._deadline != float("inf") else 0.0
+            sock.close(linger=int(max(0.0, min(left, 2.0)) * 1000))
+            ctx.term()
+            with self._cond:
+                self._in_hand = 0
+                self._pending_count.clear()
+                self._cond.notify_all()
+
+    def _apply_curve(self, sock: zmq.Socket) -> bool:
+        """Set the CURVE client options when configured; False (logged once) if the keys are unusable."""
+        server, client = self._curve_server_key, self._curve_client_key_file
+        if not server and not client:
+            return True
+        try:
+            if not server or not client:
+                raise ValueError("both curve_server_key and curve_client_key_file are needed")
+            server_key = _server_public_key(server)
+            public, secret = zmq.auth.load_certificate(client)
+            if not secret:
+                raise ValueError(f"{client} holds no secret-key (pass the .key_secret file)")
+            sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+        except (OSError, ValueError, zmq.ZMQError) as exc:
+            log.error("otel-telemetry: CURVE keys unusable (%s); not connecting to %s, records are dropped "
+                      "and counted as no_collector", exc, self.endpoint)
+            return False
+        return True
+
+    def _loop(self, sock: zmq.Socket) -> None:
+        subs: set[bytes] = set()
+        packer = wire.new_packer()
+        join_deadline = time.monotonic() + self._join_timeout
+        pending: list[tuple[str, bytes, list[bytes], int]] = []  # (category, topic, frames, count)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        q = self._queue
+        rb = self.batches
+        first_seen: float | None = None  # when a partial batch in the queue was first seen
+        while True:
+            self._read_subscriptions(sock, subs)
+            self.connected = bool(subs)
+            now = time.monotonic()
+            stopping = self._stopping
+            if stopping and now >= self._deadline:
+                self._give_up(pending, SHUTDOWN)
+                self._drop_queue(SHUTDOWN)
+                self._drop_app_side(SHUTDOWN)
+                break
+            if pending:
+                if not subs:
+                    self._give_up(pending, NO_COLLECTOR)
+                    continue
+                if self._send_pending(sock, pending, subs):
+                    continue
+                # The collector is slow: wait for room (or news) without spinning.
+                sock.poll(5, zmq.POLLOUT | zmq.POLLIN)
+                continue
+            app_side = rb.busy()  # records converted (and maybe encoded) on app threads
+            if not subs and now < join_deadline and (q or app_side):
+                # The collector may still be joining: nothing is sent or dropped yet, not even at
+                # shutdown (whose deadline, checked above, bounds this wait).
+                self._wait(poller, 0.01)
+                continue
+            if app_side:
+                self._in_hand = 1
+                ready = rb.take_ready()
+                if ready:
+                    pending = self._hold(ready)
+                    continue
+                self._in_hand = 0
+                due = rb.oldest() + MAX_DELAY
+                if rb.has_records() and (stopping or self._flush_requested or now >= due):
+                    rb.drain()  # a partial batch nobody filled: encode it here
+                    continue
+            if not q:
+                if app_side:  # another thread is encoding, or a partial batch waits
+                    self._wait(poller, min(IDLE_WAIT, due - now))
+                    continue
+                self._flush_requested = False
+                self._notify()
+                if stopping:
+                    break
+                self._wait(poller, IDLE_WAIT)  # force_flush and shutdown wake us sooner
+                continue
+            if not subs:  # past the join window (see above)
+                self._drop_queue(NO_COLLECTOR)
+                continue
+            if len(q) < self._batch and not stopping and not self._flush_requested:
+                # Let a batch fill up (bounded by MAX_DELAY): fewer, larger messages mean fewer
+                # wake-ups taking the GIL from the app thread.
+                if first_seen is None:
+                    first_seen = now
+                if now - first_seen < MAX_DELAY:
+                    self._wait(poller, MAX_DELAY - (now - first_seen))
+                    continue
+            first_seen = None
+            pending = self._prepare(q, packer)
+        if subs:
+            self._say_bye(sock, packer)
+        self._notify()
+
+    def _hold(self, msgs: list[tuple[str, bytes, list[bytes], int]]) -> list[tuple[str, bytes, list[bytes], int]]:
+        """Messages encoded on app threads become the sender's pending ones (counted as such)."""
+        with self._lock:
+            for cat, _, _, count in msgs:
+                self._pending_count[cat] = self._pending_count.get(cat, 0) + count
+            self._in_hand = 0
+        return msgs
+
+    def _drop_app_side(self, reason: str) -> None:
+        counts = self.batches.drop_all()
+        with self._lock:
+            for cat, n in counts.items():
+                self._dropped[(cat, reason)] = self._dropped.get((cat, reason), 0) + n
+
+    def _wait(self, poller: zmq.Poller, seconds: float) -> None:
+        """Sleep until the socket has news, someone calls :meth:`_wake`, or ``seconds`` pass."""
+        poller.poll(max(1, int(seconds * 1000)))
+        with contextlib.suppress(OSError):  # BlockingIOError: nobody woke us, the usual case
+            os.read(self._wake_r, 4096)
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    @staticmethod
+    def _read_subscriptions(sock: zmq.Socket, subs: set[bytes]) -> None:
+        # Checking EVENTS first is far cheaper than a recv that raises zmq.Again every turn.
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                msg = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] == b"\x01":
+                subs.add(msg[1:])
+            elif msg[:1] == b"\x00":
+                subs.discard(msg[1:])
+
+    def _prepare(self, q: deque[Any], packer: Any) -> list[tuple[str, bytes, list[bytes], int]]:
+        groups: dict[tuple[bytes, int, int], tuple[str, dict[str, Any], list[Any]]] = {}
+        bad: dict[str, int] = {}
+        refused: dict[tuple[str, str], int] = {}
+        convert = self._convert
+        self._in_hand = 1  # force_flush must not see an empty queue while we hold items
+        popleft = q.popleft
+        items = []
+        for _ in range(self._batch):
+            try:
+                items.append(popleft())
+            except IndexError:
+                break
+        if self._learn is not None:
+            try:
+                self._learn(items)
+            except Exception:  # only a missed speed-up: the items still go the long way
+                log.debug("learning span shapes failed", exc_info=True)
+        for item in items:
+            try:
+                cat, topic, kind, resource, rec = convert(item)
+            except Dropped as exc:
+                refused[(exc.category, exc.reason)] = refused.get((exc.category, exc.reason), 0) + 1
+                continue
+            except Exception:
+                log.debug("could not convert %r", type(item), exc_info=True)
+                bad["unknown"] = bad.get("unknown", 0) + 1
+                continue
+            key = (topic, kind, id(resource))
+            g = groups.get(key)
+            if g is None:
+                groups[key] = (cat, resource, [rec])
+            else:
+                g[2].append(rec)
+        out = []
+        pending_count: dict[str, int] = {}
+        for (topic, kind, _), (cat, resource, recs) in groups.items():
+            try:
+                frames = wire.encode(packer, topic, kind, self._publisher, 0, resource, recs)
+            except Exception:
+                log.debug("could not encode a batch for %s", topic, exc_info=True)
+                bad[cat] = bad.get(cat, 0) + len(recs)
+                packer.reset()
+                continue
+            out.append((cat, topic, frames, len(recs)))
+            pending_count[cat] = pending_count.get(cat, 0) + len(recs)
+        with self._lock:
+            for cat, c in bad.items():
+                self._dropped[(cat, ENCODE_ERROR)] = self._dropped.get((cat, ENCODE_ERROR), 0) + c
+            for key, c in refused.items():
+                self._dropped[key] = self._dropped.get(key, 0) + c
+            for cat, c in pending_count.items():
+                self._pending_count[cat] = self._pending_count.get(cat, 0) + c
+            self._in_hand = 0
+        return out
+
+    def _send_pending(self, sock: zmq.Socket, pending: list[tuple[str, bytes, list[bytes], int]],
+                      subs: set[bytes]) -> bool:
+        """Send what the pipe takes; True if everything went (or was counted)."""
+        while pending:
+            cat, topic, frames, count = pending[0]
+            if not any(topic.startswith(s) for s in subs):
+                self._settle(cat, count, NO_COLLECTOR)
+                pending.pop(0)
+                continue
+            # The sequence number is stamped only now, so records the app drops never leave a
+            # gap the collector would count a second time.
+            seq = self._next_seq.get(topic, 0)
+            frames[1] = wire.restamp(frames[1], seq)
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                return False
+            self._next_seq[topic] = seq + count
+            self._settle(cat, count, None)
+            pending.pop(0)
+        return True
+
+    def _settle(self, cat: str, count: int, drop_reason: str | None) -> None:
+        with self._lock:
+            self._pending_count[cat] -= count
+            if not self._pending_count[cat]:
+                del self._pending_count[cat]
+            if drop_reason is None:
+                self._sent[cat] = self._sent.get(cat, 0) + count
+            else:
+                self._dropped[(cat, drop_reason)] = self._dropped.get((cat, drop_reason), 0) + count
+
+    def _give_up(self, pending: list[tuple[str, bytes, list[bytes], int]], reason: str) -> None:
+        for cat, _, _, count in pending:
+            self._settle(cat, count, reason)
+        pending.clear()
+
+    def _say_bye(self, sock: zmq.Socket, packer: Any) -> None:
+        frames = wire.encode_bye(packer, self._publisher,
+                                 {t.decode(): s for t, s in self._next_seq.items()})
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            log.debug("goodbye not sent: pipe full")
+        # Give libzmq a moment to move the last frames into the kernel before the socket goes.
+        end = min(self._deadline, time.monotonic() + 0.5)
+        while time.monotonic() < end and sock.poll(1, zmq.POLLOUT) == 0:
+            pass
+
+
+def _server_public_key(value: str) -> bytes:
+    """The collector's public key from a key file (``.key`` or ``.key_secret``) or 40 Z85 characters."""
+    if os.path.isfile(value):
+        public, _ = zmq.auth.load_certificate(value)
+        key = public
+    else:
+        key = value.strip().encode("ascii", "replace")
+    if len(key) != 40:
+        raise ValueError(f"curve_server_key {value!r}: neither a key file nor a 40-character Z85 key")
+    try:
+        z85.decode(key)
+    except Exception:
+        raise ValueError(f"curve_server_key {value!r}: not valid Z85") from None
+    return key
