@@ -240,3 +240,45 @@ def test_packer_turns_values_msgpack_cannot_pack_into_strings() -> None:
     assert records == [["n", {"s": [3], "o": str(_Keep), "big": str(2**80)}]]
     frames = wire.encode(packer, b"telemetry.ai_research.x", wire.KIND_SPANS, b"p" * 16, 0, {}, [["m", 1]])
     assert wire.decode_payload(wire.decode_header(frames), frames[2]) == ({}, [["m", 1]])
+
+
+def test_a_crashing_sender_counts_what_it_held(tmp_path: Any) -> None:
+    """If the sender thread dies on a bug, the records it held (queue, app-side batches, messages
+    in hand) are counted as dropped, never just forgotten: emitted == sent + dropped + queued."""
+    endpoint = f"ipc://{tmp_path}/crash.ipc"
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.bind(endpoint)
+    sub.setsockopt(zmq.SUBSCRIBE, b"telemetry.")
+    code = textwrap.dedent("""
+        import json, sys, otel_telemetry
+        from otel_telemetry import sender
+        def broken(*args, **kwargs):
+            raise RuntimeError("a bug in the sender")
+        sender.Sender._send_pending = broken
+        tel = otel_telemetry.configure("crash", endpoint=sys.argv[1], metrics=False, logs=False,
+                                       set_global=False, join_timeout=30)
+        tracer = tel.tracer_provider.get_tracer("t")
+        for i in range(700):
+            tracer.start_span("op", attributes={"k": "v", "i": i}).end()
+        tel.force_flush(10)
+        tel.shutdown(10)
+        print(json.dumps(tel.counters()))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code, endpoint], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:  # the SUB socket passes its subscription on only while this thread works it
+        while proc.poll() is None:
+            if sub.poll(50):
+                sub.recv_multipart()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        ctx.destroy(linger=0)
+    import json
+
+    assert proc.returncode == 0, err
+    assert "a bug in the sender" in err  # logged, not raised into the app
+    c = json.loads(out.strip().splitlines()[-1])
+    assert c["emitted"] == 700 and c["sent"] == 0
+    assert c["emitted"] == c["sent"] + sum(c["dropped"].values()) + c["queued"]
+    assert c["dropped"].get("shutdown", 0) >= 1

@@ -101,7 +101,13 @@ class Sender:
             self._loop(sock)
         except Exception:
             log.exception("otel-telemetry sender stopped on an unexpected error; remaining records dropped")
+            self.batches.closed = True  # app threads stop converting: what follows is counted at enqueue
             self._drop_queue(SHUTDOWN)
+            self._drop_app_side(SHUTDOWN)
+            with self._lock:  # records in messages it held: counted, not just forgotten
+                for cat, n in self._pending_count.items():
+                    self._dropped[(cat, SHUTDOWN)] = self._dropped.get((cat, SHUTDOWN), 0) + n
+                self._pending_count.clear()
         finally:
             # Linger only as long as shutdown allows, so the goodbye and last frames get out.
             left = self._deadline - time.monotonic() if self._deadline != float("inf") else 0.0
