@@ -175,14 +175,21 @@ def test_rules_turn_the_fast_path_off_and_redaction_off_skips_the_checks() -> No
     assert got[4][9]["user.id"] == "u-1"  # not pseudonymised: redaction is off
 
 
-def test_through_a_real_socket_nothing_lost_and_counts_exact(tmp_path: Any) -> None:
-    """A producer process whose spans mostly take the fast path, to a SUB socket: every record
-    arrives once, counters are exact, and a partial batch goes out on force_flush."""
-    endpoint = f"ipc://{tmp_path}/plans.ipc"
+def _subscriber(endpoint: str) -> tuple[zmq.Context, zmq.Socket]:
+    """A SUB socket bound at ``endpoint`` taking every telemetry topic (it passes its subscription
+    on only while the test's thread polls or reads it)."""
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.bind(endpoint)
     sub.setsockopt(zmq.SUBSCRIBE, b"telemetry.")
+    return ctx, sub
+
+
+def test_through_a_real_socket_nothing_lost_and_counts_exact(tmp_path: Any) -> None:
+    """A producer process whose spans mostly take the fast path, to a SUB socket: every record
+    arrives once, counters are exact, and a partial batch goes out on force_flush."""
+    endpoint = f"ipc://{tmp_path}/plans.ipc"
+    ctx, sub = _subscriber(endpoint)
     code = textwrap.dedent("""
         import json, sys, otel_telemetry
         from otel_telemetry import span_plans
@@ -246,10 +253,7 @@ def test_a_crashing_sender_counts_what_it_held(tmp_path: Any) -> None:
     """If the sender thread dies on a bug, the records it held (queue, app-side batches, messages
     in hand) are counted as dropped, never just forgotten: emitted == sent + dropped + queued."""
     endpoint = f"ipc://{tmp_path}/crash.ipc"
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.bind(endpoint)
-    sub.setsockopt(zmq.SUBSCRIBE, b"telemetry.")
+    ctx, sub = _subscriber(endpoint)
     code = textwrap.dedent("""
         import json, sys, otel_telemetry
         from otel_telemetry import sender

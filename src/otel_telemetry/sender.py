@@ -352,8 +352,9 @@ class Sender:
             log.debug("goodbye not sent: pipe full")
         # Give libzmq a moment to move the last frames into the kernel before the socket goes.
         end = min(self._deadline, time.monotonic() + 0.5)
-        while time.monotonic() < end and sock.poll(1, zmq.POLLOUT) == 0:
-            pass
+        while time.monotonic() < end:
+            if sock.poll(1, zmq.POLLOUT):
+                break
 
 
 def _server_public_key(value: str) -> bytes:
