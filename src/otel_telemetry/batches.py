@@ -15,6 +15,7 @@ deque ``append``/``popleft`` are atomic under the GIL, so no lock is taken. ``ta
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -29,8 +30,8 @@ log = logging.getLogger("otel_telemetry.transport")
 BATCH = 512  # records per app-side encode: large enough to amortise msgpack, small enough to stay in cache
 
 # (group, record): a wire.KIND_SPAN_SHAPES record and the constant group of its shape,
-# (category, (topic, kind, id(resource)), resource, shape id, shape, pseudonyms per record)
-Entry = tuple[tuple[str, tuple[bytes, int, int], dict[str, Any], int, Any, int], tuple[Any, ...]]
+# (category, (topic, id(resource)), resource, shape id, shape, pseudonyms per record)
+Entry = tuple[tuple[str, tuple[bytes, int], dict[str, Any], int, Any, int], tuple[Any, ...]]
 # (category, topic, frames, record count): what the sender sends
 Message = tuple[str, bytes, list[bytes], int]
 
@@ -82,13 +83,7 @@ class ReadyBatches:
         busy = self._busy
         busy.append(None)
         try:
-            entries: list[Entry] = []
-            popleft = self._recs.popleft
-            for _ in range(self._batch):
-                try:
-                    entries.append(popleft())
-                except IndexError:
-                    break
+            entries: list[Entry] = pop_up_to(self._recs, self._batch)
             if entries:
                 self._encode(entries)
         finally:
@@ -111,7 +106,7 @@ class ReadyBatches:
 
     # -- sender thread ----------------------------------------------------------------------------
     def take_ready(self) -> list[Message]:
-        return _pop_all(self._ready)
+        return pop_up_to(self._ready)
 
     def drain(self) -> None:
         """Encode every waiting record (flush, shutdown, or a partial batch that waited too long)."""
@@ -120,11 +115,11 @@ class ReadyBatches:
 
     def drop_all(self) -> dict[str, int]:
         """Remove everything waiting; returns the record counts by category for the caller to count."""
-        return _by_category(_pop_all(self._recs), _pop_all(self._ready))
+        return _by_category(pop_up_to(self._recs), pop_up_to(self._ready))
 
     # -- internals --------------------------------------------------------------------------------
     def _encode(self, entries: list[Entry]) -> None:
-        groups: dict[tuple[bytes, int, int], tuple[str, dict[str, Any], dict[int, Any], list[Any]]] = {}
+        groups: dict[tuple[bytes, int], tuple[str, dict[str, Any], dict[int, Any], list[Any]]] = {}
         pseudonyms = 0
         try:
             for (cat, gkey, resource, shape_id, shape, n), rec in entries:
@@ -143,7 +138,7 @@ class ReadyBatches:
                 self._on_bad(e[0][0], 1)
             return
         ready = self._ready
-        for (topic, _, _), (cat, resource, shapes, recs) in groups.items():
+        for (topic, _), (cat, resource, shapes, recs) in groups.items():
             try:
                 frames = wire.encode_shaped(packer, topic, self._publisher, resource, shapes, recs)
             except Exception:
@@ -165,12 +160,14 @@ def _by_category(entries: list[Entry], messages: list[Message]) -> dict[str, int
     return out
 
 
-def _pop_all(dq: deque[Any]) -> list[Any]:
-    """Everything in ``dq`` now, oldest first, while other threads may still append to it."""
-    out = []
+def pop_up_to(dq: deque[Any], limit: int | None = None) -> list[Any]:
+    """Up to ``limit`` (default: all) items of ``dq``, oldest first, while other threads may still
+    append to it (popleft is atomic; len() then popleft would not be)."""
+    out: list[Any] = []
     popleft = dq.popleft
-    while True:
+    for _ in itertools.repeat(None) if limit is None else range(limit):
         try:
             out.append(popleft())
         except IndexError:
-            return out
+            break
+    return out

@@ -66,12 +66,8 @@ def get_transport(endpoint: str | None = None, rules: Sequence[cats.Rule] = (),
                 curve_server_key=settings.resolve("curve_server_key", options.get("curve_server_key")),
                 curve_client_key_file=settings.resolve("curve_client_key_file", options.get("curve_client_key_file")),
                 categorise_drop=conv.drop_category, redaction_counts=conv.redaction_counts,
-                learn=conv.plans.learn if conv.plans is not None else None,
-                on_pseudonyms=conv.redactor.count_pseudonyms if conv.redactor is not None else None,
+                span_plans=conv.plans,
             )
-            if conv.plans is not None:
-                conv.plans.batches = t.batches
-                t.end_span = conv.plans.end
             _shared[ep] = t
         t.start()
         return t
@@ -123,9 +119,6 @@ class _SpanPublisher(_TransportUser):
                 return
         except Exception:  # e.g. an SDK change: the snapshot path below still works
             log.debug("span fast path failed", exc_info=True)
-        self._publish_snapshot(span)
-
-    def _publish_snapshot(self, span: ReadableSpan) -> None:
         try:
             self._enqueue(snapshot(span))
         except Exception:  # never into the app; counted like any other loss
@@ -169,13 +162,7 @@ class ZmqProviderSpanProcessor(_SpanPublisher, SynchronousMultiSpanProcessor):
             sp.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        try:  # publish(), inlined: this runs for every span
-            done = self._fast_end(span)
-        except Exception:
-            log.debug("span fast path failed", exc_info=True)
-            done = False
-        if not done:
-            self._publish_snapshot(span)
+        self.publish(span)
         for sp in self._span_processors:
             sp.on_end(span)
 

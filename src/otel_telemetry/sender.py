@@ -20,7 +20,7 @@ import zmq.auth
 from zmq.utils import z85
 
 from . import wire
-from .batches import ReadyBatches
+from .batches import ReadyBatches, pop_up_to
 
 log = logging.getLogger("otel_telemetry.transport")
 
@@ -72,17 +72,16 @@ class Sender:
 
     def _drop_queue(self, reason: str) -> None:
         counts: dict[str, int] = {}
-        q = self._queue
-        while True:
-            try:
-                item = q.popleft()
-            except IndexError:
-                break
+        for item in pop_up_to(self._queue):
             try:
                 cat = self._categorise_drop(item)
             except Exception:
                 cat = "unknown"
             counts[cat] = counts.get(cat, 0) + 1
+        self._count_drops(counts, reason)
+
+    def _count_drops(self, counts: dict[str, int], reason: str) -> None:
+        """Add ``{category: n}`` to the drop counters under ``reason`` (one lock for all)."""
         with self._lock:
             for cat, n in counts.items():
                 self._dropped[(cat, reason)] = self._dropped.get((cat, reason), 0) + n
@@ -105,9 +104,8 @@ class Sender:
             self._drop_queue(SHUTDOWN)
             self._drop_app_side(SHUTDOWN)
             with self._lock:  # records in messages it held: counted, not just forgotten
-                for cat, n in self._pending_count.items():
-                    self._dropped[(cat, SHUTDOWN)] = self._dropped.get((cat, SHUTDOWN), 0) + n
-                self._pending_count.clear()
+                held, self._pending_count = self._pending_count, {}
+            self._count_drops(held, SHUTDOWN)
         finally:
             # Linger only as long as shutdown allows, so the goodbye and last frames get out.
             left = self._deadline - time.monotonic() if self._deadline != float("inf") else 0.0
@@ -222,10 +220,7 @@ class Sender:
         return msgs
 
     def _drop_app_side(self, reason: str) -> None:
-        counts = self.batches.drop_all()
-        with self._lock:
-            for cat, n in counts.items():
-                self._dropped[(cat, reason)] = self._dropped.get((cat, reason), 0) + n
+        self._count_drops(self.batches.drop_all(), reason)
 
     def _wait(self, poller: zmq.Poller, seconds: float) -> None:
         """Sleep until the socket has news, someone calls :meth:`_wake`, or ``seconds`` pass."""
@@ -256,13 +251,7 @@ class Sender:
         refused: dict[tuple[str, str], int] = {}
         convert = self._convert
         self._in_hand = 1  # force_flush must not see an empty queue while we hold items
-        popleft = q.popleft
-        items = []
-        for _ in range(self._batch):
-            try:
-                items.append(popleft())
-            except IndexError:
-                break
+        items = pop_up_to(q, self._batch)
         if self._learn is not None:
             try:
                 self._learn(items)

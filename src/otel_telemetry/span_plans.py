@@ -22,7 +22,6 @@ import itertools
 from operator import itemgetter
 from typing import Any
 
-from . import wire
 from .batches import ReadyBatches
 from .redact import Redactor
 from .snapshot import KIND_MEMBER, PINNED, SNAPSHOT_LEN, STATUS_MEMBER
@@ -33,8 +32,8 @@ _SLOW = ()  # plan of a shape that always takes the general path
 _VALUE_KEYS = frozenset(("telemetry.category", "telemetry.component"))
 
 # A plan, keyed by (span name, number of attributes): (its group for ``batches`` (category, group
-# key (topic, kind, id(resource)), resource, shape id, shape (wire.KIND_SPAN_SHAPES: name, kind,
-# status code, scope name, scope version, keys), pseudonyms per record), shape id, getters of the
+# key (topic, id(resource)), resource, shape id, shape (wire.KIND_SPAN_SHAPES: name, kind,
+# status code, scope name, scope version, keys), pseudonyms per record), getters of the
 # string, number and pseudonymised values (each None if there are none), and the SpanKind,
 # StatusCode, scope and resource objects a span must have to use it)
 Plan = tuple[Any, ...]
@@ -65,6 +64,12 @@ class SpanPlans:
         # survives fork, cleared in place).
         self.batches: ReadyBatches | None = None
 
+    def count_pseudonyms(self, n: int) -> None:
+        """Pseudonyms the fast path took from the cache, counted when their batch is encoded
+        (any thread; the redactor keeps per-thread tables)."""
+        if self._redactor is not None:
+            self._redactor.count_pseudonyms(n)
+
     def end(self, span: Any) -> bool:
         """Called on the thread that ends a span: must not block. Converts a span of a known shape
         whose values are all known clean into its wire record and hands it to the batches; False
@@ -77,7 +82,7 @@ class SpanPlans:
         plan = self._plans.get((span._name, len(attrs)))
         if not plan:  # unknown shape, or one that always takes the general path
             return False
-        group, shape_id, sget, nget, pget, kind_obj, code_obj, scope, res = plan
+        group, sget, nget, pget, kind_obj, code_obj, scope, res = plan
         # Identity, not ids in the key: cheaper, and a same-named shape of another kind, status,
         # scope or resource just takes the general path.
         if span._kind is not kind_obj or status._status_code is not code_obj \
@@ -96,7 +101,7 @@ class SpanPlans:
         except (TypeError, KeyError):
             return False
         ctx, parent = span._context, span._parent  # SpanContext is a tuple: [0] trace id, [1] span id
-        rec = (shape_id, ctx[0].to_bytes(16, "big"), ctx[1], parent[1] if parent is not None else None,
+        rec = (group[3], ctx[0].to_bytes(16, "big"), ctx[1], parent[1] if parent is not None else None,
                span._start_time, span._end_time, svals, nvals, pvals)
         return self.batches.add((group, rec))  # type: ignore[union-attr]
 
@@ -137,5 +142,5 @@ class SpanPlans:
         (sget, skeys), (nget, nkeys), (pget, pkeys) = _getter(strs), _getter(nums), _getter(list(pseudo))
         shape_id = next(_shape_ids)
         shape = (rec[0], rec[6], rec[7], rec[12], rec[13], [*skeys, *nkeys, *pkeys])
-        group = (category, (topic, wire.KIND_SPAN_SHAPES, id(resource)), resource, shape_id, shape, len(pseudo))
-        return (group, shape_id, sget, nget, pget, *members)
+        group = (category, (topic, id(resource)), resource, shape_id, shape, len(pseudo))
+        return (group, sget, nget, pget, *members)

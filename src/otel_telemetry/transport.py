@@ -33,6 +33,7 @@ from .sender import (  # noqa: F401  # Dropped, Prepared and the reasons are thi
     Prepared,
     Sender,
 )
+from .span_plans import SpanPlans
 
 _live: weakref.WeakSet[Transport] = weakref.WeakSet()
 
@@ -42,8 +43,9 @@ class Transport(Sender):
 
     ``converter`` turns a queued item (an SDK span, log record or a prepared metric point) into
     a :data:`Prepared` tuple; it runs on the sender thread so the app thread only appends.
-    ``learn`` (optional, sender thread too) sees each batch before it is converted (span_plans
-    learns span shapes from it).
+    ``span_plans`` (optional, the converter's) is wired here: it learns span shapes from each batch
+    the sender converts, and ``end_span`` (its fast path, for span processors) puts records into
+    ``batches``.
     """
 
     def __init__(self, endpoint: str, converter: Converter, *, queue_size: int = 8192,
@@ -51,14 +53,13 @@ class Transport(Sender):
                  categorise_drop: Callable[[Any], str] | None = None, curve_server_key: str | None = None,
                  curve_client_key_file: str | None = None,
                  redaction_counts: Callable[[], dict[str, int]] | None = None,
-                 learn: Callable[[list[Any]], None] | None = None,
-                 on_pseudonyms: Callable[[int], None] | None = None) -> None:
+                 span_plans: SpanPlans | None = None) -> None:
         self.endpoint = endpoint
         self._curve_server_key = curve_server_key
         self._curve_client_key_file = curve_client_key_file
         self._convert = converter
-        self._learn = learn
-        self._on_pseudonyms = on_pseudonyms
+        self._learn = span_plans.learn if span_plans is not None else None
+        self._on_pseudonyms = span_plans.count_pseudonyms if span_plans is not None else None
         self._redaction_counts = redaction_counts
         self._categorise_drop = categorise_drop or (lambda item: "unknown")
         self._max = max(1, queue_size)
@@ -68,10 +69,13 @@ class Transport(Sender):
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._users = 0  # SDK plug-ins sharing this transport (kept across fork: they are copied too)
-        # The span fast path of this transport's converter (``span_plans``), for span processors:
-        # converts a span on the thread that ends it into ``batches``; False: enqueue a snapshot.
-        self.end_span: Callable[[Any], bool] | None = None
         self._reset_state()
+        # The span fast path, for span processors: converts a span on the thread that ends it
+        # into ``batches`` (which survives fork); False: enqueue a snapshot.
+        self.end_span: Callable[[Any], bool] | None = None
+        if span_plans is not None:
+            span_plans.batches = self.batches
+            self.end_span = span_plans.end
         _live.add(self)
 
     # -- state (re-created in a forked child) -------------------------------------------------
@@ -93,7 +97,6 @@ class Transport(Sender):
         self._deadline = float("inf")
         self._thread: threading.Thread | None = None
         self._started = False
-        self._work_done = 0  # bumped by the sender after each loop turn; flush waits on it
         # Wakes the sender from its sleep (a pipe: any thread may write, without a lock).
         for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
             if fd is not None:
