@@ -14,7 +14,9 @@ Every producer runs in its own fresh subprocess: one application thread creates 
   ours           otel_telemetry.configure() with default settings (metrics/logs off,
                  set_global False) publishing to a real collector process (default config,
                  temp database, ipc endpoint)
-  ours-nice0     the same with the collector at the app's CPU priority (`nice: 0` in its
+  ours-py        ours with the span fast path's C version off (OTEL_TELEMETRY_SPEEDUPS=0):
+                 what an install without a C compiler pays
+  ours-nice0     the same as ours with the collector at the app's CPU priority (`nice: 0` in its
                  config; by default the collector adds 10 to its niceness): shows how much of
                  ours' wall is the collector taking the app's core on a 2-core host
 
@@ -50,7 +52,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-ALL_VARIANTS = ("sdk-noop", "sdk-noop+hog", "bsp-noop", "bsp-otlp-grpc", "ours", "ours-nice0")
+ALL_VARIANTS = ("sdk-noop", "sdk-noop+hog", "bsp-noop", "bsp-otlp-grpc", "ours", "ours-py", "ours-nice0")
 DEFAULT_VARIANTS = ALL_VARIANTS
 CHILD_TIMEOUT = 180.0
 POLL = 0.01
@@ -106,6 +108,8 @@ def child(args: argparse.Namespace) -> dict:
         tel = otel_telemetry.configure("bench", endpoint=args.endpoint, metrics=False, logs=False,
                                        set_global=False)
         provider = tel.tracer_provider
+        # the C fast path is this processor's on_end (span_plans.ender), else the Python one
+        out["c_fast_path"] = "on_end" in vars(provider._active_span_processor)
     else:
         provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
         if variant == "bsp-noop":
@@ -240,12 +244,14 @@ def _stop(proc: subprocess.Popen, timeout: float = 30.0) -> int | None:
         return None
 
 
-def run_child(variant: str, args: argparse.Namespace, tmp: Path, extra: list[str]) -> dict:
+def run_child(variant: str, args: argparse.Namespace, tmp: Path, extra: list[str],
+              env: dict | None = None) -> dict:
     errf = tmp / f"{variant}.child.err"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--spans", str(args.spans),
            "--store-timeout", str(args.store_timeout), *extra]
     with open(errf, "wb") as err:
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, env=_env(), timeout=CHILD_TIMEOUT)
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, env=_env() | (env or {}),
+                           timeout=CHILD_TIMEOUT)
     if p.returncode != 0:
         raise RuntimeError(f"{variant} child failed rc={p.returncode}: {errf.read_text()[-2000:]}")
     return json.loads(p.stdout.decode().strip().splitlines()[-1])
@@ -284,7 +290,7 @@ def run_variant(variant: str, args: argparse.Namespace, profile: str | None = No
             res["stored"] = final.get("stored", res["stored_seen"])
             res["dropped"] = {"not_delivered": res["emitted"] - final.get("received", res["stored_seen"])}
             return res
-        if variant in ("ours", "ours-nice0"):
+        if variant in ("ours", "ours-py", "ours-nice0"):
             db, sock = tmp / "c.db", tmp / "c.ipc"
             cfg = []
             if variant == "ours-nice0":
@@ -298,7 +304,8 @@ def run_variant(variant: str, args: argparse.Namespace, profile: str | None = No
                 _wait(lambda: sock.exists() or col.poll() is not None, 30, "collector bind")
                 if col.poll() is not None:
                     raise RuntimeError((tmp / "collector.err").read_text())
-                res = run_child("ours", args, tmp, ["--endpoint", f"ipc://{sock}", "--db", str(db), *extra])
+                res = run_child("ours", args, tmp, ["--endpoint", f"ipc://{sock}", "--db", str(db), *extra],
+                                {"OTEL_TELEMETRY_SPEEDUPS": "0"} if variant == "ours-py" else None)
                 res["variant"] = variant
             finally:
                 rc = _stop(col)
@@ -392,12 +399,15 @@ def report(summ: dict, results: dict, args: argparse.Namespace, mach: dict) -> t
         lines.append(f"ours app wall / sdk-noop = {r:.2f}  "
                      f"(target <= 1.25: {'MET' if r <= 1.25 else 'MISSED'}); "
                      f"per repeat: {', '.join(f'{x:.2f}' for x in paired)}")
-    if "ours-nice0" in summ and "sdk-noop" in summ:
-        r = summ["ours-nice0"]["app_wall_us"] / summ["sdk-noop"]["app_wall_us"]
-        paired = [o["app_wall_us"] / b["app_wall_us"]
-                  for o, b in zip(results["ours-nice0"], results["sdk-noop"], strict=False)]
-        ratios["app_wall_ours_nice0_over_sdk_noop"] = r
-        lines.append(f"ours-nice0 app wall / sdk-noop = {r:.2f}; per repeat: {', '.join(f'{x:.2f}' for x in paired)}")
+    for other in ("ours-py", "ours-nice0"):
+        if other in summ and "sdk-noop" in summ:
+            r = summ[other]["app_wall_us"] / summ["sdk-noop"]["app_wall_us"]
+            paired = [o["app_wall_us"] / b["app_wall_us"]
+                      for o, b in zip(results[other], results["sdk-noop"], strict=False)]
+            ratios[f"app_wall_{other.replace('-', '_')}_over_sdk_noop"] = r
+            lines.append(f"{other} app wall / sdk-noop = {r:.2f}; per repeat: {', '.join(f'{x:.2f}' for x in paired)}")
+    if "ours" in results and not all(r.get("c_fast_path") for r in results["ours"]):
+        lines.append("NOTE: ours ran without the C fast path (_fastspan not built?)")
     if "bsp-noop" in summ and "sdk-noop" in summ:
         r = summ["bsp-noop"]["app_wall_us"] / summ["sdk-noop"]["app_wall_us"]
         ratios["app_wall_bsp_noop_over_sdk_noop"] = r

@@ -4,6 +4,7 @@ whose values were not scanned, and loses nothing on the way through a real socke
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -11,17 +12,27 @@ from typing import Any
 
 import pytest
 import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_telemetry import wire
+from otel_telemetry import span_plans, wire
 from otel_telemetry.batches import ReadyBatches
 from otel_telemetry.convert import _Converter
 from otel_telemetry.redact import RedactionConfig, Redactor
 from otel_telemetry.snapshot import snapshot
 
 KEY = b"k" * 32
+# Both versions of the fast path: span_plans.SpanPlans.end and _fastspan.Ender.end (C, when built)
+IMPLS = ["python", "c"] if span_plans._fastspan is not None else ["python"]
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request: Any) -> str:
+    return request.param
 
 
 class _Keep(SpanProcessor):
@@ -49,13 +60,15 @@ def _redactor(enabled: bool = True) -> Redactor:
 class _Path:
     """One converter with its plans and batches, driven like the transport drives them."""
 
-    def __init__(self, redaction: bool = True, rules: tuple = ()) -> None:
+    def __init__(self, redaction: bool = True, rules: tuple = (), impl: str = "python") -> None:
         red = _redactor(redaction)
         self.conv = _Converter(rules, red)
         self.plans = self.conv.plans
         self.batches = ReadyBatches(b"p" * 16, 1_000_000, self._bad, red.count_pseudonyms, batch=1_000_000)
+        self.end: Any = None
         if self.plans is not None:
             self.plans.batches = self.batches
+            self.end = self.plans.end if impl == "python" else self.plans.ender(lambda span: None).end
         self.bad: list[tuple[str, int]] = []
 
     def _bad(self, cat: str, n: int) -> None:
@@ -73,7 +86,7 @@ class _Path:
 
     def fast(self, span: ReadableSpan) -> Any | None:
         """The app thread's way, through the wire and back; None if not taken."""
-        if self.plans is None or not self.plans.end(span):
+        if self.plans is None or not self.end(span):
             return None
         cat = self.batches._recs[-1][0][0]
         self.batches.drain()
@@ -100,9 +113,9 @@ def _server_spans(tracer: Any) -> None:
         tracer.start_span("GET /items", kind=SpanKind.SERVER, attributes=_attrs(i)).end()
 
 
-def test_fast_path_records_equal_the_general_path() -> None:
+def test_fast_path_records_equal_the_general_path(impl: str) -> None:
     spans = _spans(_server_spans)
-    path, reference = _Path(), _Path()
+    path, reference = _Path(impl=impl), _Path()
     assert path.fast(spans[0]) is None  # unknown shape
     path.general(spans[0])  # learns the shape, scans the values, caches the pseudonym
     for span in spans[1:]:
@@ -133,9 +146,9 @@ def test_fast_path_records_equal_the_general_path() -> None:
     ("new pseudonym", lambda t: t.start_span("GET /items", kind=SpanKind.SERVER,
                                              attributes=_attrs(9) | {"user.id": "u-2"}).end()),
 ])
-def test_not_taken_unless_every_value_was_scanned(name: str, make_late: Any) -> None:
+def test_not_taken_unless_every_value_was_scanned(name: str, make_late: Any, impl: str) -> None:
     spans = _spans(lambda t: (_server_spans(t), make_late(t)))
-    path, reference = _Path(), _Path()
+    path, reference = _Path(impl=impl), _Path()
     for span in spans[:5]:
         path.general(span)
     assert path.fast(spans[1]) is not None  # the shape is known
@@ -144,7 +157,7 @@ def test_not_taken_unless_every_value_was_scanned(name: str, make_late: Any) -> 
     assert path.general(late) == reference.general(late)  # and the general path redacts it
 
 
-def test_events_links_status_message_and_value_keys_take_the_general_path() -> None:
+def test_events_links_status_message_and_value_keys_take_the_general_path(impl: str) -> None:
     def make(t: Any) -> None:
         for _ in range(2):
             s = t.start_span("op", attributes={"a": "x"})
@@ -157,22 +170,69 @@ def test_events_links_status_message_and_value_keys_take_the_general_path() -> N
         for _ in range(2):
             t.start_span("op3", attributes={"telemetry.category": "ai_research", "a": "x"}).end()
     spans = _spans(make)
-    path = _Path()
+    path = _Path(impl=impl)
     for span in spans:
         path.general(span)
     assert all(path.fast(span) is None for span in spans)
 
 
-def test_rules_turn_the_fast_path_off_and_redaction_off_skips_the_checks() -> None:
+def test_rules_turn_the_fast_path_off_and_redaction_off_skips_the_checks(impl: str) -> None:
     from otel_telemetry import categories as cats
 
     assert _Path(rules=tuple(cats.parse_rules([{"category": "ai_research", "name_prefix": "GET"}]))).plans is None
     spans = _spans(_server_spans)
-    path, reference = _Path(redaction=False), _Path(redaction=False)
+    path, reference = _Path(redaction=False, impl=impl), _Path(redaction=False)
     path.general(spans[0])
     got = path.fast(spans[1])
     assert got is not None and got == reference.general(spans[1])
     assert got[4][9]["user.id"] == "u-1"  # not pseudonymised: redaction is off
+
+
+_LONG = st.sampled_from(["", "x" * 31, "x" * 32, "é" * 200, "y" * 256, "z" * 70_000, "\U0001f600" * 9])
+
+
+@pytest.mark.skipif("c" not in IMPLS, reason="the C fast path is not built here")
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.tuples(st.one_of(st.text(max_size=40), _LONG), st.integers(-(2**70), 2**70),
+                               st.floats(), st.booleans(), st.booleans()), min_size=2, max_size=6),
+       single=st.booleans())
+def test_c_records_are_the_bytes_msgpack_writes(rows: list[Any], single: bool) -> None:
+    """_fastspan writes each record itself: the same bytes msgpack-python writes for the Python
+    version's record, for strings of every msgpack length class, ints of every width, floats
+    (NaN, inf), bools, root and child spans, one-key shapes; an int msgpack cannot hold as an int
+    is not taken (the general path turns it into a string)."""
+    def make(t: Any) -> None:
+        for text, num, flt, flag, child in rows:
+            attrs = {"s": text} if single else {"s": text, "n": num, "f": flt, "b": flag}
+            ctx = None
+            if child:
+                root = t.start_span("root")
+                ctx = trace.set_span_in_context(root)
+                root.end()
+            t.start_span("op", context=ctx, attributes=attrs).end()
+
+    spans = _spans(make)
+    py, c = _Path(redaction=False), _Path(redaction=False, impl="c")
+    for span in spans:  # learn every shape (root spans too)
+        py.general(span)
+        c.general(span)
+    packer = wire.new_packer()
+    for span in spans:
+        assert py.end(span)  # redaction off: no value checks in either version
+        rec = py.batches._recs[-1][1]
+        if c.end(span):
+            group, got = c.batches._recs[-1]
+            assert got == packer.pack((group[3], *rec[1:]))  # each path numbers its shapes
+        else:
+            assert any(v.__class__ is int and not -(2**63) <= v < 2**64 for v in rec[7])
+
+
+def test_the_c_fast_path_is_built_where_a_compiler_is() -> None:
+    """make install builds _fastspan (setup.py marks it optional, so a failed build would only
+    show here and in the benchmarks)."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler here")
+    assert span_plans._fastspan is not None
 
 
 def _subscriber(endpoint: str) -> tuple[zmq.Context, zmq.Socket]:
@@ -185,21 +245,20 @@ def _subscriber(endpoint: str) -> tuple[zmq.Context, zmq.Socket]:
     return ctx, sub
 
 
-def test_through_a_real_socket_nothing_lost_and_counts_exact(tmp_path: Any) -> None:
+def test_through_a_real_socket_nothing_lost_and_counts_exact(tmp_path: Any, impl: str) -> None:
     """A producer process whose spans mostly take the fast path, to a SUB socket: every record
     arrives once, counters are exact, and a partial batch goes out on force_flush."""
     endpoint = f"ipc://{tmp_path}/plans.ipc"
     ctx, sub = _subscriber(endpoint)
     code = textwrap.dedent("""
         import json, sys, otel_telemetry
-        from otel_telemetry import span_plans
-        taken = [0]
-        plain_end = span_plans.SpanPlans.end
-        def end(self, span):
-            done = plain_end(self, span)
-            taken[0] += done
-            return done
-        span_plans.SpanPlans.end = end
+        from otel_telemetry import exporter
+        slow = [0]  # spans the fast path did not take
+        plain = exporter._SpanPublisher._snapshot
+        def snapshot(self, span):
+            slow[0] += 1
+            return plain(self, span)
+        exporter._SpanPublisher._snapshot = snapshot
         tel = otel_telemetry.configure("plans", endpoint=sys.argv[1], metrics=False, logs=False,
                                        set_global=False, join_timeout=30)
         tracer = tel.tracer_provider.get_tracer("t")
@@ -212,10 +271,12 @@ def test_through_a_real_socket_nothing_lost_and_counts_exact(tmp_path: Any) -> N
         ok = tel.force_flush(10)
         burst(3, 2000)  # a partial batch nobody fills: shutdown sends it
         tel.shutdown(10)
-        print(json.dumps(tel.counters() | {"ok": ok, "taken": taken[0]}))
+        on_end = tel.tracer_provider._active_span_processor.__dict__.get("on_end")
+        print(json.dumps(tel.counters() | {"ok": ok, "taken": 1013 - slow[0], "c": on_end is not None}))
     """)
     proc = subprocess.Popen([sys.executable, "-c", code, endpoint], stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OTEL_TELEMETRY_REDACT_KEY="x" * 32))
+                            env=dict(os.environ, OTEL_TELEMETRY_REDACT_KEY="x" * 32,
+                                     OTEL_TELEMETRY_SPEEDUPS="1" if impl == "c" else "0"))
     seqs: set[int] = set()
     poller = zmq.Poller()
     poller.register(sub, zmq.POLLIN)
@@ -233,6 +294,7 @@ def test_through_a_real_socket_nothing_lost_and_counts_exact(tmp_path: Any) -> N
 
     counters = json.loads(out.strip().splitlines()[-1])
     assert counters["ok"] and counters["taken"] >= 1000  # the fast path carried the later bursts
+    assert counters["c"] == (impl == "c")  # the processor's on_end is the C one, or the Python one
     assert seqs == set(range(10)) | set(range(10, 1010)) | set(range(2000, 2003))
     assert counters["sent"] == counters["emitted"] == 1013 and counters["dropped"] == {}
 

@@ -112,6 +112,13 @@ class _SpanPublisher(_TransportUser):
         self._attach(transport)
         self._enqueue = transport.enqueue
         self._fast_end = transport.end_span or _not_taken
+        # The C fast path (span_plans.ender): ``end`` never raises; ``on_end`` is end-or-snapshot
+        # with no Python frame, installed as the instance's on_end by the span processors.
+        ender = transport.span_plans.ender(self._snapshot) if transport.span_plans is not None else None
+        self._c_on_end = None
+        if ender is not None:
+            self._fast_end = ender.end
+            self._c_on_end = ender.on_end
 
     def publish(self, span: ReadableSpan) -> None:
         try:
@@ -119,6 +126,10 @@ class _SpanPublisher(_TransportUser):
                 return
         except Exception:  # e.g. an SDK change: the snapshot path below still works
             log.debug("span fast path failed", exc_info=True)
+        self._snapshot(span)
+
+    def _snapshot(self, span: ReadableSpan) -> None:
+        """The span for the sender thread's general path (never raises)."""
         try:
             self._enqueue(snapshot(span))
         except Exception:  # never into the app; counted like any other loss
@@ -132,6 +143,8 @@ class ZmqSpanProcessor(_SpanPublisher, SpanProcessor):
 
     def __init__(self, endpoint: str | None = None, transport: Transport | None = None, **options: Any):
         self._attach_spans(transport or get_transport(endpoint, **options))
+        if self._c_on_end is not None:
+            self.on_end = self._c_on_end  # type: ignore[method-assign]
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         return None
@@ -154,6 +167,12 @@ class ZmqProviderSpanProcessor(_SpanPublisher, SynchronousMultiSpanProcessor):
     def __init__(self, transport: Transport) -> None:
         SynchronousMultiSpanProcessor.__init__(self)
         self._attach_spans(transport)
+        if self._c_on_end is not None:  # until add_span_processor: then the loop below
+            self.on_end = self._c_on_end  # type: ignore[method-assign]
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        self.__dict__.pop("on_end", None)
+        SynchronousMultiSpanProcessor.add_span_processor(self, span_processor)
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         if _session.get() is not None:  # checked here: no call for the usual span without one

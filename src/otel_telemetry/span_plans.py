@@ -14,6 +14,11 @@ message, a list value, user category rules, ``telemetry.category``/``telemetry.c
 attributes (their values pick the topic), a redaction callback — is not taken and goes to the
 sender thread as a snapshot, where the general path scans it. Both paths produce the same records
 (``tests/test_span_plans.py``).
+
+``_fastspan.c`` is :meth:`SpanPlans.end` plus ``ReadyBatches.add`` in C, writing each record's
+msgpack bytes at once: :meth:`SpanPlans.ender` hands it to span processors when it was built
+(``setup.py``: optional) and the ``speedups`` setting is on. This module stays the reference and
+the fallback; both write the same bytes.
 """
 
 from __future__ import annotations
@@ -22,9 +27,15 @@ import itertools
 from operator import itemgetter
 from typing import Any
 
+from . import settings
 from .batches import ReadyBatches
 from .redact import Redactor
 from .snapshot import KIND_MEMBER, PINNED, SNAPSHOT_LEN, STATUS_MEMBER
+
+try:
+    from . import _fastspan  # type: ignore[attr-defined]
+except ImportError:  # not built (no compiler at install time): the Python version below
+    _fastspan = None
 
 MAX_PLANS = 1024
 _shape_ids = itertools.count(1)  # the wire's shape ids: unique per process, never reused
@@ -35,7 +46,8 @@ _VALUE_KEYS = frozenset(("telemetry.category", "telemetry.component"))
 # key (topic, id(resource)), resource, shape id, shape (wire.KIND_SPAN_SHAPES: name, kind,
 # status code, scope name, scope version, keys), pseudonyms per record), getters of the
 # string, number and pseudonymised values (each None if there are none), and the SpanKind,
-# StatusCode, scope and resource objects a span must have to use it)
+# StatusCode, scope and resource objects a span must have to use it, and the keys each getter
+# fetches, as tuples, for ``_fastspan``)
 Plan = tuple[Any, ...]
 
 
@@ -59,10 +71,19 @@ class SpanPlans:
         self._plans: dict[tuple[Any, ...], Plan] = {}
         self._clean = redactor.clean_values if redactor is not None else None
         # value -> pseudonym; raises KeyError for a value not pseudonymised yet
-        self._pseudonym = redactor.pseudonym_cache.__getitem__ if redactor is not None else None
+        self._pseudo_cache = redactor.pseudonym_cache if redactor is not None else None
+        self._pseudonym = self._pseudo_cache.__getitem__ if self._pseudo_cache is not None else None
         # Where ``end`` puts its records: the transport's ReadyBatches (set once it exists; it
         # survives fork, cleared in place).
         self.batches: ReadyBatches | None = None
+
+    def ender(self, slow: Any) -> Any:
+        """A ``_fastspan.Ender`` over these plans and ``batches`` (its ``end(span)`` is
+        :meth:`end`; its ``on_end(span)`` calls ``slow(span)`` for a span not taken), or None
+        when the C version is not built or the ``speedups`` setting is off."""
+        if _fastspan is None or self.batches is None or not settings.resolve("speedups"):
+            return None
+        return _fastspan.Ender(self._plans, self._clean, self._pseudo_cache, self.batches, slow)
 
     def count_pseudonyms(self, n: int) -> None:
         """Pseudonyms the fast path took from the cache, counted when their batch is encoded
@@ -82,7 +103,7 @@ class SpanPlans:
         plan = self._plans.get((span._name, len(attrs)))
         if not plan:  # unknown shape, or one that always takes the general path
             return False
-        group, sget, nget, pget, kind_obj, code_obj, scope, res = plan
+        group, sget, nget, pget, kind_obj, code_obj, scope, res, _, _, _ = plan
         # Identity, not ids in the key: cheaper, and a same-named shape of another kind, status,
         # scope or resource just takes the general path.
         if span._kind is not kind_obj or status._status_code is not code_obj \
@@ -143,4 +164,4 @@ class SpanPlans:
         shape_id = next(_shape_ids)
         shape = (rec[0], rec[6], rec[7], rec[12], rec[13], [*skeys, *nkeys, *pkeys])
         group = (category, (topic, id(resource)), resource, shape_id, shape, len(pseudo))
-        return (group, sget, nget, pget, *members)
+        return (group, sget, nget, pget, *members, tuple(skeys), tuple(nkeys), tuple(pkeys))

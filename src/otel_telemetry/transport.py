@@ -73,6 +73,7 @@ class Transport(Sender):
         # The span fast path, for span processors: converts a span on the thread that ends it
         # into ``batches`` (which survives fork); False: enqueue a snapshot.
         self.end_span: Callable[[Any], bool] | None = None
+        self.span_plans = span_plans
         if span_plans is not None:
             span_plans.batches = self.batches
             self.end_span = span_plans.end

@@ -100,12 +100,16 @@ def encode_shaped(
     packer: msgpack.Packer, topic: bytes, publisher: bytes, resource: dict[str, Any],
     shapes: dict[int, Any], records: list[Any],
 ) -> list[bytes]:
-    """A SPAN_SHAPES message (see the module docstring)."""
-    return [
-        topic,
-        _HEADER.pack(MAGIC, VERSION, KIND_SPAN_SHAPES, publisher, 0, len(records)),
-        packer.pack([resource, shapes, records]),
-    ]
+    """A SPAN_SHAPES message (see the module docstring). A record may already be its msgpack
+    bytes (``_fastspan`` encodes each as it takes it): those are spliced in as they are."""
+    header = _HEADER.pack(MAGIC, VERSION, KIND_SPAN_SHAPES, publisher, 0, len(records))
+    if not records or records[0].__class__ is not bytes:
+        return [topic, header, packer.pack([resource, shapes, records])]
+    pack = packer.pack
+    return [topic, header, b"".join((
+        packer.pack_array_header(3), pack(resource), pack(shapes), packer.pack_array_header(len(records)),
+        *(r if r.__class__ is bytes else pack(r) for r in records),
+    ))]
 
 
 def restamp(header: bytes, seq: int) -> bytes:
