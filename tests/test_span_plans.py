@@ -348,3 +348,46 @@ def test_a_crashing_sender_counts_what_it_held(tmp_path: Any) -> None:
     assert c["emitted"] == 700 and c["sent"] == 0
     assert c["emitted"] == c["sent"] + sum(c["dropped"].values()) + c["queued"]
     assert c["dropped"].get("shutdown", 0) >= 1
+
+
+def test_provider_processor_c_hooks_give_way_to_added_processors(tmp_path: Any, impl: str,
+                                                                 monkeypatch: Any) -> None:
+    """configure()'s processor runs the C on_start/on_end (no Python frame) while it has no
+    added processors; add_span_processor puts the Python methods back, which call the added
+    ones; session tagging works either way."""
+    import otel_telemetry
+    from otel_telemetry.sessions import session
+
+    monkeypatch.setenv("OTEL_TELEMETRY_SPEEDUPS", "1" if impl == "c" else "0")
+    tel = otel_telemetry.configure("hooks", endpoint=f"ipc://{tmp_path}/none.ipc", metrics=False, logs=False,
+                                   set_global=False, join_timeout=0)
+    try:
+        proc = tel.tracer_provider._active_span_processor
+        assert ("on_end" in vars(proc)) == ("on_start" in vars(proc)) == (impl == "c")
+        tracer = tel.tracer_provider.get_tracer("t")
+
+        class _Both(_Keep):
+            started: list[Any] = []
+
+            def on_start(self, span: Any, parent_context: Any = None) -> None:
+                self.started.append(span)
+
+        with session("s-1"):
+            before = tracer.start_span("before")
+            before.end()
+        assert before.attributes["session.id"] == "s-1"  # tagged by the C on_start (or the Python one)
+        plain = tracer.start_span("plain")
+        plain.end()
+        assert "session.id" not in plain.attributes
+        keep = _Both()
+        tel.tracer_provider.add_span_processor(keep)
+        assert "on_end" not in vars(proc) and "on_start" not in vars(proc)
+        with session("s-2"):
+            tracer.start_span("after").end()
+        tracer.start_span("no session").end()
+        assert [s.name for s in keep.started] == [s.name for s in keep.spans] == ["after", "no session"]
+        assert keep.spans[0].attributes["session.id"] == "s-2"
+        assert "session.id" not in keep.spans[1].attributes
+        assert tel.counters()["emitted"] == 4
+    finally:
+        tel.shutdown(1)

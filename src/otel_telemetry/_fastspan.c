@@ -433,8 +433,69 @@ static PyTypeObject EnderType = {
     .tp_methods = Ender_methods,
 };
 
+/* ------------------------------------------------------------------ the Starter type */
+/* Starter(var, tag).on_start(span, parent_context=None): tag(span) when the context variable
+ * `var` holds a value (a session is active), else nothing. Runs on the thread that starts the
+ * span: must not block or raise (tag never raises). A SpanProcessor.on_start without a frame. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *var, *tag;
+} Starter;
+
+static PyObject *Starter_on_start(Starter *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    Py_ssize_t n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    if (nargs < 1 || n > 2 || self->var == NULL) {
+        PyErr_SetString(PyExc_TypeError, "on_start(span, parent_context=None)");
+        return NULL;
+    }
+    PyObject *val = NULL;
+    if (PyContextVar_Get(self->var, Py_None, &val) < 0) { PyErr_Clear(); Py_RETURN_NONE; }
+    if (val == NULL || val == Py_None) { Py_XDECREF(val); Py_RETURN_NONE; }
+    Py_DECREF(val);
+    return PyObject_CallOneArg(self->tag, args[0]);
+}
+
+static int Starter_init(Starter *self, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"var", "tag", NULL};
+    PyObject *var, *tag;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O:Starter", kw, &PyContextVar_Type, &var, &tag)) return -1;
+    Py_INCREF(var); Py_INCREF(tag);
+    Py_XSETREF(self->var, var);
+    Py_XSETREF(self->tag, tag);
+    return 0;
+}
+
+static int Starter_traverse(Starter *self, visitproc visit, void *arg) { Py_VISIT(self->var); Py_VISIT(self->tag); return 0; }
+static int Starter_clear(Starter *self) { Py_CLEAR(self->var); Py_CLEAR(self->tag); return 0; }
+static void Starter_dealloc(Starter *self) {
+    PyObject_GC_UnTrack(self);
+    Starter_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Starter_methods[] = {
+    {"on_start", (PyCFunction)(void (*)(void))Starter_on_start, METH_FASTCALL | METH_KEYWORDS,
+     "on_start(span, parent_context=None): tag(span) if the context variable is set."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject StarterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_telemetry._fastspan.Starter",
+    .tp_basicsize = sizeof(Starter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Starter(var, tag): a span processor's on_start that tags spans while var is set.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Starter_init,
+    .tp_traverse = (traverseproc)Starter_traverse,
+    .tp_clear = (inquiry)Starter_clear,
+    .tp_dealloc = (destructor)Starter_dealloc,
+    .tp_methods = Starter_methods,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_fastspan", "The span fast path in C (see span_plans.py).", -1, NULL,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__fastspan(void) {
@@ -456,12 +517,10 @@ PyMODINIT_FUNC PyInit__fastspan(void) {
     monotonic = PyObject_GetAttrString(time, "monotonic");
     Py_DECREF(time);
     if (monotonic == NULL) return NULL;
-    if (PyType_Ready(&EnderType) < 0) return NULL;
+    if (PyType_Ready(&EnderType) < 0 || PyType_Ready(&StarterType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    Py_INCREF(&EnderType);
-    if (PyModule_AddObject(m, "Ender", (PyObject *)&EnderType) < 0) {
-        Py_DECREF(&EnderType);
+    if (PyModule_AddType(m, &EnderType) < 0 || PyModule_AddType(m, &StarterType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from . import wire
@@ -32,6 +33,7 @@ BATCH = 512  # records per app-side encode: large enough to amortise msgpack, sm
 # (group, record): a wire.KIND_SPAN_SHAPES record and the constant group of its shape,
 # (category, (topic, id(resource)), resource, shape id, shape, pseudonyms per record)
 Entry = tuple[tuple[str, tuple[bytes, int], dict[str, Any], int, Any, int], tuple[Any, ...]]
+_GROUP, _REC = itemgetter(0), itemgetter(1)
 # (category, topic, frames, record count): what the sender sends
 Message = tuple[str, bytes, list[bytes], int]
 
@@ -122,13 +124,16 @@ class ReadyBatches:
         groups: dict[tuple[bytes, int], tuple[str, dict[str, Any], dict[int, Any], list[Any]]] = {}
         pseudonyms = 0
         try:
-            for (cat, gkey, resource, shape_id, shape, n), rec in entries:
+            # Runs of one shape (one group object: groupby's identity check) are the usual case:
+            # per record, only C-level iteration.
+            for (cat, gkey, resource, shape_id, shape, n), run in itertools.groupby(entries, _GROUP):
                 g = groups.get(gkey)
                 if g is None:
                     g = groups[gkey] = (cat, resource, {}, [])
                 g[2][shape_id] = shape
-                g[3].append(rec)
-                pseudonyms += n
+                before = len(g[3])
+                g[3].extend(map(_REC, run))
+                pseudonyms += n * (len(g[3]) - before)
             packer = getattr(self._local, "packer", None)
             if packer is None:
                 packer = self._local.packer = wire.new_packer()

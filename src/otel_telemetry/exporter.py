@@ -38,6 +38,7 @@ from .redact import RedactionConfig, Redactor
 from .redact_config import app_config
 from .sessions import _session, tag_span
 from .snapshot import EMPTY, snapshot
+from .span_plans import speedups
 from .transport import Prepared, Transport
 
 log = logging.getLogger("otel_telemetry.exporter")
@@ -167,11 +168,16 @@ class ZmqProviderSpanProcessor(_SpanPublisher, SynchronousMultiSpanProcessor):
     def __init__(self, transport: Transport) -> None:
         SynchronousMultiSpanProcessor.__init__(self)
         self._attach_spans(transport)
-        if self._c_on_end is not None:  # until add_span_processor: then the loop below
+        # With the C fast path, on_start/on_end are C callables (no Python frame per span) until
+        # add_span_processor: then the methods below, which also loop over the added processors.
+        c = speedups()
+        if self._c_on_end is not None and c is not None:
             self.on_end = self._c_on_end  # type: ignore[method-assign]
+            self.on_start = c.Starter(_session, tag_span).on_start  # type: ignore[method-assign]
 
     def add_span_processor(self, span_processor: SpanProcessor) -> None:
         self.__dict__.pop("on_end", None)
+        self.__dict__.pop("on_start", None)
         SynchronousMultiSpanProcessor.add_span_processor(self, span_processor)
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:

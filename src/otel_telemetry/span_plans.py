@@ -51,6 +51,11 @@ _VALUE_KEYS = frozenset(("telemetry.category", "telemetry.component"))
 Plan = tuple[Any, ...]
 
 
+def speedups() -> Any:
+    """The ``_fastspan`` module if it was built and the ``speedups`` setting is on, else None."""
+    return _fastspan if _fastspan is not None and settings.resolve("speedups") else None
+
+
 def _getter(keys: list[Any]) -> tuple[Any, list[Any]]:
     """(an itemgetter that always returns a tuple, or None; the keys of that tuple). itemgetter of
     one key returns the bare value, so one key is fetched twice (the shape names it twice too)."""
@@ -81,9 +86,10 @@ class SpanPlans:
         """A ``_fastspan.Ender`` over these plans and ``batches`` (its ``end(span)`` is
         :meth:`end`; its ``on_end(span)`` calls ``slow(span)`` for a span not taken), or None
         when the C version is not built or the ``speedups`` setting is off."""
-        if _fastspan is None or self.batches is None or not settings.resolve("speedups"):
+        c = speedups()
+        if c is None or self.batches is None:
             return None
-        return _fastspan.Ender(self._plans, self._clean, self._pseudo_cache, self.batches, slow)
+        return c.Ender(self._plans, self._clean, self._pseudo_cache, self.batches, slow)
 
     def count_pseudonyms(self, n: int) -> None:
         """Pseudonyms the fast path took from the cache, counted when their batch is encoded
