@@ -294,7 +294,7 @@ def run_variant(variant: str, args: argparse.Namespace, profile: str | None = No
             db, sock = tmp / "c.db", tmp / "c.ipc"
             cfg = []
             if variant == "ours-nice0":
-                (tmp / "nice0.yaml").write_text(f"nice: {os.environ.get('BENCH_NICE', 0)}\n")
+                (tmp / "nice0.yaml").write_text("nice: 0\n")
                 cfg = ["--config", str(tmp / "nice0.yaml")]
             col = subprocess.Popen(
                 [sys.executable, "-m", "otel_telemetry", "collector", "run", *cfg, "--db", str(db),

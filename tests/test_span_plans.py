@@ -391,3 +391,23 @@ def test_provider_processor_c_hooks_give_way_to_added_processors(tmp_path: Any, 
         assert tel.counters()["emitted"] == 4
     finally:
         tel.shutdown(1)
+
+
+def test_without_the_c_module_configure_uses_the_python_fast_path(tmp_path: Any, monkeypatch: Any) -> None:
+    """An install where _fastspan could not be built (setup.py: optional) still works: the
+    Python version takes known shapes."""
+    import otel_telemetry
+
+    monkeypatch.setattr(span_plans, "_fastspan", None)
+    tel = otel_telemetry.configure("no-c", endpoint=f"ipc://{tmp_path}/none.ipc", metrics=False, logs=False,
+                                   set_global=False, join_timeout=0)
+    try:
+        proc = tel.tracer_provider._active_span_processor
+        assert "on_end" not in vars(proc) and "on_start" not in vars(proc)
+        assert proc._fast_end.__func__ is span_plans.SpanPlans.end
+        tracer = tel.tracer_provider.get_tracer("t")
+        for i in range(3):
+            tracer.start_span("op", attributes={"i": i}).end()
+        assert tel.counters()["emitted"] == 3
+    finally:
+        tel.shutdown(1)
