@@ -411,3 +411,46 @@ def test_without_the_c_module_configure_uses_the_python_fast_path(tmp_path: Any,
         assert tel.counters()["emitted"] == 3
     finally:
         tel.shutdown(1)
+
+
+def test_threads_ending_spans_at_once_lose_nothing(tmp_path: Any, impl: str) -> None:
+    """Four app threads end spans of one shape at once (the fast path's appends and the encode
+    of whoever fills a batch interleave): every record arrives exactly once, counters exact."""
+    endpoint = f"ipc://{tmp_path}/threads.ipc"
+    ctx, sub = _subscriber(endpoint)
+    code = textwrap.dedent("""
+        import json, sys, threading, otel_telemetry
+        tel = otel_telemetry.configure("threads", endpoint=sys.argv[1], metrics=False, logs=False,
+                                       set_global=False, join_timeout=30)
+        tracer = tel.tracer_provider.get_tracer("t")
+        for i in range(10):
+            tracer.start_span("op", attributes={"k": "v", "i": i}).end()
+        tel.force_flush(10)  # the shape is learnt
+        def work(t):
+            for i in range(1500):
+                tracer.start_span("op", attributes={"k": "v", "i": 10 + t * 1500 + i}).end()
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        tel.shutdown(10)
+        print(json.dumps(tel.counters()))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code, endpoint], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OTEL_TELEMETRY_SPEEDUPS="1" if impl == "c" else "0"))
+    seen: list[int] = []
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    while len(seen) < 6010 and poller.poll(20_000):
+        topic, header, payload = sub.recv_multipart()
+        if topic != b"telemetry._control":
+            seen += [rec[9]["i"] for rec in wire.decode_payload(wire.decode_header([topic, header, payload]),
+                                                                payload)[1]]
+    out, _ = proc.communicate(timeout=60)
+    ctx.destroy(linger=0)
+    import json
+
+    counters = json.loads(out.strip().splitlines()[-1])
+    assert sorted(seen) == list(range(6010))
+    assert counters["sent"] == counters["emitted"] == 6010 and counters["dropped"] == {}
