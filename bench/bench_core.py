@@ -47,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +81,26 @@ def _attrs(i: int) -> dict:
 def _cpu() -> float:
     r = os.times()
     return r.user + r.system
+
+
+def _runq_wait() -> int | None:
+    """Nanoseconds this thread has spent runnable but waiting for a CPU (Linux schedstat), or None."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:
+            return int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _switches() -> tuple[int, int] | None:
+    """(voluntary, involuntary) context switches of this thread so far (Linux), or None: a
+    voluntary one is a wait (for the GIL, here), an involuntary one a preemption."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/status") as f:
+            vals = dict(line.split(":", 1) for line in f if "ctxt_switches" in line)
+        return int(vals["voluntary_ctxt_switches"]), int(vals["nonvoluntary_ctxt_switches"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _poll_until(read, target, timeout: float):
@@ -149,11 +170,17 @@ def child(args: argparse.Namespace) -> dict:
 
         prof = cProfile.Profile()
         prof.enable()
+    q0, s0 = _runq_wait(), _switches()
     c0, t0, th0 = _cpu(), time.monotonic(), time.thread_time()
     for i in range(n):
         span = tracer.start_span("bench.op", attributes=attrs(i))
         span.end()
     t1, c1, th1 = time.monotonic(), _cpu(), time.thread_time()
+    q1, s1 = _runq_wait(), _switches()
+    if q0 is not None and q1 is not None:
+        out["app_thread_runq_us"] = (q1 - q0) / n / 1000
+    if s0 is not None and s1 is not None:
+        out["app_thread_waits"], out["app_thread_preempted"] = s1[0] - s0[0], s1[1] - s0[1]
     if prof is not None:
         prof.disable()
         prof.dump_stats(args.profile)
