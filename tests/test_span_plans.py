@@ -454,3 +454,17 @@ def test_threads_ending_spans_at_once_lose_nothing(tmp_path: Any, impl: str) -> 
     counters = json.loads(out.strip().splitlines()[-1])
     assert sorted(seen) == list(range(6010))
     assert counters["sent"] == counters["emitted"] == 6010 and counters["dropped"] == {}
+
+
+def test_shaped_messages_mix_encoded_and_plain_records() -> None:
+    """A batch may hold records the C version encoded and tuples from the Python version (two
+    publishers of one transport, one made with speedups off): both decode."""
+    packer = wire.new_packer()
+    tid = bytes(range(16))
+    rec = (1, tid, 7, None, 10, 20, ["v"], [3], [])
+    shapes = {1: ["op", 0, 0, "lib", None, ["k", "n"]]}
+    for records in ([rec, packer.pack(rec)], [packer.pack(rec), rec], [rec, rec], [packer.pack(rec)] * 2):
+        frames = wire.encode_shaped(packer, b"telemetry.ai_research.x", b"p" * 16, {"r": 1}, shapes, records)
+        resource, out = wire.decode_payload(wire.decode_header(frames), frames[2])
+        assert resource == {"r": 1} and len(out) == 2
+        assert out[0] == out[1] and out[0][9] == {"k": "v", "n": 3} and out[0][0] == "op"
