@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import CollectorProc
 
+import otel_telemetry
 from otel_telemetry import categories as cats
 from otel_telemetry import settings
 
@@ -146,3 +147,46 @@ def test_config_rules_override_defaults() -> None:
     assert cats.parse_topic("telemetry.ai_behavior.my_comp_1") == ("ai_behavior", "my_comp_1")
     with pytest.raises(ValueError, match="unknown key 'colour'"):
         cats.parse_rules([{"category": "ai_research", "colour": 1}])
+
+
+def test_shut_down_transports_leave_no_descriptors_open(tmp_path: Path) -> None:
+    """Each transport's socket and wake pipe are closed once its sender is gone: configuring and
+    shutting down again and again does not grow the process's open descriptors."""
+    def cycle(i: int) -> None:
+        tel = otel_telemetry.configure("fds", endpoint=f"ipc://{tmp_path}/fds{i}.ipc", metrics=False, logs=False,
+                                       set_global=False, join_timeout=0)
+        tel.tracer_provider.get_tracer("t").start_span("op").end()
+        tel.force_flush(2)
+        assert tel.shutdown(5)
+
+    cycle(0)  # the first one may open what lives for the process (ZeroMQ's context)
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(1, 11):
+        cycle(i)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_fork_while_a_thread_holds_the_transport_lock(tmp_path: Path) -> None:
+    """A fork can happen while some thread holds the transport's lock (the sender settling a
+    send, say): the child gets a fresh lock, so its transport starts and shuts down instead of
+    hanging. The lock is held here by the forking thread itself, which the child would otherwise
+    wait for for ever."""
+    code = textwrap.dedent("""
+        import os, sys, otel_telemetry
+        tel = otel_telemetry.configure("forklock", endpoint=sys.argv[1], metrics=False, logs=False,
+                                       set_global=False, join_timeout=0)
+        tel.tracer_provider.get_tracer("t").start_span("parent").end()
+        with tel.transport._lock:
+            pid = os.fork()
+        if pid == 0:
+            tel.tracer_provider.get_tracer("t").start_span("child").end()
+            ok = tel.shutdown(5)
+            os._exit(0 if ok and tel.counters()["emitted"] == 1 else 3)
+        _, status = os.waitpid(pid, 0)
+        tel.shutdown(5)
+        print("child", os.waitstatus_to_exitcode(status))
+    """)
+    p = subprocess.run([sys.executable, "-c", code, f"ipc://{tmp_path}/forklock.ipc"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "child 0"

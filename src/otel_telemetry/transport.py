@@ -98,11 +98,8 @@ class Transport(Sender):
         self._deadline = float("inf")
         self._thread: threading.Thread | None = None
         self._started = False
-        # Wakes the sender from its sleep (a pipe: any thread may write, without a lock).
-        for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        # Wakes the sender from its sleep (a pipe; closed once the sender is gone, see _wake).
+        self._close_wake()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -212,19 +209,40 @@ class Transport(Sender):
             if leftover and not already:
                 self._drop_queue(SHUTDOWN)
             self._drop_app_side(SHUTDOWN)
+            self._close_wake()
             return True
         thread.join(max(0.0, deadline - time.monotonic()))
-        return not thread.is_alive()
+        if thread.is_alive():
+            return False
+        self._close_wake()  # nobody reads it any more
+        return True
 
     def _wake(self) -> None:
-        """Any thread: cut the sender's current wait short (force_flush, shutdown)."""
-        with contextlib.suppress(OSError):  # BlockingIOError: full, so a wake-up is already pending
-            os.write(self._wake_w, b"\0")
+        """Any thread: cut the sender's current wait short (force_flush, shutdown). Under the
+        lock, so that it never writes to a descriptor number _close_wake has freed for reuse."""
+        with self._lock:
+            if self._wake_w >= 0:
+                with contextlib.suppress(OSError):  # BlockingIOError: full, a wake-up is pending
+                    os.write(self._wake_w, b"\0")
+
+    def _close_wake(self) -> None:
+        """Close the wake pipe (at shutdown once the sender thread is gone; in a forked child, the
+        parent's copy); idempotent."""
+        with self._lock:
+            for fd in (getattr(self, "_wake_r", -1), getattr(self, "_wake_w", -1)):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self._wake_r = self._wake_w = -1
 
 
 def _after_fork_in_child() -> None:
     for t in list(_live):
         was_started = t._started
+        # A thread of the parent (its sender, say) may have held the lock at fork: in the child
+        # it would stay held for ever.
+        t._lock = threading.Lock()
+        t._cond = threading.Condition(t._lock)
         t._reset_state()
         if was_started:
             t.start()
