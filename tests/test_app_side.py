@@ -167,26 +167,41 @@ def test_shut_down_transports_leave_no_descriptors_open(tmp_path: Path) -> None:
 
 
 def test_fork_while_a_thread_holds_the_transport_lock(tmp_path: Path) -> None:
-    """A fork can happen while some thread holds the transport's lock (the sender settling a
-    send, say): the child gets a fresh lock, so its transport starts and shuts down instead of
-    hanging. The lock is held here by the forking thread itself, which the child would otherwise
-    wait for for ever."""
+    """A fork can happen while another thread holds the transport's or the redactor's lock (the
+    sender settling a send, say): the child gets fresh locks, so its transport starts, counts and
+    shuts down instead of hanging."""
     code = textwrap.dedent("""
-        import os, sys, otel_telemetry
+        import os, sys, threading, otel_telemetry
         tel = otel_telemetry.configure("forklock", endpoint=sys.argv[1], metrics=False, logs=False,
                                        set_global=False, join_timeout=0)
         tel.tracer_provider.get_tracer("t").start_span("parent").end()
-        with tel.transport._lock:
-            pid = os.fork()
+        redactor = tel.transport._convert.redactor
+        held, done = threading.Event(), threading.Event()
+        def hold():
+            with tel.transport._lock, redactor._lock:
+                held.set()
+                done.wait()
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait()
+        pid = os.fork()
         if pid == 0:
+            free = not tel.transport._lock.locked() and not redactor._lock.locked()
             tel.tracer_provider.get_tracer("t").start_span("child").end()
+            redactor.counts()  # takes the redactor's lock
             ok = tel.shutdown(5)
-            os._exit(0 if ok and tel.counters()["emitted"] == 1 else 3)
+            os._exit(0 if free and ok and tel.counters()["emitted"] == 1 else 3)
+        done.set()
+        holder.join()
         _, status = os.waitpid(pid, 0)
         tel.shutdown(5)
         print("child", os.waitstatus_to_exitcode(status))
     """)
-    p = subprocess.run([sys.executable, "-c", code, f"ipc://{tmp_path}/forklock.ipc"], capture_output=True,
-                       text=True, timeout=60)
+    try:
+        p = subprocess.run([sys.executable, "-c", code, f"ipc://{tmp_path}/forklock.ipc"], capture_output=True,
+                           text=True, timeout=60)
+    finally:
+        # a hung child (the bug) must not linger; its command line holds this test's own path
+        subprocess.run(["pkill", "-f", f"{tmp_path}/forklock.ipc"], check=False)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().splitlines()[-1] == "child 0"

@@ -27,6 +27,7 @@ import dataclasses
 import os
 import re
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,6 +73,7 @@ class Redactor(KeyRules):
         self._callback = cfg.callback
         self._short = self.enabled and cfg.callback is None  # the no-copy short paths apply
         self._lock = threading.Lock()
+        _live.add(self)
         self._local = threading.local()  # per-thread {rule: n}: counting takes no lock
         self._all_counts: list[dict[str, int]] = []
         self._clean: set[Any] = set()
@@ -403,3 +405,16 @@ def scan_bytes(redactor: Redactor, data: bytes) -> dict[str, int]:
     """Detector hits in raw bytes (a database file, a WAL, a payload), read as latin-1 so every
     byte maps to one character; the acceptance check of "zero hits in the stored bytes"."""
     return redactor.find(data.decode("latin-1"))
+
+
+_live: weakref.WeakSet[Redactor] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A parent thread (the sender, counting) may have held the lock at fork: it would stay held.
+    for r in list(_live):
+        r._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
