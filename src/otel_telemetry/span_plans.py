@@ -33,9 +33,9 @@ from .redact import Redactor
 from .snapshot import KIND_MEMBER, PINNED, SNAPSHOT_LEN, STATUS_MEMBER
 
 try:
-    from . import _fastspan  # type: ignore[attr-defined]
+    from . import _fastspan
 except ImportError:  # not built (no compiler at install time): the Python version below
-    _fastspan = None
+    _fastspan = None  # type: ignore[assignment]
 
 MAX_PLANS = 1024
 _shape_ids = itertools.count(1)  # the wire's shape ids: unique per process, never reused
