@@ -468,3 +468,29 @@ def test_shaped_messages_mix_encoded_and_plain_records() -> None:
         resource, out = wire.decode_payload(wire.decode_header(frames), frames[2])
         assert resource == {"r": 1} and len(out) == 2
         assert out[0] == out[1] and out[0][9] == {"k": "v", "n": 3} and out[0][0] == "op"
+
+
+def test_a_name_keeps_a_plan_per_kind_and_status(impl: str) -> None:
+    """The first span of a name may be an ERROR span or another kind: later spans of the same
+    name and attribute count but another kind or status get plans of their own (up to
+    MAX_PER_KEY per key), instead of taking the general path for ever."""
+    kinds = [SpanKind.SERVER, SpanKind.CLIENT, SpanKind.INTERNAL, SpanKind.PRODUCER, SpanKind.CONSUMER]
+
+    def make(t: Any) -> None:
+        for _ in range(2):
+            s = t.start_span("GET /items", kind=SpanKind.SERVER, attributes=_attrs(1))
+            s.set_status(Status(StatusCode.ERROR))  # no description: a shape like any other
+            s.end()
+        for kind in kinds:
+            for _ in range(2):
+                t.start_span("GET /items", kind=kind, attributes=_attrs(2)).end()
+
+    spans = _spans(make)
+    path, reference = _Path(impl=impl), _Path()
+    for span in spans:  # learn: ERROR/SERVER first, then SERVER, CLIENT, INTERNAL; no room for more
+        path.general(span)
+    assert len(path.plans._plans[("GET /items", len(_attrs(1)))]) == span_plans.MAX_PER_KEY
+    taken = [path.fast(span) for span in spans]
+    assert all(got == reference.general(span) for got, span in zip(taken, spans, strict=True) if got is not None)
+    assert [got is not None for got in taken] == [True] * 8 + [False] * 4
+    assert taken[0][0] == "error_patterns" and taken[2][0] == "user_interaction"

@@ -238,20 +238,25 @@ static int encode_span(Ender *self, PyObject *span, Buf *b, PyObject **group) {
     key = PyTuple_Pack(2, name, o);
     Py_CLEAR(o);
     if (key == NULL) { rc = -1; goto done; }
-    plan = PyDict_GetItemWithError(self->plans, key);
-    if (plan == NULL) { PyErr_Clear(); goto done; }
-    Py_INCREF(plan);
-    /* (group, sget, nget, pget, kind, status code, scope, resource, skeys, nkeys, pkeys); () = slow */
-    if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 11) goto done;
-    PyObject *grp = PyTuple_GET_ITEM(plan, 0);
-    if (!PyTuple_Check(grp) || PyTuple_GET_SIZE(grp) < 4) goto done;
-    /* identity, as span_plans.end: another kind/status/scope/resource takes the general path */
+    PyObject *plans = PyDict_GetItemWithError(self->plans, key);
+    if (plans == NULL) { PyErr_Clear(); goto done; }
+    if (!PyTuple_Check(plans)) goto done;
+    /* The key's plan of this span's kind, status code, scope and resource, by identity as in
+     * span_plans.end: (group, sget, nget, pget, kind, code, scope, resource, skeys, nkeys, pkeys) */
     static PyObject **members[4] = {&s_kind, &s_status_code, &s_scope, &s_resource};
-    for (int i = 0; i < 4; i++) {
-        o = attr(i == 1 ? status : span, *members[i]);
-        if (o != PyTuple_GET_ITEM(plan, 4 + i)) goto done;
-        Py_CLEAR(o);
+    PyObject *mine[4] = {NULL, NULL, NULL, NULL};
+    for (int i = 0; i < 4; i++) mine[i] = attr(i == 1 ? status : span, *members[i]);
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(plans) && plan == NULL; j++) {
+        PyObject *p = PyTuple_GET_ITEM(plans, j);
+        if (!PyTuple_Check(p) || PyTuple_GET_SIZE(p) != 11) continue;
+        int same = 1;
+        for (int i = 0; i < 4 && same; i++) same = mine[i] != NULL && PyTuple_GET_ITEM(p, 4 + i) == mine[i];
+        if (same) { plan = p; Py_INCREF(plan); }
     }
+    for (int i = 0; i < 4; i++) Py_XDECREF(mine[i]);
+    if (plan == NULL) goto done;
+    PyObject *grp = PyTuple_GET_ITEM(plan, 0); /* None: this shape takes the general path */
+    if (!PyTuple_Check(grp) || PyTuple_GET_SIZE(grp) < 4) goto done;
     ctx = attr(span, s_context);
     if (ctx == NULL || !PyTuple_Check(ctx) || PyTuple_GET_SIZE(ctx) < 2) goto done;
     parent = attr(span, s_parent);

@@ -37,18 +37,32 @@ try:
 except ImportError:  # not built (no compiler at install time): the Python version below
     _fastspan = None  # type: ignore[assignment]
 
-MAX_PLANS = 1024
+MAX_PLANS = 1024  # (name, attribute count) keys; the table starts again beyond
+MAX_PER_KEY = 4  # plans per key: shapes told apart by kind, status code, scope and resource
 _shape_ids = itertools.count(1)  # the wire's shape ids: unique per process, never reused
-_SLOW = ()  # plan of a shape that always takes the general path
+_ANY = (None,) * 11  # matches any span of its key in learn(), none in end(): the general path
 _VALUE_KEYS = frozenset(("telemetry.category", "telemetry.component"))
 
-# A plan, keyed by (span name, number of attributes): (its group for ``batches`` (category, group
+# A plan, one of up to MAX_PER_KEY per (span name, number of attributes): (its group for
+# ``batches`` (None: a shape that always takes the general path) (category, group
 # key (topic, id(resource)), resource, shape id, shape (wire.KIND_SPAN_SHAPES: name, kind,
 # status code, scope name, scope version, keys), pseudonyms per record), getters of the
 # string, number and pseudonymised values (each None if there are none), and the SpanKind,
 # StatusCode, scope and resource objects a span must have to use it, and the keys each getter
 # fetches, as tuples, for ``_fastspan``)
 Plan = tuple[Any, ...]
+
+
+def _members(snap: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The SpanKind, StatusCode, scope and resource objects of a snapshot (None if unknown)."""
+    try:
+        return KIND_MEMBER[snap[6]], STATUS_MEMBER[snap[7]], PINNED[snap[12]], PINNED[snap[13]]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def _same(plan: Plan, members: tuple[Any, ...] | None) -> bool:
+    return members is not None and all(a is b for a, b in zip(plan[4:8], members, strict=True))
 
 
 def speedups() -> Any:
@@ -106,14 +120,18 @@ class SpanPlans:
         if status._description or span._events._dq or span._links._dq:
             return False
         attrs = span._attributes._dict
-        plan = self._plans.get((span._name, len(attrs)))
-        if not plan:  # unknown shape, or one that always takes the general path
+        plans = self._plans.get((span._name, len(attrs)))
+        if plans is None:
             return False
-        group, sget, nget, pget, kind_obj, code_obj, scope, res, _, _, _ = plan
-        # Identity, not ids in the key: cheaper, and a same-named shape of another kind, status,
-        # scope or resource just takes the general path.
-        if span._kind is not kind_obj or status._status_code is not code_obj \
-                or span._instrumentation_scope is not scope or span._resource is not res:
+        # The plan of this kind, status, scope and resource (by identity: cheaper than ids in the key)
+        kind, code, scope, res = span._kind, status._status_code, span._instrumentation_scope, span._resource
+        for plan in plans:
+            if plan[4] is kind and plan[5] is code and plan[6] is scope and plan[7] is res:
+                break
+        else:
+            return False  # a shape not learnt (yet)
+        group, sget, nget, pget, _, _, _, _, _, _, _ = plan
+        if group is None:  # a shape that always takes the general path
             return False
         clean = self._clean
         try:  # a KeyError: same name and count, other keys (the getters cover every key)
@@ -143,29 +161,34 @@ class SpanPlans:
             if msg or events is not None or links is not None:
                 continue
             key = (name, len(attrs))
-            if key not in plans:  # the first shape of a key wins; others take the general path
-                if len(plans) >= MAX_PLANS:
-                    plans.clear()
-                plans[key] = self._plan(snap)
+            have = plans.get(key, ())
+            members = _members(snap)
+            if len(have) >= MAX_PER_KEY or any(p is _ANY or _same(p, members) for p in have):
+                continue  # known (the first plan of these members wins), or enough of this key
+            if not have and len(plans) >= MAX_PLANS:
+                plans.clear()
+            plans[key] = (*have, self._plan(snap, members))  # one store: readers see old or new
 
-    def _plan(self, snap: tuple[Any, ...]) -> Plan:
-        """The plan of a new shape, by the general path; _SLOW if the shape's records depend on
-        more than its shape."""
+    def _plan(self, snap: tuple[Any, ...], members: tuple[Any, ...] | None) -> Plan:
+        """The plan of a new shape, by the general path; one without a group (the span always
+        takes the general path) if the shape's records depend on more than its shape."""
+        if members is None:
+            return _ANY
         attrs = snap[9]
+        slow = (None, None, None, None, *members, (), (), ())
         if not _VALUE_KEYS.isdisjoint(attrs):
-            return _SLOW
+            return slow
         try:
             category, topic, kind, resource, rec = self._general(snap)
             pseudo: tuple[Any, ...] | None = ()
             if self._redactor is not None:
                 pseudo = self._redactor.shape_pseudo_keys((rec[0], rec[12], rec[13]), tuple(attrs))
             if pseudo is None:
-                return _SLOW
+                return slow
             strs = [k for k, v in attrs.items() if k not in pseudo and v.__class__ is str]
             nums = [k for k, v in attrs.items() if k not in pseudo and v.__class__ is not str]
-            members = (KIND_MEMBER[snap[6]], STATUS_MEMBER[snap[7]], PINNED[snap[12]], PINNED[snap[13]])
         except Exception:  # the general path will count whatever is wrong with this span
-            return _SLOW
+            return slow
         (sget, skeys), (nget, nkeys), (pget, pkeys) = _getter(strs), _getter(nums), _getter(list(pseudo))
         shape_id = next(_shape_ids)
         shape = (rec[0], rec[6], rec[7], rec[12], rec[13], [*skeys, *nkeys, *pkeys])
