@@ -205,3 +205,27 @@ def test_fork_while_a_thread_holds_the_transport_lock(tmp_path: Path) -> None:
         subprocess.run(["pkill", "-f", f"{tmp_path}/forklock.ipc"], check=False)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().splitlines()[-1] == "child 0"
+
+
+def test_a_transport_shut_down_before_fork_stays_shut_in_the_child(tmp_path: Path) -> None:
+    """The child of a process whose telemetry was shut down gets no sender thread for it; a span
+    ended there is counted as a shutdown drop, like in the parent."""
+    code = textwrap.dedent("""
+        import os, sys, threading, otel_telemetry
+        tel = otel_telemetry.configure("shut", endpoint=sys.argv[1], metrics=False, logs=False,
+                                       set_global=False, join_timeout=0)
+        tracer = tel.tracer_provider.get_tracer("t")
+        tel.shutdown(5)
+        pid = os.fork()
+        if pid == 0:
+            senders = [t for t in threading.enumerate() if t.name == "otel-telemetry-sender"]
+            tracer.start_span("late").end()
+            c = tel.counters()
+            os._exit(0 if not senders and c["emitted"] == 1 and sum(c["dropped"].values()) == 1 else 3)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+    """)
+    p = subprocess.run([sys.executable, "-c", code, f"ipc://{tmp_path}/shut.ipc"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "child 0"

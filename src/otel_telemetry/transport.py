@@ -238,13 +238,16 @@ class Transport(Sender):
 
 def _after_fork_in_child() -> None:
     for t in list(_live):
-        was_started = t._started
+        was_started, was_stopped = t._started, t._stopping
         # A thread of the parent (its sender, say) may have held the lock at fork: in the child
         # it would stay held for ever.
         t._lock = threading.Lock()
         t._cond = threading.Condition(t._lock)
         t._reset_state()
-        if was_started:
+        if was_stopped:  # shut down in the parent: stays shut (what it is given counts as shutdown)
+            t._stopping = t.batches.closed = True
+            t._close_wake()
+        elif was_started:
             t.start()
 
 
