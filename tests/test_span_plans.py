@@ -494,3 +494,43 @@ def test_a_name_keeps_a_plan_per_kind_and_status(impl: str) -> None:
     assert all(got == reference.general(span) for got, span in zip(taken, spans, strict=True) if got is not None)
     assert [got is not None for got in taken] == [True] * 8 + [False] * 4
     assert taken[0][0] == "error_patterns" and taken[2][0] == "user_interaction"
+
+
+def test_an_app_thread_sends_ready_messages_itself(tmp_path: Any) -> None:
+    """Transport._send_ready (the app thread that encoded a batch, the socket free): stamps
+    sequence numbers, sends, counts; leaves to the sender thread what has no subscriber and
+    everything while the socket is in other hands. Real sockets, no sender thread."""
+    from otel_telemetry.transport import Transport
+
+    endpoint = f"ipc://{tmp_path}/ready.ipc"
+    ctx = zmq.Context()
+    pub, sub = ctx.socket(zmq.XPUB), ctx.socket(zmq.SUB)
+    try:
+        pub.bind(endpoint)
+        sub.connect(endpoint)
+        sub.setsockopt(zmq.SUBSCRIBE, b"telemetry.ai_research")
+        assert pub.recv() == b"\x01telemetry.ai_research"
+        conv = _Converter((), _redactor())
+        t = Transport(endpoint, conv, span_plans=conv.plans)  # never started
+        t._sock, t._subs = pub, {b"telemetry.ai_research"}
+        packer = wire.new_packer()
+        rec = (1, bytes(16), 7, None, 10, 20, [], [], [])
+
+        def message(topic: bytes, n: int) -> Any:
+            frames = wire.encode_shaped(packer, topic, b"p" * 16, {}, {1: ["op", 0, 0, "s", None, []]}, [rec] * n)
+            return (topic.split(b".")[1].decode(), topic, frames, n)
+
+        t.batches._ready.extend([message(b"telemetry.ai_research.x", 2), message(b"telemetry.ai_research.x", 3),
+                                 message(b"telemetry.user_interaction.x", 4), message(b"telemetry.ai_research.x", 1)])
+        with t._sock_lock:  # the sender thread is using the socket: nothing happens here
+            t._send_ready()
+        assert len(t.batches._ready) == 4 and t.counters()["sent"] == 0
+        t._send_ready()
+        # the first two went, in order; the third has no subscriber: it and what follows wait
+        got = [wire.decode_header(sub.recv_multipart()) for _ in range(2)]
+        assert [(h.seq, h.count) for h in got] == [(0, 2), (2, 3)]
+        assert [m[3] for m in t.batches._ready] == [4, 1]
+        c = t.counters()
+        assert c["sent"] == 5 and c["queued"] == 5
+    finally:
+        ctx.destroy(linger=0)

@@ -3,13 +3,15 @@
 ``span_plans.SpanPlans.end`` turns a span of a known shape into its wire record on the thread
 that ends it (dict lookups only: no scans, no I/O, no locks). The record goes into
 :class:`ReadyBatches`; the thread whose record fills a batch encodes it right there, while the
-records are still in its CPU cache, and leaves the frames for the transport's sender thread,
-which only stamps sequence numbers and sends. Shipping each record to the sender thread instead
+records are still in its CPU cache, and sends them itself when the socket is free
+(``Transport._send_ready``), else leaves the frames for the transport's sender thread, which
+only stamps sequence numbers and sends. Shipping each record to the sender thread instead
 costs more than all of that: the sender has to take the GIL and pull every record into another
 core's cache (docs/benchmarks.md).
 
 Thread rules: ``add``/``flush`` run on any application thread and must not block or raise;
-deque ``append``/``popleft`` are atomic under the GIL, so no lock is taken. ``take_ready``,
+deque ``append``/``popleft`` are atomic under the GIL, so no lock is taken. ``pop_ready`` and
+``unpop_ready`` run on whichever thread holds the transport's socket lock. ``take_ready``,
 ``drain`` and ``drop_all`` run on the sender thread only; ``queued``/``busy`` on any thread.
 """
 
@@ -42,13 +44,15 @@ class ReadyBatches:
     """Bounded: at most ``max_records`` records (counting each waiting message as a full batch)."""
 
     def __init__(self, publisher: bytes, max_records: int, on_bad: Callable[[str, int], None],
-                 on_pseudonyms: Callable[[int], None] | None = None, batch: int = BATCH) -> None:
+                 on_pseudonyms: Callable[[int], None] | None = None, batch: int = BATCH,
+                 on_ready: Callable[[], None] | None = None) -> None:
         self._publisher = publisher
         self.closed = False  # set at transport shutdown: add() refuses, the caller counts the drop
         self._max = max(1, max_records)
         self._batch = max(1, batch)
         self._on_bad = on_bad
         self._on_pseudonyms = on_pseudonyms
+        self._on_ready = on_ready  # after a flush made messages: the transport may send them at once
         self._recs: deque[Entry] = deque()
         self._since = 0.0  # when _recs last went from empty to not empty
         self._ready: deque[Message] = deque()
@@ -88,6 +92,8 @@ class ReadyBatches:
             entries: list[Entry] = pop_up_to(self._recs, self._batch)
             if entries:
                 self._encode(entries)
+                if self._on_ready is not None:
+                    self._on_ready()  # never raises (Transport._send_ready)
         finally:
             busy.pop()
 
@@ -109,6 +115,17 @@ class ReadyBatches:
     # -- sender thread ----------------------------------------------------------------------------
     def take_ready(self) -> list[Message]:
         return pop_up_to(self._ready)
+
+    # -- whoever holds the transport's socket lock ------------------------------------------------
+    def pop_ready(self) -> Message | None:
+        try:
+            return self._ready.popleft()
+        except IndexError:
+            return None
+
+    def unpop_ready(self, msg: Message) -> None:
+        """Put a message that could not go back at the front (it keeps its place)."""
+        self._ready.appendleft(msg)
 
     def drain(self) -> None:
         """Encode every waiting record (flush, shutdown, or a partial batch that waited too long)."""

@@ -68,6 +68,9 @@ class Sender:
     _flush_requested: bool
     _deadline: float
     _wake_r: int
+    _sock_lock: threading.Lock
+    _sock: zmq.Socket | None
+    _subs: set[bytes]
     connected: bool
 
     def _drop_queue(self, reason: str) -> None:
@@ -89,6 +92,10 @@ class Sender:
     def _run(self) -> None:
         ctx = zmq.Context()
         sock = ctx.socket(zmq.XPUB)
+        # The socket is used under _sock_lock only: by this thread while it works (it lets go
+        # while it sleeps, in _wait) and by an app thread that has just encoded a batch
+        # (Transport._send_ready), so that thread sends it without waking us to take the GIL.
+        self._sock_lock.acquire()
         try:
             sock.setsockopt(zmq.XPUB_NODROP, 1)
             sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # see re-subscribes from a restarted collector
@@ -97,6 +104,7 @@ class Sender:
                 sock.connect(self.endpoint)
             # else: never connected, so no collector ever subscribes and every record is counted
             # as a no_collector drop (the error was logged once).
+            self._sock = sock
             self._loop(sock)
         except Exception:
             log.exception("otel-telemetry sender stopped on an unexpected error; remaining records dropped")
@@ -107,6 +115,8 @@ class Sender:
                 held, self._pending_count = self._pending_count, {}
             self._count_drops(held, SHUTDOWN)
         finally:
+            self._sock = None  # still under _sock_lock: no app thread holds the socket now
+            self._sock_lock.release()
             # Linger only as long as shutdown allows, so the goodbye and last frames get out.
             left = self._deadline - time.monotonic() if self._deadline != float("inf") else 0.0
             sock.close(linger=int(max(0.0, min(left, 2.0)) * 1000))
@@ -138,12 +148,13 @@ class Sender:
         return True
 
     def _loop(self, sock: zmq.Socket) -> None:
-        subs: set[bytes] = set()
+        subs = self._subs  # read by app threads under _sock_lock (Transport._send_ready)
         packer = wire.new_packer()
         join_deadline = time.monotonic() + self._join_timeout
         pending: list[tuple[str, bytes, list[bytes], int]] = []  # (category, topic, frames, count)
+        # Only the wake pipe: the socket may be in an app thread's hands while we sleep, so news
+        # from it (subscriptions) is read when we wake, at most IDLE_WAIT later.
         poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         q = self._queue
         rb = self.batches
@@ -223,10 +234,15 @@ class Sender:
         self._count_drops(self.batches.drop_all(), reason)
 
     def _wait(self, poller: zmq.Poller, seconds: float) -> None:
-        """Sleep until the socket has news, someone calls :meth:`_wake`, or ``seconds`` pass."""
-        poller.poll(max(1, int(seconds * 1000)))
-        with contextlib.suppress(OSError):  # BlockingIOError: nobody woke us, the usual case
-            os.read(self._wake_r, 4096)
+        """Sleep until someone calls :meth:`_wake` or ``seconds`` pass, with the socket free for
+        app threads meanwhile."""
+        self._sock_lock.release()
+        try:
+            poller.poll(max(1, int(seconds * 1000)))
+            with contextlib.suppress(OSError):  # BlockingIOError: nobody woke us, the usual case
+                os.read(self._wake_r, 4096)
+        finally:
+            self._sock_lock.acquire()
 
     def _notify(self) -> None:
         with self._cond:

@@ -14,6 +14,7 @@ touches the socket runs on the single sender thread (``sender.Sender``, mixed in
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -22,6 +23,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import zmq
+
+from . import wire
 from .batches import ReadyBatches
 from .sender import (  # noqa: F401  # Dropped, Prepared and the reasons are this module's API too
     ENCODE_ERROR,
@@ -34,6 +38,8 @@ from .sender import (  # noqa: F401  # Dropped, Prepared and the reasons are thi
     Sender,
 )
 from .span_plans import SpanPlans
+
+log = logging.getLogger("otel_telemetry.transport")
 
 _live: weakref.WeakSet[Transport] = weakref.WeakSet()
 
@@ -88,11 +94,16 @@ class Transport(Sender):
         self._dropped: dict[tuple[str, str], int] = {}
         self._pending_count: dict[str, int] = {}
         self._in_hand = 0  # popped from the queue, not yet sent or counted as dropped
+        # The sender thread's socket, for app threads too: see Sender._run and _send_ready.
+        self._sock_lock = threading.Lock()
+        self._sock: zmq.Socket | None = None
+        self._subs: set[bytes] = set()
         # Span records converted and encoded on app threads (span_plans), waiting for the sender.
         if hasattr(self, "batches"):
             self.batches.reset(self._publisher)
         else:
-            self.batches = ReadyBatches(self._publisher, self._max, self._count_encode_error, self._on_pseudonyms)
+            self.batches = ReadyBatches(self._publisher, self._max, self._count_encode_error, self._on_pseudonyms,
+                                        on_ready=self._send_ready)
         self._stopping = False
         self._flush_requested = False
         self._deadline = float("inf")
@@ -127,6 +138,39 @@ class Transport(Sender):
         with self._lock:
             reason = SHUTDOWN if self._stopping else QUEUE_FULL
             self._dropped[(cat, reason)] = self._dropped.get((cat, reason), 0) + 1
+
+    def _send_ready(self) -> None:
+        """Called on the app thread that has just encoded a batch (ReadyBatches.flush): must not
+        block or raise. If the socket is free (the sender thread asleep) and a collector listens,
+        send the ready messages here: the sender would have to take the GIL from the app once
+        per frame (pyzmq lets go of it around each one). Anything unusual — socket busy, no
+        subscriber for the topic, a full pipe, shutdown — is left to the sender thread."""
+        lock = self._sock_lock
+        if not lock.acquire(blocking=False):
+            return
+        try:
+            sock, subs, rb = self._sock, self._subs, self.batches
+            if sock is None or not subs or self._stopping:
+                return
+            while (msg := rb.pop_ready()) is not None:
+                cat, topic, frames, count = msg
+                if not any(topic.startswith(sub) for sub in subs):
+                    rb.unpop_ready(msg)
+                    return
+                seq = self._next_seq.get(topic, 0)
+                frames[1] = wire.restamp(frames[1], seq)
+                try:
+                    sock.send_multipart(frames, zmq.NOBLOCK)
+                except Exception as exc:  # zmq.Again (full pipe) or worse: the sender's to handle
+                    rb.unpop_ready(msg)
+                    if not isinstance(exc, zmq.Again):
+                        log.debug("app-thread send failed", exc_info=True)
+                    return
+                self._next_seq[topic] = seq + count
+                with self._lock:
+                    self._sent[cat] = self._sent.get(cat, 0) + count
+        finally:
+            lock.release()
 
     def _count_encode_error(self, category: str, n: int) -> None:
         self.count_drop(category, ENCODE_ERROR, n)
