@@ -166,11 +166,24 @@ def test_shut_down_transports_leave_no_descriptors_open(tmp_path: Path) -> None:
     assert len(os.listdir("/proc/self/fd")) == before
 
 
+def _fork_script(code: str, endpoint: str) -> str:
+    """Run ``code`` (it forks and prints "child <exit code>") with ``endpoint`` as argv[1]; its
+    last line. A child hung by a bug is killed, not left behind (its command line holds the
+    endpoint, a path of the test's own)."""
+    try:
+        p = subprocess.run([sys.executable, "-c", textwrap.dedent(code), endpoint], capture_output=True,
+                           text=True, timeout=60)
+    finally:
+        subprocess.run(["pkill", "-f", endpoint], check=False)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip().splitlines()[-1]
+
+
 def test_fork_while_a_thread_holds_the_transport_lock(tmp_path: Path) -> None:
     """A fork can happen while another thread holds the transport's or the redactor's lock (the
     sender settling a send, say): the child gets fresh locks, so its transport starts, counts and
     shuts down instead of hanging."""
-    code = textwrap.dedent("""
+    code = """
         import os, sys, threading, otel_telemetry
         tel = otel_telemetry.configure("forklock", endpoint=sys.argv[1], metrics=False, logs=False,
                                        set_global=False, join_timeout=0)
@@ -196,21 +209,14 @@ def test_fork_while_a_thread_holds_the_transport_lock(tmp_path: Path) -> None:
         _, status = os.waitpid(pid, 0)
         tel.shutdown(5)
         print("child", os.waitstatus_to_exitcode(status))
-    """)
-    try:
-        p = subprocess.run([sys.executable, "-c", code, f"ipc://{tmp_path}/forklock.ipc"], capture_output=True,
-                           text=True, timeout=60)
-    finally:
-        # a hung child (the bug) must not linger; its command line holds this test's own path
-        subprocess.run(["pkill", "-f", f"{tmp_path}/forklock.ipc"], check=False)
-    assert p.returncode == 0, p.stderr
-    assert p.stdout.strip().splitlines()[-1] == "child 0"
+    """
+    assert _fork_script(code, f"ipc://{tmp_path}/forklock.ipc") == "child 0"
 
 
 def test_a_transport_shut_down_before_fork_stays_shut_in_the_child(tmp_path: Path) -> None:
     """The child of a process whose telemetry was shut down gets no sender thread for it; a span
     ended there is counted as a shutdown drop, like in the parent."""
-    code = textwrap.dedent("""
+    code = """
         import os, sys, threading, otel_telemetry
         tel = otel_telemetry.configure("shut", endpoint=sys.argv[1], metrics=False, logs=False,
                                        set_global=False, join_timeout=0)
@@ -224,8 +230,5 @@ def test_a_transport_shut_down_before_fork_stays_shut_in_the_child(tmp_path: Pat
             os._exit(0 if not senders and c["emitted"] == 1 and sum(c["dropped"].values()) == 1 else 3)
         _, status = os.waitpid(pid, 0)
         print("child", os.waitstatus_to_exitcode(status))
-    """)
-    p = subprocess.run([sys.executable, "-c", code, f"ipc://{tmp_path}/shut.ipc"], capture_output=True,
-                       text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    assert p.stdout.strip().splitlines()[-1] == "child 0"
+    """
+    assert _fork_script(code, f"ipc://{tmp_path}/shut.ipc") == "child 0"

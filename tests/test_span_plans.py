@@ -3,6 +3,7 @@ whose values were not scanned, and loses nothing on the way through a real socke
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -245,6 +246,20 @@ def _subscriber(endpoint: str) -> tuple[zmq.Context, zmq.Socket]:
     return ctx, sub
 
 
+def _received_seqs(sub: zmq.Socket, n: int) -> list[int]:
+    """The ``i`` attribute of every span record ``sub`` receives, until ``n`` or 20 s of silence
+    (the SUB passes its subscription on only while this thread polls it)."""
+    seen: list[int] = []
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    while len(seen) < n and poller.poll(20_000):
+        topic, header, payload = sub.recv_multipart()
+        if topic != b"telemetry._control":
+            records = wire.decode_payload(wire.decode_header([topic, header, payload]), payload)[1]
+            seen += [rec[9]["i"] for rec in records]
+    return seen
+
+
 def test_through_a_real_socket_nothing_lost_and_counts_exact(tmp_path: Any, impl: str) -> None:
     """A producer process whose spans mostly take the fast path, to a SUB socket: every record
     arrives once, counters are exact, and a partial batch goes out on force_flush."""
@@ -277,21 +292,11 @@ def test_through_a_real_socket_nothing_lost_and_counts_exact(tmp_path: Any, impl
     proc = subprocess.Popen([sys.executable, "-c", code, endpoint], stdout=subprocess.PIPE, text=True,
                             env=dict(os.environ, OTEL_TELEMETRY_REDACT_KEY="x" * 32,
                                      OTEL_TELEMETRY_SPEEDUPS="1" if impl == "c" else "0"))
-    seqs: set[int] = set()
-    poller = zmq.Poller()
-    poller.register(sub, zmq.POLLIN)
-    while len(seqs) < 1013 and poller.poll(20_000):
-        topic, header, payload = sub.recv_multipart()
-        if topic == b"telemetry._control":
-            continue
-        resource, records = wire.decode_payload(wire.decode_header([topic, header, payload]), payload)
-        for rec in records:
-            assert rec[9]["i"] not in seqs
-            seqs.add(rec[9]["i"])
+    seen = _received_seqs(sub, 1013)
     out, _ = proc.communicate(timeout=60)
     ctx.destroy(linger=0)
-    import json
-
+    seqs = set(seen)
+    assert len(seqs) == len(seen)  # every record once
     counters = json.loads(out.strip().splitlines()[-1])
     assert counters["ok"] and counters["taken"] >= 1000  # the fast path carried the later bursts
     assert counters["c"] == (impl == "c")  # the processor's on_end is the C one, or the Python one
@@ -340,8 +345,6 @@ def test_a_crashing_sender_counts_what_it_held(tmp_path: Any) -> None:
         out, err = proc.communicate(timeout=60)
     finally:
         ctx.destroy(linger=0)
-    import json
-
     assert proc.returncode == 0, err
     assert "a bug in the sender" in err  # logged, not raised into the app
     c = json.loads(out.strip().splitlines()[-1])
@@ -439,18 +442,9 @@ def test_threads_ending_spans_at_once_lose_nothing(tmp_path: Any, impl: str) -> 
     """)
     proc = subprocess.Popen([sys.executable, "-c", code, endpoint], stdout=subprocess.PIPE, text=True,
                             env=dict(os.environ, OTEL_TELEMETRY_SPEEDUPS="1" if impl == "c" else "0"))
-    seen: list[int] = []
-    poller = zmq.Poller()
-    poller.register(sub, zmq.POLLIN)
-    while len(seen) < 6010 and poller.poll(20_000):
-        topic, header, payload = sub.recv_multipart()
-        if topic != b"telemetry._control":
-            seen += [rec[9]["i"] for rec in wire.decode_payload(wire.decode_header([topic, header, payload]),
-                                                                payload)[1]]
+    seen = _received_seqs(sub, 6010)
     out, _ = proc.communicate(timeout=60)
     ctx.destroy(linger=0)
-    import json
-
     counters = json.loads(out.strip().splitlines()[-1])
     assert sorted(seen) == list(range(6010))
     assert counters["sent"] == counters["emitted"] == 6010 and counters["dropped"] == {}

@@ -320,6 +320,7 @@ static int add_entry(Ender *self, PyObject *entry) {
 
 /* 1 taken, 0 not taken; never leaves an exception set */
 static int take(Ender *self, PyObject *span) {
+    if (self->plans == NULL) return 0; /* __init__ failed or was never called: take nothing */
     Buf b;
     PyObject *group = NULL;
     buf_init(&b);
@@ -346,6 +347,7 @@ static PyObject *Ender_end(Ender *self, PyObject *span) {
 
 static PyObject *Ender_on_end(Ender *self, PyObject *span) {
     if (take(self, span)) Py_RETURN_NONE;
+    if (self->slow == NULL) { PyErr_SetString(PyExc_RuntimeError, "Ender not initialised"); return NULL; }
     return PyObject_CallOneArg(self->slow, span);
 }
 
@@ -403,23 +405,11 @@ static void Ender_dealloc(Ender *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *Ender_guarded(Ender *self, PyObject *span, int on_end) {
-    /* a half-initialised Ender (init failed) takes nothing */
-    if (self->plans == NULL) {
-        if (on_end) { PyErr_SetString(PyExc_RuntimeError, "Ender not initialised"); return NULL; }
-        Py_RETURN_FALSE;
-    }
-    return on_end ? Ender_on_end(self, span) : Ender_end(self, span);
-}
-
-static PyObject *Ender_end_m(Ender *self, PyObject *span) { return Ender_guarded(self, span, 0); }
-static PyObject *Ender_on_end_m(Ender *self, PyObject *span) { return Ender_guarded(self, span, 1); }
-
 static PyMethodDef Ender_methods[] = {
-    {"end", (PyCFunction)Ender_end_m, METH_O,
+    {"end", (PyCFunction)Ender_end, METH_O,
      "end(span) -> bool: on the thread that ends the span; must not block or raise. True: the span's "
      "record is in the batches; False: not taken (the caller snapshots it)."},
-    {"on_end", (PyCFunction)Ender_on_end_m, METH_O,
+    {"on_end", (PyCFunction)Ender_on_end, METH_O,
      "on_end(span): end(span), else slow(span). A SpanProcessor.on_end."},
     {NULL, NULL, 0, NULL},
 };

@@ -32,9 +32,10 @@ log = logging.getLogger("otel_telemetry.transport")
 
 BATCH = 512  # records per app-side encode: large enough to amortise msgpack, small enough to stay in cache
 
-# (group, record): a wire.KIND_SPAN_SHAPES record and the constant group of its shape,
+# (group, record): a wire.KIND_SPAN_SHAPES record (a tuple, or its msgpack bytes from _fastspan)
+# and the constant group of its shape,
 # (category, (topic, id(resource)), resource, shape id, shape, pseudonyms per record)
-Entry = tuple[tuple[str, tuple[bytes, int], dict[str, Any], int, Any, int], tuple[Any, ...]]
+Entry = tuple[tuple[str, tuple[bytes, int], dict[str, Any], int, Any, int], tuple[Any, ...] | bytes]
 _GROUP, _REC = itemgetter(0), itemgetter(1)
 # (category, topic, frames, record count): what the sender sends
 Message = tuple[str, bytes, list[bytes], int]
@@ -72,7 +73,8 @@ class ReadyBatches:
 
     def add(self, entry: Entry) -> bool:
         """Take one converted record; False if full or closed (the caller sends it the long way). Encodes a batch
-        when this record fills one. Called on the thread that ends the span: never blocks."""
+        when this record fills one. Called on the thread that ends the span: never blocks.
+        ``_fastspan.c`` (add_entry) does the same in C: change both together."""
         recs = self._recs
         if len(recs) + self._batch * len(self._ready) >= self._max or self.closed:
             return False

@@ -112,14 +112,13 @@ class _SpanPublisher(_TransportUser):
     def _attach_spans(self, transport: Transport) -> None:
         self._attach(transport)
         self._enqueue = transport.enqueue
-        self._fast_end = transport.end_span or _not_taken
-        # The C fast path (span_plans.ender): ``end`` never raises; ``on_end`` is end-or-snapshot
-        # with no Python frame, installed as the instance's on_end by the span processors.
-        ender = transport.span_plans.ender(self._snapshot) if transport.span_plans is not None else None
-        self._c_on_end = None
-        if ender is not None:
-            self._fast_end = ender.end
-            self._c_on_end = ender.on_end
+        # The C fast path (span_plans.ender) if built, else the Python one: ``end`` never raises
+        # in C; the C ``on_end`` is end-or-snapshot with no Python frame, installed as the
+        # instance's on_end by the span processors.
+        plans = transport.span_plans
+        ender = plans.ender(self._snapshot) if plans is not None else None
+        self._fast_end = ender.end if ender is not None else plans.end if plans is not None else _not_taken
+        self._c_on_end = ender.on_end if ender is not None else None
 
     def publish(self, span: ReadableSpan) -> None:
         try:

@@ -173,7 +173,7 @@ class Sender:
                 if not subs:
                     self._give_up(pending, NO_COLLECTOR)
                     continue
-                if self._send_pending(sock, pending, subs):
+                if self._send_pending(sock, pending):
                     continue
                 # The collector is slow: wait for room (or news) without spinning.
                 sock.poll(5, zmq.POLLOUT | zmq.POLLIN)
@@ -311,26 +311,35 @@ class Sender:
             self._in_hand = 0
         return out
 
-    def _send_pending(self, sock: zmq.Socket, pending: list[tuple[str, bytes, list[bytes], int]],
-                      subs: set[bytes]) -> bool:
+    def _send_pending(self, sock: zmq.Socket, pending: list[tuple[str, bytes, list[bytes], int]]) -> bool:
         """Send what the pipe takes; True if everything went (or was counted)."""
         while pending:
             cat, topic, frames, count = pending[0]
-            if not any(topic.startswith(s) for s in subs):
+            if not self._listened(topic):
                 self._settle(cat, count, NO_COLLECTOR)
                 pending.pop(0)
                 continue
-            # The sequence number is stamped only now, so records the app drops never leave a
-            # gap the collector would count a second time.
-            seq = self._next_seq.get(topic, 0)
-            frames[1] = wire.restamp(frames[1], seq)
-            try:
-                sock.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:
+            if not self._stamp_and_send(sock, topic, frames, count):
                 return False
-            self._next_seq[topic] = seq + count
             self._settle(cat, count, None)
             pending.pop(0)
+        return True
+
+    def _listened(self, topic: bytes) -> bool:
+        """A subscription covers ``topic`` (libzmq would drop it without a word otherwise)."""
+        return any(topic.startswith(s) for s in self._subs)
+
+    def _stamp_and_send(self, sock: zmq.Socket, topic: bytes, frames: list[bytes], count: int) -> bool:
+        """Hand one message to the socket (the caller holds ``_sock_lock``); False if the pipe
+        is full (zmq.Again). The sequence number is stamped only now, so records the app drops
+        never leave a gap the collector would count a second time."""
+        seq = self._next_seq.get(topic, 0)
+        frames[1] = wire.restamp(frames[1], seq)
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        self._next_seq[topic] = seq + count
         return True
 
     def _settle(self, cat: str, count: int, drop_reason: str | None) -> None:

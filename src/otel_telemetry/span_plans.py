@@ -87,7 +87,7 @@ class SpanPlans:
     def __init__(self, general: Any, redactor: Redactor | None) -> None:
         self._general = general
         self._redactor = redactor
-        self._plans: dict[tuple[Any, ...], Plan] = {}
+        self._plans: dict[tuple[Any, ...], tuple[Plan, ...]] = {}  # (name, attribute count) -> plans
         self._clean = redactor.clean_values if redactor is not None else None
         # value -> pseudonym; raises KeyError for a value not pseudonymised yet
         self._pseudo_cache = redactor.pseudonym_cache if redactor is not None else None

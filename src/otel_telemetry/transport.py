@@ -7,8 +7,10 @@ by libzmq without any error, so the sender never sends without a matching subscr
 records are counted as ``no_collector`` instead. Per-topic record sequence numbers (``wire``) let
 the collector count whatever is lost in between.
 
-Threads: ``enqueue`` runs on application threads (must not block or raise); everything else that
-touches the socket runs on the single sender thread (``sender.Sender``, mixed in).
+Threads: ``enqueue`` and ``_send_ready`` run on application threads (must not block or raise);
+the rest runs on the single sender thread (``sender.Sender``, mixed in). The socket is used only
+under ``_sock_lock``: by the sender while it works, and by an app thread that has just encoded a
+batch while the sender sleeps.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from typing import Any
 
 import zmq
 
-from . import wire
 from .batches import ReadyBatches
 from .sender import (  # noqa: F401  # Dropped, Prepared and the reasons are this module's API too
     ENCODE_ERROR,
@@ -50,8 +51,8 @@ class Transport(Sender):
     ``converter`` turns a queued item (an SDK span, log record or a prepared metric point) into
     a :data:`Prepared` tuple; it runs on the sender thread so the app thread only appends.
     ``span_plans`` (optional, the converter's) is wired here: it learns span shapes from each batch
-    the sender converts, and ``end_span`` (its fast path, for span processors) puts records into
-    ``batches``.
+    the sender converts, and its fast path (``end``/``ender``, used by the span processors) puts
+    records into ``batches``.
     """
 
     def __init__(self, endpoint: str, converter: Converter, *, queue_size: int = 8192,
@@ -77,12 +78,10 @@ class Transport(Sender):
         self._users = 0  # SDK plug-ins sharing this transport (kept across fork: they are copied too)
         self._reset_state()
         # The span fast path, for span processors: converts a span on the thread that ends it
-        # into ``batches`` (which survives fork); False: enqueue a snapshot.
-        self.end_span: Callable[[Any], bool] | None = None
+        # into ``batches`` (which survives fork).
         self.span_plans = span_plans
         if span_plans is not None:
             span_plans.batches = self.batches
-            self.end_span = span_plans.end
         _live.add(self)
 
     # -- state (re-created in a forked child) -------------------------------------------------
@@ -149,24 +148,19 @@ class Transport(Sender):
         if not lock.acquire(blocking=False):
             return
         try:
-            sock, subs, rb = self._sock, self._subs, self.batches
-            if sock is None or not subs or self._stopping:
+            sock, rb = self._sock, self.batches
+            if sock is None or not self._subs or self._stopping:
                 return
             while (msg := rb.pop_ready()) is not None:
                 cat, topic, frames, count = msg
-                if not any(topic.startswith(sub) for sub in subs):
-                    rb.unpop_ready(msg)
-                    return
-                seq = self._next_seq.get(topic, 0)
-                frames[1] = wire.restamp(frames[1], seq)
                 try:
-                    sock.send_multipart(frames, zmq.NOBLOCK)
-                except Exception as exc:  # zmq.Again (full pipe) or worse: the sender's to handle
+                    sent = self._listened(topic) and self._stamp_and_send(sock, topic, frames, count)
+                except Exception:  # never into the app: the sender thread meets it again
+                    log.debug("app-thread send failed", exc_info=True)
+                    sent = False
+                if not sent:  # nobody listens to the topic, a full pipe, or worse: the sender's
                     rb.unpop_ready(msg)
-                    if not isinstance(exc, zmq.Again):
-                        log.debug("app-thread send failed", exc_info=True)
                     return
-                self._next_seq[topic] = seq + count
                 with self._lock:
                     self._sent[cat] = self._sent.get(cat, 0) + count
         finally:
