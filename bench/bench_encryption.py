@@ -21,7 +21,7 @@ from typing import Any
 
 import apsw
 
-from otel_telemetry.collector import schema
+from otel_telemetry.store import schema
 
 
 def _row(i: int) -> tuple[Any, ...]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from otel_telemetry.redact import RedactionConfig, Redactor  # noqa: E402
+from otel_telemetry.redact.redactor import RedactionConfig, Redactor  # noqa: E402
 
 KEY = "bench-key-0123456789abcdef0123456789"
 

@@ -26,9 +26,10 @@ from typing import Any
 import apsw
 import orjson
 
-from otel_telemetry import ai_stats, query
-from otel_telemetry.collector import rollups, schema
-from otel_telemetry.collector.store import StoreWriter, WriteBatch
+from otel_telemetry.query import ai_stats
+from otel_telemetry.query import filters as query
+from otel_telemetry.store import rollups, schema
+from otel_telemetry.store.writer import StoreWriter, WriteBatch
 
 NS = 1_000_000_000
 DAY = 86400 * NS
@@ -123,7 +124,8 @@ def rollup_cpu(n: int, now: int) -> float:
 def ingest_overhead(tmp: str, n: int, now: int, batch: int) -> dict[str, float]:
     """Writer-side cost of rollups: the store's insert transaction with and without
     ``rollups.update`` on fresh databases (same rows, same code as ``StoreWriter._write``)."""
-    from otel_telemetry.collector import retention, store
+    from otel_telemetry.store import retention
+    from otel_telemetry.store import writer as store
 
     rnd = random.Random(9)
     rows = [make_row(i, now - DAY + (i * DAY) // n, rnd) for i in range(n)]

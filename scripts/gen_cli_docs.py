@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from otel_telemetry.cli import main
+from otel_telemetry.cli.commands import main
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 

@@ -1,9 +1,9 @@
-"""Regenerate ``src/otel_telemetry/collector/prices_data.py`` from the ``genai-prices`` package.
+"""Regenerate ``src/otel_telemetry/collector/genai/prices_data.py`` from the ``genai-prices`` package.
 
 Run by hand when prices change (not at build or run time)::
 
     pip download --no-deps genai-prices -d /tmp/gp && unzip -o /tmp/gp/*.whl -d /tmp/gp/src
-    PYTHONPATH=/tmp/gp/src python scripts/update_price_table.py > src/otel_telemetry/collector/prices_data.py
+    PYTHONPATH=/tmp/gp/src python scripts/update_price_table.py > src/otel_telemetry/collector/genai/prices_data.py
 
 Only first-party and major cloud providers are kept (see ``PROVIDERS``). For each model the price
 in force today is taken (dated price lists: the last entry whose start date has passed; of

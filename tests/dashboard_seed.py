@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 
-from otel_telemetry.collector import schema
-from otel_telemetry.collector.alert_rules import parse_alert_config
-from otel_telemetry.collector.alerts import AlertEngine
-from otel_telemetry.collector.store import StoreWriter, WriteBatch
+from otel_telemetry.collector.alerts.engine import AlertEngine
+from otel_telemetry.collector.alerts.rules import parse_alert_config
+from otel_telemetry.store import schema
+from otel_telemetry.store.writer import StoreWriter, WriteBatch
 
 NS = 1_000_000_000
 MS = 1_000_000

@@ -4,7 +4,7 @@
 
 runs as a real instrumented process: ``otel_telemetry.configure()`` (redaction on by default,
 key from ``OTEL_TELEMETRY_REDACT_KEY``), plants the corpus with :func:`plant`, shuts down and
-prints ``{"planted": {...}, "counters": tel.counters()}`` as one JSON line. tests/test_pii_e2e.py
+prints ``{"planted": {...}, "counters": tel.counters()}`` as one JSON line. tests/e2e/test_pii_e2e.py
 also calls :func:`plant` on plain SDK providers and ships the result with the official OTLP
 exporters.
 """
@@ -46,7 +46,7 @@ PII = {
     "kv": "password=Tr0ub4dor&3",
 }
 TEXT = "user data: " + " | ".join(PII.values())
-# Planted literals that must not survive (for kv/basic/url the secret part only); tests/test_redact.py
+# Planted literals that must not survive (for kv/basic/url the secret part only); tests/redact/test_redact.py
 # uses these too.
 SECRETS = [v for k, v in PII.items() if k not in ("kv", "basic", "bearer", "url_creds")] + [
     "Tr0ub4dor", "YWxhZGRpbjpvcGVuc2VzYW1l", "9f8e7d6c5b4a39281706", "hunter2pw",

@@ -6,11 +6,14 @@ the collector through its config loader, which passes the YAML values as the ``f
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("otel_telemetry.settings")
 
 
 def _runtime_dir() -> Path:
@@ -45,10 +48,20 @@ def _str(v: Any) -> str:
     return str(v)
 
 
-def _on_off(v: Any) -> bool:
-    from .redact_config import truthy  # not understood -> on (the safe side), with a warning
+def truthy(raw: Any, what: str = "OTEL_TELEMETRY_REDACT") -> bool:
+    """on/off words; anything not understood keeps redaction ON (the safe side), with a warning."""
+    if isinstance(raw, bool):
+        return raw
+    v = str(raw).strip().lower()
+    if v in ("0", "false", "no", "off", "disabled"):
+        return False
+    if v not in ("1", "true", "yes", "on", "enabled", ""):
+        log.warning("%s=%r not understood; redaction stays on", what, raw)
+    return True
 
-    return truthy(v)
+
+def _on_off(v: Any) -> bool:
+    return truthy(v)  # not understood -> on (the safe side), with a warning
 
 
 def _config_dir() -> Path:

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from otel_telemetry.categories import DEFAULT_RETENTION_DAYS
-from otel_telemetry.cli import main
-from otel_telemetry.collector import schema
-from otel_telemetry.query import OUTPUT_COLUMNS
+from otel_telemetry.cli.commands import main
+from otel_telemetry.query.filters import OUTPUT_COLUMNS
+from otel_telemetry.store import schema
 
 NS = 1_000_000_000
 DAY = 86400 * NS

@@ -30,13 +30,14 @@ import pytest
 from click.testing import CliRunner
 from conftest import CollectorProc, run_producer, wait_for
 
-from otel_telemetry import records_export
-from otel_telemetry.cli import main
-from otel_telemetry.collector import schema, store
-from otel_telemetry.query import OUTPUT_COLUMNS
+from otel_telemetry.cli.commands import main
+from otel_telemetry.query import export as records_export
+from otel_telemetry.query.filters import OUTPUT_COLUMNS
+from otel_telemetry.store import schema
+from otel_telemetry.store import writer as store
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).parent / "data" / "otlp"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).parents[1] / "data" / "otlp"
 NS = 1_000_000_000
 SIGNAL_PATH = {"resourceSpans": "/v1/traces", "resourceMetrics": "/v1/metrics", "resourceLogs": "/v1/logs"}
 # Every stored column but the row id, the internal uid and the subcategory (see docs/cli.md).

@@ -18,11 +18,11 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from otel_telemetry.cli import main
-from otel_telemetry.collector import db as dbmod
-from otel_telemetry.collector.alerts import _open_state
-from otel_telemetry.collector.schema import COLUMNS
-from otel_telemetry.collector.store import StoreWriter, WriteBatch
+from otel_telemetry.cli.commands import main
+from otel_telemetry.store import db as dbmod
+from otel_telemetry.store.alert_state import open_state as _open_state
+from otel_telemetry.store.schema import COLUMNS
+from otel_telemetry.store.writer import StoreWriter, WriteBatch
 
 NS = 10**9
 NOW = time.time_ns()

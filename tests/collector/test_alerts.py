@@ -20,16 +20,16 @@ import yaml
 from click.testing import CliRunner
 from conftest import wait_for
 
-from otel_telemetry.cli import main
-from otel_telemetry.collector import schema
-from otel_telemetry.collector.alert_rules import AlertConfig, parse_alert_config, rule_value
-from otel_telemetry.collector.alerts import AlertEngine, list_alerts, state_path
-from otel_telemetry.collector.notify import AlertEvent, Notifier, NotifyTarget
-from otel_telemetry.collector.store import WriteBatch, open_reader
+from otel_telemetry.cli.commands import main
+from otel_telemetry.collector.alerts.engine import AlertEngine, list_alerts, state_path
+from otel_telemetry.collector.alerts.notify import AlertEvent, Notifier, NotifyTarget
+from otel_telemetry.collector.alerts.rules import AlertConfig, parse_alert_config, rule_value
+from otel_telemetry.store import schema
+from otel_telemetry.store.writer import WriteBatch, open_reader
 
 NS = 1_000_000_000
 T0 = 1_767_225_600 * NS  # 2026-01-01T00:00:00Z
-EXAMPLE = Path(__file__).parent.parent / "collector-config" / "alerts.example.yaml"
+EXAMPLE = Path(__file__).parents[2] / "collector-config" / "alerts.example.yaml"
 _uids = itertools.count(1)
 
 
@@ -385,7 +385,7 @@ def test_retries_on_5xx_with_backoff_but_not_on_4xx(hook: Hook) -> None:
 
 
 def test_hanging_endpoint_never_slows_evaluation_or_ingest(tmp_path: Path, hook: Hook) -> None:
-    from otel_telemetry.collector.store import StoreWriter
+    from otel_telemetry.store.writer import StoreWriter
 
     db = make_db(tmp_path / "t.db")
     # One error every 60 s; a 30 s window and a clock that advances 30 s per round make the

@@ -14,7 +14,7 @@ from conftest import CollectorProc, run_producer, wait_for
 
 from otel_telemetry import wire
 from otel_telemetry.collector.config import ConfigError, load
-from otel_telemetry.collector.zmq_receiver import EndpointInUse, ZmqReceiver
+from otel_telemetry.collector.receivers.zmq import EndpointInUse, ZmqReceiver
 
 
 def _publisher(endpoint: str) -> tuple[zmq.Context, zmq.Socket]:
@@ -94,7 +94,7 @@ def test_second_collector_on_same_endpoint_is_refused(collector: CollectorProc, 
 
 
 def test_receiver_refuses_bind_in_process(tmp_path: Path) -> None:
-    from otel_telemetry.collector.store import StoreWriter
+    from otel_telemetry.store.writer import StoreWriter
 
     w = StoreWriter(str(tmp_path / "a.db"))
     ep = f"ipc://{tmp_path}/x.ipc"

@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 from conftest import HERE, CollectorProc, producer_result, wait_for
 
-from otel_telemetry.cli import main
+from otel_telemetry.cli.commands import main
 
 
 def _free_port() -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CollectorProc, run_producer, wait_for
-from test_forward import Sink, free_port
+from otlp_sink import Sink, free_port
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])

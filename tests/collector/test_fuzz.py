@@ -7,7 +7,7 @@
 
 The contract: bad input is a counted rejection or the module's own ValueError subclass, never
 another exception type, and memory stays bounded. Runs derandomized (CI-repeatable) in seconds;
-``FUZZ_EXAMPLES=20000 pytest tests/test_fuzz.py`` explores longer with random seeds.
+``FUZZ_EXAMPLES=20000 pytest tests/collector/test_fuzz.py`` explores longer with random seeds.
 """
 
 from __future__ import annotations
@@ -26,15 +26,16 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from otel_telemetry import query, wire
-from otel_telemetry.cli import main
-from otel_telemetry.collector import otlp
-from otel_telemetry.collector.db import open_writer
+from otel_telemetry import wire
+from otel_telemetry.cli.commands import main
 from otel_telemetry.collector.pipeline import Pipeline
-from otel_telemetry.collector.store import StoreWriter
-from otel_telemetry.collector.zmq_receiver import ZmqReceiver
+from otel_telemetry.collector.receivers.zmq import ZmqReceiver
+from otel_telemetry.otlp import decode as otlp
+from otel_telemetry.query import filters as query
+from otel_telemetry.store.db import open_writer
+from otel_telemetry.store.writer import StoreWriter
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]  # tests/
 _LONG = int(os.environ.get("FUZZ_EXAMPLES", "0"))
 FUZZ = settings(max_examples=_LONG or 400, deadline=None, derandomize=not _LONG, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,

@@ -10,7 +10,10 @@ from typing import Any
 import apsw
 import pytest
 
-from otel_telemetry.collector import genai, prices, prices_data, schema
+from otel_telemetry.collector import mapping
+from otel_telemetry.collector.genai import normalise as genai
+from otel_telemetry.collector.genai import prices, prices_data
+from otel_telemetry.store import schema
 
 T0 = 1_700_000_000_000_000_000
 TRACE, SPAN = bytes.fromhex("0af7651916cd43dd8448eb211c80319c"), bytes.fromhex("b7ad6b7169203331")
@@ -27,7 +30,7 @@ def _clean() -> Iterator[None]:
 
 def _row(attrs: dict[str, Any], name: str = "chat gpt-4o") -> dict[str, Any]:
     rec = (name, TRACE, SPAN, None, T0, T0 + 1_250_000_000, 2, 0, None, attrs, None, None, "llm.client", "1.0")
-    [row] = schema.rows_from_batch("span", {"service.name": "svc"}, [rec], None, b"base")
+    [row] = mapping.rows_from_batch("span", {"service.name": "svc"}, [rec], None, b"base")
     assert len(row) == len(schema.COLUMNS)
     return dict(zip(schema.COLUMNS, row, strict=True))
 
@@ -166,7 +169,7 @@ def test_non_genai_rows_have_null_genai_columns() -> None:
     metric = ("m", None, "1", "gauge", T0, None, 1.0, {}, {}, "s", None)
     log = (T0, T0, 9, "INFO", "hi", {}, None, None, None, "s", None)
     for kind, rec in (("metric", metric), ("log", log)):
-        [row] = schema.rows_from_batch(kind, {}, [rec], None, b"b")
+        [row] = mapping.rows_from_batch(kind, {}, [rec], None, b"b")
         assert len(row) == len(schema.COLUMNS) and row[-len(genai.GENAI_COLUMNS):] == genai.EMPTY
     # odd values never fail the batch
     r = _row({"gen_ai.usage.input_tokens": "lots", "gen_ai.usage.output_tokens": -3, "gen_ai.request.model": ["m"],

@@ -28,8 +28,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otel_telemetry.auth import bearer_matches, is_loopback_host
 from otel_telemetry.collector.config import ConfigError, OtlpReceiverConfig, check_otlp_exposure, load
-from otel_telemetry.collector.otlp_auth import bearer_matches, is_loopback_host
 
 HTTP_TOKEN = "http-token-0123456789abcdef"
 GRPC_TOKEN = "grpc-token-fedcba9876543210"

@@ -25,10 +25,12 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2 as m
 from opentelemetry.proto.trace.v1 import trace_pb2 as t
 
 from otel_telemetry.categories import CATEGORY_SET
-from otel_telemetry.collector import otlp, schema
-from otel_telemetry.collector.otlp import DecodeResult, OtlpDecodeError
+from otel_telemetry.collector import mapping
+from otel_telemetry.otlp import decode as otlp
+from otel_telemetry.otlp.decode import DecodeResult, OtlpDecodeError
+from otel_telemetry.store import schema
 
-DATA = Path(__file__).parent / "data" / "otlp"
+DATA = Path(__file__).parents[1] / "data" / "otlp"
 TRACE_FILES = ["trace.json", "jaeger-example_trace.json", "jaeger-otlp2jaeger-in.json",
                "jaeger-ui-error-span.json", "jaeger-ui-multi-resource.json",
                "collector-contrib-empty-ids.json"]
@@ -38,7 +40,7 @@ LOG_FILES = ["logs.json", "events.json"]
 def _rows(res: DecodeResult) -> list[dict[str, Any]]:
     return [dict(zip(schema.COLUMNS, row, strict=True))
             for resource, records, uid_base in res.batches
-            for row in schema.rows_from_batch(res.kind, resource, records, None, uid_base)]
+            for row in mapping.rows_from_batch(res.kind, resource, records, None, uid_base)]
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -185,7 +187,7 @@ def test_log_files(name: str) -> None:
     for row, (rs, rec) in zip(rows, expected, strict=True):
         assert row["type"] == "log" and row["service"] == _service(rs)
         assert row["timestamp"] == int(rec["timeUnixNano"])
-        assert row["level"] == schema.severity_level(rec["severityNumber"])
+        assert row["level"] == mapping.severity_level(rec["severityNumber"])
         assert row["trace_id"] == _hex(rec.get("traceId"))
         assert row["span_id"] == _hex(rec.get("spanId"))
         assert row["category"] in CATEGORY_SET

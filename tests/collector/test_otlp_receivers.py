@@ -48,13 +48,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_telemetry.collector.config import ConfigError, load
-from otel_telemetry.collector.otlp_grpc import OtlpGrpcReceiver
-from otel_telemetry.collector.otlp_http import OtlpHttpReceiver
 from otel_telemetry.collector.pipeline import Pipeline
+from otel_telemetry.collector.receivers.otlp_grpc import OtlpGrpcReceiver
+from otel_telemetry.collector.receivers.otlp_http import OtlpHttpReceiver
 from otel_telemetry.collector.service import Collector
-from otel_telemetry.collector.store import StoreWriter
+from otel_telemetry.store.writer import StoreWriter
 
-DATA = Path(__file__).parent / "data" / "otlp"
+DATA = Path(__file__).parents[1] / "data" / "otlp"
 MIB = 1024 * 1024
 PB, JS = "application/x-protobuf", "application/json"
 

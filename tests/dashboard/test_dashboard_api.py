@@ -23,13 +23,13 @@ from click.testing import CliRunner
 from conftest import CollectorProc, run_producer, wait_for
 from dashboard_seed import SESSION_ID, TRACE_ID, TRACE_SPANS, XSS, seed_db
 
-from otel_telemetry.cli import main
-from otel_telemetry.collector.store import StoreWriter, WriteBatch
+from otel_telemetry.cli.commands import main
 from otel_telemetry.dashboard.server import CSP, Dashboard
 from otel_telemetry.dashboard.tail import Subscription
+from otel_telemetry.store.writer import StoreWriter, WriteBatch
 
 TOKEN = "test-token-0123456789abcdef"
-STATIC = Path(__file__).parent.parent / "src" / "otel_telemetry" / "dashboard" / "static"
+STATIC = Path(__file__).parents[2] / "src" / "otel_telemetry" / "dashboard" / "static"
 
 
 class Client:

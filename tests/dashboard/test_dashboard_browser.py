@@ -18,14 +18,14 @@ from click.testing import CliRunner
 from conftest import CollectorProc, run_producer
 from dashboard_seed import SESSION_ID, TRACE_ID, XSS, seed_db
 
-from otel_telemetry.cli import main
+from otel_telemetry.cli.commands import main
 from otel_telemetry.dashboard.server import Dashboard
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TOKEN = "browser-token-0123456789abcdef"
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 DOCS_IMG = ROOT / "docs" / "img"
 TIMEOUT_MS = 15_000

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
 
 
@@ -79,7 +79,7 @@ def test_dockerfile_references_existing_paths() -> None:
 
 def test_collector_config_validates(tmp_path: Path) -> None:
     from otel_telemetry.collector import config as cconfig
-    from otel_telemetry.collector.forward import parse_forward_config
+    from otel_telemetry.collector.forward.forwarder import parse_forward_config
 
     path = DEPLOY / "collector.yaml"
     raw = _yaml(path)

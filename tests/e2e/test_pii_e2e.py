@@ -38,14 +38,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from otlp_sink import Sink
 from pii_corpus import E2E_SECRETS as SECRETS
 from pii_corpus import PII, TEXT, USER_ID, plant
-from test_forward import Sink
 
-from otel_telemetry import redact_rules
-from otel_telemetry.redact import RedactionConfig, Redactor, scan_bytes
+from otel_telemetry.redact import rules as redact_rules
+from otel_telemetry.redact.redactor import RedactionConfig, Redactor, scan_bytes
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]  # tests/
 KEY = "pii-e2e-key-0123456789abcdef-0123"
 PSEUDONYM = "ph_" + hmac.digest(KEY.encode(), USER_ID.encode(), "sha256").hex()[:24]
 DETECT = Redactor(RedactionConfig(pseudonym_key=KEY))  # used only for its detectors (find)
@@ -320,7 +320,7 @@ def test_books_exact_and_unredactable_record_dropped_and_counted(collector: Coll
 def test_zero_code_exporters_redact_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The entry-point exporters of ``opentelemetry-instrument`` (built with no arguments) get the
     default too: redaction on, unless OTEL_TELEMETRY_REDACT turns it off."""
-    from otel_telemetry.instrumentation import ZmqLogExporter, ZmqSpanExporter
+    from otel_telemetry.sdk.instrumentation import ZmqLogExporter, ZmqSpanExporter
 
     monkeypatch.delenv("OTEL_TELEMETRY_REDACT", raising=False)
     monkeypatch.setenv("OTEL_TELEMETRY_ENDPOINT", f"ipc://{tmp_path}/on.ipc")

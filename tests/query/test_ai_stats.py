@@ -1,7 +1,7 @@
 """Agent/dev metrics and rollups: figures checked against values computed here from known inputs.
 
 Rows go through the real ``StoreWriter`` (so the real writer maintains the rollups) after being
-mapped by the real ``schema.span_row``/``log_row``; expected numbers are computed in this file from
+mapped by the real ``mapping.span_row``/``log_row``; expected numbers are computed in this file from
 the input specs, never read back from the database. No mocks.
 """
 
@@ -18,11 +18,12 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from otel_telemetry import ai_stats
-from otel_telemetry.cli import main
-from otel_telemetry.collector import rollups, schema
-from otel_telemetry.collector.alerts import STATE_DDL
-from otel_telemetry.collector.store import StoreWriter, WriteBatch
+from otel_telemetry.cli.commands import main
+from otel_telemetry.collector import mapping
+from otel_telemetry.query import ai_stats
+from otel_telemetry.store import rollups, schema
+from otel_telemetry.store.alert_state import STATE_DDL
+from otel_telemetry.store.writer import StoreWriter, WriteBatch
 
 NS = 1_000_000_000
 H = 3600 * NS
@@ -91,7 +92,7 @@ def call_row(i: int, c: Call) -> tuple[Any, ...]:
             attrs["error.type"] = c.etype
     rec = (f"fn_{c.kind}", i.to_bytes(16, "big"), (i + 1).to_bytes(8, "big"), None, c.ts, c.ts + c.dur_ns,
            2, 2 if c.failed else 1, "boom" if c.failed else "", attrs, events, [], "otel_telemetry.traced", "1")
-    return schema.span_row(rec, {"service.name": "app"}, "ai_behavior", "llm", "app")
+    return mapping.span_row(rec, {"service.name": "app"}, "ai_behavior", "llm", "app")
 
 
 def other_rows(n: int, seed: int = 3) -> list[tuple[Any, ...]]:
@@ -104,10 +105,10 @@ def other_rows(n: int, seed: int = 3) -> list[tuple[Any, ...]]:
             rec = ("GET /x", (10**6 + i).to_bytes(16, "big"), (10**6 + i).to_bytes(8, "big"), None, ts,
                    ts + rnd.randrange(10**5, 10**9), 1, 2 if rnd.random() < 0.1 else 1, "", {"http.route": "/x"},
                    [], [], "web", None)
-            rows.append(schema.span_row(rec, {"service.name": "web"}, "user_interaction", "http", "web"))
+            rows.append(mapping.span_row(rec, {"service.name": "web"}, "user_interaction", "http", "web"))
         else:
             rec = (ts, ts, rnd.choice((9, 17)), None, "hello", {}, None, None, None, "logger", None)
-            rows.append(schema.log_row(rec, {"service.name": "web"}, "component_interactions", "log", "web",
+            rows.append(mapping.log_row(rec, {"service.name": "web"}, "component_interactions", "log", "web",
                                        None, (2 * 10**6 + i).to_bytes(16, "big")))
     return rows
 

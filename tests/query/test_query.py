@@ -11,8 +11,7 @@ import apsw
 import orjson
 import pytest
 
-from otel_telemetry.collector import schema
-from otel_telemetry.query import (
+from otel_telemetry.query.filters import (
     OUTPUT_COLUMNS,
     Filters,
     QueryError,
@@ -24,6 +23,7 @@ from otel_telemetry.query import (
     stats,
     status,
 )
+from otel_telemetry.store import schema
 
 NS = 1_000_000_000
 T0 = 1_767_225_600 * NS  # 2026-01-01T00:00:00Z

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pii_corpus import PII, SECRETS, TEXT
 
 from otel_telemetry import wire
-from otel_telemetry.redact import DETECTORS, RedactionConfig, Redactor, scan_bytes
+from otel_telemetry.redact.redactor import DETECTORS, RedactionConfig, Redactor, scan_bytes
 
 KEY = "test-key-0123456789abcdef-0123456789"
 
@@ -269,7 +269,7 @@ _gate_text = st.text(alphabet=st.sampled_from(list("aAbeEyJxo0123456789.@%:=+-()
 @given(s=st.one_of(_gate_text, st.sampled_from(list(PII.values()) + FALSE_POSITIVES + [TEXT, "xoxb-1234567890"])))
 def test_plain_gate_never_hides_a_hit(s: str) -> None:
     """``redact_scan.scan`` skips the regexes for plain text; the full scan must agree on it."""
-    from otel_telemetry import redact_scan
+    from otel_telemetry.redact import scan as redact_scan
 
     if len(s) < 6:  # below every detector's shortest match: not scanned at all
         return
@@ -317,7 +317,7 @@ def test_unusable_key_file_redacts_whole(tmp_path: Any) -> None:
 
 
 def test_app_config_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    from otel_telemetry.redact_config import app_config
+    from otel_telemetry.redact.config import app_config
 
     monkeypatch.delenv("OTEL_TELEMETRY_REDACT", raising=False)
     monkeypatch.delenv("OTEL_TELEMETRY_REDACT_KEY", raising=False)

@@ -20,11 +20,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_telemetry import span_plans, wire
-from otel_telemetry.batches import ReadyBatches
-from otel_telemetry.convert import _Converter
-from otel_telemetry.redact import RedactionConfig, Redactor
-from otel_telemetry.snapshot import snapshot
+from otel_telemetry import wire
+from otel_telemetry.redact.redactor import RedactionConfig, Redactor
+from otel_telemetry.sdk import span_plans
+from otel_telemetry.sdk.batches import ReadyBatches
+from otel_telemetry.sdk.convert import _Converter
+from otel_telemetry.sdk.snapshot import snapshot
 
 KEY = b"k" * 32
 # Both versions of the fast path: span_plans.SpanPlans.end and _fastspan.Ender.end (C, when built)
@@ -267,7 +268,7 @@ def test_through_a_real_socket_nothing_lost_and_counts_exact(tmp_path: Any, impl
     ctx, sub = _subscriber(endpoint)
     code = textwrap.dedent("""
         import json, sys, otel_telemetry
-        from otel_telemetry import exporter
+        from otel_telemetry.sdk import exporter
         slow = [0]  # spans the fast path did not take
         plain = exporter._SpanPublisher._snapshot
         def snapshot(self, span):
@@ -323,7 +324,7 @@ def test_a_crashing_sender_counts_what_it_held(tmp_path: Any) -> None:
     ctx, sub = _subscriber(endpoint)
     code = textwrap.dedent("""
         import json, sys, otel_telemetry
-        from otel_telemetry import sender
+        from otel_telemetry.sdk import sender
         def broken(*args, **kwargs):
             raise RuntimeError("a bug in the sender")
         sender.Sender._send_pending = broken
@@ -359,7 +360,7 @@ def test_provider_processor_c_hooks_give_way_to_added_processors(tmp_path: Any, 
     added processors; add_span_processor puts the Python methods back, which call the added
     ones; session tagging works either way."""
     import otel_telemetry
-    from otel_telemetry.sessions import session
+    from otel_telemetry.sdk.sessions import session
 
     monkeypatch.setenv("OTEL_TELEMETRY_SPEEDUPS", "1" if impl == "c" else "0")
     tel = otel_telemetry.configure("hooks", endpoint=f"ipc://{tmp_path}/none.ipc", metrics=False, logs=False,
@@ -494,7 +495,7 @@ def test_an_app_thread_sends_ready_messages_itself(tmp_path: Any) -> None:
     """Transport._send_ready (the app thread that encoded a batch, the socket free): stamps
     sequence numbers, sends, counts; leaves to the sender thread what has no subscriber and
     everything while the socket is in other hands. Real sockets, no sender thread."""
-    from otel_telemetry.transport import Transport
+    from otel_telemetry.sdk.transport import Transport
 
     endpoint = f"ipc://{tmp_path}/ready.ipc"
     ctx = zmq.Context()

@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 from conftest import CollectorProc
 
-from otel_telemetry.collector import genai
-from otel_telemetry.usage import usage_attributes
+from otel_telemetry.collector.genai import normalise as genai
+from otel_telemetry.sdk.usage import usage_attributes
 
 APP = r'''
 import asyncio, json, sys
 from types import SimpleNamespace as NS
 import otel_telemetry
 from opentelemetry import trace
-from otel_telemetry.traced import traced
-from otel_telemetry.sessions import session, set_session_id, reset_session_id
+from otel_telemetry.sdk.traced import traced
+from otel_telemetry.sdk.sessions import session, set_session_id, reset_session_id
 
 tel = otel_telemetry.configure("traced-app", metrics=False, logs=False)
 tracer = trace.get_tracer("app")

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from conftest import CollectorProc, wait_for
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]  # tests/
 APPS = HERE / "apps"
 INSTRUMENT = str(Path(sys.executable).with_name("opentelemetry-instrument"))
 ATTR = "json_extract(data, '$.attributes.\"{}\"')"
@@ -77,7 +77,7 @@ def _check_host_metrics(c: CollectorProc, service: str) -> None:
 
 
 def test_entry_points_name_the_zmq_exporters() -> None:
-    from otel_telemetry import instrumentation
+    from otel_telemetry.sdk import instrumentation
 
     for group, cls in (("opentelemetry_traces_exporter", instrumentation.ZmqSpanExporter),
                        ("opentelemetry_metrics_exporter", instrumentation.ZmqMetricExporter),
@@ -201,7 +201,7 @@ def test_host_metrics_start_on_any_meter_provider() -> None:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-    from otel_telemetry import hostmetrics
+    from otel_telemetry.sdk import hostmetrics
 
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
@@ -219,7 +219,7 @@ def test_host_metrics_start_on_any_meter_provider() -> None:
 
 @pytest.mark.parametrize("value,expected", [("true", True), ("1", True), ("", False), ("false", False)])
 def test_host_metrics_env_switch(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool) -> None:
-    from otel_telemetry import hostmetrics
+    from otel_telemetry.sdk import hostmetrics
 
     monkeypatch.setenv(hostmetrics.ENV, value)
     assert hostmetrics.enabled_by_env() is expected

@@ -14,12 +14,12 @@ import pytest
 from click.testing import CliRunner
 from conftest import CollectorProc, run_producer, wait_for
 
-from otel_telemetry.cli import main
-from otel_telemetry.collector import db as dbmod
-from otel_telemetry.collector import schema
-from otel_telemetry.collector.alerts import _open_state
+from otel_telemetry.cli.commands import main
 from otel_telemetry.collector.config import ConfigError, load
-from otel_telemetry.collector.forward_queue import DiskQueue, Request
+from otel_telemetry.collector.forward.queue import DiskQueue, Request
+from otel_telemetry.store import db as dbmod
+from otel_telemetry.store import schema
+from otel_telemetry.store.alert_state import open_state as _open_state
 
 KEY = "correct horse battery staple"
 MARKER = b"ENCMARKER-7f3a9c"

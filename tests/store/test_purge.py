@@ -17,12 +17,12 @@ from click.testing import CliRunner, Result
 from conftest import CollectorProc, run_producer, wait_for
 
 from otel_telemetry.categories import CATEGORIES
-from otel_telemetry.cli import main
-from otel_telemetry.collector import db as dbmod
-from otel_telemetry.collector import purge as purge_lib
-from otel_telemetry.collector.rollups import HOUR_NS
-from otel_telemetry.collector.schema import COLUMNS
-from otel_telemetry.collector.store import StoreWriter, WriteBatch
+from otel_telemetry.cli.commands import main
+from otel_telemetry.store import db as dbmod
+from otel_telemetry.store import purge as purge_lib
+from otel_telemetry.store.rollups import HOUR_NS
+from otel_telemetry.store.schema import COLUMNS
+from otel_telemetry.store.writer import StoreWriter, WriteBatch
 
 NS = 10**9
 T0 = 1_800_000_000 * NS  # a whole second, in the past of no test clock (explicit --before only)

@@ -13,11 +13,11 @@ import apsw
 import pytest
 
 from otel_telemetry.categories import CATEGORIES, DEFAULT_RETENTION_DAYS
-from otel_telemetry.collector import retention as ret
-from otel_telemetry.collector import store
-from otel_telemetry.collector.retention import NS_PER_DAY, RetentionPolicy
-from otel_telemetry.collector.schema import COLUMNS
-from otel_telemetry.collector.store import StoreWriter, WriteBatch
+from otel_telemetry.store import retention as ret
+from otel_telemetry.store import writer as store
+from otel_telemetry.store.retention import NS_PER_DAY, RetentionPolicy
+from otel_telemetry.store.schema import COLUMNS
+from otel_telemetry.store.writer import StoreWriter, WriteBatch
 
 NOW = 1_800_000_000 * 10**9
 

@@ -14,11 +14,11 @@ import apsw
 import orjson
 import pytest
 
-from otel_telemetry.collector import store
-from otel_telemetry.collector.schema import COLUMNS
-from otel_telemetry.collector.store import StoreWriter, WriteBatch
+from otel_telemetry.store import writer as store
+from otel_telemetry.store.schema import COLUMNS
+from otel_telemetry.store.writer import StoreWriter, WriteBatch
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def make_row(uid: bytes, timestamp: int = 1_700_000_000 * 10**9, category: str = "ai_behavior",
@@ -195,8 +195,8 @@ def test_status_row_merges_source_and_stats(db: Path) -> None:
 
 _CHILD = """
 import sys
-from otel_telemetry.collector.schema import COLUMNS
-from otel_telemetry.collector.store import StoreWriter, WriteBatch
+from otel_telemetry.store.schema import COLUMNS
+from otel_telemetry.store.writer import StoreWriter, WriteBatch
 
 ROWS = 40
 def row(seq, i):

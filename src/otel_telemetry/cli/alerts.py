@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from . import settings
-from .cli_output import (
+from .. import settings
+from .output import (
     _emit_json,
     _emit_rows,
     _open,
@@ -25,7 +25,7 @@ def _alerts_section(config_path: str) -> Any:
     """The validated ``alerts:`` section of a YAML file (a collector.yaml or an alert rule file)."""
     import yaml
 
-    from .collector.alert_rules import parse_alert_config
+    from ..collector.alerts.rules import parse_alert_config
 
     try:
         with open(config_path) as fh:
@@ -76,7 +76,7 @@ def alerts_list(state: str, rule: str | None, limit: int, alerts_db: str | None,
 
     import apsw
 
-    from .collector.alerts import list_alerts
+    from ..store.alert_state import list_alerts
 
     path = alerts_db or f"{settings.resolve('db', db)}.alerts.db"
     if not os.path.isfile(path):
@@ -116,8 +116,8 @@ def alerts_test(config_path: str, notify: bool, db: str | None, fmt: str) -> Non
       otel-telemetry alerts test --config collector.yaml
       otel-telemetry alerts test --config alerts.yaml --db ./telemetry.db --format json --notify
     """
-    from .collector.alerts import preview, preview_events
-    from .collector.notify import Notifier
+    from ..collector.alerts.engine import preview, preview_events
+    from ..collector.alerts.notify import Notifier
 
     cfg = _alerts_section(config_path)
     now = time.time_ns()

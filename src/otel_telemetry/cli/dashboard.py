@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from . import settings
-from .cli_output import _db_path, db_option
+from .. import settings
+from .output import _db_path, db_option, retention_policy
 
 TOKEN_ENV = "OTEL_TELEMETRY_DASHBOARD_TOKEN"
 MIN_TOKEN_CHARS = 16
@@ -30,7 +30,7 @@ def _token(given: str | None) -> tuple[str, bool]:
 
 def check_exposure(host: str, explicit_token: bool) -> None:
     """Like the OTLP receivers' rule: off loopback only with a token chosen on purpose."""
-    from .collector.otlp_auth import is_loopback_host
+    from ..auth import is_loopback_host
 
     if not is_loopback_host(host.strip("[]")) and not explicit_token:
         raise click.UsageError(f"--host {host!r} is not loopback: refusing to serve the dashboard there without "
@@ -70,13 +70,12 @@ def dashboard_cmd(db: str | None, port: int, host: str, token: str | None, allow
       otel-telemetry dashboard --db ./telemetry.db --port 8080
       OTEL_TELEMETRY_DASHBOARD_TOKEN=$(cat ~/.dash-token) otel-telemetry dashboard --host 192.168.1.5
     """
-    from . import cli
-    from .dashboard.server import Dashboard
+    from ..dashboard.server import Dashboard
 
     tok, explicit = _token(token)
     check_exposure(host, explicit)
     path = _db_path(db)
-    policy = cli._policy(config_path)
+    policy = retention_policy(config_path)
     try:
         dash = Dashboard(path, tok, host, port, alerts_path=alerts_db, policy=policy, allow_hosts=allow_hosts)
     except OSError as exc:

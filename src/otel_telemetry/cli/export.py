@@ -17,10 +17,10 @@ from typing import Any, BinaryIO
 import click
 import orjson
 
-from . import query
-from . import records_export as rx
-from .categories import CATEGORIES
-from .cli_output import TABLE_COLUMNS, TRACE_ID, F, _open, db_option, window_options
+from ..categories import CATEGORIES
+from ..query import export as rx
+from ..query import filters as query
+from .output import TABLE_COLUMNS, TRACE_ID, F, _open, db_option, window_options
 
 COMPLETE_VAR = "_OTEL_TELEMETRY_COMPLETE"
 SHELLS = ("bash", "zsh", "fish")

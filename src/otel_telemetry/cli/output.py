@@ -19,7 +19,8 @@ import apsw
 import click
 import orjson
 
-from . import query, settings
+from .. import settings
+from ..query import filters as query
 
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("table", "json", "csv")
@@ -135,8 +136,8 @@ def _db_path(db: str | None) -> str:
 
 @contextmanager
 def _open(db: str | None, admin: bool = False) -> Iterator[apsw.Connection]:
-    from .collector import db as dbmod  # deferred: the store pulls in writer machinery not needed for --help
-    from .collector import store
+    from ..store import db as dbmod  # deferred: the store pulls in writer machinery not needed for --help
+    from ..store import writer as store
 
     path = _db_path(db)
     try:
@@ -213,3 +214,16 @@ def emit_purge_result(fmt: str, result: dict[str, Any], extra: Sequence[tuple[st
         rows += [(f"({name})", result[key]) for name, key in extra]
     _emit_rows(fmt, ("category", label), rows)
 
+
+def retention_policy(config_path: str | None) -> Any:
+    """The retention policy of collector.yaml (``--config``), for commands that purge or show it."""
+    from ..collector import config as collector_config
+    from ..store.retention import RetentionPolicy
+
+    # Purging by built-in defaults while the collector keeps data longer would lose data.
+    try:
+        rt = collector_config.load(config_path).retention
+        cap = None if rt.max_size_mb is None else max(1, int(rt.max_size_mb * 1024 * 1024))
+        return RetentionPolicy(days=dict(rt.days), max_size_bytes=cap)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None

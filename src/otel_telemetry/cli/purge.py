@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from .categories import CATEGORIES
-from .cli_output import DURATION, TIME, _open, common_options, emit_purge_result
+from ..categories import CATEGORIES
+from .output import DURATION, TIME, _open, common_options, emit_purge_result
 
 
 def register(main: click.Group) -> None:
@@ -49,7 +49,7 @@ def purge_cmd(categories: tuple[str, ...], before: int | None, older_than: float
       otel-telemetry purge --before 2026-01-01
       otel-telemetry purge --all --yes --format json
     """
-    from .collector import purge as purge_lib
+    from ..store import purge as purge_lib
 
     if before is not None and older_than is not None:
         raise click.UsageError("use either --before or --older-than, not both")

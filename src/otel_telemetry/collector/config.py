@@ -13,8 +13,8 @@ import yaml
 from .. import categories as cats
 from .. import settings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES
-from .alert_rules import AlertConfig, parse_alert_config
-from .forward_config import ForwardTarget, parse_forward_config
+from .alerts.rules import AlertConfig, parse_alert_config
+from .forward.config import ForwardTarget, parse_forward_config
 from .redaction import CollectorRedaction, parse_redaction
 
 
@@ -79,7 +79,7 @@ class OtlpReceiverConfig:
 def check_otlp_exposure(where: str, rc: OtlpReceiverConfig) -> None:
     """Start-up rule: an enabled receiver bound to anything but loopback needs TLS AND a bearer
     token; raises ConfigError naming the missing keys."""
-    from .otlp_auth import is_loopback_host
+    from ..auth import is_loopback_host
 
     if not rc.enabled or is_loopback_host(split_endpoint(rc.endpoint)[0]):
         return
@@ -118,7 +118,7 @@ _TOP = {"endpoint", "db", "log_level", "shutdown_timeout", "nice", "store", "ret
 
 def _check_prices(raw: Any) -> None:
     """Validate ``prices:`` without leaving it applied (the collector applies it when it starts)."""
-    from . import prices
+    from .genai import prices
 
     try:
         prices.set_price_overrides(raw)
@@ -174,7 +174,7 @@ def _curve(where: str, raw: Any) -> CurveConfig:
 
 
 def _otlp_tls(where: str, raw: Any) -> OtlpTlsConfig:
-    from .otlp_auth import server_ssl_context
+    from ..auth import server_ssl_context
 
     _check_keys(where, raw, {"cert_file", "key_file"})
     for key in ("cert_file", "key_file"):

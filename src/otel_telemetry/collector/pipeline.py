@@ -1,7 +1,7 @@
 """Receivers → map → consumers (the store writer, and the OTLP forwarder when configured).
 
 Every receiver hands decoded batches (wire tuples, see ``otel_telemetry.wire``) to
-:meth:`Pipeline.submit`; the one mapping in ``schema`` turns them into rows. The store gets the
+:meth:`Pipeline.submit`; the one mapping in ``mapping`` turns them into rows. The store gets the
 batch first; the forwarder only sees batches the store accepted, so a receiver that retries a
 batch the store refused never forwards it twice.
 
@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from .. import categories as cats
-from . import schema
+from ..store.writer import StoreWriter, WriteBatch
+from . import mapping
 from .redaction import BatchRedactor
-from .store import StoreWriter, WriteBatch
 
 
 class Consumer(Protocol):
@@ -48,7 +48,7 @@ class Pipeline:
     def map(self, kind: str, resource: dict[str, Any], records: list[Any], topic: tuple[str, str] | None,
             uid_base: bytes) -> list[tuple[Any, ...]]:
         """Rows for one batch; raises (ValueError, TypeError, IndexError, …) on a malformed record."""
-        return list(schema.rows_from_batch(kind, resource, records, topic, uid_base, self.rules))
+        return list(mapping.rows_from_batch(kind, resource, records, topic, uid_base, self.rules))
 
     def submit(self, kind: str, resource: dict[str, Any], records: list[Any], rows: list[tuple[Any, ...]], *,
                checkpoints: dict[tuple[bytes, str], int] | None = None, timeout: float = 0.1,

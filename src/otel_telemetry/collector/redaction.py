@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import settings
-from ..redact import DETECTORS, MIN_KEY_BYTES, Redactor
-from ..redact_config import RedactionConfig, with_key
+from ..redact.config import RedactionConfig, with_key
+from ..redact.redactor import DETECTORS, MIN_KEY_BYTES, Redactor
 
 log = logging.getLogger("otel_telemetry.collector.redaction")
 

@@ -14,16 +14,17 @@ import threading
 import time
 from typing import Any
 
-from . import db as dbmod
-from . import genai, prices
-from .alerts import AlertEngine
+from ..store import db as dbmod
+from ..store.retention import RetentionPolicy
+from ..store.writer import StoreWriter
+from .alerts.engine import AlertEngine
 from .config import CollectorConfig, ConfigError, check_otlp_exposure, load
-from .forward import Forwarder
+from .forward.forwarder import Forwarder
+from .genai import normalise as genai
+from .genai import prices
 from .pipeline import Pipeline
+from .receivers.zmq import EndpointInUse, ZmqReceiver
 from .redaction import BatchRedactor
-from .retention import RetentionPolicy
-from .store import StoreWriter
-from .zmq_receiver import EndpointInUse, ZmqReceiver
 
 log = logging.getLogger("otel_telemetry.collector")
 
@@ -108,14 +109,14 @@ class Collector:
         check_otlp_exposure("receivers.otlp_http", http)
         check_otlp_exposure("receivers.otlp_grpc", grpc_cfg)
         if http.enabled:
-            from .otlp_http import OtlpHttpReceiver
+            from .receivers.otlp_http import OtlpHttpReceiver
 
             self.otlp_http = OtlpHttpReceiver(http.endpoint, self.pipeline, max_body_bytes=http.max_body_bytes,
                                               bearer_token=http.bearer_token, tls=http.tls)
             self.otlp_http.start()
         if grpc_cfg.enabled:
             try:
-                from .otlp_grpc import OtlpGrpcReceiver
+                from .receivers.otlp_grpc import OtlpGrpcReceiver
             except ImportError as exc:  # grpcio is optional; OTLP/HTTP and ZeroMQ still work
                 log.warning("OTLP/gRPC receiver disabled: %s (install grpcio)", exc)
                 return

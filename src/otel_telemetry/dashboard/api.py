@@ -17,9 +17,10 @@ from typing import Any
 
 import apsw
 
-from .. import ai_stats, query
-from ..collector import rollups as ru
-from ..collector.retention import RetentionPolicy
+from ..query import ai_stats
+from ..query import filters as query
+from ..store import rollups as ru
+from ..store.retention import RetentionPolicy
 from .params import NS, WINDOW, ApiError, Params
 
 MAX_BUCKETS = 240

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..query import QueryError, parse_duration, parse_time
+from ..query.filters import QueryError, parse_duration, parse_time
 
 NS = 1_000_000_000
 MAX_VALUE_CHARS = 256

@@ -14,12 +14,12 @@ from typing import Any
 
 import apsw
 
-from .. import query
-from .. import records_export as rx
 from ..categories import CATEGORIES
-from ..collector import db as store_db
-from ..collector import retention as ret
-from ..collector.alerts import LIST_STATES, list_alerts
+from ..query import export as rx
+from ..query import filters as query
+from ..store import db as store_db
+from ..store import retention as ret
+from ..store.alert_state import LIST_STATES, list_alerts
 from .api import Context, Endpoint
 from .params import WINDOW, ApiError, Params
 

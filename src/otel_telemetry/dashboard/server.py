@@ -28,12 +28,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import apsw
 import orjson
 
-from .. import query
-from .. import records_export as rx
+from ..auth import bearer_matches, is_loopback_host
 from ..categories import CATEGORIES
-from ..collector import db as store_db
-from ..collector.otlp_auth import bearer_matches, is_loopback_host
-from ..collector.retention import RetentionPolicy
+from ..query import export as rx
+from ..query import filters as query
+from ..store import db as store_db
+from ..store.retention import RetentionPolicy
 from . import api, records_api
 from .params import ApiError, Params
 from .tail import DbTail, TooManyClients, tail_record

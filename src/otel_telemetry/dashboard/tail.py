@@ -17,9 +17,9 @@ from typing import Any
 
 import apsw
 
-from .. import records_export as rx
-from ..collector import db as store_db
-from ..query import RECORD_COLUMNS, iso_ns
+from ..query import export as rx
+from ..query.filters import RECORD_COLUMNS, iso_ns
+from ..store import db as store_db
 
 log = logging.getLogger("otel_telemetry.dashboard")
 

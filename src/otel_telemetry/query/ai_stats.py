@@ -41,8 +41,8 @@ from typing import Any
 
 import apsw
 
-from .collector import rollups as ru
-from .query import PERCENTILES, QueryError, iso_ns, nearest_rank
+from ..store import rollups as ru
+from .filters import PERCENTILES, QueryError, iso_ns, nearest_rank
 
 SHORT_WINDOW_NS = 6 * ru.HOUR_NS
 LISTING_HOURS_NS = ru.DAY_NS
@@ -230,7 +230,7 @@ def _alerts(path: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {"state_file": None, "firing": [], "error": None}
     if not path or not os.path.isfile(path):
         return out
-    from .collector.alerts import list_alerts  # deferred: pulls in the notifier
+    from ..store.alert_state import list_alerts
 
     out["state_file"] = path
     try:

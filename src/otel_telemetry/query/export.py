@@ -25,10 +25,10 @@ import apsw
 import orjson
 from google.protobuf import json_format
 
-from . import categories as cats
-from .collector import otlp_encode
-from .collector.schema import component_of
-from .query import OUTPUT_COLUMNS, RECORD_COLUMNS, iso_ns
+from .. import categories as cats
+from ..otlp import encode as otlp_encode
+from ..store.schema import component_of
+from .filters import OUTPUT_COLUMNS, RECORD_COLUMNS, iso_ns
 
 FORMATS: tuple[str, ...] = ("json", "jsonl", "csv", "otlp-json")
 # Columns a selection may constrain (identifier allow-list: names never come from input).

@@ -18,8 +18,8 @@ from typing import Any
 import apsw
 import orjson
 
-from .categories import CATEGORIES
-from .collector.schema import COLUMNS, QUERY_COLUMNS
+from ..categories import CATEGORIES
+from ..store.schema import COLUMNS, QUERY_COLUMNS
 
 LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
 TYPES: tuple[str, ...] = ("span", "metric", "log", "event")

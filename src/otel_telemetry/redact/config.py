@@ -26,8 +26,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import redact_rules as rules
-from . import settings
+from .. import settings
+from . import rules
 
 log = logging.getLogger("otel_telemetry.redact")
 
@@ -50,18 +50,6 @@ class RedactionConfig:
     pseudonym_key: str | bytes | None = field(default=None, repr=False)  # HMAC secret; None -> env, key_file
     disable: Collection[str] = ()  # built-in detector names to switch off (see DETECTORS)
     key_file: str | None = None  # HMAC key file, created with a random key when missing
-
-
-def truthy(raw: Any, what: str = ENV_ENABLED) -> bool:
-    """on/off words; anything not understood keeps redaction ON (the safe side), with a warning."""
-    if isinstance(raw, bool):
-        return raw
-    v = str(raw).strip().lower()
-    if v in ("0", "false", "no", "off", "disabled"):
-        return False
-    if v not in ("1", "true", "yes", "on", "enabled", ""):
-        log.warning("%s=%r not understood; redaction stays on", what, raw)
-    return True
 
 
 def app_config(argument: RedactionConfig | bool | None = None) -> RedactionConfig:

@@ -8,9 +8,9 @@ import fnmatch
 import hmac
 from typing import Any
 
-from . import redact_rules as rules
-from .redact_config import ENV_KEY, MIN_KEY_BYTES, load_key, log
-from .redact_scan import mark
+from . import rules
+from .config import ENV_KEY, MIN_KEY_BYTES, load_key, log
+from .scan import mark
 
 PSEUDONYM_HEX = 24  # 96 bits of HMAC-SHA256
 _CACHE_MAX = 4096

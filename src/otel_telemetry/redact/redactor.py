@@ -31,10 +31,11 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from . import redact_rules as rules
-from .redact_config import ENV_ENABLED, ENV_KEY, MIN_KEY_BYTES, RedactionConfig, truthy
-from .redact_keys import _CACHE_MAX, _CACHE_STR_MAX, _SCAN, KeyRules
-from .redact_scan import DETECTORS, mark, plain, scan
+from ..settings import truthy
+from . import rules
+from .config import ENV_ENABLED, ENV_KEY, MIN_KEY_BYTES, RedactionConfig
+from .keys import _CACHE_MAX, _CACHE_STR_MAX, _SCAN, KeyRules
+from .scan import DETECTORS, mark, plain, scan
 
 __all__ = ["DETECTORS", "ENV_ENABLED", "ENV_KEY", "MIN_KEY_BYTES", "RedactionConfig", "Redactor", "scan_bytes"]
 

@@ -6,7 +6,7 @@ C-level byte operations: most attribute values (routes, methods, host names, ver
 with a short id) hold none of the characters the detectors need (``@ % : =``, whitespace, seven
 or more digits, four digits with three dots), and then only the length-gated API-key and
 secret-token patterns can still match. Every detector stays gated by a test that is necessary
-for it to match, so the gate never hides a hit (``tests/test_redact.py`` checks this against the
+for it to match, so the gate never hides a hit (``tests/redact/test_redact.py`` checks this against the
 full scan on the corpus and on generated strings).
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from . import redact_rules as rules
+from . import rules
 
 DETECTORS: tuple[str, ...] = (
     "url_credentials", "private_key", "jwt", "bearer", "basic_auth", "api_key", "kv_secret", "email",

@@ -416,7 +416,7 @@ static PyMethodDef Ender_methods[] = {
 
 static PyTypeObject EnderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "otel_telemetry._fastspan.Ender",
+    .tp_name = "otel_telemetry.sdk._fastspan.Ender",
     .tp_basicsize = sizeof(Ender),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Ender(plans, clean, pseudo, batches, slow): span_plans.SpanPlans.end in C.",
@@ -476,7 +476,7 @@ static PyMethodDef Starter_methods[] = {
 
 static PyTypeObject StarterType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "otel_telemetry._fastspan.Starter",
+    .tp_name = "otel_telemetry.sdk._fastspan.Starter",
     .tp_basicsize = sizeof(Starter),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Starter(var, tag): a span processor's on_start that tags spans while var is set.",

@@ -26,9 +26,9 @@ from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
-from . import wire
+from .. import wire
 
-log = logging.getLogger("otel_telemetry.transport")
+log = logging.getLogger("otel_telemetry.sdk.transport")
 
 BATCH = 512  # records per app-side encode: large enough to amortise msgpack, small enough to stay in cache
 

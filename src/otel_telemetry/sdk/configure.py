@@ -17,8 +17,9 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from . import categories as cats
-from . import settings
+from .. import categories as cats
+from .. import settings
+from ..redact.config import RedactionConfig
 from .exporter import (
     ZmqLogRecordProcessor,
     ZmqMetricExporter,
@@ -26,7 +27,6 @@ from .exporter import (
     ZmqSpanProcessor,
     get_transport,
 )
-from .redact_config import RedactionConfig
 from .sessions import SessionSpanProcessor
 from .transport import Transport
 
@@ -102,7 +102,7 @@ def configure(
     ``tracer_provider`` to add our span processor to it instead of creating one. ``options``:
     ``queue_size``, ``batch_size``, ``join_timeout``, ``send_hwm``, ``export_interval``.
     ``host_metrics=True`` (with ``metrics``) adds CPU, memory, disk, network and uptime metrics of
-    the host and this process (``otel_telemetry.hostmetrics``; needs psutil).
+    the host and this process (``otel_telemetry.sdk.hostmetrics``; needs psutil).
 
     ``redaction``: personal data and secrets are redacted on the sender thread before anything
     leaves the process (on by default; ``OTEL_TELEMETRY_REDACT=off`` or ``redaction=False`` turn

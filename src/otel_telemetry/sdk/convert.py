@@ -15,14 +15,14 @@ from typing import Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 
-from . import categories as cats
-from . import wire
-from .redact import Redactor
+from .. import categories as cats
+from .. import wire
+from ..redact.redactor import Redactor
 from .snapshot import EMPTY, PINNED, SNAPSHOT_LEN
 from .span_plans import SpanPlans
 from .transport import Dropped, Prepared
 
-log = logging.getLogger("otel_telemetry.exporter")
+log = logging.getLogger("otel_telemetry.sdk.exporter")
 
 _MARKER = re.compile(r"\[REDACTED:([^\]]*)\]")
 

@@ -31,17 +31,17 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from . import categories as cats
-from . import settings, wire
+from .. import categories as cats
+from .. import settings, wire
+from ..redact.config import app_config
+from ..redact.redactor import RedactionConfig, Redactor
 from .convert import _Converter
-from .redact import RedactionConfig, Redactor
-from .redact_config import app_config
 from .sessions import _session, tag_span
 from .snapshot import EMPTY, snapshot
 from .span_plans import speedups
 from .transport import Prepared, Transport
 
-log = logging.getLogger("otel_telemetry.exporter")
+log = logging.getLogger("otel_telemetry.sdk.exporter")
 
 _shared_lock = threading.Lock()
 _shared: dict[str, Transport] = {}

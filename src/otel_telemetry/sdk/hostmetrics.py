@@ -23,10 +23,10 @@ from typing import Any
 from opentelemetry import metrics as metrics_api
 from opentelemetry.metrics import CallbackOptions, Observation
 
-log = logging.getLogger("otel_telemetry.hostmetrics")
+log = logging.getLogger("otel_telemetry.sdk.hostmetrics")
 
 ENV = "OTEL_TELEMETRY_HOST_METRICS"
-SCOPE = "otel_telemetry.hostmetrics"
+SCOPE = "otel_telemetry.sdk.hostmetrics"
 _SKIP_DISKS = ("loop", "ram", "zram")
 _CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
@@ -50,7 +50,7 @@ class HostMetrics:
 
         self._psutil = psutil
         provider = meter_provider if meter_provider is not None else metrics_api.get_meter_provider()
-        from . import __version__
+        from .._version import __version__
 
         self.meter = provider.get_meter(SCOPE, __version__)
         self._lock = threading.Lock()

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import exporter as _exp
 
-log = logging.getLogger("otel_telemetry.instrumentation")
+log = logging.getLogger("otel_telemetry.sdk.instrumentation")
 
 # The entry points name these; they are the exporter module's classes.
 ZmqSpanExporter = _exp.ZmqSpanExporter

@@ -1,5 +1,5 @@
 """The transport's sender thread: owns the XPUB socket, converts queued items, stamps sequence
-numbers and sends; a mixin of :class:`otel_telemetry.transport.Transport` (its state lives there).
+numbers and sends; a mixin of :class:`otel_telemetry.sdk.transport.Transport` (its state lives there).
 
 Everything here runs on the one sender thread, except what ``Transport`` calls from other threads.
 """
@@ -19,10 +19,10 @@ import zmq
 import zmq.auth
 from zmq.utils import z85
 
-from . import wire
+from .. import wire
 from .batches import ReadyBatches, pop_up_to
 
-log = logging.getLogger("otel_telemetry.transport")
+log = logging.getLogger("otel_telemetry.sdk.transport")
 
 # Drop reasons (counter names).
 QUEUE_FULL, NO_COLLECTOR, SHUTDOWN, ENCODE_ERROR = "queue_full", "no_collector", "shutdown", "encode_error"

@@ -15,7 +15,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
-log = logging.getLogger("otel_telemetry.sessions")
+log = logging.getLogger("otel_telemetry.sdk.sessions")
 
 _session: ContextVar[str | None] = ContextVar("otel_telemetry_session_id", default=None)
 

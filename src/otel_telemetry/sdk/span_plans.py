@@ -13,7 +13,7 @@ every pseudonym already in the cache. Anything else — a new value, events, lin
 message, a list value, user category rules, ``telemetry.category``/``telemetry.component``
 attributes (their values pick the topic), a redaction callback — is not taken and goes to the
 sender thread as a snapshot, where the general path scans it. Both paths produce the same records
-(``tests/test_span_plans.py``).
+(``tests/sdk/test_span_plans.py``).
 
 ``_fastspan.c`` is :meth:`SpanPlans.end` plus ``ReadyBatches.add`` in C, writing each record's
 msgpack bytes at once: :meth:`SpanPlans.ender` hands it to span processors when it was built
@@ -27,9 +27,9 @@ import itertools
 from operator import itemgetter
 from typing import Any
 
-from . import settings
+from .. import settings
+from ..redact.redactor import Redactor
 from .batches import ReadyBatches
-from .redact import Redactor
 from .snapshot import KIND_MEMBER, PINNED, SNAPSHOT_LEN, STATUS_MEMBER
 
 try:

@@ -4,7 +4,7 @@
 success or failure (status ERROR and ``error.type`` on an exception), a child of the current span,
 ``gen_ai.agent.name`` and ``telemetry.event`` (the event type), and token usage read from the
 return value (OpenAI, Anthropic, Gemini and LangChain ``usage`` shapes, dicts or objects) under the
-current OTel ``gen_ai.usage.*`` names (``otel_telemetry.usage``). The collector turns those
+current OTel ``gen_ai.usage.*`` names (``otel_telemetry.sdk.usage``). The collector turns those
 into model/token/cost columns.
 
 Privacy: argument values are never recorded unless ``capture_args=True``; results never are.

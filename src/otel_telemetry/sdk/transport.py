@@ -40,7 +40,7 @@ from .sender import (  # noqa: F401  # Dropped, Prepared and the reasons are thi
 )
 from .span_plans import SpanPlans
 
-log = logging.getLogger("otel_telemetry.transport")
+log = logging.getLogger("otel_telemetry.sdk.transport")
 
 _live: weakref.WeakSet[Transport] = weakref.WeakSet()
 

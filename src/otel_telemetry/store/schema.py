@@ -1,26 +1,25 @@
-"""The unified record: DDL and the pure mapping from decoded spans/metrics/logs to rows.
+"""The unified record's table: columns, DDL and upgrades of older files.
 
-Input is the wire record tuples (``otel_telemetry.wire``); OTLP decoders produce the same tuples,
-so there is one mapping for every source. Output rows are tuples in ``COLUMNS`` order.
-Documented for users in ``docs/schema.md``.
+The mapping from wire tuples to rows is ``collector/mapping.py``. Documented for users in
+``docs/schema.md``.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
-from .. import categories as cats
-from . import genai
+# The GenAI columns, filled by collector/genai/normalise.py on GenAI spans and NULL on other rows.
+GENAI_COLUMNS: tuple[str, ...] = (
+    "model", "provider", "agent", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+    "reasoning_tokens", "total_tokens", "cost_usd",
+)
 
 COLUMNS: tuple[str, ...] = (
     "uid", "timestamp", "type", "category", "subcategory", "component", "event", "level", "name",
     "service", "trace_id", "span_id", "parent_span_id", "session_id", "kind", "duration_ms",
     "status", "status_message", "metric_type", "metric_value", "metric_unit", "data", "metadata",
-) + genai.GENAI_COLUMNS
+) + GENAI_COLUMNS
 # Columns a query may filter or sort on (identifier allow-list for the read side).
 QUERY_COLUMNS = frozenset(COLUMNS) - {"uid"} | {"id"}
 
@@ -50,7 +49,7 @@ CREATE TABLE IF NOT EXISTS records (
     metric_unit TEXT,
     data TEXT NOT NULL,                  -- JSON
     metadata TEXT NOT NULL,              -- JSON
-    -- GenAI spans (collector/genai.py); NULL on every other row
+    -- GenAI spans (collector/genai/normalise.py); NULL on every other row
     model TEXT,
     provider TEXT,
     agent TEXT,                          -- gen_ai.agent.name
@@ -89,7 +88,7 @@ CREATE TABLE IF NOT EXISTS collector_status (
 
 # Columns added after the first release: ``apply_ddl`` adds them to an older database.
 ADDED_COLUMNS: tuple[tuple[str, str], ...] = tuple(
-    (c, "REAL" if c == "cost_usd" else "INTEGER" if c.endswith("_tokens") else "TEXT") for c in genai.GENAI_COLUMNS
+    (c, "REAL" if c == "cost_usd" else "INTEGER" if c.endswith("_tokens") else "TEXT") for c in GENAI_COLUMNS
 )
 
 
@@ -107,172 +106,8 @@ def apply_ddl(conn: Any) -> None:
     conn.execute(DDL)
 
 
-_KINDS = ("internal", "server", "client", "producer", "consumer")
-_STATUS = ("unset", "ok", "error")
-_SESSION_KEYS = ("session.id", "session_id", "telemetry.session_id")
-_EVENT_DATA_KEY = "telemetry.data"
-
-
-def hex_id(raw: bytes | None) -> str | None:
-    if not raw or not any(raw):
-        return None
-    return raw.hex()
-
-
-def _session(attrs: Mapping[str, Any]) -> str | None:
-    for key in _SESSION_KEYS:
-        value = attrs.get(key)
-        if value is not None:
-            return str(value)
-    return None
-
-
-def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-
-
-def _content_uid(*parts: Any) -> bytes:
-    return hashlib.blake2b(_dumps(parts).encode(), digest_size=16).digest()
-
-
-def severity_level(n: int) -> str:
-    if n >= 21:
-        return "critical"
-    if n >= 17:
-        return "error"
-    if n >= 13:
-        return "warning"
-    if n >= 9 or n == 0:
-        return "info"
-    return "debug"
-
-
-def _meta(resource: Mapping[str, Any], scope: str | None, scope_version: str | None) -> str:
-    # "" and absent mean the same in OTLP; store one form so both paths give identical rows.
-    return _dumps({"resource": resource, "scope": {"name": scope or None, "version": scope_version or None}})
-
-
-def span_row(
-    rec: Sequence[Any], resource: Mapping[str, Any], category: str, component: str,
-    service: str | None, subcategory: str | None = None,
-) -> tuple[Any, ...]:
-    (name, trace_id, span_id, parent, start, end, kind, status_code, status_msg, attrs, events,
-     links, scope, scope_version) = rec
-    is_event = "telemetry.event" in attrs and _EVENT_DATA_KEY in attrs
-    if is_event:
-        try:
-            data: Any = orjson.loads(attrs[_EVENT_DATA_KEY])
-        except (orjson.JSONDecodeError, TypeError):
-            data = {"raw": attrs[_EVENT_DATA_KEY]}
-        level = str(attrs.get("telemetry.level") or "info")
-        rtype, event = "event", str(attrs["telemetry.event"])
-    else:
-        data = {"attributes": attrs}
-        if events:
-            data["events"] = [{"name": n, "timestamp": t, "attributes": a} for n, t, a in events]
-        if links:
-            data["links"] = [{"trace_id": hex_id(t), "span_id": hex_id(s), "attributes": a}
-                             for t, s, a in links]
-        level = "error" if status_code == cats.STATUS_ERROR else "info"
-        rtype, event = "span", str(attrs.get("telemetry.event") or name)
-    if subcategory is None:
-        subcategory = str(attrs.get("telemetry.subcategory") or "") or None
-    uid = (trace_id + span_id) if (trace_id and any(trace_id) and span_id and any(span_id)) \
-        else _content_uid("span", name, start, end, attrs, resource)
-    return (
-        uid, start, rtype, category, subcategory, component, event, level, name, service,
-        hex_id(trace_id), hex_id(span_id), hex_id(parent), _session(attrs),
-        _KINDS[kind] if 0 <= kind < 5 else str(kind),
-        (end - start) / 1e6 if end and start else None,
-        _STATUS[status_code] if 0 <= status_code < 3 else str(status_code), status_msg or None,
-        None, None, None, _dumps(data), _meta(resource, scope, scope_version), *genai.normalise(attrs),
-    )
-
-
-def metric_row(
-    rec: Sequence[Any], resource: Mapping[str, Any], category: str, component: str,
-    service: str | None, subcategory: str | None, uid: bytes,
-) -> tuple[Any, ...]:
-    (name, description, unit, mtype, time_ns, start_ns, value, attrs, extra, scope, scope_version) = rec
-    data = {"attributes": attrs, **({"description": description} if description else {}), **extra}
-    return (
-        uid, time_ns, "metric", category, subcategory, component, str(attrs.get("telemetry.event") or name),
-        "info", name, service, None, None, None, _session(attrs), None, None, None, None,
-        mtype, value, unit or None, _dumps(data), _meta(resource, scope, scope_version), *genai.EMPTY,
-    )
-
-
-def log_row(
-    rec: Sequence[Any], resource: Mapping[str, Any], category: str, component: str,
-    service: str | None, subcategory: str | None, uid: bytes,
-) -> tuple[Any, ...]:
-    (time_ns, observed_ns, sev_num, sev_text, body, attrs, trace_id, span_id, event_name, scope,
-     scope_version) = rec
-    data = {"body": body, "attributes": attrs}
-    if sev_text:
-        data["severity_text"] = sev_text
-    return (
-        uid, time_ns or observed_ns, "log", category, subcategory, component,
-        str(event_name or attrs.get("telemetry.event") or "log"), severity_level(sev_num or 0),
-        event_name or None, service, hex_id(trace_id), hex_id(span_id), None, _session(attrs),
-        None, None, None, None, None, None, None, _dumps(data), _meta(resource, scope, scope_version),
-        *genai.EMPTY,
-    )
-
-
-def service_of(resource: Mapping[str, Any]) -> str | None:
-    svc = resource.get("service.name")
-    return str(svc) if svc is not None else None
-
-
 def component_of(attrs: Mapping[str, Any], scope: str | None, service: str | None) -> str:
     comp = attrs.get("telemetry.component")
     if comp:
         return str(comp)
     return scope or service or "unknown"
-
-
-def rows_from_batch(
-    kind: str, resource: Mapping[str, Any], records: Sequence[Sequence[Any]],
-    topic: tuple[str, str] | None, uid_base: bytes, rules: Sequence[cats.Rule] = (),
-) -> Iterator[tuple[Any, ...]]:
-    """Map one decoded batch to rows.
-
-    ``topic`` is (category, component) when the producer already chose them (ZeroMQ path);
-    ``None`` means categorise here (OTLP path). ``uid_base`` makes uids of records without their
-    own ids deterministic per delivery, e.g. publisher+topic+seq, so a redelivered batch is
-    ignored by the unique index instead of stored twice.
-    """
-    service = service_of(resource)
-    for i, rec in enumerate(records):
-        if kind == "span":
-            attrs = rec[9]
-            if topic is None:
-                has_exc = any(ev[0] == "exception" for ev in rec[10] or ())
-                category, sub = cats.categorise_span(rec[0], rec[6], rec[7], attrs, has_exc, rules)
-                component = component_of(attrs, rec[12], service)
-            else:
-                category, component = topic
-                sub = None
-            yield span_row(rec, resource, category, component, service, sub)
-        elif kind == "metric":
-            attrs = rec[7]
-            category, sub = cats.categorise_metric(rec[0], attrs, rules)
-            component = component_of(attrs, rec[9], service)
-            if topic is not None:
-                category, component = topic
-            yield metric_row(rec, resource, category, component, service, sub,
-                             _uid(uid_base, i))
-        elif kind == "log":
-            attrs = rec[5]
-            category, sub = cats.categorise_log(rec[2] or 0, attrs, rec[8] or "", rules)
-            component = component_of(attrs, rec[9], service)
-            if topic is not None:
-                category, component = topic
-            yield log_row(rec, resource, category, component, service, sub, _uid(uid_base, i))
-        else:
-            raise ValueError(f"unknown record kind {kind!r}")
-
-
-def _uid(base: bytes, index: int) -> bytes:
-    return hashlib.blake2b(base + index.to_bytes(4, "big"), digest_size=16).digest()

@@ -35,7 +35,7 @@ from .schema import COLUMNS
 
 __all__ = ["BUSY_TIMEOUT_MS", "StoreWriter", "WriteBatch", "open_admin", "open_reader", "open_writer"]
 
-log = logging.getLogger("otel_telemetry.collector.store")
+log = logging.getLogger("otel_telemetry.store.writer")
 
 # ON CONFLICT(uid) rather than INSERT OR IGNORE: OR IGNORE would also skip NOT NULL violations
 # silently and count them as duplicates; this way only a repeated uid is skipped and a malformed

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-log = logging.getLogger("otel_telemetry.collector.notify")
+log = logging.getLogger("otel_telemetry.collector.alerts.notify")
 
 TARGET_TYPES = ("webhook", "slack", "discord")
 SEVERITIES = ("critical", "warning", "info")  # most severe first

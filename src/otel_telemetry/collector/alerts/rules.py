@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import apsw
 
-from .. import query
+from ...query import filters as query
 from .notify import SEVERITIES, TARGET_TYPES, NotifyTarget
 
 KINDS = ("threshold", "frequency", "success_rate", "cost_budget")

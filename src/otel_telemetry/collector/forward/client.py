@@ -35,7 +35,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from .otlp_encode import SIGNAL_OF_KIND
+from ...otlp.encode import SIGNAL_OF_KIND
 
 _RESPONSE = {"span": ExportTraceServiceResponse, "metric": ExportMetricsServiceResponse,
              "log": ExportLogsServiceResponse}

@@ -25,14 +25,14 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from .forward_client import Client, Outcome, make_client
-from .forward_config import ForwardTarget, parse_forward_config
-from .forward_queue import DiskQueue, MemoryQueue, Request, RequestQueue
-from .otlp_encode import KINDS, encode
+from ...otlp.encode import KINDS, encode
+from .client import Client, Outcome, make_client
+from .config import ForwardTarget, parse_forward_config
+from .queue import DiskQueue, MemoryQueue, Request, RequestQueue
 
 __all__ = ["ForwardTarget", "Forwarder", "parse_forward_config"]
 
-log = logging.getLogger("otel_telemetry.collector.forward")
+log = logging.getLogger("otel_telemetry.collector.forward.forwarder")
 
 MAX_RETRY_AFTER = 300.0
 INBOX_BATCHES = 10_000  # consumed batches waiting for the encoder, whatever the queue limit

@@ -25,7 +25,7 @@ from typing import IO, Protocol
 
 import apsw
 
-from .db import open_sqlite
+from ...store.db import open_sqlite
 
 
 @dataclass(frozen=True, slots=True)

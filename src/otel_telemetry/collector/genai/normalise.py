@@ -22,14 +22,11 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from ...store.schema import GENAI_COLUMNS
 from . import prices
 
-log = logging.getLogger("otel_telemetry.collector.genai")
+log = logging.getLogger("otel_telemetry.collector.genai.normalise")
 
-GENAI_COLUMNS: tuple[str, ...] = (
-    "model", "provider", "agent", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-    "reasoning_tokens", "total_tokens", "cost_usd",
-)
 EMPTY: tuple[None, ...] = (None,) * len(GENAI_COLUMNS)
 
 # Attribute names in order of preference: current OTel → legacy OTel / OpenLLMetry → OpenInference.

@@ -32,13 +32,13 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from . import otlp
+from ...auth import UNAUTHENTICATED, bearer_matches
+from ...otlp import decode as otlp
+from ..config import OtlpTlsConfig, join_endpoint, split_endpoint
+from ..pipeline import Pipeline
 from . import otlp_ingest as oi
-from .config import OtlpTlsConfig, join_endpoint, split_endpoint
-from .otlp_auth import UNAUTHENTICATED, bearer_matches
-from .pipeline import Pipeline
 
-log = logging.getLogger("otel_telemetry.collector.otlp_grpc")
+log = logging.getLogger("otel_telemetry.collector.receivers.otlp_grpc")
 
 _SERVICES = {
     "traces": trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name,

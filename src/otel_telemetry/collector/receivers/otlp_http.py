@@ -35,13 +35,13 @@ from typing import Any
 import orjson
 from google.protobuf import json_format
 
-from . import otlp
+from ...auth import UNAUTHENTICATED, bearer_matches, server_ssl_context
+from ...otlp import decode as otlp
+from ..config import OtlpTlsConfig, join_endpoint, split_endpoint
+from ..pipeline import Pipeline
 from . import otlp_ingest as oi
-from .config import OtlpTlsConfig, join_endpoint, split_endpoint
-from .otlp_auth import UNAUTHENTICATED, bearer_matches, server_ssl_context
-from .pipeline import Pipeline
 
-log = logging.getLogger("otel_telemetry.collector.otlp_http")
+log = logging.getLogger("otel_telemetry.collector.receivers.otlp_http")
 
 _PATHS = {"/v1/traces": "traces", "/v1/metrics": "metrics", "/v1/logs": "logs"}
 _PROTOBUF = "application/x-protobuf"

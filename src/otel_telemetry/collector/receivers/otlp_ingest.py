@@ -22,10 +22,10 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from . import otlp
-from .pipeline import Pipeline
+from ...otlp import decode as otlp
+from ..pipeline import Pipeline
 
-log = logging.getLogger("otel_telemetry.collector.otlp")
+log = logging.getLogger("otel_telemetry.otlp.decode")
 
 SIGNALS = ("traces", "metrics", "logs")
 # The partial_success field of Export<Signal>ServiceResponse that counts rejected items.

@@ -19,12 +19,12 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from .. import categories as cats
-from .. import wire
-from .pipeline import Pipeline
+from ... import categories as cats
+from ... import wire
+from ..pipeline import Pipeline
 
 if TYPE_CHECKING:
-    from .config import CurveConfig
+    from ..config import CurveConfig
 
 log = logging.getLogger("otel_telemetry.collector.zmq")
 

@@ -13,9 +13,26 @@ from typing import Any
 
 import click
 
-from . import __version__, cli_alerts, cli_dashboard, cli_export, cli_keys, cli_purge, query, settings
-from .categories import CATEGORIES
-from .cli_output import (
+from .. import settings
+from .._version import __version__
+from ..categories import CATEGORIES
+from ..query import filters as query
+from . import (
+    alerts as cli_alerts,
+)
+from . import (
+    dashboard as cli_dashboard,
+)
+from . import (
+    export as cli_export,
+)
+from . import (
+    keys as cli_keys,
+)
+from . import (
+    purge as cli_purge,
+)
+from .output import (
     _TABLE_WIDTH,
     TABLE_COLUMNS,
     TRACE_ID,
@@ -30,6 +47,7 @@ from .cli_output import (
     common_options,
     db_option,
     emit_purge_result,
+    retention_policy,
     window_options,
 )
 
@@ -172,7 +190,7 @@ def stats_cmd(last: float | None, since: int | None, until: int | None, period: 
         else:
             _print_stats_table(s)
         return
-    from . import ai_stats
+    from ..query import ai_stats
 
     alerts_path = alerts_db or f"{settings.resolve('db', db)}.alerts.db"
     with _open(db) as conn:
@@ -222,19 +240,6 @@ def _flatten(obj: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]
             yield f"{prefix}{key}", value
 
 
-def _policy(config_path: str | None) -> Any:
-    from .collector import config as collector_config
-    from .collector.retention import RetentionPolicy
-
-    # Purging by built-in defaults while the collector keeps data longer would lose data.
-    try:
-        rt = collector_config.load(config_path).retention
-        cap = None if rt.max_size_mb is None else max(1, int(rt.max_size_mb * 1024 * 1024))
-        return RetentionPolicy(days=dict(rt.days), max_size_bytes=cap)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-
-
 def config_option(f: F) -> F:
     return click.option(
         "--config", "config_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
@@ -265,9 +270,9 @@ def retention_show(config_path: str | None, db: str | None, fmt: str) -> None:
     Example:
       otel-telemetry retention show --format json
     """
-    from .collector import retention as ret
+    from ..store import retention as ret
 
-    policy = _policy(config_path)
+    policy = retention_policy(config_path)
     with _open(db) as conn:
         # With no policy days, effective_days returns exactly the valid overrides in the table.
         overrides = ret.effective_days(conn, ret.RetentionPolicy(days={}))
@@ -289,7 +294,7 @@ def retention_set(category: str, days: int, db: str | None) -> None:
     Example:
       otel-telemetry retention set --category error_patterns --days 180
     """
-    from .collector import retention as ret
+    from ..store import retention as ret
 
     with _open(db, admin=True) as conn:
         try:
@@ -311,9 +316,9 @@ def retention_purge(dry_run: bool, config_path: str | None, db: str | None, fmt:
       otel-telemetry retention purge --dry-run
       otel-telemetry retention purge --format json
     """
-    from .collector import retention as ret
+    from ..store import retention as ret
 
-    policy = _policy(config_path)
+    policy = retention_policy(config_path)
     now = time.time_ns()
     if dry_run:
         with _open(db) as conn:
@@ -355,7 +360,7 @@ def collector_run(ctx: click.Context, config_path: str | None, db: str | None,
       otel-telemetry collector run
       otel-telemetry collector run --db ./telemetry.db --endpoint tcp://127.0.0.1:5555
     """
-    from .collector.service import run_collector  # deferred: pulls in zmq and the OTLP receivers
+    from ..collector.service import run_collector  # deferred: pulls in zmq and the OTLP receivers
 
     ctx.exit(run_collector(config_path, db, endpoint))
 

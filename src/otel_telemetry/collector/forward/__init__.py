@@ -1,0 +1,2 @@
+"""OTLP out: ``forwarder`` (consumer and lifecycle), ``config``, ``queue`` (memory or disk),
+``client`` (OTLP/gRPC and OTLP/HTTP, retryable vs permanent errors)."""
