@@ -12,7 +12,7 @@ import pytest
 
 from otel_telemetry.collector import mapping
 from otel_telemetry.collector.genai import normalise as genai
-from otel_telemetry.collector.genai import prices, prices_data
+from otel_telemetry.collector.genai import prices
 from otel_telemetry.store import schema
 
 T0 = 1_700_000_000_000_000_000
@@ -37,7 +37,7 @@ def _row(attrs: dict[str, Any], name: str = "chat gpt-4o") -> dict[str, Any]:
 
 def _table_prices(provider: str, model_id: str) -> dict[str, Any]:
     """Read the bundled table directly (not through the matcher under test)."""
-    [entry] = [pr for p in prices_data.PROVIDERS if p["id"] == provider
+    [entry] = [pr for p in prices.PROVIDERS if p["id"] == provider
                for mid, _, pr in p["models"] if mid == model_id]
     return entry
 

@@ -1,4 +1,4 @@
-"""LLM prices: the bundled table (``prices_data``), user overrides, model-name matching, cost.
+"""LLM prices: the bundled table (``prices.json``, package data), user overrides, model-name matching, cost.
 
 Prices are USD per million tokens for five token kinds: ``input`` (uncached input), ``output``,
 ``cache_read``, ``cache_write`` and ``reasoning``. A model without a cache price bills cached
@@ -18,22 +18,26 @@ Normalised names: the part after the last ``/`` (``openai/gpt-4o``, ``models/gem
 a Bedrock-style vendor prefix and version removed (``us.anthropic.claude-…-v1:0``); a trailing
 date removed (``-2024-08-06``, ``-20240620``, ``@20240620``) and ``-latest`` removed.
 
-Everything here is called on collector receiver threads (through ``schema``); lookups are
+Everything here is called on collector receiver threads (through ``mapping``); lookups are
 cached, the cache and the overrides are swapped atomically, nothing blocks or does I/O.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Mapping
 from functools import lru_cache
+from importlib import resources
 from typing import Any
 
-from . import prices_data
-
-SOURCE = prices_data.SOURCE
-GENERATED = prices_data.GENERATED
+# Generated data, read once at import: (model id, match clause, prices) per provider, in
+# genai-prices' matching order (scripts/update_price_table.py writes the file).
+_TABLE = json.loads(resources.files(__package__).joinpath("prices.json").read_text(encoding="utf-8"))
+SOURCE: str = _TABLE["source"]
+GENERATED: str = _TABLE["generated"]
+PROVIDERS: list[dict[str, Any]] = _TABLE["providers"]
 KINDS = ("input", "output", "cache_read", "cache_write", "reasoning")
 # Config keys of ``set_price_overrides`` → price kinds.
 OVERRIDE_KEYS = {f"{k}_per_mtok": k for k in KINDS}
@@ -126,7 +130,7 @@ def _is_match(clause: Any, text: str) -> bool:
 
 
 def _providers_for(name: str, provider: str | None) -> list[dict[str, Any]]:
-    table = prices_data.PROVIDERS
+    table = PROVIDERS
     hinted = [p for p in table if provider and (p["id"] == provider or _is_match(p["provider_match"], provider))]
     looks = [p for p in table if p not in hinted and _is_match(p["model_match"], name)]
     return hinted + looks + [p for p in table if p not in hinted and p not in looks]
