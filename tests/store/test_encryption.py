@@ -64,7 +64,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> Any:
 
 
 def test_the_installed_sqlite_has_the_cipher() -> None:
-    """apsw-sqlite3mc, not plain apsw (which would ignore PRAGMA key and write plaintext; db.py
+    """apsw-sqlite3mc, not plain apsw (which would ignore PRAGMA key and write plaintext; store/db.py
     refuses a key then)."""
     assert dbmod.has_cipher()
     conn = apsw.Connection(":memory:")

@@ -1,4 +1,4 @@
-"""``otel-telemetry dashboard``: serve the local web dashboard in the foreground (registered by ``cli.py``)."""
+"""``otel-telemetry dashboard``: serve the local web dashboard in the foreground (registered by ``cli/commands.py``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``otel-telemetry export``, ``watch`` and ``completion``, registered on the main group by ``cli.py``.
+"""``otel-telemetry export``, ``watch`` and ``completion``, registered on the main group by ``cli/commands.py``.
 
 Both reading commands use read-only connections and keyset pagination on the row id
 (``records_export``): ``export`` streams any number of rows in bounded memory, ``watch`` polls for

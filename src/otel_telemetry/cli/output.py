@@ -1,6 +1,7 @@
 """Shared pieces of the CLI: one-line errors, parameter types, shared options, output formats.
 
-Library errors become CLI errors only in ``cli.py``'s commands; this module only formats.
+Library errors become CLI errors only in the commands (``commands.py`` and the other command
+modules); this module only formats (and builds the retention policy several commands share).
 """
 
 from __future__ import annotations

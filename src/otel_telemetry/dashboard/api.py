@@ -28,7 +28,7 @@ MAX_HOURLY_HOURS = 72
 MAX_SERIES = 6
 OTHER = "(other)"
 _RAW_BUCKETS_S = (60, 300, 900, 1800, 3600)
-# Host metrics (hostmetrics.py names): gauges averaged per bucket, cumulative counters turned into rates.
+# Host metrics (sdk/hostmetrics.py names): gauges averaged per bucket, cumulative counters turned into rates.
 _CPU, _MEM = "system.cpu.utilization", "system.memory.utilization"
 _DISK, _NET = "system.disk.io", "system.network.io"
 _SYSTEM_SQL = (

@@ -1,7 +1,7 @@
 """Agent/dev metrics over a window (``otel-telemetry stats --period``), fast at millions of records.
 
 A *call* is a span that is a GenAI model/tool/agent call: its ``event`` is ``model_call``,
-``tool_call`` or ``agent_call``, or it has a ``model`` or ``agent`` (see ``collector/rollups.py``
+``tool_call`` or ``agent_call``, or it has a ``model`` or ``agent`` (see ``store/rollups.py``
 for its kind). Success rate = calls whose status is not error / all calls.
 
 Sources. Windows shorter than 6 h are read from raw rows and their percentiles are exact
