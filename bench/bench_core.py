@@ -1,9 +1,14 @@
-"""Core pipeline benchmark (issue 2): app cost and end-to-end stored throughput, side by side.
+"""Core pipeline benchmark (issues 2 and 13): app cost and end-to-end stored throughput, side by side.
 
-    .venv/bin/python bench/bench_core.py [--spans 100000] [--repeat 3] [--json FILE]
+    .venv/bin/python bench/bench_core.py [--workload realistic|constant] [--requests 20000] [--repeat 5]
 
-Every producer runs in its own fresh subprocess: one application thread creates and ends
-``--spans`` spans flat out, each with the same 10-attribute dict shape. Variants:
+Every producer runs in its own fresh subprocess: one application thread runs ``--requests``
+requests flat out. ``--workload realistic`` (the default, bench/workloads.py) is the traffic real
+services produce: an HTTP server span per request with a path holding one of 5,000 ids, a unique
+request id, a client IP, one of 1,000 user ids and a user agent; a DB child every 4th request; an LLM
+child with a unique ~700-byte prompt every 20th. ``--workload constant`` is the old best case: one
+10-attribute span per request whose values all repeat (it measures caches, not the product).
+Variants:
 
   sdk-noop       SDK TracerProvider, no span processor                     (app-cost floor)
   sdk-noop+hog   the same while a pure-Python busy loop runs in another process: a control
@@ -16,13 +21,15 @@ Every producer runs in its own fresh subprocess: one application thread creates 
                  temp database, ipc endpoint)
   ours-py        ours with the span fast path's C version off (OTEL_TELEMETRY_SPEEDUPS=0):
                  what an install without a C compiler pays
+  ours-app-redact  ours with redaction in the app whatever the endpoint
+                 (OTEL_TELEMETRY_REDACT_IN_APP=always): what an app that sends off the device pays
   ours-nice0     the same as ours with the collector at the app's CPU priority (`nice: 0` in its
                  config; by default the collector adds 10 to its niceness): shows how much of
                  ours' wall is the collector taking the app's core on a 2-core host
 
 Definitions (the same for every variant that stores):
 
-  app wall     monotonic time of the span loop only / spans (no import, setup or shutdown)
+  app wall     monotonic time of the request loop only / requests (no import, setup or shutdown)
   app thread   CPU time of the app thread alone during the loop (time.thread_time); the rest
                of the wall is the app thread waiting: for the GIL (sender/worker threads) or
                for a core
@@ -53,8 +60,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-ALL_VARIANTS = ("sdk-noop", "sdk-noop+hog", "bsp-noop", "bsp-otlp-grpc", "ours", "ours-py", "ours-nice0")
-DEFAULT_VARIANTS = ALL_VARIANTS
+sys.path.insert(0, str(HERE))
+import workloads  # noqa: E402  (bench/workloads.py)
+
+ALL_VARIANTS = ("sdk-noop", "sdk-noop+hog", "bsp-noop", "bsp-otlp-grpc", "ours", "ours-py", "ours-app-redact",
+                "ours-nice0")
+DEFAULT_VARIANTS = ("sdk-noop", "bsp-noop", "bsp-otlp-grpc", "ours", "ours-app-redact")
 CHILD_TIMEOUT = 180.0
 POLL = 0.01
 
@@ -120,8 +131,9 @@ def child(args: argparse.Namespace) -> dict:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
 
-    variant, n = args.child, args.spans
-    out: dict = {"variant": variant, "spans": n}
+    variant, n = args.child, args.requests
+    wl = workloads.make(args.workload, n)
+    out: dict = {"variant": variant, "requests": n, "spans": workloads.total_spans(n, args.workload)}
     tel = None
     if variant == "ours":
         import otel_telemetry
@@ -149,12 +161,13 @@ def child(args: argparse.Namespace) -> dict:
         elif variant != "sdk-noop":
             raise SystemExit(f"unknown variant {variant}")
     tracer = provider.get_tracer("bench")
-    attrs = _attrs
+    run = wl.run
     if args.warmup:
         # Steady state before the timed loop (used by bench_instr.py, where callgrind starves the
-        # sender thread): the shape learnt, the collector joined, everything flushed.
+        # sender thread): the shapes learnt, the collector joined, everything flushed.
+        warm = workloads.make(args.workload, args.warmup, seed=99)
         for i in range(args.warmup):
-            tracer.start_span("bench.op", attributes=attrs(i)).end()
+            warm.run(tracer, i)
         if tel is not None:
             deadline = time.monotonic() + 120
             while not tel.transport.connected and time.monotonic() < deadline:
@@ -173,8 +186,7 @@ def child(args: argparse.Namespace) -> dict:
     q0, s0 = _runq_wait(), _switches()
     c0, t0, th0 = _cpu(), time.monotonic(), time.thread_time()
     for i in range(n):
-        span = tracer.start_span("bench.op", attributes=attrs(i))
-        span.end()
+        run(tracer, i)
     t1, c1, th1 = time.monotonic(), _cpu(), time.thread_time()
     q1, s1 = _runq_wait(), _switches()
     if q0 is not None and q1 is not None:
@@ -229,7 +241,7 @@ def child(args: argparse.Namespace) -> dict:
                 conn.close()
 
         seen, t3 = _poll_until(read_count, None, 0)
-        out["emitted"] = n
+        out["emitted"] = out["spans"]
         out["stored_seen"] = seen
     else:
         t3 = None
@@ -274,8 +286,8 @@ def _stop(proc: subprocess.Popen, timeout: float = 30.0) -> int | None:
 def run_child(variant: str, args: argparse.Namespace, tmp: Path, extra: list[str],
               env: dict | None = None) -> dict:
     errf = tmp / f"{variant}.child.err"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--spans", str(args.spans),
-           "--store-timeout", str(args.store_timeout), *extra]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--requests", str(args.requests),
+           "--workload", args.workload, "--store-timeout", str(args.store_timeout), *extra]
     with open(errf, "wb") as err:
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, env=_env() | (env or {}),
                            timeout=CHILD_TIMEOUT)
@@ -317,7 +329,7 @@ def run_variant(variant: str, args: argparse.Namespace, profile: str | None = No
             res["stored"] = final.get("stored", res["stored_seen"])
             res["dropped"] = {"not_delivered": res["emitted"] - final.get("received", res["stored_seen"])}
             return res
-        if variant in ("ours", "ours-py", "ours-nice0"):
+        if variant in ("ours", "ours-py", "ours-app-redact", "ours-nice0"):
             db, sock = tmp / "c.db", tmp / "c.ipc"
             cfg = []
             if variant == "ours-nice0":
@@ -331,8 +343,9 @@ def run_variant(variant: str, args: argparse.Namespace, profile: str | None = No
                 _wait(lambda: sock.exists() or col.poll() is not None, 30, "collector bind")
                 if col.poll() is not None:
                     raise RuntimeError((tmp / "collector.err").read_text())
-                res = run_child("ours", args, tmp, ["--endpoint", f"ipc://{sock}", "--db", str(db), *extra],
-                                {"OTEL_TELEMETRY_SPEEDUPS": "0"} if variant == "ours-py" else None)
+                env = {"ours-py": {"OTEL_TELEMETRY_SPEEDUPS": "0"},
+                       "ours-app-redact": {"OTEL_TELEMETRY_REDACT_IN_APP": "always"}}.get(variant)
+                res = run_child("ours", args, tmp, ["--endpoint", f"ipc://{sock}", "--db", str(db), *extra], env)
                 res["variant"] = variant
             finally:
                 rc = _stop(col)
@@ -400,10 +413,12 @@ def report(summ: dict, results: dict, args: argparse.Namespace, mach: dict) -> t
     lines.append(f"machine: nproc={mach['nproc']} (affinity {mach['affinity']}), python {mach['python']}, "
                  f"opentelemetry-sdk {mach['opentelemetry-sdk']}, grpcio {mach['grpcio']}, pyzmq {mach['pyzmq']}, "
                  f"loadavg at start {mach['loadavg'][0]:.2f}")
-    lines.append(f"{args.spans} spans x 10 attributes, 1 app thread, median of {args.repeat} runs")
+    spans = workloads.total_spans(args.requests, args.workload)
+    lines.append(f"workload {args.workload}: {args.requests} requests = {spans} spans, 1 app thread, "
+                 f"median of {args.repeat} runs")
     lines.append("")
-    lines.append("| variant | app wall µs/span | app thread CPU µs/span | app CPU µs/span (loop) "
-                 "| app CPU µs/span (incl. shutdown) | shutdown s | stored | % stored | drops (median) "
+    lines.append("| variant | app wall µs/request | app thread CPU µs/request | app CPU µs/request (loop) "
+                 "| app CPU µs/request (incl. shutdown) | shutdown s | stored | % stored | drops (median) "
                  "| e2e window s | e2e stored spans/s |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for v in results:
@@ -426,7 +441,7 @@ def report(summ: dict, results: dict, args: argparse.Namespace, mach: dict) -> t
         lines.append(f"ours app wall / sdk-noop = {r:.2f}  "
                      f"(target <= 1.25: {'MET' if r <= 1.25 else 'MISSED'}); "
                      f"per repeat: {', '.join(f'{x:.2f}' for x in paired)}")
-    for other in ("ours-py", "ours-nice0"):
+    for other in ("ours-py", "ours-app-redact", "ours-nice0"):
         if other in summ and "sdk-noop" in summ:
             r = summ[other]["app_wall_us"] / summ["sdk-noop"]["app_wall_us"]
             paired = [o["app_wall_us"] / b["app_wall_us"]
@@ -464,9 +479,12 @@ def report(summ: dict, results: dict, args: argparse.Namespace, mach: dict) -> t
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="core pipeline benchmark (issue 2)")
-    ap.add_argument("--spans", type=int, default=100_000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap = argparse.ArgumentParser(description="core pipeline benchmark (issues 2 and 13)")
+    ap.add_argument("--workload", choices=workloads.WORKLOADS, default="realistic")
+    ap.add_argument("--requests", type=int, default=None,
+                    help="requests per run (default 20000 realistic, 100000 constant)")
+    ap.add_argument("--spans", type=int, default=None, help="old spelling of --requests")
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                     help=f"comma list of {', '.join(ALL_VARIANTS)}")
     ap.add_argument("--json", default=None, help="save raw results and summary to FILE")
@@ -480,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--profile", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.requests is None:
+        args.requests = args.spans or (20_000 if args.workload == "realistic" else 100_000)
 
     if args.child:
         print(json.dumps(child(args)))
@@ -500,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             extra = ""
             if "stored" in res:
                 extra = f" stored={res['stored']}/{res['emitted']} e2e={res['e2e_s']:.2f}s drops={res.get('dropped')}"
-            print(f"[run {r + 1}/{args.repeat}] {v}: app wall {res['app_wall_us']:.1f} µs/span, "
+            print(f"[run {r + 1}/{args.repeat}] {v}: app wall {res['app_wall_us']:.1f} µs/request, "
                   f"app thread CPU {res['app_thread_cpu_us']:.1f}, process CPU {res['app_cpu_loop_us']:.1f}, "
                   f"shutdown {res['shutdown_s']:.2f}s{extra}", file=sys.stderr, flush=True)
     summ = summarise(results)
