@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,7 @@ class ZmqReceiver:
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._lockfile: Any = None
+        self._drain_until = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,6 +129,9 @@ class ZmqReceiver:
             raise self._start_error
 
     def shutdown(self, timeout: float = 5.0) -> bool:
+        # What the socket already holds is processed before it closes (bounded by the timeout):
+        # closing with LINGER 0 alone would throw away records the apps counted as sent.
+        self._drain_until = time.monotonic() + max(0.0, timeout) * 0.8
         self._stop.set()
         ok = True
         if self._thread is not None:
@@ -183,10 +188,24 @@ class ZmqReceiver:
                     except zmq.Again:
                         break
                     self.handle(frames)
+            self._drain(sock)
         finally:
             sock.close(0)
             self._stop_auth()
             ctx.term()
+
+    def _drain(self, sock: zmq.Socket) -> None:
+        """Receive thread, at shutdown: handle every message already queued in the socket."""
+        drained = 0
+        while time.monotonic() < self._drain_until:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self.handle(frames)
+            drained += 1
+        if drained:
+            log.info("drained %d queued messages before closing", drained)
 
     def _setup_curve(self, ctx: zmq.Context, sock: zmq.Socket, curve: CurveConfig) -> None:
         """CURVE server keys from the secret-key file, and a ZAP handler (started before bind) that
@@ -266,8 +285,9 @@ class ZmqReceiver:
             new_next = max(expected or 0, header.seq + header.count)
             self._next[key] = new_next
         kind = wire.KIND_NAMES[header.kind]
-        # Only with redaction.redact_zmq: the app redacted these before they left its process.
-        resource, records, dropped = self._pipeline.redact(kind, resource, records, "zmq")
+        # Flagged frames: the app left redaction to us. Others were redacted in the app (redacted
+        # again only with redaction.redact_zmq).
+        resource, records, dropped = self._pipeline.redact(kind, resource, records, "zmq", header.redact)
         if dropped:
             self._reject("redaction_error", dropped)
         try:
