@@ -168,14 +168,12 @@ class Collector:
 
 
 def _restamp(frames: list[list[bytes]], publisher: bytes) -> list[list[bytes]]:
-    from otel_telemetry import wire
-
     out, nxt = [], {}
     for topic, header, payload in frames:
-        h = bytearray(header)
+        h = bytearray(header)  # "!2sBB16sQI": publisher at 4..20, seq at 20..28 (flags kept as sent)
         h[4:20] = publisher
         seq = nxt.get(topic, 0)
-        h = bytearray(wire.restamp(bytes(h), seq))
+        h[20:28] = seq.to_bytes(8, "big")
         nxt[topic] = seq + int.from_bytes(header[-4:], "big")
         out.append([topic, bytes(h), payload])
     return out

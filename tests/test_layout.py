@@ -26,7 +26,7 @@ CONTRACT = {"wire", "categories", "settings", "_version"}
 ALLOWED: dict[str, set[str]] = {
     "_version": set(), "wire": set(), "categories": set(), "settings": set(), "auth": set(),
     "redact": {"settings"},
-    "sdk": CONTRACT | {"redact"},
+    "sdk": CONTRACT | {"redact", "auth"},
     "otlp": {"wire", "categories"},
     "store": {"categories", "settings"},
     "query": {"store", "otlp", "categories", "settings"},

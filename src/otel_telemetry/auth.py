@@ -1,4 +1,5 @@
-"""Authentication helpers shared by the OTLP receivers: loopback test, bearer check, TLS context.
+"""Helpers shared by the OTLP receivers, the dashboard and the app side: loopback tests, the bearer
+check, the TLS context.
 
 A token is only ever compared with ``hmac.compare_digest`` (constant time in the token's content)
 and never logged.
@@ -26,6 +27,20 @@ def is_loopback_host(host: str) -> bool:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return addr.is_loopback
+
+
+def endpoint_stays_on_device(endpoint: str) -> bool:
+    """True for a ZeroMQ endpoint whose traffic cannot leave this device: ``ipc://``, ``inproc://``
+    and ``tcp://`` to a loopback host. Anything else (another host, ``*``, a LAN address, a name
+    that is not ``localhost``) may cross a network."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint[len("tcp://"):].rpartition(":")[0]
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return bool(host) and is_loopback_host(host)
 
 
 def bearer_matches(header: str | None, token: str) -> bool:

@@ -64,6 +64,13 @@ def _on_off(v: Any) -> bool:
     return truthy(v)  # not understood -> on (the safe side), with a warning
 
 
+def _redact_in_app(v: Any) -> str:
+    v = str(v).strip().lower()
+    if v not in ("auto", "always"):
+        raise ValueError(f"expected auto or always, got {v!r}")
+    return v
+
+
 def _config_dir() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "otel-telemetry"
@@ -105,6 +112,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("redact", "OTEL_TELEMETRY_REDACT", lambda: True, _on_off,
                 "redaction of personal data and secrets (app: before sending; collector: OTLP input); "
                 "on by default"),
+        Setting("redact_in_app", "OTEL_TELEMETRY_REDACT_IN_APP", lambda: "auto", _redact_in_app,
+                "app side: where records are redacted. auto: in the collector when the endpoint stays on "
+                "this device (ipc://, loopback tcp://), in the app when it leaves it; always: in the app"),
         Setting("redact_key", "OTEL_TELEMETRY_REDACT_KEY", lambda: None, _str,
                 "HMAC-SHA256 key (>= 16 bytes) for pseudonymised ids (user.id, enduser.id, ...)"),
         Setting("redact_key_file", "OTEL_TELEMETRY_REDACT_KEY_FILE", lambda: str(_config_dir() / "redact.key"),

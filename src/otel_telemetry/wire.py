@@ -3,8 +3,15 @@
 A data message is three ZeroMQ frames::
 
     [topic]   b"telemetry.<category>.<component>"   (SUB prefix filtering works on it)
-    [header]  struct "!2sBB16sQI": magic b"OT", version, kind, publisher id, seq, count
+    [header]  struct "!2sBB16sQI": magic b"OT", version, kind | flags, publisher id, seq, count
     [payload] msgpack: [resource_attributes: dict, records: list]
+
+``FLAG_REDACT`` (the high bit of the kind byte) says the app left redaction of the records to the
+collector: it sends over an ``ipc://`` or loopback endpoint, so the records never leave the device
+before a collector (another process, with its own core) redacts them. A frame without it was
+redacted by the app (its endpoint leaves the device) or comes from an app that switched redaction
+off. A receiver that does not know the flag rejects the frame (unknown kind): counted, never stored
+unredacted.
 
 ``seq`` counts RECORDS, not messages, per (publisher, topic): a message carries records
 ``seq .. seq+count-1`` and the next one on that topic must start at ``seq+count``. A receiver
@@ -45,6 +52,8 @@ import msgpack
 VERSION = 1
 MAGIC = b"OT"
 KIND_SPANS, KIND_METRICS, KIND_LOGS, KIND_SPAN_SHAPES, KIND_BYE = 1, 2, 3, 4, 9
+FLAG_REDACT = 0x80  # on the kind byte: the collector must redact these records
+_KIND_MASK = 0x7F
 KIND_NAMES = {KIND_SPANS: "span", KIND_METRICS: "metric", KIND_LOGS: "log", KIND_SPAN_SHAPES: "span",
               KIND_BYE: "bye"}
 
@@ -70,6 +79,7 @@ class Header:
     publisher: bytes
     seq: int
     count: int
+    redact: bool = False  # FLAG_REDACT: the app left redaction to the collector
 
 
 def _default(obj: Any) -> Any:
@@ -112,10 +122,11 @@ def encode_shaped(
     ))]
 
 
-def restamp(header: bytes, seq: int) -> bytes:
-    """The same header with another sequence number (the sender stamps it at send time)."""
+def restamp(header: bytes, seq: int, flags: int = 0) -> bytes:
+    """The same header with another sequence number (the sender stamps it at send time) and
+    ``flags`` (``FLAG_REDACT`` or 0) on the kind byte."""
     magic, version, kind, publisher, _, count = _HEADER.unpack(header)
-    return _HEADER.pack(magic, version, kind, publisher, seq, count)
+    return _HEADER.pack(magic, version, (kind & _KIND_MASK) | flags, publisher, seq, count)
 
 
 def encode_bye(packer: msgpack.Packer, publisher: bytes, next_seqs: dict[str, int]) -> list[bytes]:
@@ -135,9 +146,11 @@ def decode_header(frames: list[bytes]) -> Header:
         raise WireError("malformed", "bad magic")
     if version != VERSION:
         raise WireError("unsupported_version", f"version {version}, this collector speaks {VERSION}")
-    if kind not in KIND_NAMES:
+    redact = bool(kind & FLAG_REDACT)
+    kind &= _KIND_MASK
+    if kind not in KIND_NAMES or (redact and kind == KIND_BYE):
         raise WireError("malformed", f"unknown kind {kind}")
-    return Header(version, kind, publisher, seq, count)
+    return Header(version, kind, publisher, seq, count, redact)
 
 
 def decode_payload(header: Header, payload: bytes) -> tuple[dict[str, Any], list[Any]] | dict[str, int]:

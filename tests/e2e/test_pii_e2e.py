@@ -299,19 +299,32 @@ print(json.dumps({"counters": tel.counters(), "ok": ok, "raised": raised}))
 """
 
 
-def test_books_exact_and_unredactable_record_dropped_and_counted(collector: CollectorProc) -> None:
-    """Redaction drops nothing it can redact; a record it fails on is dropped and counted as
-    redaction_error (never sent as it was, never raised into the app), and the books close."""
+@pytest.mark.parametrize("site", ["collector", "app"])
+def test_books_exact_and_unredactable_record_dropped_and_counted(collector: CollectorProc, site: str) -> None:
+    """Redaction drops nothing it can redact; a record that cannot be handled is dropped and counted
+    (never sent as it was, never raised into the app), and the books close. Over this ipc endpoint
+    the collector redacts by default (``site=collector``: the app counts the unprintable record as
+    ``encode_error``, the collector counts the replacements); with OTEL_TELEMETRY_REDACT_IN_APP=always
+    the app redacts (it counts the replacements and the record it failed on as ``redaction_error``)."""
+    env = dict(os.environ, OTEL_TELEMETRY_REDACT_KEY=KEY,
+               OTEL_TELEMETRY_REDACT_IN_APP="always" if site == "app" else "auto")
     proc = subprocess.run([sys.executable, "-c", _BOOKS_APP, collector.endpoint], capture_output=True, timeout=120,
-                          env=dict(os.environ, OTEL_TELEMETRY_REDACT_KEY=KEY))
+                          env=env)
     assert proc.returncode == 0, proc.stderr.decode()
     out = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     c = out["counters"]
     assert out["ok"] and out["raised"] is None
-    assert c["dropped"] == {"redaction_error": 1} and c["sent"] == 100 and c["emitted"] == 101
-    assert c["redacted"] == {"email": 50, "phone": 50}
+    assert c["redaction"] == site
+    reason = "redaction_error" if site == "app" else "encode_error"
+    assert c["dropped"] == {reason: 1} and c["sent"] == 100 and c["emitted"] == 101
     wait_for(lambda: sum(collector.counts_by_category().values()) == 100, what="100 records stored")
     assert collector.stop() == 0
+    if site == "app":
+        assert c["redacted"] == {"email": 50, "phone": 50}
+    else:
+        assert c["redacted"] == {}
+        red = collector.status()["redaction"]
+        assert red["redacted"] == {"email": 50, "phone": 50} and red["records"] == 100
     assert_no_pii("database", _read(Path(collector.db)) + _read(Path(collector.db + "-wal")))
     assert b"bob@example.com" not in _read(Path(collector.db))
     assert collector.status()["zmq"]["rejected"] == {}

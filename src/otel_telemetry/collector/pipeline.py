@@ -37,11 +37,12 @@ class Pipeline:
         self.redaction = redaction
 
     def redact(self, kind: str, resource: dict[str, Any], records: list[Any],
-               source: str) -> tuple[dict[str, Any], list[Any], int]:
+               source: str, requested: bool = False) -> tuple[dict[str, Any], list[Any], int]:
         """(resource, records, dropped) for one decoded batch from ``source`` ("otlp" or "zmq");
-        receiver thread; never raises. ``dropped`` records failed redaction and are counted."""
+        ``requested``: a ZeroMQ frame flagged ``wire.FLAG_REDACT``. Receiver thread; never raises.
+        ``dropped`` records failed redaction and are counted."""
         red = self.redaction
-        if red is None or not red.applies(source):
+        if red is None or not red.applies(source, requested):
             return resource, records, 0
         return red.apply(kind, resource, records)
 

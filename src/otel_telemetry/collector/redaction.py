@@ -1,9 +1,11 @@
 """Redaction in the collector: the ``redaction:`` section of collector.yaml, and the step that
 redacts decoded batches before the store, the forwarders and (through the store) alerts see them.
 
-Data arriving over OTLP is always redacted here (unless ``enabled: false``); ZeroMQ data was
-redacted in the app before it left the process, so it is redacted again only with
-``redact_zmq: true`` (pseudonyms made by the app, ``ph_…``, are kept as they are). A record the
+Data arriving over OTLP is always redacted here (unless ``enabled: false``). ZeroMQ frames are
+redacted here when the app asks for it (``wire.FLAG_REDACT``: the app sends over an endpoint that
+stays on the device and leaves the work to this process); frames an app redacted before they left
+it (its endpoint crosses a network) are redacted again only with ``redact_zmq: true``
+(pseudonyms made by the app, ``ph_…``, are kept as they are). A record the
 redactor fails on is dropped and counted as ``redaction_error``, never stored as it was.
 
     redaction:
@@ -37,6 +39,7 @@ log = logging.getLogger("otel_telemetry.collector.redaction")
 
 KEYS = frozenset({"enabled", "redact_zmq", "patterns", "allow_keys", "deny_keys", "pseudonymize_keys", "disable",
                   "key_env", "key_file"})
+COLLECTOR_CACHE = 1 << 16
 _RULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -128,17 +131,24 @@ class BatchRedactor:
 
     def __init__(self, cfg: CollectorRedaction | None = None) -> None:
         cfg = cfg or CollectorRedaction()
-        self.redactor = Redactor(cfg.config)
+        # Every app's distinct values pass here: a larger memory of clean strings than an app's.
+        self.redactor = Redactor(cfg.config, cache_size=COLLECTOR_CACHE)
         self.enabled = self.redactor.enabled
         self.redact_zmq = cfg.redact_zmq
         self._lock = threading.Lock()
+        self._warned_off = False
         self._errors = 0
         self._records = 0
         self._fns: dict[str, Callable[[Any], Any]] = {
             "span": self.redactor.redact_span, "metric": self.redactor.redact_metric, "log": self.redactor.redact_log}
 
-    def applies(self, source: str) -> bool:
-        return self.enabled and (source != "zmq" or self.redact_zmq)
+    def applies(self, source: str, requested: bool = False) -> bool:
+        """``requested``: the frame carries ``wire.FLAG_REDACT`` (the app did not redact it)."""
+        if requested and not self.enabled and not self._warned_off:
+            self._warned_off = True
+            log.warning("apps on this device leave redaction to the collector, but redaction is off here: "
+                        "their records are stored as they were sent")
+        return self.enabled and (source != "zmq" or self.redact_zmq or requested)
 
     def apply(self, kind: str, resource: dict[str, Any], records: list[Any]) -> tuple[dict[str, Any], list[Any], int]:
         """(resource, records, dropped): the redacted batch; records the redactor fails on are

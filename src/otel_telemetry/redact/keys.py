@@ -44,6 +44,7 @@ class KeyRules:
     _hkey: bytes | None
     _key_file: str | None
     _pseudo_cache: dict[str, str]
+    _cache_max: int
     _warned: bool
     _short: bool
     _ok: Any
@@ -153,7 +154,7 @@ class KeyRules:
             return _mark("pseudonym_unkeyed")
         self._add(_ONE_PSEUDONYM)
         out = "ph_" + hmac.digest(self._hkey, s.encode("utf-8", "surrogatepass"), "sha256").hex()[:PSEUDONYM_HEX]
-        if len(self._pseudo_cache) >= 1024:
+        if len(self._pseudo_cache) >= self._cache_max // 4:
             self._pseudo_cache.clear()
         self._pseudo_cache[s] = out
         return out

@@ -40,6 +40,7 @@ from .scan import DETECTORS, mark, plain, scan
 __all__ = ["DETECTORS", "ENV_ENABLED", "ENV_KEY", "MIN_KEY_BYTES", "RedactionConfig", "Redactor", "scan_bytes"]
 
 MAX_DEPTH = 32
+_DIRTY_STR_MAX = 1024
 _mark = mark
 _truthy = truthy
 
@@ -51,8 +52,11 @@ class Redactor(KeyRules):
     log or store a redacted value; only per-rule counts are kept (:meth:`counts`).
     """
 
-    def __init__(self, config: RedactionConfig | None = None) -> None:
+    def __init__(self, config: RedactionConfig | None = None, cache_size: int = _CACHE_MAX) -> None:
+        """``cache_size``: most strings remembered clean (and pseudonyms cached). The app keeps the
+        default; the collector, which sees every app's distinct values, holds more."""
         cfg = config or RedactionConfig()
+        self._cache_max = max(16, cache_size)
         self.config = cfg
         self.enabled = bool(cfg.enabled)
         self._on = frozenset(d for d in DETECTORS if d not in set(cfg.disable))
@@ -78,6 +82,9 @@ class Redactor(KeyRules):
         self._local = threading.local()  # per-thread {rule: n}: counting takes no lock
         self._all_counts: list[dict[str, int]] = []
         self._clean: set[Any] = set()
+        # Strings that needed redacting -> (redacted text, {rule: n}): a value seen again (a client
+        # IP, a user agent with a version that looks like an address) costs one lookup, not a scan.
+        self._dirty: dict[str, tuple[str, dict[str, int]]] = {}
         self._keys: dict[Any, int] = {}  # top-level attribute keys -> action
         self._nkeys: dict[Any, int] = {}  # keys of nested maps (no allow-list) -> action
         self._scan_keys: set[Any] = set()  # the _SCAN subsets of the two above
@@ -298,7 +305,7 @@ class Redactor(KeyRules):
                         if not self._quiet(v):
                             return False
                     elif c is int or c is float or c is bool:
-                        if len(clean) >= _CACHE_MAX:
+                        if len(clean) >= self._cache_max:
                             clean.clear()
                         clean.add(v)
                     elif v is not None:
@@ -335,20 +342,30 @@ class Redactor(KeyRules):
         any detector needs is settled by ``redact_scan.plain`` without a regex."""
         if len(s) < 20 and s.isascii() and not self._custom and "xox" not in s and plain(s):
             clean = self._clean
-            if len(clean) >= _CACHE_MAX:
+            if len(clean) >= self._cache_max:
                 clean.clear()
             clean.add(s)
             return True
+        if s in self._dirty:
+            return False
         hits: dict[str, int] = {}
-        scan(s, self._on, self._custom, hits)
+        out = scan(s, self._on, self._custom, hits)
         if hits:
+            self._keep_dirty(s, out, hits)
             return False
         self._remember(s)
         return True
 
+    def _keep_dirty(self, s: str, out: str, hits: dict[str, int]) -> None:
+        if len(s) <= _DIRTY_STR_MAX:
+            dirty = self._dirty
+            if len(dirty) >= self._cache_max // 8:
+                dirty.clear()
+            dirty[s] = (out, hits)
+
     def _remember(self, s: str) -> None:
         if len(s) <= _CACHE_STR_MAX:
-            if len(self._clean) >= _CACHE_MAX:
+            if len(self._clean) >= self._cache_max:
                 self._clean.clear()
             self._clean.add(s)
 
@@ -389,10 +406,15 @@ class Redactor(KeyRules):
     def _text(self, s: str) -> str:
         if s in self._clean:
             return s
+        seen = self._dirty.get(s)
+        if seen is not None:
+            self._add(seen[1])
+            return seen[0]
         hits: dict[str, int] = {}
         out = self._scan(s, hits)
         if hits:
             self._add(hits)
+            self._keep_dirty(s, out, hits)
             return out
         self._remember(s)
         return s

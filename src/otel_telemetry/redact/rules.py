@@ -167,6 +167,8 @@ def entropy(s: str) -> float:
 def entropy_ok(m: re.Match[str]) -> bool:
     """Random-looking: mixed case, a digit or base64 symbol, few word-like runs, high entropy."""
     s = m.group(0)
+    if s == s.lower() or s == s.upper():  # one case only (hex ids, base32): settled in C
+        return False
     upper = sum(1 for c in s if c.isupper())
     lower = sum(1 for c in s if c.islower())
     if upper < 2 or lower < 2 or s.count("/") > 2 or not (_DIGIT.search(s) or "+" in s or "=" in s):

@@ -26,6 +26,11 @@ DETECTORS: tuple[str, ...] = (
 # characters ``\s`` matches. ``_DELETE`` is every other ASCII byte.
 _KEEP = frozenset(b"0123456789.@%:=" + b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f")
 _DELETE = bytes(b for b in range(128) if b not in _KEEP)
+_DIGITS13 = re.compile(r"\d{13}")
+_HEX = "0123456789abcdefABCDEF"
+# A whole string that is one IPv4 address (client.address, net.peer.ip, ...): the only detector
+# that can hit it is ipv4 (no phone or card fits in four octets without leading zeros).
+_IPV4_ONLY = re.compile(rf"{rules.IPV4.pattern}")
 
 
 def mark(rule: str) -> str:
@@ -41,7 +46,12 @@ def plain(s: str) -> bool:
     if not kept:
         return True
     if kept.isdigit():
-        return len(kept) < 7
+        if len(kept) < 7:
+            return True
+        # Digits with no whitespace, '.', '-', '+' or '(' cannot form a phone number (every phone
+        # pattern needs one of them), and a card needs 13 in a row: ids such as hex request ids and
+        # paths like /items/1234567 are settled here instead of by the full scan.
+        return "-" not in s and "+" not in s and "(" not in s and _DIGITS13.search(s) is None
     digits = kept.replace(b".", b"")
     if digits and not digits.isdigit():
         return False
@@ -53,7 +63,16 @@ def scan(s: str, on: frozenset[str] | set[str], custom: list[tuple[str, re.Patte
          hits: dict[str, int]) -> str:
     """All enabled detectors over ``s``; records {rule: n} in ``hits``. Pure: no shared state."""
     n = len(s)
+    if 7 <= n <= 15 and "ipv4" in on and (m := _IPV4_ONLY.fullmatch(s)) is not None:
+        if not rules.ipv4_ok(m):
+            return _custom(s, custom, hits)
+        hits["ipv4"] = hits.get("ipv4", 0) + 1
+        return _custom(mark("ipv4"), custom, hits)
     if n >= 6:
+        if not s.strip(_HEX) and _DIGITS13.search(s) is None:
+            # Hex only (request and trace ids): no API-key prefix, too little entropy for a secret
+            # token, no phone without a separator, no card without 13 digits in a row.
+            return _custom(s, custom, hits)
         if s.isascii() and plain(s):
             if (n >= 20 or "xox" in s) and "api_key" in on:
                 s = sub(rules.API_KEY, s, "api_key", hits)
@@ -61,6 +80,10 @@ def scan(s: str, on: frozenset[str] | set[str], custom: list[tuple[str, re.Patte
                 s = sub(rules.SECRET_RUN, s, "secret_token", hits, check=rules.entropy_ok)
         else:
             s = _full(s, on, hits)
+    return _custom(s, custom, hits)
+
+
+def _custom(s: str, custom: list[tuple[str, re.Pattern[str]]], hits: dict[str, int]) -> str:
     for name, rx in custom:
         s = sub(rx, s, name, hits)
     return s

@@ -28,17 +28,24 @@ _MARKER = re.compile(r"\[REDACTED:([^\]]*)\]")
 
 
 class _Converter:
-    """Turns queued SDK objects into (redacted) wire tuples. Runs on the sender thread only."""
+    """Turns queued SDK objects into (redacted) wire tuples. Runs on the sender thread only.
 
-    def __init__(self, rules: Sequence[cats.Rule] = (), redactor: Redactor | None = None) -> None:
+    ``records=False``: the collector redacts the records (the endpoint stays on this device, and
+    the transport flags every frame ``wire.FLAG_REDACT``); the redactor then only sees resources and
+    topic components, once each (a component has to be redacted here: ``topic_for`` rewrites the
+    characters a detector needs, such as ``@``)."""
+
+    def __init__(self, rules: Sequence[cats.Rule] = (), redactor: Redactor | None = None,
+                 records: bool = True) -> None:
         self.rules = tuple(rules)
         self.redactor = redactor if redactor is not None and redactor.enabled else None
+        self._records = self.redactor if records else None
         self._resources: dict[int, tuple[Any, dict[str, Any]]] = {}
         self._metric_resources: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._topics: dict[tuple[str, str], bytes] = {}
         self._scopes: dict[tuple[int, int], tuple[str | None, str | None, dict[str, Any], str]] = {}
         # User rules may look at any attribute value, so with rules every span takes the long way.
-        self.plans = None if self.rules else SpanPlans(lambda snap: self.span(snap, False), self.redactor)
+        self.plans = None if self.rules else SpanPlans(lambda snap: self.span(snap, False), self._records)
 
     def redaction_counts(self) -> dict[str, int]:
         """Replacements per rule so far (counts only, never values); any thread."""
@@ -76,7 +83,7 @@ class _Converter:
     def _redacted(self, category: str, item: Prepared) -> Prepared:
         """``item`` with its record, resource and topic redacted; if the redactor fails, the
         record is dropped and counted (``redaction_error``), never sent as it was."""
-        red = self.redactor
+        red = self._records
         assert red is not None
         _, topic, kind, resource, rec = item
         try:
@@ -107,7 +114,9 @@ class _Converter:
         category, _, kind, resource, rec = item
         attrs = rec[7] or EMPTY
         component = attrs.get("telemetry.component") or rec[9] or resource.get("service.name") or "unknown"
-        return self._redacted(category, (category, self.topic(category, str(component)), kind, resource, rec))
+        # The metric exporter's converter has no redactor: the topic is redacted here in any case.
+        item = (category, self.topic(category, str(component)), kind, resource, rec)
+        return self._redacted(category, item) if self._records is not None else item
 
     def _metric_resource(self, resource: dict[str, Any]) -> dict[str, Any]:
         """The redacted resource of one metric export, the same dict for all its points (the
@@ -147,7 +156,7 @@ class _Converter:
             start, end, kind, code, description, attrs, events, links, scope_name, scope_version,
         )
         out = category, self.topic(category, component), wire.KIND_SPANS, resource, rec
-        return self._redacted(category, out) if redact and self.redactor is not None else out
+        return self._redacted(category, out) if redact and self._records is not None else out
 
     def log(self, item: ReadWriteLogRecord | ReadableLogRecord, redact: bool = True) -> Prepared:
         lr = item.log_record
@@ -169,7 +178,7 @@ class _Converter:
             event_name, scope_name, scope.version if scope is not None else None,
         )
         out = category, self.topic(category, str(component)), wire.KIND_LOGS, resource, rec
-        return self._redacted(category, out) if redact and self.redactor is not None else out
+        return self._redacted(category, out) if redact and self._records is not None else out
 
     def drop_category(self, item: Any) -> str:
         """Category of an item dropped on an app thread (slow path only)."""

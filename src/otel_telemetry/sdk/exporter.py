@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .. import categories as cats
 from .. import settings, wire
+from ..auth import endpoint_stays_on_device
 from ..redact.config import app_config
 from ..redact.redactor import RedactionConfig, Redactor
 from .convert import _Converter
@@ -57,7 +58,9 @@ def get_transport(endpoint: str | None = None, rules: Sequence[cats.Rule] = (),
     with _shared_lock:
         t = _shared.get(ep)
         if t is None or t._stopping:
-            conv = _Converter(rules, Redactor(app_config(redaction)))
+            redactor = Redactor(app_config(redaction))
+            at = redaction_site(ep, redactor.enabled, options.get("redact_in_app"))
+            conv = _Converter(rules, redactor, records=at == "app")
             t = Transport(
                 ep, conv,
                 queue_size=settings.resolve("queue_size", options.get("queue_size")),
@@ -67,11 +70,23 @@ def get_transport(endpoint: str | None = None, rules: Sequence[cats.Rule] = (),
                 curve_server_key=settings.resolve("curve_server_key", options.get("curve_server_key")),
                 curve_client_key_file=settings.resolve("curve_client_key_file", options.get("curve_client_key_file")),
                 categorise_drop=conv.drop_category, redaction_counts=conv.redaction_counts,
-                span_plans=conv.plans,
+                span_plans=conv.plans, redaction_site=at,
             )
             _shared[ep] = t
         t.start()
         return t
+
+
+def redaction_site(endpoint: str, enabled: bool, redact_in_app: str | None = None) -> str:
+    """Where this app's records are redacted: ``"app"`` (before they leave the process: the
+    endpoint may cross a network, or ``OTEL_TELEMETRY_REDACT_IN_APP=always``), ``"collector"`` (the
+    endpoint stays on this device: the collector, another process with its own core, redacts every
+    frame this app flags) or ``"off"`` (redaction switched off)."""
+    if not enabled:
+        return "off"
+    if settings.resolve("redact_in_app", redact_in_app) == "always" or not endpoint_stays_on_device(endpoint):
+        return "app"
+    return "collector"
 
 
 class _TransportUser:

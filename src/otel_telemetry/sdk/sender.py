@@ -295,10 +295,21 @@ class Sender:
             try:
                 frames = wire.encode(packer, topic, kind, self._publisher, 0, resource, recs)
             except Exception:
-                log.debug("could not encode a batch for %s", topic, exc_info=True)
-                bad[cat] = bad.get(cat, 0) + len(recs)
+                # One record that cannot be encoded (an attribute whose str() raises) must not cost
+                # the batch: find it, count it, send the rest.
                 packer.reset()
-                continue
+                good = _encodable(packer, recs)
+                bad[cat] = bad.get(cat, 0) + len(recs) - len(good)
+                try:
+                    frames = wire.encode(packer, topic, kind, self._publisher, 0, resource, good) if good else None
+                except Exception:  # the resource itself
+                    log.debug("could not encode a batch for %s", topic, exc_info=True)
+                    packer.reset()
+                    frames = None
+                if frames is None:
+                    bad[cat] += len(good)
+                    continue
+                recs = good
             out.append((cat, topic, frames, len(recs)))
             pending_count[cat] = pending_count.get(cat, 0) + len(recs)
         with self._lock:
@@ -334,7 +345,7 @@ class Sender:
         is full (zmq.Again). The sequence number is stamped only now, so records the app drops
         never leave a gap the collector would count a second time."""
         seq = self._next_seq.get(topic, 0)
-        frames[1] = wire.restamp(frames[1], seq)
+        frames[1] = wire.restamp(frames[1], seq, self._flags)
         try:
             sock.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
@@ -385,3 +396,16 @@ def _server_public_key(value: str) -> bytes:
     except Exception:
         raise ValueError(f"curve_server_key {value!r}: not valid Z85") from None
     return key
+
+
+def _encodable(packer: Any, recs: list[Any]) -> list[Any]:
+    """The records of ``recs`` that msgpack can encode (sender thread, failure path only)."""
+    good = []
+    for rec in recs:
+        try:
+            packer.pack(rec)
+        except Exception:
+            packer.reset()
+            continue
+        good.append(rec)
+    return good

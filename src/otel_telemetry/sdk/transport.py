@@ -27,6 +27,7 @@ from typing import Any
 
 import zmq
 
+from .. import wire
 from .batches import ReadyBatches
 from .sender import (  # noqa: F401  # Dropped, Prepared and the reasons are this module's API too
     ENCODE_ERROR,
@@ -60,8 +61,11 @@ class Transport(Sender):
                  categorise_drop: Callable[[Any], str] | None = None, curve_server_key: str | None = None,
                  curve_client_key_file: str | None = None,
                  redaction_counts: Callable[[], dict[str, int]] | None = None,
-                 span_plans: SpanPlans | None = None) -> None:
+                 span_plans: SpanPlans | None = None, redaction_site: str = "app") -> None:
         self.endpoint = endpoint
+        # "collector": every data frame carries wire.FLAG_REDACT (see exporter.redaction_site).
+        self.redaction_site = redaction_site
+        self._flags = wire.FLAG_REDACT if redaction_site == "collector" else 0
         self._curve_server_key = curve_server_key
         self._curve_client_key_file = curve_client_key_file
         self._convert = converter
@@ -203,6 +207,7 @@ class Transport(Sender):
                 "connected": self.connected,
                 "by_category": by_cat,
                 "redacted": self._redaction_counts() if self._redaction_counts is not None else {},
+                "redaction": self.redaction_site,
             }
 
     def acquire(self) -> None:
