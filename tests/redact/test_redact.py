@@ -280,6 +280,49 @@ def test_plain_gate_never_hides_a_hit(s: str) -> None:
     assert fast == full
 
 
+_ids = st.one_of(
+    st.text(alphabet=st.sampled_from(list("0123456789abcdefABCDEF")), min_size=6, max_size=48),
+    st.text(alphabet=st.sampled_from(list("0123456789abcdef-/+()._")), min_size=6, max_size=40),
+    st.builds(lambda a, b, c, d: f"{a}.{b}.{c}.{d}", *[st.integers(0, 300)] * 4),
+    st.builds(lambda n: f"/api/v1/items/{n}", st.integers(0, 10**16)),
+    st.sampled_from(["4111111111111111", "4111 1111 1111 1111", "415-555-2671", "+14155552671", "127.0.0.1",
+                     "0.0.0.0", "1234567890123", "12345678-1234-1234-1234-123456789012"]),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(s=_ids)
+def test_id_shortcuts_never_hide_a_hit(s: str) -> None:
+    """The shortcuts for hex ids, whole IPv4 addresses and digit runs without separators (issue 13)
+    give what the full scan gives, on generated ids, addresses and numbers."""
+    from otel_telemetry.redact import scan as redact_scan
+
+    on = frozenset(DETECTORS)
+    fast: dict[str, int] = {}
+    full: dict[str, int] = {}
+    assert redact_scan.scan(s, on, [], fast) == redact_scan._full(s, on, full)
+    assert fast == full
+
+
+def test_collector_redactor_caches_what_it_redacted() -> None:
+    """A value redacted once is not scanned again (its counts still add up per occurrence)."""
+    from otel_telemetry.redact import redactor as redactor_mod
+
+    red = Redactor(RedactionConfig(pseudonym_key=KEY), cache_size=1 << 16)
+    calls = []
+    real = redactor_mod.scan
+    try:
+        redactor_mod.scan = lambda *a: (calls.append(a[0]), real(*a))[1]  # type: ignore[assignment]
+        recs = [("op", b"t" * 16, b"s" * 8, None, 1, 2, 0, 0, None, {"client.address": "10.1.2.3"}, None, None,
+                 None, None) for _ in range(3)]
+        out = [red.redact_span(r) for r in recs]
+    finally:
+        redactor_mod.scan = real  # type: ignore[assignment]
+    assert {o[9]["client.address"] for o in out} == {"[REDACTED:ipv4]"}
+    assert calls.count("10.1.2.3") == 1
+    assert red.counts() == {"ipv4": 3}
+
+
 def test_short_slack_token_and_kv_counters() -> None:
     r = red()
     assert r.find("xoxb-1234567890") == {"api_key": 1}
