@@ -100,14 +100,18 @@ def configure(
     ``service_name`` and ``resource_attributes`` add to ``OTEL_SERVICE_NAME`` /
     ``OTEL_RESOURCE_ATTRIBUTES`` (read by the SDK's ``Resource.create``). Pass an existing
     ``tracer_provider`` to add our span processor to it instead of creating one. ``options``:
-    ``queue_size``, ``batch_size``, ``join_timeout``, ``send_hwm``, ``export_interval``.
+    ``queue_size``, ``batch_size``, ``join_timeout``, ``send_hwm``, ``export_interval``, ``redact_in_app``.
     ``host_metrics=True`` (with ``metrics``) adds CPU, memory, disk, network and uptime metrics of
     the host and this process (``otel_telemetry.sdk.hostmetrics``; needs psutil).
 
-    ``redaction``: personal data and secrets are redacted on the sender thread before anything
-    leaves the process (on by default; ``OTEL_TELEMETRY_REDACT=off`` or ``redaction=False`` turn
-    it off, a :class:`~otel_telemetry.redact.RedactionConfig` tunes it; it applies when this
-    process's transport is created). ``counters()["redacted"]`` counts replacements per rule.
+    ``redaction``: personal data and secrets are redacted before they leave the device (on by
+    default; ``OTEL_TELEMETRY_REDACT=off`` or ``redaction=False`` turn it off, a
+    :class:`~otel_telemetry.redact.RedactionConfig` tunes it; it applies when this process's
+    transport is created). Over an endpoint that stays on this device (ipc://, loopback tcp://)
+    the collector redacts the records; over any other this process's sender thread does
+    (``redact_in_app="always"`` / ``OTEL_TELEMETRY_REDACT_IN_APP=always``: always here).
+    ``counters()["redaction"]`` says which; ``counters()["redacted"]`` counts the replacements made
+    in this process per rule.
     """
     global _current
     attrs = dict(resource_attributes or {})
