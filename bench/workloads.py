@@ -49,9 +49,10 @@ def total_spans(requests: int, workload: str) -> int:
 
 def _prompt(rng: random.Random, i: int) -> str:
     words = [rng.choice(_WORDS) for _ in range(110)]
-    if i % 10 == 0:
+    k = i // 20  # the k-th prompt (one every 20 requests)
+    if k % 10 == 3:
         words.insert(rng.randrange(len(words)), f"contact me at jane.doe{i}@example.org")
-    elif i % 10 == 5:
+    elif k % 10 == 7:
         words.insert(rng.randrange(len(words)), f"or call +1 415 555 {1000 + i % 9000:04d}")
     text = f"[ticket {i}] " + " ".join(words)
     return json.dumps([{"role": "system", "parts": [{"type": "text", "content": "You are a helpful assistant."}]},

@@ -273,11 +273,8 @@ def test_plain_gate_never_hides_a_hit(s: str) -> None:
 
     if len(s) < 6:  # below every detector's shortest match: not scanned at all
         return
-    on = frozenset(DETECTORS)
     fast: dict[str, int] = {}
-    full: dict[str, int] = {}
-    assert redact_scan.scan(s, on, [], fast) == redact_scan._full(s, on, full)
-    assert fast == full
+    assert (redact_scan.scan(s, frozenset(DETECTORS), [], fast), fast) == _ungated(s)
 
 
 _ids = st.one_of(
@@ -297,11 +294,65 @@ def test_id_shortcuts_never_hide_a_hit(s: str) -> None:
     give what the full scan gives, on generated ids, addresses and numbers."""
     from otel_telemetry.redact import scan as redact_scan
 
-    on = frozenset(DETECTORS)
     fast: dict[str, int] = {}
-    full: dict[str, int] = {}
-    assert redact_scan.scan(s, on, [], fast) == redact_scan._full(s, on, full)
-    assert fast == full
+    assert (redact_scan.scan(s, frozenset(DETECTORS), [], fast), fast) == _ungated(s)
+
+
+def _ungated(s: str) -> tuple[str, dict[str, int]]:
+    """Every detector's regex over ``s`` in the scan's order with no gate in front: the reference
+    the gates of ``scan``/``_full`` must agree with."""
+    from otel_telemetry.redact import rules as r
+    from otel_telemetry.redact.scan import sub
+
+    hits: dict[str, int] = {}
+    s = sub(r.URL_CREDENTIALS, s, "url_credentials", hits, keep=1, tail="@")
+    s = sub(r.PRIVATE_KEY, s, "private_key", hits)
+    s = sub(r.JWT, s, "jwt", hits)
+    s = sub(r.BEARER, s, "bearer", hits, keep=1, check=r.bearer_ok, sep=" ")
+    s = sub(r.BASIC, s, "basic_auth", hits, keep=1, check=r.basic_ok, sep=" ")
+    s = sub(r.API_KEY, s, "api_key", hits)
+    s = sub(r.KV_SECRET, s, "kv_secret", hits, keep=1, check=r.kv_ok)
+    s = sub(r.EMAIL, s, "email", hits)
+    s = sub(r.IPV6_CANDIDATE, s, "ipv6", hits, check=r.ipv6_ok)
+    s = sub(r.CARD, s, "card", hits, check=r.card_ok)
+    s = sub(r.IPV4, s, "ipv4", hits, check=r.ipv4_ok)
+    s = sub(r.PHONE, s, "phone", hits, check=r.phone_ok)
+    s = sub(r.SECRET_RUN, s, "secret_token", hits, check=r.entropy_ok)
+    return s, hits
+
+
+_words = st.lists(st.one_of(st.sampled_from(["the", "report", "token", "key:", "pass=", "call", "+1", "(415)",
+                                             "555-2671", "::1", "fe80::1%eth0", "a:b:c:d:e:f:0:1", "sk-",
+                                             "ghp_", "AKIA", "eyJhbGciOi.eyJzdWIi.sig", "Bearer", "basic"]),
+                            _gate_text, _ids, st.sampled_from(list(PII.values()))), max_size=12)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(words=_words, sep=st.sampled_from([" ", "", "\n", '", "', ":"]))
+def test_detector_gates_never_hide_a_hit(words: list[str], sep: str) -> None:
+    """``scan`` (its shortcuts and the per-detector gates of the full scan) gives what every regex
+    run without a gate gives, on generated text mixing words, ids and the PII corpus."""
+    from otel_telemetry.redact import scan as redact_scan
+
+    s = sep.join(words)
+    if len(s) < 6:
+        return
+    fast: dict[str, int] = {}
+    assert (redact_scan.scan(s, frozenset(DETECTORS), [], fast), fast) == _ungated(s)
+
+
+def test_span_name_with_pii_is_redacted_once_its_keys_are_known() -> None:
+    """Regression: once a span's attribute keys were known (one pseudonymised), a later span with PII
+    in its name took the short path and kept the name as it was."""
+    red = Redactor(RedactionConfig(pseudonym_key=KEY))
+
+    def span(name: str, attrs: dict[str, Any]) -> tuple[Any, ...]:
+        return (name, b"t" * 16, b"s" * 8, None, 1, 2, 0, 0, None, attrs, None, None, "scope", None)
+
+    red.redact_span(span("op", {"user.id": "u1", "client.address": "127.0.0.1"}))
+    out = red.redact_span(span("op alice@example.com", {"user.id": "u1", "client.address": "10.1.2.3"}))
+    assert out[0] == "op [REDACTED:email]"
+    assert out[9]["client.address"] == "[REDACTED:ipv4]" and out[9]["user.id"].startswith("ph_")
 
 
 def test_collector_redactor_caches_what_it_redacted() -> None:

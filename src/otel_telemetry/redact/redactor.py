@@ -149,11 +149,14 @@ class Redactor(KeyRules):
             clean = self._clean
             try:
                 if (name in clean or self._ok(name)) and (not scope or scope in clean or self._ok(scope)) and (
-                        not sver or sver in clean or self._ok(sver)) and (
-                        not attrs or self._quiet_map(attrs, self._scan_keys)):
-                    return rec
-                if attrs and self._pseudo_top:
-                    a2 = self._pseudo_map(attrs)
+                        not sver or sver in clean or self._ok(sver)):
+                    if not attrs or self._quiet_map(attrs, self._scan_keys):
+                        return rec
+                    # Known keys, string and number values: one pass with the pseudonyms and the
+                    # redacted values (each string scanned once, then remembered either way).
+                    a2 = self._simple_map(attrs)
+                    if a2 is attrs:
+                        return rec
                     if a2 is not None:
                         return (name, tid, sid, parent, start, end, kind, code, msg, a2, events, links, scope, sver)
             except TypeError:  # an unhashable name (collector input): the long way
@@ -314,9 +317,10 @@ class Redactor(KeyRules):
             return False
         return True
 
-    def _pseudo_map(self, m: dict[Any, Any]) -> dict[Any, Any] | None:
-        """Short path for attributes with ids to pseudonymise (``user.id``): every key a known plain
-        or pseudonymised one, every other value clean -> one copy with the pseudonyms; else None."""
+    def _simple_map(self, m: dict[Any, Any]) -> dict[Any, Any] | None:
+        """Short path for top-level attributes whose keys are all known plain or pseudonymised ones
+        and whose values are strings, numbers or None: the same dict when nothing changes, else one
+        copy with the pseudonyms and redacted strings; None (take ``_map``) for anything else."""
         if not self._plain_or_pseudo.issuperset(m):
             return None
         pseudo, clean = self._pseudo_top, self._clean
@@ -329,7 +333,13 @@ class Redactor(KeyRules):
                     out[k] = self._pseudonymize(v)
             elif v not in clean:
                 c = v.__class__
-                if not ((c is str and self._quiet(v)) or c is int or c is float or c is bool or v is None):
+                if c is str:
+                    nv = self._text(v)
+                    if nv is not v:
+                        if out is None:
+                            out = dict(m)
+                        out[k] = nv
+                elif not (c is int or c is float or c is bool or v is None):
                     return None
         return m if out is None else out
 
