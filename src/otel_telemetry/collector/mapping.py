@@ -64,8 +64,9 @@ def _meta(resource: Mapping[str, Any], scope: str | None, scope_version: str | N
 
 def span_row(
     rec: Sequence[Any], resource: Mapping[str, Any], category: str, component: str,
-    service: str | None, subcategory: str | None = None,
+    service: str | None, subcategory: str | None = None, meta: str | None = None,
 ) -> tuple[Any, ...]:
+    """``meta``: the row's metadata JSON when the caller has it (one per resource and scope)."""
     (name, trace_id, span_id, parent, start, end, kind, status_code, status_msg, attrs, events,
      links, scope, scope_version) = rec
     is_event = "telemetry.event" in attrs and _EVENT_DATA_KEY in attrs
@@ -95,7 +96,8 @@ def span_row(
         _KINDS[kind] if 0 <= kind < 5 else str(kind),
         (end - start) / 1e6 if end and start else None,
         _STATUS[status_code] if 0 <= status_code < 3 else str(status_code), status_msg or None,
-        None, None, None, _dumps(data), _meta(resource, scope, scope_version), *genai.normalise(attrs),
+        None, None, None, _dumps(data), meta if meta is not None else _meta(resource, scope, scope_version),
+        *genai.normalise(attrs),
     )
 
 
@@ -147,6 +149,7 @@ def rows_from_batch(
     ignored by the unique index instead of stored twice.
     """
     service = service_of(resource)
+    metas: dict[tuple[Any, Any], str] = {}  # the batch shares one resource: its JSON once per scope
     for i, rec in enumerate(records):
         if kind == "span":
             attrs = rec[9]
@@ -157,7 +160,11 @@ def rows_from_batch(
             else:
                 category, component = topic
                 sub = None
-            yield span_row(rec, resource, category, component, service, sub)
+            scope_key = (rec[12], rec[13])
+            meta = metas.get(scope_key)
+            if meta is None:
+                meta = metas[scope_key] = _meta(resource, rec[12], rec[13])
+            yield span_row(rec, resource, category, component, service, sub, meta)
         elif kind == "metric":
             attrs = rec[7]
             category, sub = cats.categorise_metric(rec[0], attrs, rules)

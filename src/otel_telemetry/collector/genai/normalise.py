@@ -98,9 +98,26 @@ def _text(value: Any) -> str | None:
     return s or None
 
 
+# Attribute keys seen that carry no GenAI field: most spans' keys are all in it, which one C-level
+# set test settles (keys are few and repeat; bounded all the same). Any receiver thread may add.
+_PLAIN_KEYS: set[str] = set()
+
+
 def is_genai(attrs: Mapping[str, Any]) -> bool:
     """True if any attribute could carry GenAI fields (the cheap pre-check)."""
-    return any(type(k) is str and k.startswith(_PREFIXES) for k in attrs)
+    plain = _PLAIN_KEYS
+    if plain.issuperset(attrs):
+        return False
+    for k in attrs:
+        if k in plain:
+            continue
+        if type(k) is not str:
+            continue
+        if k.startswith(_PREFIXES):
+            return True
+        if len(plain) < 4096:
+            plain.add(k)
+    return False
 
 
 def normalise(attrs: Mapping[str, Any]) -> tuple[Any, ...]:
