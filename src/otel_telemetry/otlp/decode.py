@@ -95,8 +95,17 @@ def _any(v: Any) -> Any:
     return getattr(v, which)
 
 
+_SCALARS = frozenset({"string_value", "int_value", "double_value", "bool_value"})
+
+
 def _attrs(kvs: Any) -> dict[str, Any]:
-    return {kv.key: _any(kv.value) for kv in kvs}
+    # Scalars inline (most values): one call less per attribute, on every span of every request.
+    out = {}
+    for kv in kvs:
+        v = kv.value
+        which = v.WhichOneof("value")
+        out[kv.key] = getattr(v, which) if which in _SCALARS else _any(v)
+    return out
 
 
 def _id(raw: bytes, size: int, what: str) -> bytes:
