@@ -184,30 +184,32 @@ def _expand(shapes: dict[Any, Any], records: list[Any]) -> list[Any]:
     for sid, shape in shapes.items():
         if not (isinstance(shape, list) and len(shape) == 6 and isinstance(shape[5], list)):
             raise WireError("malformed", "a span shape is not [name, kind, code, scope, version, keys]")
+        if not all(k.__class__ is str for k in shape[5]):
+            raise WireError("malformed", "a span shape has a key that is not a string")
         table[sid] = shape
     out = []
+    top = 1 << 64
     for rec in records:
-        if not (isinstance(rec, list) and len(rec) == 9):
-            raise WireError("malformed", "a shaped span is not a 9-item array")
-        shape = table.get(rec[0]) if isinstance(rec[0], int) else None
+        # Per record, only what the shape-level checks above leave open (hostile input is rejected
+        # by the same checks as before, in fewer steps: this runs for every span over ZeroMQ).
+        try:
+            sid_, tid, sid, parent, start, end, svals, nvals, pvals = rec
+            shape = table.get(sid_) if sid_.__class__ is int else None
+        except (TypeError, ValueError):
+            raise WireError("malformed", "a shaped span is not a 9-item array") from None
         if shape is None:
             raise WireError("malformed", "a shaped span names no shape of its message")
-        svals, nvals, pvals = rec[6], rec[7], rec[8]
-        if not (isinstance(svals, list) and isinstance(nvals, list) and isinstance(pvals, list)):
+        if not (svals.__class__ is list and nvals.__class__ is list and pvals.__class__ is list):
             raise WireError("malformed", "shaped span values are not arrays")
         values = svals + nvals + pvals
         keys = shape[5]
         if len(values) != len(keys):
             raise WireError("malformed", "shaped span values do not match its shape's keys")
-        try:
-            attrs = dict(zip(keys, values, strict=True))
-        except TypeError:  # an unhashable key
-            raise WireError("malformed", "a span shape has a key that is not a string") from None
-        sid, parent = rec[2], rec[3]
-        if not (isinstance(sid, int) and 0 <= sid < 1 << 64
-                and (parent is None or (isinstance(parent, int) and 0 <= parent < 1 << 64))):
+        if not (sid.__class__ is int and 0 <= sid < top
+                and (parent is None or (parent.__class__ is int and 0 <= parent < top))):
             raise WireError("malformed", "a shaped span's ids are not unsigned 64-bit integers")
         name, kind, code, scope, version = shape[:5]
-        out.append([name, rec[1], sid.to_bytes(8, "big"), parent.to_bytes(8, "big") if parent is not None else None,
-                    rec[4], rec[5], kind, code, None, attrs, None, None, scope, version])
+        out.append([name, tid, sid.to_bytes(8, "big"), parent.to_bytes(8, "big") if parent is not None else None,
+                    start, end, kind, code, None, dict(zip(keys, values, strict=False)), None, None, scope,
+                    version])  # lengths checked above
     return out
