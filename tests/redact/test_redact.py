@@ -357,7 +357,7 @@ def test_span_name_with_pii_is_redacted_once_its_keys_are_known() -> None:
 
 def test_collector_redactor_caches_what_it_redacted() -> None:
     """A value redacted once is not scanned again (its counts still add up per occurrence)."""
-    from otel_telemetry.redact import redactor as redactor_mod
+    from otel_telemetry.redact import walk as redactor_mod
 
     red = Redactor(RedactionConfig(pseudonym_key=KEY), cache_size=1 << 16)
     calls = []
