@@ -162,3 +162,29 @@ def test_collector_lowers_its_cpu_priority_by_default(tmp_path: Path) -> None:
             assert _niceness(c.proc.pid) == expected  # type: ignore[union-attr]
         finally:
             assert c.stop() == 0
+
+
+def test_otlp_port_taken_fails_before_any_subscription(tmp_path: Path) -> None:
+    """Issue 15 item 1: a collector whose OTLP port is taken exits before its ZeroMQ socket binds
+    and subscribes, so an app never hands records to a subscription that is about to vanish: they
+    stay in the app and are counted there (no_collector), never 'sent' into a dying collector."""
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        c = CollectorProc(tmp_path)
+        c.config.write_text(f"receivers:\n  otlp_http:\n    endpoint: 127.0.0.1:{port}\n")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "otel_telemetry", "collector", "run", "--config", str(c.config),
+             "--db", c.db, "--endpoint", c.endpoint], stderr=open(c.log, "wb"), stdout=subprocess.DEVNULL)
+        assert proc.wait(60) != 0
+    finally:
+        holder.close()
+    log = c.log.read_text()
+    assert "listening on ipc" not in log, log
+    assert not Path(c.endpoint[len("ipc://"):]).exists()
+    out = run_producer(c.endpoint, "--spans", "30", "--join-timeout", "0.2")
+    assert out["counters"]["sent"] == 0 and out["counters"]["dropped"] == {"no_collector": 31}, out  # type: ignore[index]

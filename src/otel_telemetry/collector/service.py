@@ -79,8 +79,8 @@ class Collector:
         return body
 
     def start(self) -> None:
-        """Caller's thread: store writer first, then the receivers. A receiver that cannot bind
-        raises here, after what was already started has been stopped again."""
+        """Caller's thread: store writer first, then the receivers (OTLP, then ZeroMQ). A receiver
+        that cannot bind raises here, after what was already started has been stopped again."""
         checkpoints = self.writer.load_checkpoints()
         self.writer.start()
         try:
@@ -90,6 +90,9 @@ class Collector:
                 # Reads the store only; its state lives in its own file (single-writer rule).
                 self.alerts = AlertEngine(self.cfg.db, self.cfg.alerts)
                 self.alerts.start()
+            # OTLP binds first: the ZeroMQ socket subscribes as it binds, and apps hand records to a
+            # subscription as sent. A collector that then failed on an OTLP port lost them silently.
+            self._start_otlp()
             if self.cfg.zmq.enabled:
                 self.zmq = ZmqReceiver(
                     self.cfg.endpoint, self.pipeline, checkpoints=checkpoints,
@@ -97,7 +100,6 @@ class Collector:
                     curve=self.cfg.zmq.curve,
                 )
                 self.zmq.start()
-            self._start_otlp()
         except BaseException:
             self._stop_receivers(time.monotonic() + 2.0)
             self._stop_consumers(time.monotonic() + self.cfg.shutdown_timeout)
