@@ -188,3 +188,38 @@ def test_otlp_port_taken_fails_before_any_subscription(tmp_path: Path) -> None:
     assert not Path(c.endpoint[len("ipc://"):]).exists()
     out = run_producer(c.endpoint, "--spans", "30", "--join-timeout", "0.2")
     assert out["counters"]["sent"] == 0 and out["counters"]["dropped"] == {"no_collector": 31}, out  # type: ignore[index]
+
+
+def test_forged_counts_and_sequences_are_bounded(collector: CollectorProc) -> None:
+    """Issue 15 item 17: a header's record count is a claim (bounded by the payload's size), and a
+    sequence jump or goodbye beyond what any pipe can hold is rejected, not counted as a gap."""
+    ctx, pub = _publisher(collector.endpoint)
+    try:
+        packer = wire.new_packer()
+        pubid = b"F" * 16
+        topic = b"telemetry.ai_behavior.forge"
+        # 1. a 100-byte garbage payload whose header claims four billion records
+        frames = wire.encode(packer, topic, wire.KIND_SPANS, pubid, 0, {}, [])
+        frames[1] = frames[1][:-4] + (4_000_000_000).to_bytes(4, "big")
+        frames[2] = b"\xc1" * 100
+        pub.send_multipart(frames)
+        # 2. a real message, then one whose sequence number jumps by 2**40
+        pub.send_multipart(wire.encode(packer, topic, wire.KIND_SPANS, pubid, 0, {}, [GOOD_SPAN]))
+        pub.send_multipart(wire.encode(packer, topic, wire.KIND_SPANS, pubid, 1 << 40, {}, [GOOD_SPAN]))
+        # 3. a goodbye claiming the same
+        pub.send_multipart(wire.encode_bye(packer, pubid, {topic.decode(): 1 << 40}))
+        # 4. and an honest message after all that: still stored, with no gap
+        honest = list(GOOD_SPAN)
+        honest[2] = b"\x03" * 8
+        pub.send_multipart(wire.encode(packer, topic, wire.KIND_SPANS, pubid, 1, {}, [tuple(honest)]))
+        wait_for(lambda: collector.status().get("zmq", {}).get("rejected", {}).get("bad_sequence", 0) >= 2
+                 and sum(collector.counts_by_category().values()) >= 2, what="forged frames handled")
+    finally:
+        pub.close(0)
+        ctx.term()
+    assert collector.stop() == 0
+    z = collector.status()["zmq"]
+    assert z["rejected"]["malformed"] <= 100
+    assert z["rejected"]["bad_sequence"] == 2
+    assert z["gaps"] == {} and z["gaps_total"] == 0
+    assert sum(collector.counts_by_category().values()) == 2

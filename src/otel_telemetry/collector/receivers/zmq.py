@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("otel_telemetry.collector.zmq")
 
+# The largest gap a real publisher can leave: what its send pipe and our receive queue can hold
+# (HWM messages x records per message, with room to spare). A larger jump is rejected, not counted.
+MAX_GAP = 1 << 24
+
 
 class EndpointInUse(RuntimeError):
     """Another collector already holds this endpoint."""
@@ -255,13 +259,16 @@ class ZmqReceiver:
             self._reject(exc.reason)
             log.debug("rejected frame: %s", exc)
             return
+        # A count from an undecoded header is a claim: a record takes at least one byte of payload,
+        # so no frame can make a counter grow by more than its own size.
+        claimed = max(1, min(header.count, len(frames[2])))
         if len(frames[2]) > self._max_bytes:
-            self._reject("too_large", header.count or 1)
+            self._reject("too_large", claimed)
             return
         try:
             decoded = wire.decode_payload(header, frames[2])
         except wire.WireError as exc:
-            self._reject(exc.reason, header.count or 1)
+            self._reject(exc.reason, claimed)
             return
         topic = frames[0].decode("utf-8", "replace")
         if header.kind == wire.KIND_BYE:
@@ -275,9 +282,14 @@ class ZmqReceiver:
         resource, records = decoded  # type: ignore[misc]
         key = (header.publisher, topic)
         with self._lock:
+            expected = self._next.get(key)
+            if expected is not None and header.seq - expected > MAX_GAP:
+                # More records than every buffer between an app and us can hold: not a loss but a
+                # forged or corrupt sequence number (counted, and the publisher's numbering kept).
+                self.rejected["bad_sequence"] = self.rejected.get("bad_sequence", 0) + header.count
+                return
             self.messages += 1
             self.received += header.count
-            expected = self._next.get(key)
             if expected is not None and header.seq > expected:
                 self.gaps[parsed[0]] = self.gaps.get(parsed[0], 0) + header.seq - expected
             elif expected is not None and header.seq < expected:
@@ -308,6 +320,9 @@ class ZmqReceiver:
                 key = (publisher, topic)
                 expected = self._next.get(key)
                 if parsed is None or expected is None:
+                    continue
+                if final - expected > MAX_GAP:
+                    self.rejected["bad_sequence"] = self.rejected.get("bad_sequence", 0) + 1
                     continue
                 if final > expected:
                     self.gaps[parsed[0]] = self.gaps.get(parsed[0], 0) + final - expected
