@@ -52,8 +52,8 @@ TOPIC = b"telemetry.ai_behavior.fuzz"
 
 # ---- ZeroMQ frames -------------------------------------------------------------------------------
 
-def valid_message(kind: int, n: int, seq: int = 0) -> list[bytes]:
-    return wire.encode(wire.new_packer(), TOPIC, kind, b"F" * 16, seq, {"service.name": "fz"},
+def valid_message(kind: int, n: int, seq: int = 0, publisher: bytes = b"F" * 16) -> list[bytes]:
+    return wire.encode(wire.new_packer(), TOPIC, kind, publisher, seq, {"service.name": "fz"},
                        [RECORDS[kind]] * n)
 
 
@@ -186,8 +186,8 @@ def test_fuzzing_reached_every_rejection_path(receiver: ZmqReceiver) -> None:
 def test_valid_messages_are_stored(receiver: ZmqReceiver) -> None:
     """The fuzzed path still accepts the real thing (the mutations start from valid messages)."""
     before = receiver.received
-    for kind in RECORDS:
-        receiver._handle(valid_message(kind, 3, seq=10**12 + kind * 10))
+    for kind in RECORDS:  # a publisher the fuzzing never used: its first sequence number is taken as is
+        receiver._handle(valid_message(kind, 3, seq=10**12 + kind * 10, publisher=b"V" * 16))
     assert receiver.received == before + 9
 
 
