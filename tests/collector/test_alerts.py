@@ -138,7 +138,7 @@ def nearest_rank(values: list[float], p: int) -> float:
     ({"rules": [{"name": "a", "kind": "threshold", "threshold": 1}]}, ".metric"),
     ({"rules": [{"name": "a", "metric": "m", "threshold": 1, "aggregation": "median"}]}, ".aggregation"),
     ({"rules": [{"name": "a", "metric": "m", "threshold": 1, "for": "soon"}]}, ".for"),
-    ({"rules": [{"name": "a", "metric": "m", "threshold": 1, "severity": "error"}]}, ".severity"),
+    ({"rules": [{"name": "a", "metric": "m", "threshold": 1, "severity": "fatal"}]}, ".severity"),
     ({"rules": [{"name": "a", "metric": "m", "threshold": 1}, {"name": "a", "metric": "m", "threshold": 2}]},
      "duplicate rule name 'a'"),
     ({"notify": [{"type": "webhook", "url": "http://x/", "secret": "inline"}]}, "'secret'"),

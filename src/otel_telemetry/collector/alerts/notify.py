@@ -33,11 +33,12 @@ import orjson
 log = logging.getLogger("otel_telemetry.collector.alerts.notify")
 
 TARGET_TYPES = ("webhook", "slack", "discord")
-SEVERITIES = ("critical", "warning", "info")  # most severe first
+SEVERITIES = ("critical", "error", "warning", "info")  # most severe first; 001 uses ERROR
 TRIGGERED = "alert.triggered"
 RESOLVED = "alert.resolved"
-_COLORS = {"critical": 0xFF0000, "warning": 0xFFA500, "info": 0x3498DB, "resolved": 0x2ECC71}
-_EMOJI = {"critical": "\U0001f6a8", "warning": "\u26a0\ufe0f", "info": "\u2139\ufe0f", "resolved": "\u2705"}
+_COLORS = {"critical": 0xFF0000, "error": 0xE74C3C, "warning": 0xFFA500, "info": 0x3498DB, "resolved": 0x2ECC71}
+_EMOJI = {"critical": "\U0001f6a8", "error": "\u274c",
+          "warning": "\u26a0\ufe0f", "info": "\u2139\ufe0f", "resolved": "\u2705"}
 _MAX_BACKOFF_S = 30.0
 
 

@@ -3,11 +3,13 @@
 Rule kinds (the value a rule compares with ``op`` and ``threshold``):
 
 * ``threshold``: an aggregation (avg, min, max, sum, count, p50/p90/p95/p99 nearest-rank, rate) of
-  a numeric column over the window. ``source: metrics`` (default) reads ``metric_value`` of metric
-  rows named ``metric``; ``source: spans`` reads ``duration_ms`` of spans (``metric`` then filters
-  on the span name); ``field`` picks another allow-listed column. ``rate`` is the per-second
-  increase of a cumulative metric, summed over its series (counter resets handled), or for spans /
-  records the number of matches per second.
+  a numeric column over the window. On a histogram metric, avg/min/max/sum/count and the
+  percentiles are those of the values recorded in the window, from the buckets
+  (``query/histograms.py``, like Prometheus' ``histogram_quantile``).
+  ``source: metrics`` (default) reads ``metric_value`` of metric rows named ``metric``;
+  ``source: spans`` reads ``duration_ms`` of spans (``metric`` then filters on the span name);
+  ``field`` picks another allow-listed column. ``rate`` is the per-second increase of a cumulative
+  metric, summed over its series (counter resets handled), or for spans / records the number of matches per second.
 * ``frequency``: the number of records matching ``filter`` in the window (e.g. error events/min).
 * ``success_rate``: share of matching spans (``source: records``: any records) whose level is not
   error/critical; no matching spans means no value.
@@ -29,6 +31,7 @@ from urllib.parse import urlsplit
 import apsw
 
 from ...query import filters as query
+from ...query import histograms
 from .notify import SEVERITIES, TARGET_TYPES, NotifyTarget
 
 KINDS = ("threshold", "frequency", "success_rate", "cost_budget")
@@ -43,7 +46,7 @@ _ATTR_KEY_RE = re.compile(r"^[A-Za-z0-9_.:\-/]+$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]+$")
 _NS = 1_000_000_000
 
-_RULE_KEYS = {"name", "kind", "metric", "source", "aggregation", "field", "window", "op", "threshold",
+_RULE_KEYS = {"name", "id", "kind", "metric", "source", "aggregation", "field", "window", "op", "threshold",
               "severity", "for", "cooldown", "filter", "message"}
 _TOP_KEYS = {"interval", "rules", "notify", "service", "environment", "state_db"}
 _NOTIFY_KEYS = {"type", "url", "secret_env", "bearer_env", "timeout", "retries", "backoff", "min_severity",
@@ -52,7 +55,7 @@ _NOTIFY_KEYS = {"type", "url", "secret_env", "bearer_env", "timeout", "retries",
 
 @dataclass(frozen=True)
 class AlertRule:
-    name: str
+    name: str  # free text, as the design documents write them ("High CPU Usage")
     kind: str
     window_s: float
     op: str
@@ -67,6 +70,11 @@ class AlertRule:
     filter: tuple[tuple[str, tuple[str, ...]], ...] = ()
     attributes: tuple[tuple[str, str], ...] = ()
     message: str | None = None
+    id: str = ""  # letters/digits/_.:- ; derived from the name unless given (rule_id_of)
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", rule_id_of(self.name))
 
     @property
     def label(self) -> str:
@@ -155,13 +163,22 @@ def _filter(where: str, raw: Any) -> tuple[tuple[tuple[str, tuple[str, ...]], ..
     return tuple(cols), tuple((str(k), v) for k, v in attrs.items())
 
 
+def rule_id_of(name: str) -> str:
+    """The id derived from a free-text rule name: "High CPU Usage" → ``high_cpu_usage``."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "rule"
+
+
 def parse_rule(raw: Any, where: str) -> AlertRule:
     """One rule mapping → AlertRule; ValueError names the rule, the key and the problem."""
     _check_keys(where, raw, _RULE_KEYS)
     name = raw.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ValueError(f"{where}.name: required, letters/digits/_.:- only, got {name!r}")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or not name.isprintable():
+        raise ValueError(f"{where}.name: required, up to 200 printable characters, got {name!r}")
+    name = name.strip()
     where = f"{where} ({name})"
+    rule_id = raw.get("id", rule_id_of(name))
+    if not isinstance(rule_id, str) or not _NAME_RE.match(rule_id):
+        raise ValueError(f"{where}.id: letters/digits/_.:- only, got {rule_id!r}")
     kind = _choice(f"{where}.kind", raw.get("kind", "threshold"), KINDS)
     if "threshold" not in raw:
         raise ValueError(f"{where}.threshold: required")
@@ -189,7 +206,7 @@ def parse_rule(raw: Any, where: str) -> AlertRule:
     if message is not None and not isinstance(message, str):
         raise ValueError(f"{where}.message: expected text")
     return AlertRule(
-        name=name, kind=kind, source=source, aggregation=aggregation, field=fld, metric=metric,
+        name=name, id=rule_id, kind=kind, source=source, aggregation=aggregation, field=fld, metric=metric,
         window_s=_duration(f"{where}.window", raw.get("window", "1d" if kind == "cost_budget" else "5m")),
         op=_choice(f"{where}.op", raw.get("op", "<" if kind == "success_rate" else ">"), OPS),
         threshold=_number(f"{where}.threshold", raw["threshold"]),
@@ -245,9 +262,9 @@ def parse_alert_config(raw: Any, where: str = "alerts", env: Mapping[str, str] |
     rules = [parse_rule(r, f"{where}.rules[{i}]") for i, r in enumerate(rules_raw)]
     seen: set[str] = set()
     for r in rules:
-        if r.name in seen:
-            raise ValueError(f"{where}.rules: duplicate rule name {r.name!r}")
-        seen.add(r.name)
+        if r.name in seen or r.id in seen:
+            raise ValueError(f"{where}.rules: duplicate rule name {r.name!r} (or its id {r.id})")
+        seen.update((r.name, r.id))
     notify_raw = raw.get("notify") or []
     if not isinstance(notify_raw, list):
         raise ValueError(f"{where}.notify: expected a list of targets")
@@ -301,6 +318,10 @@ def rule_value(conn: apsw.Connection, rule: AlertRule, now_ns: int) -> float | N
     agg = rule.aggregation
     if agg == "rate":
         return _rate(conn, rule, where, params)
+    if rule.source == "metrics" and col == "metric_value":
+        hist = _histogram(conn, rule, where, params, now_ns)
+        if hist is not None:
+            return histograms.aggregate(hist, agg)
     if agg in ("avg", "min", "max", "sum", "count"):
         fn = "total" if agg == "sum" else agg
         sql = f"SELECT {fn}({col}), count({col}) FROM records WHERE {where} AND {col} IS NOT NULL"
@@ -313,6 +334,21 @@ def rule_value(conn: apsw.Connection, rule: AlertRule, now_ns: int) -> float | N
     row = conn.execute(f"SELECT {col} FROM records WHERE {where} AND {col} IS NOT NULL "
                        f"ORDER BY {col} LIMIT 1 OFFSET ?", [*params, rank - 1]).fetchone()
     return float(row[0])
+
+
+def _histogram(conn: apsw.Connection, rule: AlertRule, where: str, params: list[Any],
+               now_ns: int) -> histograms.Window | None:
+    """The window's histogram points merged (None when the metric has none): a histogram's
+    ``metric_value`` is its sum, so its percentiles must come from the buckets."""
+    types = ", ".join(f"'{t}'" for t in histograms.HISTOGRAM_TYPES)
+    sql = (f"SELECT service, metric_type, data FROM records WHERE {{}} AND metric_type IN ({types}) "
+           "ORDER BY timestamp, id")
+    rows = list(conn.execute(sql.format(where), params))
+    if not rows:
+        return None
+    # Cumulative series need their last point before the window as a baseline: look one window back.
+    before_where, before_params = _where(rule, now_ns - int(rule.window_s * _NS))
+    return histograms.window(rows, conn.execute(sql.format(before_where), before_params))
 
 
 def _rate(conn: apsw.Connection, rule: AlertRule, where: str, params: list[Any]) -> float | None:
