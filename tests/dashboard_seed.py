@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
+from otel_telemetry.collector.alerts.config import parse_alert_config
 from otel_telemetry.collector.alerts.engine import AlertEngine
-from otel_telemetry.collector.alerts.rules import parse_alert_config
 from otel_telemetry.store import schema
 from otel_telemetry.store.writer import StoreWriter, WriteBatch
 

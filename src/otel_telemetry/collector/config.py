@@ -13,7 +13,7 @@ import yaml
 from .. import categories as cats
 from .. import settings
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES
-from .alerts.rules import AlertConfig, parse_alert_config
+from .alerts.config import AlertConfig, parse_alert_config
 from .forward.config import ForwardTarget, parse_forward_config
 from .redaction import CollectorRedaction, parse_redaction
 
@@ -315,8 +315,8 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
         if raw.get("prices"):
             _check_prices(raw["prices"])
             cfg.prices = dict(raw["prices"])
-        if raw.get("alerts"):
-            cfg.alerts = parse_alert_config(raw["alerts"], f"{where}: alerts")
+        # Always: the default AI rules are on without an ``alerts:`` section (alerts/config.py).
+        cfg.alerts = parse_alert_config(raw.get("alerts"), f"{where}: alerts")
         cfg.redaction = parse_redaction(raw.get("redaction"), f"{where}: redaction")
     except ValueError as exc:
         raise ConfigError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None

@@ -18,6 +18,7 @@ so a restarted collector does not notify again for an episode already announced.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -30,8 +31,10 @@ import apsw
 
 from ...store.alert_state import LIST_STATES, STATE_DDL, list_alerts, open_state
 from ...store.writer import open_reader
-from .notify import RESOLVED, TRIGGERED, AlertEvent, Notifier
-from .rules import AlertConfig, AlertRule, parse_alert_config, rule_value
+from . import summary
+from .config import AlertConfig, parse_alert_config
+from .notify import RESOLVED, SUMMARY, TRIGGERED, AlertEvent, Notifier
+from .rules import AlertRule, rule_value
 
 __all__ = ["LIST_STATES", "STATE_DDL", "AlertConfig", "AlertEngine", "AlertRule", "RuleResult", "list_alerts",
            "parse_alert_config", "preview", "preview_events", "state_path"]
@@ -84,6 +87,7 @@ class AlertEngine:
         self._reader: apsw.Connection | None = None
         self._state_db = open_state(state_path(db_path, config))
         self._states = self._load_states()
+        self._save_rules()
         self._stats = dict.fromkeys(("rounds", "errors", "fired", "resolved", "notify_dropped", "no_db"), 0)
 
     # ---- any thread ------------------------------------------------------------------------------
@@ -139,15 +143,16 @@ class AlertEngine:
                 return []
             reader = self._main_reader()
             results: list[RuleResult] = []
-            events: list[tuple[int, AlertEvent]] = []
+            events: list[tuple[int | None, AlertEvent]] = []
             with self._state_db:  # one transaction per round
                 for rule in self._config.rules:
                     results.append(self._step(reader, rule, now, events))
+                self._daily_summary(reader, now, events)
             self._stats["rounds"] += 1
         for episode, ev in events:
             if self._notifier.submit(ev):
                 with self._lock:
-                    if not self._closed:
+                    if not self._closed and episode is not None:
                         self._state_db.execute("UPDATE alert_history SET notified = notified + 1 WHERE id = ?",
                                                (episode,))
             else:
@@ -201,7 +206,7 @@ class AlertEngine:
         return states
 
     def _step(self, reader: apsw.Connection | None, rule: AlertRule, now: int,
-              events: list[tuple[int, AlertEvent]]) -> RuleResult:
+              events: list[tuple[int | None, AlertEvent]]) -> RuleResult:
         st = self._states.setdefault(rule.name, _State())
         if reader is None:
             return RuleResult(rule, None, False, st.state, error="no database yet")
@@ -252,7 +257,37 @@ class AlertEngine:
     def _event(self, kind: str, rule: AlertRule, now: int, value: float | None, msg: str) -> AlertEvent:
         return AlertEvent(event_type=kind, rule=rule.name, severity=rule.severity, timestamp_ns=now,
                           metric=rule.label, current_value=value, threshold=rule.threshold, op=rule.op,
-                          message=msg, service=self._config.service, environment=self._config.environment)
+                          message=msg, service=self._config.service, environment=self._config.environment,
+                          rule_id=rule.id, channels=rule.channels, metadata=self._config.metadata)
+
+    def _save_rules(self) -> None:
+        """The configured rules into the state file, for ``alerts list --state rules``, ``stats`` and
+        the dashboard (which cannot read the collector's configuration)."""
+        with self._state_db:
+            self._state_db.execute("DELETE FROM alert_rules")
+            for r in self._config.rules:
+                self._state_db.execute(
+                    "INSERT INTO alert_rules(rule, id, kind, severity, op, threshold, window_s, channels, "
+                    "is_default, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (r.name, r.id, r.kind, r.severity, r.op, r.threshold, r.window_s, json.dumps(list(r.channels)),
+                     int(r.default), r.message))
+
+    def _daily_summary(self, reader: apsw.Connection | None, now: int,
+                       events: list[tuple[int | None, AlertEvent]]) -> None:
+        """Queue the daily summary once per UTC day, at or after ``daily_summary.at``."""
+        cfg = self._config.daily_summary
+        day = None if cfg is None or reader is None else summary.due(cfg.at_minutes, now)
+        if day is None or reader is None or self._state_db.execute(
+                "SELECT 1 FROM daily_summaries WHERE day = ?", (day,)).fetchone():
+            return
+        figures = summary.build(reader, self._state_db, now)
+        self._state_db.execute("INSERT INTO daily_summaries(day, sent, body) VALUES (?, ?, ?)",
+                               (day, now, json.dumps(figures)))
+        events.append((None, AlertEvent(
+            event_type=SUMMARY, rule="daily_summary", severity="info", timestamp_ns=now, metric="daily_summary",
+            current_value=None, threshold=0.0, op="", message=summary.text(figures), service=self._config.service,
+            environment=self._config.environment, rule_id="daily_summary", channels=cfg.channels if cfg else (),
+            metadata=self._config.metadata, details=figures)))
 
 
 def preview(conn: apsw.Connection, config: AlertConfig, now_ns: int) -> list[tuple[AlertRule, float | None, bool]]:
@@ -271,5 +306,6 @@ def preview_events(config: AlertConfig, results: list[tuple[AlertRule, float | N
     return [AlertEvent(event_type=TRIGGERED, rule=r.name, severity=r.severity, timestamp_ns=now_ns,
                        metric=r.label, current_value=v, threshold=r.threshold, op=r.op,
                        message=f"[test] {r.describe(v)}", service=config.service,
-                       environment=config.environment)
+                       environment=config.environment, rule_id=r.id, channels=r.channels,
+                       metadata=config.metadata)
             for r, v, met in results if met]
