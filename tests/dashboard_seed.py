@@ -161,7 +161,7 @@ def seed_db(path: str, now_ns: int | None = None, alerts: bool = True) -> Seed:
             {"name": "error_burst", "kind": "frequency", "filter": {"level": "error"}, "window": "1h",
              "threshold": 1, "severity": "critical", "message": "errors"},
             {"name": "never", "kind": "frequency", "filter": {"level": "critical"}, "window": "1h",
-             "threshold": 1000, "severity": "info"}]}, env={})
+             "threshold": 1000, "severity": "info"}], "default_rules": False}, env={})
         engine = AlertEngine(path, cfg, clock=lambda: now)
         engine.evaluate_once(now)
         engine.shutdown(5)
