@@ -1,11 +1,17 @@
-"""Per-category retention: purge in small batches, incremental vacuum, and an optional size cap.
+"""Retention per category and record type: purge in small batches, incremental vacuum, optional size cap.
 
 Pure functions over an apsw connection and an explicit ``now_ns`` so the collector's writer thread
 and the CLI (``retention purge`` / ``retention set``) share one implementation, and tests control
 the clock. Every function runs on whichever thread owns ``conn``.
 
-Expiry rule: a row of category ``c`` is expired iff ``timestamp < now_ns - days[c] * 86_400 * 10**9``
-(exact integer nanoseconds). A row exactly at the cutoff is kept.
+Days are set per *key*: a category (``ai_behavior``), a record type (``span``, ``metric``, ``log``,
+``event``) or a pair (``ai_behavior.span``). A row of category ``c`` and type ``t`` is kept
+``days(c, t)`` = the pair's days, else the type's, else the category's (every category has a
+default; 001's "events 90 d, metrics 180 d, traces 30 d" is three type keys). Overrides stored in
+the ``retention`` table (``retention set``) win over the configuration key for key.
+
+Expiry rule: such a row is expired iff ``timestamp < now_ns - days(c, t) * 86_400 * 10**9`` (exact
+integer nanoseconds). A row exactly at the cutoff is kept.
 
 Deletes go in batches (``batch_rows``, default 5000) each in its own short transaction, because one
 large DELETE holds the write lock long enough to stall ingest for most of a second (FINDINGS §3).
@@ -20,14 +26,48 @@ from typing import Any
 
 import apsw
 
-from ..categories import CATEGORIES, CATEGORY_SET, DEFAULT_RETENTION_DAYS
+from ..categories import CATEGORIES, DEFAULT_RETENTION_DAYS
 
 NS_PER_DAY = 86_400 * 10**9
+TYPES: tuple[str, ...] = ("span", "metric", "log", "event")
+PAIRS: tuple[str, ...] = tuple(f"{c}.{t}" for c in CATEGORIES for t in TYPES)
+KEYS = frozenset((*CATEGORIES, *TYPES, *PAIRS))  # every valid retention key
+
+
+def resolve(days: Mapping[str, int], category: str, rtype: str) -> tuple[int, str] | None:
+    """(days, the key that decided) for rows of ``category`` and ``rtype``: pair, type, category."""
+    for key in (f"{category}.{rtype}", rtype, category):
+        if key in days:
+            return days[key], key
+    return None
+
+
+def _plan(days: Mapping[str, int]) -> list[tuple[str, tuple[str, ...] | None, int]]:
+    """(category, types or None for all of them, days) groups to purge: one statement per category
+    when its types share their days (no type predicate), else one per distinct number of days."""
+    out = []
+    for c in CATEGORIES:
+        groups: dict[int, list[str]] = {}
+        for t in TYPES:
+            r = resolve(days, c, t)
+            if r is not None:
+                groups.setdefault(r[0], []).append(t)
+        if len(groups) == 1 and len(next(iter(groups.values()))) == len(TYPES):
+            out.append((c, None, next(iter(groups))))
+        else:
+            out += [(c, tuple(ts), d) for d, ts in groups.items()]
+    return out
+
+
+def _where(types: tuple[str, ...] | None) -> str:
+    # Only "?" placeholders are built here; the type values are bound parameters.
+    return "" if types is None else f" AND type IN ({', '.join('?' * len(types))})"
 
 
 @dataclass
 class RetentionPolicy:
-    """Configured retention. ``days`` is overridden per category by rows of the ``retention`` table."""
+    """Configured retention: ``days`` by key (category, type or category.type; the built-in
+    category defaults unless replaced), overridden key by key by rows of the ``retention`` table."""
 
     days: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_RETENTION_DAYS))
     max_size_bytes: int | None = None
@@ -43,12 +83,13 @@ class RetentionPolicy:
             raise ValueError("retention batch_rows and vacuum_pages must be >= 1")
 
 
-def _validate(category: str, days: Any) -> None:
-    if category not in CATEGORY_SET:
-        raise ValueError(f"unknown category {category!r}; expected one of {', '.join(CATEGORIES)}")
+def _validate(key: str, days: Any) -> None:
+    if key not in KEYS:
+        raise ValueError(f"unknown category or type {key!r}; expected a category ({', '.join(CATEGORIES)}), "
+                         f"a type ({', '.join(TYPES)}) or category.type")
     # bool is an int subclass; "True days" is a config mistake, not 1 day.
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-        raise ValueError(f"retention days for {category} must be an integer >= 1, got {days!r}")
+        raise ValueError(f"retention days for {key} must be an integer >= 1, got {days!r}")
 
 
 @contextmanager
@@ -69,16 +110,35 @@ def transaction(conn: apsw.Connection) -> Iterator[None]:
 
 
 def effective_days(conn: apsw.Connection, policy: RetentionPolicy) -> dict[str, int]:
-    """Policy days, overridden by the ``retention`` table; unknown/invalid table rows are ignored."""
+    """Policy days by key, overridden by the ``retention`` table (whose ``category`` column holds
+    the key); unknown/invalid table rows are ignored."""
     days = dict(policy.days)
-    for category, value in conn.execute("SELECT category, days FROM retention"):
-        if category in CATEGORY_SET and isinstance(value, int) and value >= 1:
-            days[category] = value
+    for key, value in conn.execute("SELECT category, days FROM retention"):
+        if key in KEYS and isinstance(value, int) and value >= 1:
+            days[key] = value
     return days
 
 
+def effective_table(conn: apsw.Connection, policy: RetentionPolicy) -> list[dict[str, Any]]:
+    """Every category × type: days kept, the key that decided, and whether that key is an
+    ``override`` (the table), ``config`` (set in the policy) or ``default`` (built in)."""
+    overrides = effective_days(conn, RetentionPolicy(days={}))
+    days = effective_days(conn, policy)
+    out = []
+    for c in CATEGORIES:
+        for t in TYPES:
+            r = resolve(days, c, t)
+            if r is None:
+                continue
+            origin = ("override" if r[1] in overrides else
+                      "default" if DEFAULT_RETENTION_DAYS.get(r[1]) == policy.days.get(r[1]) else "config")
+            out.append({"category": c, "type": t, "days": r[0], "key": r[1], "source": origin})
+    return out
+
+
 def set_days(conn: apsw.Connection, category: str, days: int) -> None:
-    """Persist an override (CLI ``retention set``); ValueError for an unknown category or days < 1."""
+    """Persist an override (CLI ``retention set``) for a key: a category, a type or
+    ``category.type``; ValueError for an unknown key or days < 1."""
     _validate(category, days)
     with transaction(conn):
         conn.execute(
@@ -89,18 +149,31 @@ def set_days(conn: apsw.Connection, category: str, days: int) -> None:
 
 
 def cutoffs(days: Mapping[str, int], now_ns: int) -> dict[str, int]:
-    """Category -> cutoff ns. Rows with ``timestamp < cutoff`` are expired; ``== cutoff`` is kept."""
-    return {category: now_ns - d * NS_PER_DAY for category, d in days.items()}
+    """Key -> cutoff ns. Rows with ``timestamp < cutoff`` are expired; ``== cutoff`` is kept."""
+    return {key: now_ns - d * NS_PER_DAY for key, d in days.items()}
 
 
 def count_expired(conn: apsw.Connection, days: Mapping[str, int], now_ns: int) -> dict[str, int]:
     """How many rows a purge would delete per category (for ``--dry-run``)."""
     out: dict[str, int] = {}
-    for category, cutoff in cutoffs(days, now_ns).items():
+    for category, types, d in _plan(days):
         row = conn.execute(
-            "SELECT count(*) FROM records WHERE category = ? AND timestamp < ?", (category, cutoff)
-        ).fetchone()
-        out[category] = int(row[0]) if row else 0
+            f"SELECT count(*) FROM records WHERE category = ? AND timestamp < ?{_where(types)}",
+            (category, now_ns - d * NS_PER_DAY, *(types or ()))).fetchone()
+        out[category] = out.get(category, 0) + (int(row[0]) if row else 0)
+    return out
+
+
+def count_expired_cells(conn: apsw.Connection, days: Mapping[str, int], now_ns: int) -> dict[tuple[str, str], int]:
+    """Rows a purge would delete per (category, type), for ``retention show``."""
+    out: dict[tuple[str, str], int] = {}
+    for c in CATEGORIES:
+        for t in TYPES:
+            r = resolve(days, c, t)
+            if r is not None:
+                out[(c, t)] = int(conn.execute(
+                    "SELECT count(*) FROM records WHERE category = ? AND type = ? AND timestamp < ?",
+                    (c, t, now_ns - r[0] * NS_PER_DAY)).fetchone()[0])
     return out
 
 
@@ -113,20 +186,21 @@ def purge_step(
     """
     if batch_rows < 1:
         raise ValueError("batch_rows must be >= 1")
-    deleted = {category: 0 for category in days}
+    plan = _plan(days)
+    deleted = {category: 0 for category, _, _ in plan}
     budget = batch_rows
     with transaction(conn):
-        for category, cutoff in cutoffs(days, now_ns).items():
+        for category, types, d in plan:
             if budget <= 0:
                 break
             before = conn.total_changes()
             conn.execute(
                 "DELETE FROM records WHERE id IN "
-                "(SELECT id FROM records WHERE category = ? AND timestamp < ? LIMIT ?)",
-                (category, cutoff, budget),
+                f"(SELECT id FROM records WHERE category = ? AND timestamp < ?{_where(types)} LIMIT ?)",
+                (category, now_ns - d * NS_PER_DAY, *(types or ()), budget),
             )
             n = conn.total_changes() - before
-            deleted[category] = n
+            deleted[category] += n
             budget -= n
     return deleted
 
@@ -224,7 +298,7 @@ def purge_all(conn: apsw.Connection, policy: RetentionPolicy, now_ns: int) -> di
     An explicit checkpoint is used because the CLI's admin connection disables auto-checkpoint.
     """
     days = effective_days(conn, policy)
-    deleted = {category: 0 for category in days}
+    deleted = {category: 0 for category, _, _ in _plan(days)}
     while True:
         step = purge_step(conn, days, now_ns, policy.batch_rows)
         for category, n in step.items():
