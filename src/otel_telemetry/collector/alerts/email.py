@@ -49,7 +49,13 @@ def send(settings: EmailSettings, subject: str, body: str, timeout: float) -> tu
                 smtp.starttls(context=ctx)
                 smtp.ehlo()
             if settings.username and settings.password:
-                smtp.login(settings.username, settings.password)
+                # PLAIN when offered (inside TLS): smtplib's login() would try every other mechanism
+                # after a definite refusal, and some servers hang on its LOGIN initial response.
+                if "PLAIN" in (smtp.esmtp_features.get("auth") or "").upper().split():
+                    smtp.user, smtp.password = settings.username, settings.password
+                    smtp.auth("PLAIN", smtp.auth_plain)
+                else:
+                    smtp.login(settings.username, settings.password)
             refused = smtp.send_message(message(settings, subject, body))
         if refused:
             return False, f"recipients refused: {', '.join(sorted(refused))}"

@@ -183,7 +183,7 @@ def email_text(ev: AlertEvent) -> tuple[str, str]:
     lines = [ev.message, "", _value_text(ev), f"Severity: {ev.severity}", f"Time: {ev.iso_time}",
              *(f"{k}: {v}" for k, v in meta.items() if v is not None), "",
              orjson.dumps(generic_payload(ev), option=orjson.OPT_INDENT_2).decode()]
-    return f"{head}: {ev.message}" if ev.event_type != SUMMARY else head, "\n".join(lines)
+    return f"{head} ({_value_text(ev)})" if ev.event_type != SUMMARY else head, "\n".join(lines)
 
 
 def signature(secret: str, body: bytes) -> str:
