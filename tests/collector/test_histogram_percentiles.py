@@ -49,14 +49,24 @@ exp_provider = MeterProvider(resource=Resource.create({"service.name": "api-exp"
                              views=[View(instrument_name="response_time_exp",
                                          aggregation=ExponentialBucketHistogramAggregation(max_size=160))])
 exp_hist = exp_provider.get_meter("api").create_histogram("response_time_exp", unit="ms")
+# An exponential histogram through the ZeroMQ exporter too: the stored point must keep its buckets.
+from otel_telemetry.sdk.exporter import ZmqMetricExporter
+zexp_provider = MeterProvider(
+    resource=Resource.create({"service.name": "api-zexp"}),
+    metric_readers=[PeriodicExportingMetricReader(ZmqMetricExporter(endpoint), export_interval_millis=3_600_000)],
+    views=[View(instrument_name="response_time_zexp", aggregation=ExponentialBucketHistogramAggregation(max_size=160))])
+zexp_hist = zexp_provider.get_meter("api").create_histogram("response_time_zexp", unit="ms")
 # Two exports of running totals (the SDK's default, cumulative): the window must count 200 values, not 300.
 for half in (values[::2], values[1::2]):
     for v in half:
         zmq_hist.record(v, {"route": "/documents/process"})
         exp_hist.record(v, {"route": "/documents/process"})
+        zexp_hist.record(v, {"route": "/documents/process"})
     tel.meter_provider.force_flush(10_000)
     exp_provider.force_flush(10_000)
+    zexp_provider.force_flush(10_000)
 exp_provider.shutdown()
+zexp_provider.shutdown()
 print("ok" if tel.shutdown(10) else "shutdown timed out")
 """
 
@@ -106,7 +116,9 @@ def test_design_p95_rule_on_histograms_in_a_real_collector(tmp_path: Path, webho
              _rule("count explicit", "response_time", "count", 0),
              _rule("Slow Response Times (exponential)", "response_time_exp", "p95", 1000),
              _rule("p50 exponential", "response_time_exp", "p50", 0),
-             _rule("count exponential", "response_time_exp", "count", 0)]
+             _rule("count exponential", "response_time_exp", "count", 0),
+             _rule("p95 exponential over ZeroMQ", "response_time_zexp", "p95", 1000),
+             _rule("count exponential over ZeroMQ", "response_time_zexp", "count", 0)]
     c.config.write_text(yaml.safe_dump({
         "store": {"flush_interval": 0.05}, "retention": {"interval": 3600},
         "alerts": {"interval": 0.1, "rules": rules, "notify": [{"type": "webhook", "url": webhook.url}]}}))
@@ -120,7 +132,7 @@ def test_design_p95_rule_on_histograms_in_a_real_collector(tmp_path: Path, webho
     finally:
         assert c.stop() == 0, c.log.read_text()[-2000:]
     got = {r["name"]: webhook.fired(r["name"])["current_value"] for r in rules}  # type: ignore[index]
-    assert got["count explicit"] == got["count exponential"] == 200  # cumulative points not double-counted
+    assert got["count explicit"] == got["count exponential"] == got["count exponential over ZeroMQ"] == 200
     # Explicit buckets: the true p95 (1900) is in (1000, 2500]; the answer is within that width.
     assert abs(got["Slow Response Times"] - TRUE_P95) <= 2500 - 1000
     assert abs(got["p50 explicit"] - TRUE_P50) <= 1000 - 750
@@ -130,6 +142,7 @@ def test_design_p95_rule_on_histograms_in_a_real_collector(tmp_path: Path, webho
     rel = 2.0 ** (2.0 ** -scale) - 1
     assert abs(got["Slow Response Times (exponential)"] - TRUE_P95) <= rel * TRUE_P95
     assert abs(got["p50 exponential"] - TRUE_P50) <= rel * TRUE_P50
+    assert got["p95 exponential over ZeroMQ"] == pytest.approx(got["Slow Response Times (exponential)"])
     # What the bug returned: the histogram's sum (201000 here), never a percentile.
     assert got["Slow Response Times"] < sum(VALUES) / 10
 
