@@ -4,12 +4,14 @@ cost_calculator=...)``).
 
 004 "Alert Thresholds": success rate < 90 %, P95 latency > 3000 ms, daily cost > $10. They are on
 without configuration, count failed GenAI calls (filed under error_patterns), stay quiet on a
-quiet system, deliver to no channel until one is set, show in ``alerts list`` and ``stats``, and
+quiet system, deliver to no channel until one is set, show in ``alerts list``, ``stats`` and the
+dashboard (whose AI panel counts the failed calls too), and
 ``default_rules: false`` switches them off.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from click.testing import CliRunner
 from conftest import CollectorProc, wait_for
 
 from otel_telemetry.cli.commands import main
+from otel_telemetry.dashboard.server import Dashboard
 
 APP = r"""
 import sys
@@ -58,6 +61,18 @@ def _cli(c: CollectorProc, *args: str) -> Any:
     res = CliRunner().invoke(main, [*args, "--db", c.db, "--format", "json"])
     assert res.exit_code == 0, res.output
     return json.loads(res.output)
+
+
+def _dash(dash: Dashboard, path: str) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"Host": f"127.0.0.1:{dash.port}", "Authorization": f"Bearer {dash.token}"})
+        r = conn.getresponse()
+        body = r.read()
+        assert r.status == 200, body
+        return json.loads(body)
+    finally:
+        conn.close()
 
 
 def _rounds(c: CollectorProc) -> int:
@@ -109,6 +124,17 @@ def test_default_ai_alerts_on_without_config_quiet_then_firing_then_off(tmp_path
             assert (report["calls"]["total"], report["calls"]["failed"]) == (45, 9), extra
             assert {a["rule"] for a in report["alerts"]["firing"]} == set(firing)
             assert {r["id"] for r in report["alerts"]["rules"]} == DEFAULT_IDS
+        # The dashboard: the same calls, the firing default alerts and the rules.
+        dash = Dashboard(c.db, "test-token-0123456789abcdef", "127.0.0.1", 0)
+        dash.start()
+        try:
+            ai = _dash(dash, "/api/ai?last=1d")["report"]
+            assert (ai["calls"]["total"], ai["calls"]["failed"]) == (45, 9)
+            assert abs(ai["calls"]["success_rate"] - 36 / 45) < 1e-9
+            assert {a["rule"] for a in _dash(dash, "/api/alerts?state=firing")["alerts"]} == set(firing)
+            assert {a["id"] for a in _dash(dash, "/api/alerts?state=rules")["alerts"]} == DEFAULT_IDS
+        finally:
+            dash.shutdown()
         # No channel configured: nothing was sent anywhere.
         assert c.status()["alerts"]["notify"]["submitted"] == 0
     finally:
