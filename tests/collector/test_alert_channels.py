@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import http.client
 import json
 import shutil
 import socket
@@ -30,6 +31,7 @@ from click.testing import CliRunner
 from conftest import CollectorProc, wait_for
 
 from otel_telemetry.cli.commands import main
+from otel_telemetry.dashboard.server import Dashboard
 
 aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
 from aiosmtpd.smtp import AuthResult, LoginPassword  # noqa: E402 - after the importorskip
@@ -183,6 +185,17 @@ def test_design_rules_email_channels_ack_and_daily_summary(tmp_path: Path, serve
         assert listed["High CPU Usage"]["acked_by"] == "ops" and listed["High CPU Usage"]["acked"]
         assert listed["High Error Rate"]["acked"] is None
         assert CliRunner().invoke(main, ["alerts", "ack", "high_error_rate", "--db", c.db]).exit_code == 0
+        dash = Dashboard(c.db, "test-token-0123456789abcdef", "127.0.0.1", 0)  # the Alerts page's data
+        dash.start()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=30)
+            conn.request("GET", "/api/alerts?state=firing", headers={
+                "Host": f"127.0.0.1:{dash.port}", "Authorization": f"Bearer {dash.token}"})
+            shown = {a["rule"]: a for a in json.loads(conn.getresponse().read())["alerts"]}
+            conn.close()
+        finally:
+            dash.shutdown()
+        assert shown["High CPU Usage"]["acked_by"] == "ops" and shown["High Error Rate"]["acked"]
         none = CliRunner().invoke(main, ["alerts", "ack", "No Such Rule", "--db", c.db])
         assert none.exit_code == 2 and "no firing alert" in none.output
     finally:

@@ -260,7 +260,7 @@ def rule_value(conn: apsw.Connection, rule: AlertRule, now_ns: int) -> float | N
     if rule.source == "metrics" and col == "metric_value":
         hist = _histogram(conn, rule, where, params, now_ns)
         if hist is not None:
-            return histograms.aggregate(hist, agg)
+            return histograms.aggregate(hist, agg) if hist.count >= rule.min_samples else None
     if agg in ("avg", "min", "max", "sum", "count"):
         fn = "total" if agg == "sum" else agg
         sql = f"SELECT {fn}({col}), count({col}) FROM records WHERE {where} AND {col} IS NOT NULL"
