@@ -170,7 +170,7 @@ def test_example_file_has_the_designs_defaults() -> None:
         "AI daily cost above $10": ("cost_budget", ">", 10, "warning", 86400),
     }
     assert cfg.interval_s == 15 and not cfg.notify and dict(cfg.metadata) == {"region": "us-east-1"}
-    assert [r.source for r in cfg.rules if r.default] == ["calls", "calls", "records"]
+    assert [r.source for r in cfg.rules if r.default] == ["calls", "calls", "calls"]
 
 
 # ---- rule values --------------------------------------------------------------------------------

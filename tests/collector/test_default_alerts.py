@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import CollectorProc, wait_for
@@ -150,3 +151,51 @@ def test_default_ai_alerts_on_without_config_quiet_then_firing_then_off(tmp_path
         assert _cli(c, "alerts", "list", "--state", "firing") == []
     finally:
         assert c.stop() == 0, c.log.read_text()[-2000:]
+
+
+def test_call_window_gives_the_sql_values_while_rows_arrive(tmp_path: Path) -> None:
+    """The engine's incremental call window (the default rules) agrees with the rules' SQL, exactly."""
+    import random
+
+    from otel_telemetry.collector.alerts.callwindow import CallWindow
+    from otel_telemetry.collector.alerts.config import parse_alert_config
+    from otel_telemetry.collector.alerts.rules import rule_value
+    from otel_telemetry.store import writer as store
+    from otel_telemetry.store.schema import COLUMNS
+
+    ns, now = 1_000_000_000, 1_800_000_000 * 1_000_000_000
+    rnd = random.Random(17)
+    conn = store.open_writer(str(tmp_path / "w.db"))
+    uid = iter(range(1, 10**9))
+
+    def add(n: int, at: int) -> None:
+        rows = []
+        for _ in range(n):
+            v: dict[str, Any] = dict.fromkeys(COLUMNS)
+            failed = rnd.random() < 0.15
+            v.update(uid=next(uid).to_bytes(16, "big"), timestamp=at - rnd.randrange(0, 2 * 86_400 * ns),
+                     type=rnd.choice(["span", "span", "span", "log"]), category="error_patterns" if failed else
+                     "ai_behavior", level="error" if failed else "info", data="{}", metadata="{}",
+                     event=rnd.choice(["model_call", "chat", "work"]), model=rnd.choice([None, "gpt-4o"]),
+                     duration_ms=rnd.choice([None, rnd.uniform(1, 6000)]), cost_usd=rnd.choice([None, 0.01, 0.3]))
+            rows.append(tuple(v[c] for c in COLUMNS))
+        with conn:
+            conn.executemany(f"INSERT INTO records({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                             rows)
+
+    cfg = parse_alert_config({"rules": [
+        {"name": "avg", "kind": "threshold", "source": "calls", "aggregation": "avg", "threshold": 1, "window": "2h"},
+        {"name": "max", "kind": "threshold", "source": "calls", "aggregation": "max", "threshold": 1, "window": "30m"},
+        {"name": "p99", "kind": "threshold", "source": "calls", "aggregation": "p99", "threshold": 1, "window": "1h",
+         "min_samples": 5}]})
+    window = CallWindow(max(r.window_s for r in cfg.rules))
+    add(3000, now)
+    for step in range(4):
+        window.update(conn, now)
+        for r in cfg.rules:
+            want, got = rule_value(conn, r, now), rule_value(conn, r, now, window)
+            assert got == (None if want is None else pytest.approx(want)), (step, r.name, got, want)
+        now += 7 * 60 * ns  # time passes, more rows arrive (some of them late, some outside the window)
+        add(500, now)
+    assert sum(len(m.rows) for m in window._minutes.values()) > 0
+    conn.close()

@@ -29,7 +29,8 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     {"name": "AI P95 latency above 3000 ms", "id": "default_ai_p95_latency", "kind": "threshold",
      "source": "calls", "aggregation": "p95", "op": ">", "threshold": 3000, "window": "1h", "min_samples": 20,
      "cooldown": "1h", "severity": "warning", "message": "AI call P95 latency ms"},
-    {"name": "AI daily cost above $10", "id": "default_ai_daily_cost", "kind": "cost_budget", "op": ">",
+    {"name": "AI daily cost above $10", "id": "default_ai_daily_cost", "kind": "cost_budget", "source": "calls",
+     "op": ">",
      "threshold": 10, "window": "1d", "cooldown": "6h", "severity": "warning", "message": "AI cost over 24 h (USD)"},
 )
 

@@ -32,6 +32,8 @@ import apsw
 from ...query import filters as query
 from ...query import histograms
 from ...query.ai_stats import CALL_SQL
+from . import callwindow
+from .callwindow import CallWindow
 from .notify import SEVERITIES
 
 KINDS = ("threshold", "frequency", "success_rate", "cost_budget")
@@ -188,8 +190,10 @@ def parse_rule(raw: Any, where: str) -> AlertRule:
     for key, only in (("aggregation", "threshold"), ("field", "threshold"), ("metric", "threshold")):
         if key in raw and kind != only and not (key == "field" and kind == "cost_budget"):
             raise ValueError(f"{where}.{key}: not used by kind {kind}")
-    if "source" in raw and kind in ("frequency", "cost_budget"):
+    if "source" in raw and kind == "frequency":
         raise ValueError(f"{where}.source: not used by kind {kind}")
+    if kind == "cost_budget" and source not in ("records", "calls"):
+        raise ValueError(f"{where}.source: cost_budget reads records or calls")
     if kind == "success_rate" and source == "metrics":
         raise ValueError(f"{where}.source: success_rate reads spans or records")
     filt, attrs = _filter(f"{where}.filter", raw.get("filter"))
@@ -220,6 +224,8 @@ def parse_rule(raw: Any, where: str) -> AlertRule:
 def _where(rule: AlertRule, now_ns: int) -> tuple[str, list[Any]]:
     clauses = ["timestamp > ?", "timestamp <= ?"]
     params: list[Any] = [now_ns - int(rule.window_s * _NS), now_ns]
+    if rule.kind == "cost_budget" and rule.source == "calls":
+        clauses.append(f"({CALL_SQL})")
     if rule.kind == "threshold" or rule.kind == "success_rate":
         if rule.source == "metrics":
             clauses.append("type = 'metric'")
@@ -240,8 +246,14 @@ def _where(rule: AlertRule, now_ns: int) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def rule_value(conn: apsw.Connection, rule: AlertRule, now_ns: int) -> float | None:
-    """The rule's current value over ``(now - window, now]``; None when there is no data."""
+def rule_value(conn: apsw.Connection, rule: AlertRule, now_ns: int,
+               calls: CallWindow | None = None) -> float | None:
+    """The rule's current value over ``(now - window, now]``; None when there is no data.
+
+    ``calls`` (the engine's, updated this round) answers the rules it serves without SQL."""
+    if calls is not None and rule.window_s * _NS <= calls.span_ns and callwindow.serves(
+            rule.source, rule.kind, rule.field, rule.aggregation, bool(rule.filter or rule.attributes)):
+        return _from_calls(calls, rule, now_ns)
     where, params = _where(rule, now_ns)
     if rule.kind == "frequency":
         return float(conn.execute(f"SELECT count(*) FROM records WHERE {where}", params).fetchone()[0])
@@ -273,6 +285,22 @@ def rule_value(conn: apsw.Connection, rule: AlertRule, now_ns: int) -> float | N
     row = conn.execute(f"SELECT {col} FROM records WHERE {where} AND {col} IS NOT NULL "
                        f"ORDER BY {col} LIMIT 1 OFFSET ?", [*params, rank - 1]).fetchone()
     return float(row[0])
+
+
+def _from_calls(calls: CallWindow, rule: AlertRule, now_ns: int) -> float | None:
+    since = now_ns - int(rule.window_s * _NS)
+    if rule.kind == "success_rate":
+        return calls.success_rate(since, now_ns, rule.min_samples)
+    if rule.kind == "cost_budget":
+        return calls.cost(since, now_ns)
+    values = calls.durations(since, now_ns)
+    if not values or len(values) < rule.min_samples:
+        return None
+    agg = rule.aggregation
+    simple = {"avg": lambda v: sum(v) / len(v), "min": min, "max": max, "sum": sum, "count": len}
+    if agg in simple:
+        return float(simple[agg](values))
+    return query.nearest_rank(values, int(agg[1:]))
 
 
 def _histogram(conn: apsw.Connection, rule: AlertRule, where: str, params: list[Any],
