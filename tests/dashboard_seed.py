@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
+from otel_telemetry.collector.alerts.config import parse_alert_config
 from otel_telemetry.collector.alerts.engine import AlertEngine
-from otel_telemetry.collector.alerts.rules import parse_alert_config
 from otel_telemetry.store import schema
 from otel_telemetry.store.writer import StoreWriter, WriteBatch
 
@@ -161,7 +161,7 @@ def seed_db(path: str, now_ns: int | None = None, alerts: bool = True) -> Seed:
             {"name": "error_burst", "kind": "frequency", "filter": {"level": "error"}, "window": "1h",
              "threshold": 1, "severity": "critical", "message": "errors"},
             {"name": "never", "kind": "frequency", "filter": {"level": "critical"}, "window": "1h",
-             "threshold": 1000, "severity": "info"}]}, env={})
+             "threshold": 1000, "severity": "info"}], "default_rules": False}, env={})
         engine = AlertEngine(path, cfg, clock=lambda: now)
         engine.evaluate_once(now)
         engine.shutdown(5)

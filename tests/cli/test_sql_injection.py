@@ -252,7 +252,7 @@ def test_alert_rule_filters(seeded: Path, tmp_path: Path) -> None:
         cfg = tmp_path / "a.yaml"
         cfg.write_text(yaml.safe_dump({"alerts": {"rules": [
             {"name": "inj", "kind": "frequency", "threshold": 0, "window": "30d",
-             "filter": {"component": p, "service": [p, "svc"]}}]}}))
+             "filter": {"component": p, "service": [p, "svc"]}}], "default_rules": False}}))
         r = run("alerts", "test", "--config", str(cfg), "--db", str(seeded), "--format", "json")
         check_exit(r, p[:30])
         if r.exit_code == 0:

@@ -21,9 +21,10 @@ from click.testing import CliRunner
 from conftest import wait_for
 
 from otel_telemetry.cli.commands import main
+from otel_telemetry.collector.alerts.config import AlertConfig, parse_alert_config
 from otel_telemetry.collector.alerts.engine import AlertEngine, list_alerts, state_path
 from otel_telemetry.collector.alerts.notify import AlertEvent, Notifier, NotifyTarget
-from otel_telemetry.collector.alerts.rules import AlertConfig, parse_alert_config, rule_value
+from otel_telemetry.collector.alerts.rules import rule_value
 from otel_telemetry.store import schema
 from otel_telemetry.store.writer import WriteBatch, open_reader
 
@@ -117,6 +118,7 @@ def hook() -> Iterator[Hook]:
 
 
 def config(rules: list[dict[str, Any]], notify: list[dict[str, Any]] | None = None, **top: Any) -> AlertConfig:
+    top.setdefault("default_rules", False)  # the built-in AI rules have their own tests
     return parse_alert_config({"rules": rules, "notify": notify or [], "service": "svc", "environment": "test",
                                **top}, env={"ALERT_HMAC": "s3cret", "ALERT_TOKEN": "tok"})
 
@@ -138,7 +140,7 @@ def nearest_rank(values: list[float], p: int) -> float:
     ({"rules": [{"name": "a", "kind": "threshold", "threshold": 1}]}, ".metric"),
     ({"rules": [{"name": "a", "metric": "m", "threshold": 1, "aggregation": "median"}]}, ".aggregation"),
     ({"rules": [{"name": "a", "metric": "m", "threshold": 1, "for": "soon"}]}, ".for"),
-    ({"rules": [{"name": "a", "metric": "m", "threshold": 1, "severity": "error"}]}, ".severity"),
+    ({"rules": [{"name": "a", "metric": "m", "threshold": 1, "severity": "fatal"}]}, ".severity"),
     ({"rules": [{"name": "a", "metric": "m", "threshold": 1}, {"name": "a", "metric": "m", "threshold": 2}]},
      "duplicate rule name 'a'"),
     ({"notify": [{"type": "webhook", "url": "http://x/", "secret": "inline"}]}, "'secret'"),
@@ -162,10 +164,13 @@ def test_example_file_has_the_designs_defaults() -> None:
         "memory_critical": ("threshold", ">", 0.95, "critical", 60),
         "error_rate": ("frequency", ">", 5, "critical", 60),
         "p95_latency": ("threshold", ">", 3000, "warning", 300),
-        "ai_success_rate": ("success_rate", "<", 0.9, "warning", 900),
-        "daily_cost": ("cost_budget", ">", 10, "warning", 86400),
+        # 004's AI alerts, built in (default_rules), over GenAI calls whatever their category
+        "AI success rate below 90%": ("success_rate", "<", 0.9, "warning", 3600),
+        "AI P95 latency above 3000 ms": ("threshold", ">", 3000, "warning", 3600),
+        "AI daily cost above $10": ("cost_budget", ">", 10, "warning", 86400),
     }
-    assert cfg.interval_s == 15 and not cfg.notify
+    assert cfg.interval_s == 15 and not cfg.notify and dict(cfg.metadata) == {"region": "us-east-1"}
+    assert [r.source for r in cfg.rules if r.default] == ["calls", "calls", "calls"]
 
 
 # ---- rule values --------------------------------------------------------------------------------
@@ -189,9 +194,10 @@ def test_each_rule_kind_computes_the_independently_computed_value(tmp_path: Path
                         data='{"attributes": {"route": "/a"}}'))
     durations = [float(d) for d in (120, 3500, 80, 4100, 950, 300, 2999, 3001, 15, 7000, 640)]
     for i, d in enumerate(durations):
-        rows.append(row(now - (i + 1) * 10 * NS, duration_ms=d, category="ai_behavior",
-                        level="error" if i % 4 == 0 else "info", status="error" if i % 4 == 0 else "ok",
-                        cost_usd=0.25 * (i + 1)))
+        failed = i % 4 == 0  # a failed GenAI call is filed under error_patterns, as the collector does
+        rows.append(row(now - (i + 1) * 10 * NS, duration_ms=d, category="error_patterns" if failed else "ai_behavior",
+                        level="error" if failed else "info", status="error" if failed else "ok",
+                        model="gpt-4o", cost_usd=0.25 * (i + 1)))
     errors_in_minute = 7
     for i in range(errors_in_minute):
         rows.append(row(now - (i * 8 + 1) * NS, type="log", level="error", category="error_patterns"))
@@ -210,8 +216,7 @@ def test_each_rule_kind_computes_the_independently_computed_value(tmp_path: Path
         {"name": "p50", "source": "spans", "aggregation": "p50", "window": "5m", "threshold": 3000},
         {"name": "errors", "kind": "frequency", "filter": {"level": ["error", "critical"]}, "window": "1m",
          "threshold": 5},
-        {"name": "success", "kind": "success_rate", "filter": {"category": "ai_behavior"}, "window": "15m",
-         "threshold": 0.9},
+        {"name": "success", "kind": "success_rate", "source": "calls", "window": "15m", "threshold": 0.9},
         {"name": "cost", "kind": "cost_budget", "window": "1d", "threshold": 10},
         {"name": "nothing", "metric": "no.such.metric", "threshold": 1},
     ])
@@ -326,7 +331,8 @@ def test_webhook_slack_and_discord_formats_with_bearer_and_hmac(tmp_path: Path, 
                  [{"type": "webhook", "url": hook.url("/generic"), "secret_env": "ALERT_HMAC",
                    "bearer_env": "ALERT_TOKEN", "timeout": 5},
                   {"type": "slack", "url": hook.url("/slack")},
-                  {"type": "discord", "url": hook.url("/discord")}])
+                  {"type": "discord", "url": hook.url("/discord")}],
+                 metadata={"region": "us-east-1"})  # 003's payload: region in metadata
     engine = AlertEngine(db, cfg, clock=lambda: now)
     engine.start()  # its own notifier and thread; the first round runs at once
     wait_for(lambda: len(hook.requests) == 3, what="three deliveries")
@@ -336,8 +342,8 @@ def test_webhook_slack_and_discord_formats_with_bearer_and_hmac(tmp_path: Path, 
     assert generic == {
         "event_type": "alert.triggered", "severity": "critical", "timestamp": "2026-01-01T00:01:40Z",
         "metric": "error_rate", "current_value": 25.0, "threshold": 5.0, "rule": "error_rate", "op": ">",
-        "message": "Error rate exceeded = 25 (threshold > 5, window 60s)",
-        "metadata": {"service": "svc", "environment": "test"},
+        "message": "Error rate exceeded = 25 (threshold > 5, window 60s)", "rule_id": "error_rate",
+        "metadata": {"service": "svc", "environment": "test", "region": "us-east-1"},
     }
     (path, headers, raw) = next(r for r in hook.requests if r[0] == "/generic")
     assert headers["authorization"] == "Bearer tok"

@@ -364,8 +364,9 @@ def test_retention_change_needs_header_token_and_confirmation(seeded: Any) -> No
     assert status == 200, body
     show = {r["category"]: r for r in cli("retention", "show", "--db", path, "--format", "json")}
     assert show["ai_research"]["days"] == 400 and show["ai_research"]["source"] == "override"
-    assert c.json("retention")["categories"] == [dict(r) for r in cli("retention", "show", "--db", path,
-                                                                       "--format", "json")]
+    assert c.json("retention")["cells"] == [dict(r) for r in cli("retention", "show", "--db", path,
+                                                                  "--format", "json")]
+    assert {r["category"]: r["days"] for r in c.json("retention")["categories"]}["ai_research"] == 400
     csrf = c.json("csrf")["csrf"]
     status, _, _ = c.request("/api/retention", method="POST", token=None, cookie=cookie,
                              body={**good, "days": 365}, headers={"X-CSRF-Token": csrf,

@@ -197,3 +197,39 @@ def test_writer_purges_expired_while_ingesting(tmp_path: Path) -> None:
     assert reader.execute("SELECT next_seq FROM publishers").fetchone()[0] == 30
     assert reader.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     reader.close()
+
+
+def make_typed(n: int, timestamp: int, category: str, rtype: str) -> tuple[Any, ...]:
+    row = list(make_row(n, timestamp, category))
+    row[COLUMNS.index("type")] = rtype
+    return tuple(row)
+
+
+def test_per_type_days_purge_exactly_in_bounded_steps(conn: apsw.Connection) -> None:
+    """001's "events 90, metrics 180, traces 30" plus a pair: each row kept by pair > type > category,
+    and a step examines at most batch_rows rows even when old rows of longer-kept types come first."""
+    rnd = random.Random(11)
+    types = ("span", "metric", "log", "event")
+    rows = [make_typed(n, NOW - rnd.randrange(0, 400 * NS_PER_DAY), rnd.choice(CATEGORIES), rnd.choice(types))
+            for n in range(4000)]
+    insert(conn, rows)
+    days = {**DEFAULT_RETENTION_DAYS, "event": 90, "metric": 180, "span": 30, "ai_research.event": 400}
+    assert ret.resolve(days, "ai_research", "event") == (400, "ai_research.event")
+    assert ret.resolve(days, "ai_research", "span") == (30, "span")
+    assert ret.resolve(days, "ai_research", "log") == (365, "ai_research")
+    keep = {int.from_bytes(r[0], "big") for r in rows
+            if r[1] >= NOW - ret.resolve(days, r[3], r[2])[0] * NS_PER_DAY}
+    dry = ret.count_expired(conn, days, NOW)
+    purge = ret.Purge(days, NOW)
+    deleted = 0
+    while not purge.done:
+        step = sum(purge.step(conn, 97).values())
+        assert step <= 97
+        deleted += step
+    assert uid_set(conn) == keep and deleted == sum(dry.values()) == 4000 - len(keep)
+    cells = ret.count_expired_cells(conn, days, NOW)
+    assert len(cells) == 24 and sum(cells.values()) == 0
+    with pytest.raises(ValueError, match="unknown category or type"):
+        ret.set_days(conn, "ai_research.trace", 3)
+    ret.set_days(conn, "ai_research.span", 400)  # an override of a pair, stored like a category's
+    assert ret.effective_days(conn, RetentionPolicy())["ai_research.span"] == 400

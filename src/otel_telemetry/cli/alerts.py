@@ -25,7 +25,7 @@ def _alerts_section(config_path: str) -> Any:
     """The validated ``alerts:`` section of a YAML file (a collector.yaml or an alert rule file)."""
     import yaml
 
-    from ..collector.alerts.rules import parse_alert_config
+    from ..collector.alerts.config import parse_alert_config
 
     try:
         with open(config_path) as fh:
@@ -53,11 +53,22 @@ def alerts() -> None:
     """
 
 
+def _state_file(alerts_db: str | None, db: str | None) -> str:
+    import os.path
+
+    path = alerts_db or f"{settings.resolve('db', db)}.alerts.db"
+    if not os.path.isfile(path):
+        raise click.UsageError(f"no alerts database at {path}; the collector creates it when it starts "
+                               "(or pass --alerts-db)")
+    return path
+
+
 @alerts.command("list")
-@click.option("--state", type=click.Choice(("firing", "resolved", "pending", "all")), default="all",
+@click.option("--state", type=click.Choice(("firing", "resolved", "pending", "all", "rules")), default="all",
               show_default=True, help="firing/resolved/all: one row per firing episode; pending: rules "
-                                      "whose condition holds but that have not fired yet.")
-@click.option("--rule", default=None, help="Only alerts of this rule.")
+                                      "whose condition holds but that have not fired yet; rules: every "
+                                      "configured rule (the default AI rules included) with its state.")
+@click.option("--rule", default=None, help="Only alerts of this rule (its name or id).")
 @click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True,
               help="Most alerts to print, newest first.")
 @click.option("--alerts-db", default=None, type=click.Path(dir_okay=False), metavar="PATH",
@@ -65,32 +76,31 @@ def alerts() -> None:
 @common_options
 def alerts_list(state: str, rule: str | None, limit: int, alerts_db: str | None, db: str | None,
                 fmt: str) -> None:
-    """Print alerts the collector recorded: what fired, when, its value and when it resolved.
+    """Print alerts the collector recorded: what fired, when, its value, when it resolved and who
+    acknowledged it; or (--state rules) every rule the collector evaluates.
 
     \b
     Example:
       otel-telemetry alerts list
       otel-telemetry alerts list --state firing --format json
+      otel-telemetry alerts list --state rules
     """
-    import os.path
-
     import apsw
 
     from ..store.alert_state import list_alerts
 
-    path = alerts_db or f"{settings.resolve('db', db)}.alerts.db"
-    if not os.path.isfile(path):
-        raise click.UsageError(f"no alerts database at {path}; the collector creates it when alert "
-                               "rules are configured (or pass --alerts-db)")
+    path = _state_file(alerts_db, db)
     try:
         items = list_alerts(path, state, limit, rule)
     except apsw.Error as exc:
         raise click.ClickException(f"alerts database {path}: {exc}") from None
     if state == "pending":
         headers: tuple[str, ...] = ("rule", "state", "pending_since", "value", "evaluated")
+    elif state == "rules":
+        headers = ("rule", "id", "severity", "kind", "op", "threshold", "state", "value", "is_default", "channels")
     else:
         headers = ("id", "rule", "severity", "state", "fired", "resolved", "value", "last_value", "op",
-                   "threshold", "message")
+                   "threshold", "acked", "message")
     if fmt == "json":
         _emit_json(items)
     elif not items and fmt == "table":
@@ -143,3 +153,39 @@ def alerts_test(config_path: str, notify: bool, db: str | None, fmt: str) -> Non
         s = notifier.stats()
         click.echo(f"notifications: {len(events)} events, sent {s['sent']}, failed {s['failed']}, "
                    f"dropped {s['dropped']}, retries {s['retries']}", err=True)
+
+
+@alerts.command("ack")
+@click.argument("name")
+@click.option("--by", default=None, help="Who acknowledges (default: $USER).")
+@click.option("--note", default=None, help="A note kept with the acknowledgement.")
+@click.option("--alerts-db", default=None, type=click.Path(dir_okay=False), metavar="PATH",
+              help="Alert state file (default: <db>.alerts.db, written by the collector).")
+@common_options
+def alerts_ack(name: str, by: str | None, note: str | None, alerts_db: str | None, db: str | None,
+               fmt: str) -> None:
+    """Acknowledge the firing alert of rule NAME (its name or id): shown in ``alerts list`` and the
+    dashboard until the alert resolves. Exit 2 when that rule is not firing.
+
+    \b
+    Example:
+      otel-telemetry alerts ack "High CPU Usage"
+      otel-telemetry alerts ack high_cpu_usage --note "scaling out"
+    """
+    import os
+
+    import apsw
+
+    from ..store.alert_state import ack
+
+    path = _state_file(alerts_db, db)
+    try:
+        item = ack(path, name, time.time_ns(), by or os.environ.get("USER"), note)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    except apsw.Error as exc:
+        raise click.ClickException(f"alerts database {path}: {exc}") from None
+    if fmt == "json":
+        _emit_json(item)
+    else:
+        _emit_rows(fmt, tuple(item), [list(item.values())])

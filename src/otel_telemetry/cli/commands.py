@@ -1,4 +1,5 @@
-"""``otel-telemetry``: query, statistics, retention and collector status from the command line.
+"""``otel-telemetry``: query, statistics and collector status from the command line (other groups in
+siblings: ``alerts``, ``retention``, ``export``, ``keys``, ``purge``, ``dashboard``).
 
 Library errors (``QueryError``, ``ValueError`` from retention, ``ConfigError``) become click usage
 errors only here, and every click error is printed as one line on stderr: scripts and humans both
@@ -7,7 +8,6 @@ get a single, greppable reason instead of a usage banner.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,22 +32,21 @@ from . import (
 from . import (
     purge as cli_purge,
 )
+from . import (
+    retention as cli_retention,
+)
 from .output import (
     _TABLE_WIDTH,
     TABLE_COLUMNS,
     TRACE_ID,
-    F,
     _emit_csv,
     _emit_json,
-    _emit_rows,
     _emit_table,
     _OneLineGroup,
     _open,
     _window,
     common_options,
     db_option,
-    emit_purge_result,
-    retention_policy,
     window_options,
 )
 
@@ -240,100 +239,6 @@ def _flatten(obj: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]
             yield f"{prefix}{key}", value
 
 
-def config_option(f: F) -> F:
-    return click.option(
-        "--config", "config_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-        help=f"collector.yaml whose retention settings are the defaults "
-             f"(default: ${settings.SETTINGS['config'].env}, else built-in defaults).",
-    )(f)
-
-
-@main.group("retention")
-def retention() -> None:
-    """Show, change and apply per-category retention (days to keep records).
-
-    \b
-    Example:
-      otel-telemetry retention show
-      otel-telemetry retention set --category ai_research --days 730
-      otel-telemetry retention purge --dry-run
-    """
-
-
-@retention.command("show")
-@config_option
-@common_options
-def retention_show(config_path: str | None, db: str | None, fmt: str) -> None:
-    """Days kept per category, whether that is the default or an override, and rows expired now.
-
-    \b
-    Example:
-      otel-telemetry retention show --format json
-    """
-    from ..store import retention as ret
-
-    policy = retention_policy(config_path)
-    with _open(db) as conn:
-        # With no policy days, effective_days returns exactly the valid overrides in the table.
-        overrides = ret.effective_days(conn, ret.RetentionPolicy(days={}))
-        days = ret.effective_days(conn, policy)
-        expired = ret.count_expired(conn, days, time.time_ns())
-    rows = [(c, days[c], "override" if c in overrides else "default", expired[c]) for c in days]
-    _emit_rows(fmt, ("category", "days", "source", "expired"), rows)
-
-
-@retention.command("set")
-@click.option("--category", type=click.Choice(CATEGORIES), required=True,
-              help="Category whose retention to change.")
-@click.option("--days", type=click.IntRange(min=1), required=True, help="Days to keep its records.")
-@db_option
-def retention_set(category: str, days: int, db: str | None) -> None:
-    """Store a retention override for one category; the collector applies it on its next purge.
-
-    \b
-    Example:
-      otel-telemetry retention set --category error_patterns --days 180
-    """
-    from ..store import retention as ret
-
-    with _open(db, admin=True) as conn:
-        try:
-            ret.set_days(conn, category, days)
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-    click.echo(f"{category}: keep {days} days")
-
-
-@retention.command("purge")
-@click.option("--dry-run", is_flag=True, help="Only count the rows a purge would delete.")
-@config_option
-@common_options
-def retention_purge(dry_run: bool, config_path: str | None, db: str | None, fmt: str) -> None:
-    """Delete expired records now and return the freed space to the file system.
-
-    \b
-    Example:
-      otel-telemetry retention purge --dry-run
-      otel-telemetry retention purge --format json
-    """
-    from ..store import retention as ret
-
-    policy = retention_policy(config_path)
-    now = time.time_ns()
-    if dry_run:
-        with _open(db) as conn:
-            counts = ret.count_expired(conn, ret.effective_days(conn, policy), now)
-        result: dict[str, Any] = {"dry_run": True, "would_delete": counts, "total": sum(counts.values())}
-    else:
-        with _open(db, admin=True) as conn:
-            done = ret.purge_all(conn, policy, now)
-            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        counts = done["deleted"]
-        result = {"dry_run": False, "deleted": counts, "total": sum(counts.values()),
-                  "capped": done["capped"], "bytes_reclaimed": done["pages_freed"] * page_size}
-    emit_purge_result(fmt, result, [("size cap", "capped"), ("bytes reclaimed", "bytes_reclaimed")])
-
-
 @main.group("collector")
 def collector() -> None:
     """Run the collector that receives telemetry and writes the database.
@@ -369,7 +274,8 @@ def collector_run(ctx: click.Context, config_path: str | None, db: str | None,
 
 
 cli_export.register(main)  # export, watch, completion
-cli_alerts.register(main)  # alerts list|test
+cli_alerts.register(main)  # alerts list|test|ack
+cli_retention.register(main)  # retention show|set|purge (and the design's retention --set)
 cli_keys.register(main)  # keys generate
 cli_purge.register(main)  # purge
 cli_dashboard.register(main)  # dashboard

@@ -12,8 +12,10 @@ import yaml
 
 from .. import categories as cats
 from .. import settings
+from ..store.retention import KEYS as RETENTION_KEYS
+from ..store.retention import TYPES as RETENTION_TYPES
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES
-from .alerts.rules import AlertConfig, parse_alert_config
+from .alerts.config import AlertConfig, parse_alert_config
 from .forward.config import ForwardTarget, parse_forward_config
 from .redaction import CollectorRedaction, parse_redaction
 
@@ -35,6 +37,7 @@ class StoreConfig:
 class RetentionConfig:
     interval: float = 60.0
     max_size_mb: float | None = None
+    # by category, record type or category.type (most specific wins: store/retention.py)
     days: dict[str, int] = field(default_factory=lambda: dict(cats.DEFAULT_RETENTION_DAYS))
 
 
@@ -291,9 +294,14 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
     if rt.get("max_size_mb") is not None:
         cfg.retention.max_size_mb = _num(f"{where}: retention.max_size_mb", rt["max_size_mb"], float, 0.001)
     days = rt.get("days") or {}
-    _check_keys(f"{where}: retention.days", days, set(cats.CATEGORIES))
-    for cat, n in days.items():
-        cfg.retention.days[cat] = _num(f"{where}: retention.days.{cat}", n, int, 1)
+    if not isinstance(days, Mapping):
+        raise ConfigError(f"{where}: retention.days: expected a mapping of category, type or category.type to days")
+    for key, n in days.items():
+        if key not in RETENTION_KEYS:  # a category, a record type, or category.type (store/retention.py)
+            raise ConfigError(f"{where}: retention.days: unknown key {key!r} (a category: "
+                              f"{', '.join(cats.CATEGORIES)}; a type: {', '.join(RETENTION_TYPES)}; "
+                              "or category.type, e.g. ai_behavior.span)")
+        cfg.retention.days[key] = _num(f"{where}: retention.days.{key}", n, int, 1)
     rc = raw.get("receivers") or {}
     _check_keys(f"{where}: receivers", rc, {"zmq", "otlp_grpc", "otlp_http"})
     zr = rc.get("zmq") or {}
@@ -315,8 +323,8 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
         if raw.get("prices"):
             _check_prices(raw["prices"])
             cfg.prices = dict(raw["prices"])
-        if raw.get("alerts"):
-            cfg.alerts = parse_alert_config(raw["alerts"], f"{where}: alerts")
+        # Always: the default AI rules are on without an ``alerts:`` section (alerts/config.py).
+        cfg.alerts = parse_alert_config(raw.get("alerts"), f"{where}: alerts")
         cfg.redaction = parse_redaction(raw.get("redaction"), f"{where}: redaction")
     except ValueError as exc:
         raise ConfigError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None

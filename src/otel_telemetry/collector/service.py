@@ -86,7 +86,7 @@ class Collector:
         try:
             for forwarder in self.forwarders:
                 forwarder.start()
-            if self.cfg.alerts is not None and self.cfg.alerts.rules:
+            if self.cfg.alerts is not None:  # the default AI rules are on unless switched off
                 # Reads the store only; its state lives in its own file (single-writer rule).
                 self.alerts = AlertEngine(self.cfg.db, self.cfg.alerts)
                 self.alerts.start()

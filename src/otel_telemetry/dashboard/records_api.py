@@ -213,12 +213,19 @@ def alerts(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
 
 
 def retention(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
-    """Days kept per category, default or override, and rows expired now (``retention show``)."""
+    """Days kept per category (default or override) and rows expired now; ``cells``: the effective
+    days of every category × record type and the key that decides (``retention show``)."""
     overrides = ret.effective_days(conn, ret.RetentionPolicy(days={}))
     days = ret.effective_days(conn, ctx.policy)
-    expired = ret.count_expired(conn, days, time.time_ns())
+    now = time.time_ns()
+    expired = ret.count_expired(conn, days, now)
+    cells = ret.effective_table(conn, ctx.policy)
+    cell_expired = ret.count_expired_cells(conn, days, now)
+    for cell in cells:
+        cell["expired"] = cell_expired[(cell["category"], cell["type"])]
     return {"categories": [{"category": c, "days": days[c], "source": "override" if c in overrides else "default",
-                            "expired": expired[c]} for c in days]}
+                            "expired": expired.get(c, 0)} for c in CATEGORIES if c in days],
+            "cells": cells}
 
 
 def set_retention(body: Any, ctx: Context) -> dict[str, Any]:

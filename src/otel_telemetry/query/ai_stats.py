@@ -2,7 +2,9 @@
 
 A *call* is a span that is a GenAI model/tool/agent call: its ``event`` is ``model_call``,
 ``tool_call`` or ``agent_call``, or it has a ``model`` or ``agent`` (see ``store/rollups.py``
-for its kind). Success rate = calls whose status is not error / all calls.
+for its kind), whatever its category: a failed call is filed under ``error_patterns``, and
+``category="ai_behavior"`` still counts it. Success rate = calls whose status is not error / all
+calls.
 
 Sources. Windows shorter than 6 h are read from raw rows and their percentiles are exact
 (nearest rank, as ``query.stats``). Longer windows are cut into whole UTC days (``rollup_daily``),
@@ -23,7 +25,8 @@ Report keys (``report()``, also the CLI's json):
 - ``tokens`` {input, output, cache_read, cache_write, reasoning, total};
 - ``by_model`` / ``by_agent`` {name: {calls, failed, cost_usd, total_tokens, p95_ms}}, busiest
   first, ``(none)`` for calls without one; ``top_agent`` {agent, calls} or null;
-- ``failed_calls`` {total, by_error_type{type: n}}; ``alerts`` {state_file, firing[...], error};
+- ``failed_calls`` {total, by_error_type{type: n}}; ``alerts`` {state_file, firing[...], rules[...]
+  (every rule the collector evaluates, the default AI rules included, with state and value), error};
 - ``rollups`` {hourly: hours overlapping the window's last 24 h, daily: days overlapping the
   window}, items {bucket_start, bucket_start_ns, category, component, service, count, errors,
   p95_ms} over all records (not only calls) with the same filters; buckets are whole, so the
@@ -48,7 +51,9 @@ SHORT_WINDOW_NS = 6 * ru.HOUR_NS
 LISTING_HOURS_NS = ru.DAY_NS
 NONE = "(none)"
 _TOKENS = ("input", "output", "cache_read", "cache_write", "reasoning", "total")
-_CALL_SQL = ("type = 'span' AND (model IS NOT NULL OR agent IS NOT NULL OR event IN "
+# A GenAI call whatever its category (a failed one is filed under error_patterns); alert rules'
+# ``source: calls`` use the same definition.
+CALL_SQL = ("type = 'span' AND (model IS NOT NULL OR agent IS NOT NULL OR event IN "
              f"({', '.join(repr(e) for e in ru.CALL_EVENTS)}))")
 Aggs = dict[tuple[Any, ...], list[Any]]
 _CALL_GROUP = ("model", "agent", "call", "error_type")  # all a report's call figures need
@@ -111,7 +116,7 @@ def _raw_aggs(conn: apsw.Connection, a: int, b: int, flt: dict[str, str], calls_
         return
     extra, params = _filter_sql(flt)
     if calls_only:
-        extra += f" AND {_CALL_SQL}"
+        extra += f" AND {CALL_SQL}"
     sql = f"SELECT {ru.SELECT_INPUT} FROM records WHERE timestamp >= ? AND timestamp < ?{extra}"
     for r in conn.execute(sql, (a, b, *params)):
         ru.add_input(out, r, bucket_ns, durations)
@@ -227,7 +232,7 @@ def listing(conn: apsw.Connection, bucket_ns: int, since: int, until: int, flt: 
 
 
 def _alerts(path: str | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"state_file": None, "firing": [], "error": None}
+    out: dict[str, Any] = {"state_file": None, "firing": [], "rules": [], "error": None}
     if not path or not os.path.isfile(path):
         return out
     from ..store.alert_state import list_alerts
@@ -235,6 +240,7 @@ def _alerts(path: str | None) -> dict[str, Any]:
     out["state_file"] = path
     try:
         out["firing"] = list_alerts(path, "firing", 100)
+        out["rules"] = list_alerts(path, "rules", 100)  # the default AI rules among them
     except apsw.Error as exc:
         out["error"] = str(exc)
     return out
@@ -257,6 +263,9 @@ def report(conn: apsw.Connection, since_ns: int, until_ns: int | None = None, *,
     if since_ns >= until:
         raise QueryError("the window is empty: since must be before until")
     flt = {k: v for k, v in (("agent", agent), ("model", model), ("category", category)) if v is not None}
+    # A GenAI call is one whatever its category: a failed one is filed under error_patterns, so
+    # "the calls of ai_behavior" must not lose it (the rollup listings keep the plain filter).
+    call_flt = {k: v for k, v in flt.items() if not (k == "category" and v == "ai_behavior")}
     rollups_ok = has_rollups(conn)
     aggs: Aggs = {}
     durations: list[tuple[tuple[Any, ...], float]] | None = None
@@ -264,13 +273,13 @@ def report(conn: apsw.Connection, since_ns: int, until_ns: int | None = None, *,
         source = "rollups"
         raw, hourly, daily = decompose(since_ns, until)
         for a, b in raw:
-            _raw_aggs(conn, a, b, flt, True, aggs, None)
+            _raw_aggs(conn, a, b, call_flt, True, aggs, None)
         for table, ranges in (("rollup_hourly", hourly), ("rollup_daily", daily)):
             for a, b in ranges:
-                _rollup_aggs(conn, table, a, b, flt, True, aggs, _CALL_GROUP, keep_bucket=False)
+                _rollup_aggs(conn, table, a, b, call_flt, True, aggs, _CALL_GROUP, keep_bucket=False)
     else:
         source, durations = "raw", []
-        _raw_aggs(conn, since_ns, until, flt, True, aggs, None, durations)
+        _raw_aggs(conn, since_ns, until, call_flt, True, aggs, None, durations)
     out: dict[str, Any] = {
         "since": iso_ns(since_ns), "until": iso_ns(until), "since_ns": since_ns, "until_ns": until,
         "period": period, "filters": {"agent": agent, "model": model, "category": category},

@@ -283,6 +283,9 @@ class ZmqMetricExporter(_TransportUser, MetricExporter):
         if mtype == "sum":
             extra_common = {"monotonic": data.is_monotonic,
                             "temporality": _TEMPORALITY.get(data.aggregation_temporality)}
+        elif mtype in ("histogram", "exponential_histogram"):
+            # Percentiles over a window need to know whether points are deltas or running totals.
+            extra_common = {"temporality": _TEMPORALITY.get(data.aggregation_temporality)}
         out: list[Prepared] = []
         for p in data.data_points:
             attrs = dict(p.attributes or EMPTY)
@@ -294,7 +297,9 @@ class ZmqMetricExporter(_TransportUser, MetricExporter):
             elif mtype == "exponential_histogram":
                 value = p.sum
                 extra.update(count=p.count, sum=p.sum, min=p.min, max=p.max, scale=p.scale,
-                             zero_count=p.zero_count)
+                             zero_count=p.zero_count, zero_threshold=0.0,
+                             positive={"offset": p.positive.offset, "counts": list(p.positive.bucket_counts)},
+                             negative={"offset": p.negative.offset, "counts": list(p.negative.bucket_counts)})
             else:
                 value = p.value
             category, _ = cats.categorise_metric(m.name, attrs, self._conv.rules)

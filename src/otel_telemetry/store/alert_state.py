@@ -14,7 +14,7 @@ from .db import open_sqlite
 from .writer import open_reader
 
 _NS = 1_000_000_000
-LIST_STATES = ("firing", "resolved", "pending", "all")
+LIST_STATES = ("firing", "resolved", "pending", "all", "rules")
 
 STATE_DDL = """
 CREATE TABLE IF NOT EXISTS alert_state (
@@ -44,6 +44,34 @@ CREATE TABLE IF NOT EXISTS alert_history (
     notified INTEGER NOT NULL DEFAULT 0  -- notifications queued for this episode
 );
 CREATE INDEX IF NOT EXISTS alert_history_state ON alert_history(state, fired);
+CREATE TABLE IF NOT EXISTS alert_rules (  -- the configured rules, rewritten at every engine start
+    rule TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    op TEXT NOT NULL,
+    threshold REAL NOT NULL,
+    window_s REAL NOT NULL,
+    channels TEXT NOT NULL,              -- JSON list; [] = every target
+    is_default INTEGER NOT NULL,         -- one of the built-in default AI rules
+    message TEXT
+);
+CREATE TABLE IF NOT EXISTS daily_summaries (
+    day TEXT PRIMARY KEY,                -- UTC date
+    sent INTEGER NOT NULL,               -- ns
+    body TEXT NOT NULL                   -- JSON figures
+);
+"""
+# Acknowledgements live in their own file, written by the CLI (``alerts ack``): the engine stays the
+# only writer of the state file.
+ACK_DDL = """
+CREATE TABLE IF NOT EXISTS acks (
+    episode INTEGER PRIMARY KEY,         -- alert_history.id
+    rule TEXT NOT NULL,
+    acked INTEGER NOT NULL,              -- ns
+    by TEXT,
+    note TEXT
+);
 """
 
 
@@ -68,21 +96,92 @@ def open_state(path: str) -> apsw.Connection:
     return conn
 
 
+def ack_path(path: str) -> str:
+    """The acknowledgements file beside the state file at ``path``."""
+    return f"{path}.acks"
+
+
+def _rule_names(conn: apsw.Connection, rule: str) -> list[str]:
+    """A rule given by name or id → the names it may be stored under."""
+    names = [rule]
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'alert_rules'").fetchone():
+        names += [r for (r,) in conn.execute("SELECT rule FROM alert_rules WHERE id = ?", (rule,))]
+    return names
+
+
+def _acks(path: str) -> dict[int, tuple[int, str | None, str | None]]:
+    if not os.path.isfile(ack_path(path)):
+        return {}
+    conn = open_reader(ack_path(path))
+    try:
+        return {e: (t, by, note) for e, t, by, note in conn.execute("SELECT episode, acked, by, note FROM acks")}
+    finally:
+        conn.close()
+
+
+def ack(path: str, rule: str, now_ns: int, by: str | None = None, note: str | None = None) -> dict[str, Any]:
+    """Acknowledge the firing alert of ``rule`` (name or id) in the state file at ``path``; written
+    to the acknowledgements file (caller's thread). ValueError when that rule is not firing."""
+    conn = open_reader(path)
+    try:
+        names = _rule_names(conn, rule)
+        row = conn.execute(
+            f"SELECT id, rule FROM alert_history WHERE state = 'firing' AND rule IN ({', '.join('?' * len(names))}) "
+            "ORDER BY fired DESC LIMIT 1", names).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        raise ValueError(f"no firing alert for rule {rule!r} (see: otel-telemetry alerts list --state firing)")
+    acks = open_sqlite(ack_path(path), apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+    try:
+        acks.execute("PRAGMA journal_mode=WAL").fetchall()
+        acks.execute(ACK_DDL)
+        with acks:
+            acks.execute("INSERT OR REPLACE INTO acks(episode, rule, acked, by, note) VALUES (?, ?, ?, ?, ?)",
+                         (row[0], row[1], now_ns, by, note))
+    finally:
+        acks.close()
+    return {"id": row[0], "rule": row[1], "acked": _iso(now_ns), "acked_by": by, "note": note}
+
+
+def _list_rules(conn: apsw.Connection, rule: str | None, limit: int) -> list[dict[str, Any]]:
+    cols = ("rule", "id", "kind", "severity", "op", "threshold", "window_s", "channels", "is_default", "state",
+            "value", "evaluated")
+    where = "WHERE r.rule = ? OR r.id = ?" if rule else ""
+    sql = (f"SELECT r.rule, r.id, r.kind, r.severity, r.op, r.threshold, r.window_s, r.channels, r.is_default, "
+           f"coalesce(s.state, 'ok'), s.value, s.updated FROM alert_rules r "
+           f"LEFT JOIN alert_state s ON s.rule = r.rule {where} ORDER BY r.is_default, r.rule LIMIT ?")
+    out = []
+    for row in conn.execute(sql, [*([rule, rule] if rule else []), limit]):
+        item = dict(zip(cols, row, strict=True))
+        item["is_default"] = bool(item["is_default"])
+        item["evaluated"] = _iso(item["evaluated"])
+        out.append(item)
+    return out
+
+
 def list_alerts(path: str, state: str = "all", limit: int = 100, rule: str | None = None) -> list[dict[str, Any]]:
     """Alerts from the state file at ``path``, newest first (caller's thread, read-only).
 
-    ``state``: firing | resolved | all (history, one row per firing episode) or pending (rules whose
-    condition holds but which are not firing yet).
+    ``state``: firing | resolved | all (history, one row per firing episode, with its
+    acknowledgement), pending (rules whose condition holds but which are not firing yet) or rules
+    (every configured rule, the default ones included, with its state and last value). ``rule``: a
+    rule's name or id.
     """
     if state not in LIST_STATES:
         raise ValueError(f"state must be one of {', '.join(LIST_STATES)}, got {state!r}")
     conn = open_reader(path)
     try:
+        if state == "rules":
+            has = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'alert_rules'").fetchone()
+            return _list_rules(conn, rule, limit) if has else []
+        names = _rule_names(conn, rule) if rule else []
         params: list[Any] = []
         if state == "pending":
             sql = ("SELECT rule, state, pending_since, value, updated FROM alert_state WHERE state = 'pending'"
-                   + (" AND rule = ?" if rule else "") + " ORDER BY pending_since DESC LIMIT ?")
-            params = [rule] if rule else []
+                   + (f" AND rule IN ({', '.join('?' * len(names))})" if rule else "")
+                   + " ORDER BY pending_since DESC LIMIT ?")
+            params = names
             return [{"rule": r, "state": s, "pending_since": _iso(p), "value": v, "evaluated": _iso(u)}
                     for r, s, p, v, u in conn.execute(sql, [*params, limit])]
         clauses = []
@@ -90,16 +189,19 @@ def list_alerts(path: str, state: str = "all", limit: int = 100, rule: str | Non
             clauses.append("state = ?")
             params.append(state)
         if rule:
-            clauses.append("rule = ?")
-            params.append(rule)
+            clauses.append(f"rule IN ({', '.join('?' * len(names))})")
+            params += names
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         cols = ("id", "rule", "severity", "state", "fired", "resolved", "value", "last_value", "op",
                 "threshold", "metric", "kind", "notified", "message")
         sql = f"SELECT {', '.join(cols)} FROM alert_history {where} ORDER BY fired DESC, id DESC LIMIT ?"
         out = []
+        acks = _acks(path)
         for row in conn.execute(sql, [*params, limit]):
             item = dict(zip(cols, row, strict=True))
             item["fired"], item["resolved"] = _iso(item["fired"]), _iso(item["resolved"])
+            acked = acks.get(item["id"])
+            item["acked"], item["acked_by"] = (_iso(acked[0]), acked[1]) if acked else (None, None)
             out.append(item)
         return out
     finally:

@@ -18,6 +18,7 @@ so a restarted collector does not notify again for an episode already announced.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -30,8 +31,11 @@ import apsw
 
 from ...store.alert_state import LIST_STATES, STATE_DDL, list_alerts, open_state
 from ...store.writer import open_reader
-from .notify import RESOLVED, TRIGGERED, AlertEvent, Notifier
-from .rules import AlertConfig, AlertRule, parse_alert_config, rule_value
+from . import callwindow, summary
+from .callwindow import CallWindow
+from .config import AlertConfig, parse_alert_config
+from .notify import RESOLVED, SUMMARY, TRIGGERED, AlertEvent, Notifier
+from .rules import AlertRule, rule_value
 
 __all__ = ["LIST_STATES", "STATE_DDL", "AlertConfig", "AlertEngine", "AlertRule", "RuleResult", "list_alerts",
            "parse_alert_config", "preview", "preview_events", "state_path"]
@@ -78,12 +82,18 @@ class AlertEngine:
         self._own_notifier = notifier is None
         self._notifier = notifier if notifier is not None else Notifier(config.notify)
         self._lock = threading.Lock()  # serialises evaluate_once
+        self._stats_lock = threading.Lock()  # only the counters: stats() must not wait for a round
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._reader: apsw.Connection | None = None
         self._state_db = open_state(state_path(db_path, config))
         self._states = self._load_states()
+        self._save_rules()
+        # Rules over all GenAI calls (the defaults) read only new rows each round (callwindow.py).
+        spans = [r.window_s for r in config.rules if callwindow.serves(
+            r.source, r.kind, r.field, r.aggregation, bool(r.filter or r.attributes))]
+        self._calls = CallWindow(max(spans)) if spans else None
         self._stats = dict.fromkeys(("rounds", "errors", "fired", "resolved", "notify_dropped", "no_db"), 0)
 
     # ---- any thread ------------------------------------------------------------------------------
@@ -121,8 +131,9 @@ class AlertEngine:
         return ok
 
     def stats(self) -> dict[str, Any]:
-        """Engine counters plus the notifier's under ``notify`` (any thread)."""
-        with self._lock:
+        """Engine counters plus the notifier's under ``notify`` (any thread). Never waits for a
+        round: the store writer's thread calls it for every status row."""
+        with self._stats_lock:
             out: dict[str, Any] = dict(self._stats)
         out["notify"] = self._notifier.stats()
         return out
@@ -139,21 +150,33 @@ class AlertEngine:
                 return []
             reader = self._main_reader()
             results: list[RuleResult] = []
-            events: list[tuple[int, AlertEvent]] = []
-            with self._state_db:  # one transaction per round
-                for rule in self._config.rules:
-                    results.append(self._step(reader, rule, now, events))
-            self._stats["rounds"] += 1
+            events: list[tuple[int | None, AlertEvent]] = []
+            try:
+                calls = self._update_calls(reader, now)
+                with self._state_db:  # one transaction per round
+                    for rule in self._config.rules:
+                        results.append(self._step(reader, rule, now, events, calls))
+                    self._daily_summary(reader, now, events)
+            finally:
+                # No connection to the store stays open between rounds: the writer's checkpoints
+                # and its shutdown never meet a reader of ours.
+                if self._reader is not None:
+                    self._reader.close()
+                    self._reader = None
+            self._bump("rounds")
         for episode, ev in events:
             if self._notifier.submit(ev):
                 with self._lock:
-                    if not self._closed:
+                    if not self._closed and episode is not None:
                         self._state_db.execute("UPDATE alert_history SET notified = notified + 1 WHERE id = ?",
                                                (episode,))
             else:
-                with self._lock:
-                    self._stats["notify_dropped"] += 1
+                self._bump("notify_dropped")
         return results
+
+    def _bump(self, key: str) -> None:
+        with self._stats_lock:
+            self._stats[key] += 1
 
     # ---- engine thread (or evaluate_once's caller), under self._lock -------------------------------
 
@@ -164,20 +187,19 @@ class AlertEngine:
                 self.evaluate_once()
             except Exception:
                 log.exception("alert evaluation round failed")
-                with self._lock:
-                    self._stats["errors"] += 1
+                self._bump("errors")
             self._stop.wait(self._config.interval_s)
 
     def _main_reader(self) -> apsw.Connection | None:
         if self._reader is None:
             if not os.path.exists(self._db_path):
-                self._stats["no_db"] += 1
+                self._bump("no_db")
                 return None
             try:
                 self._reader = open_reader(self._db_path)
             except apsw.Error as exc:
                 log.warning("alerts cannot open %s: %s", self._db_path, exc)
-                self._stats["no_db"] += 1
+                self._bump("no_db")
                 return None
         return self._reader
 
@@ -200,15 +222,28 @@ class AlertEngine:
                     self._state_db.execute("DELETE FROM alert_state WHERE rule = ?", (rule,))
         return states
 
+    def _update_calls(self, reader: apsw.Connection | None, now: int) -> CallWindow | None:
+        """The call window brought up to ``now``; None (the rules fall back to SQL) if that failed."""
+        if self._calls is None or reader is None:
+            return None
+        try:
+            self._calls.update(reader, now)
+            return self._calls
+        except apsw.Error as exc:
+            self._bump("errors")
+            log.warning("alert call window: %s", exc)
+            self._calls = CallWindow(self._calls.span_ns / _NS)  # start over next round
+            return None
+
     def _step(self, reader: apsw.Connection | None, rule: AlertRule, now: int,
-              events: list[tuple[int, AlertEvent]]) -> RuleResult:
+              events: list[tuple[int | None, AlertEvent]], calls: CallWindow | None = None) -> RuleResult:
         st = self._states.setdefault(rule.name, _State())
         if reader is None:
             return RuleResult(rule, None, False, st.state, error="no database yet")
         try:
-            value = rule_value(reader, rule, now)
+            value = rule_value(reader, rule, now, calls)
         except apsw.Error as exc:
-            self._stats["errors"] += 1
+            self._bump("errors")
             log.warning("alert rule %s: %s", rule.name, exc)
             return RuleResult(rule, None, False, st.state, error=str(exc))
         met = rule.met(value)
@@ -228,7 +263,7 @@ class AlertEngine:
                         (rule.name, rule.kind, rule.severity, rule.label, st.pending_since, now, value, value,
                          rule.op, rule.threshold, msg))
                     st.state, st.episode, transition = "firing", db.last_insert_rowid(), "fired"
-                    self._stats["fired"] += 1
+                    self._bump("fired")
                     events.append((st.episode, self._event(TRIGGERED, rule, now, value, msg)))
             elif st.state == "firing" and st.episode is not None:
                 db.execute("UPDATE alert_history SET last_value = ? WHERE id = ?", (value, st.episode))
@@ -240,7 +275,7 @@ class AlertEngine:
                 events.append((st.episode, self._event(RESOLVED, rule, now, value, msg)))
             st.state, st.pending_since, st.episode, st.last_resolved = "ok", None, None, now
             transition = "resolved"
-            self._stats["resolved"] += 1
+            self._bump("resolved")
         elif st.state == "pending":
             st.state, st.pending_since = "ok", None
         db.execute(
@@ -252,7 +287,37 @@ class AlertEngine:
     def _event(self, kind: str, rule: AlertRule, now: int, value: float | None, msg: str) -> AlertEvent:
         return AlertEvent(event_type=kind, rule=rule.name, severity=rule.severity, timestamp_ns=now,
                           metric=rule.label, current_value=value, threshold=rule.threshold, op=rule.op,
-                          message=msg, service=self._config.service, environment=self._config.environment)
+                          message=msg, service=self._config.service, environment=self._config.environment,
+                          rule_id=rule.id, channels=rule.channels, metadata=self._config.metadata)
+
+    def _save_rules(self) -> None:
+        """The configured rules into the state file, for ``alerts list --state rules``, ``stats`` and
+        the dashboard (which cannot read the collector's configuration)."""
+        with self._state_db:
+            self._state_db.execute("DELETE FROM alert_rules")
+            for r in self._config.rules:
+                self._state_db.execute(
+                    "INSERT INTO alert_rules(rule, id, kind, severity, op, threshold, window_s, channels, "
+                    "is_default, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (r.name, r.id, r.kind, r.severity, r.op, r.threshold, r.window_s, json.dumps(list(r.channels)),
+                     int(r.default), r.message))
+
+    def _daily_summary(self, reader: apsw.Connection | None, now: int,
+                       events: list[tuple[int | None, AlertEvent]]) -> None:
+        """Queue the daily summary once per UTC day, at or after ``daily_summary.at``."""
+        cfg = self._config.daily_summary
+        day = None if cfg is None or reader is None else summary.due(cfg.at_minutes, now)
+        if day is None or reader is None or self._state_db.execute(
+                "SELECT 1 FROM daily_summaries WHERE day = ?", (day,)).fetchone():
+            return
+        figures = summary.build(reader, self._state_db, now)
+        self._state_db.execute("INSERT INTO daily_summaries(day, sent, body) VALUES (?, ?, ?)",
+                               (day, now, json.dumps(figures)))
+        events.append((None, AlertEvent(
+            event_type=SUMMARY, rule="daily_summary", severity="info", timestamp_ns=now, metric="daily_summary",
+            current_value=None, threshold=0.0, op="", message=summary.text(figures), service=self._config.service,
+            environment=self._config.environment, rule_id="daily_summary", channels=cfg.channels if cfg else (),
+            metadata=self._config.metadata, details=figures)))
 
 
 def preview(conn: apsw.Connection, config: AlertConfig, now_ns: int) -> list[tuple[AlertRule, float | None, bool]]:
@@ -271,5 +336,6 @@ def preview_events(config: AlertConfig, results: list[tuple[AlertRule, float | N
     return [AlertEvent(event_type=TRIGGERED, rule=r.name, severity=r.severity, timestamp_ns=now_ns,
                        metric=r.label, current_value=v, threshold=r.threshold, op=r.op,
                        message=f"[test] {r.describe(v)}", service=config.service,
-                       environment=config.environment)
+                       environment=config.environment, rule_id=r.id, channels=r.channels,
+                       metadata=config.metadata)
             for r, v, met in results if met]

@@ -1,4 +1,5 @@
-"""Alert notifications: generic JSON webhook, Slack and Discord formats, signed, retried, never blocking.
+"""Alert notifications: generic JSON webhook, Slack, Discord and e-mail (``email.py``), signed, retried,
+never blocking.
 
 Every target has its own worker thread and bounded queue. ``Notifier.submit`` only enqueues (never
 waits), so a slow or hanging endpoint costs the alert engine nothing: its queue fills, further
@@ -30,14 +31,19 @@ from typing import Any
 
 import orjson
 
+from . import email as email_channel
+from .email import EmailSettings
+
 log = logging.getLogger("otel_telemetry.collector.alerts.notify")
 
-TARGET_TYPES = ("webhook", "slack", "discord")
-SEVERITIES = ("critical", "warning", "info")  # most severe first
+TARGET_TYPES = ("webhook", "slack", "discord", "email")
+SEVERITIES = ("critical", "error", "warning", "info")  # most severe first; 001 uses ERROR
 TRIGGERED = "alert.triggered"
 RESOLVED = "alert.resolved"
-_COLORS = {"critical": 0xFF0000, "warning": 0xFFA500, "info": 0x3498DB, "resolved": 0x2ECC71}
-_EMOJI = {"critical": "\U0001f6a8", "warning": "\u26a0\ufe0f", "info": "\u2139\ufe0f", "resolved": "\u2705"}
+SUMMARY = "summary.daily"  # the daily summary (003 "Evening Broadcast"); details in AlertEvent.details
+_COLORS = {"critical": 0xFF0000, "error": 0xE74C3C, "warning": 0xFFA500, "info": 0x3498DB, "resolved": 0x2ECC71}
+_EMOJI = {"critical": "\U0001f6a8", "error": "\u274c",
+          "warning": "\u26a0\ufe0f", "info": "\u2139\ufe0f", "resolved": "\u2705"}
 _MAX_BACKOFF_S = 30.0
 
 
@@ -47,7 +53,7 @@ class NotifyTarget:
     at configuration time and kept out of ``repr``."""
 
     type: str
-    url: str
+    url: str  # "" for email
     timeout: float = 5.0
     retries: int = 3
     backoff: float = 0.5
@@ -56,8 +62,14 @@ class NotifyTarget:
     queue_size: int = 100
     secret: str | None = field(default=None, repr=False)
     bearer: str | None = field(default=None, repr=False)
+    name: str = ""  # what a rule's ``channels`` names (default: the type)
+    email: EmailSettings | None = None  # type email only
 
     def wants(self, event: AlertEvent) -> bool:
+        if event.channels and self.name not in event.channels and self.type not in event.channels:
+            return False
+        if event.event_type == SUMMARY:
+            return True
         if event.event_type == RESOLVED and not self.send_resolved:
             return False
         return SEVERITIES.index(event.severity) <= SEVERITIES.index(self.min_severity)
@@ -78,6 +90,10 @@ class AlertEvent:
     message: str
     service: str | None = None
     environment: str | None = None
+    rule_id: str = ""
+    channels: tuple[str, ...] = ()  # the rule's channels; () = every target
+    metadata: tuple[tuple[str, str], ...] = ()  # ``alerts.metadata`` (region, ...)
+    details: dict[str, Any] | None = None  # the daily summary's figures
 
     @property
     def iso_time(self) -> str:
@@ -90,18 +106,23 @@ def generic_payload(ev: AlertEvent) -> dict[str, Any]:
     return {
         "event_type": ev.event_type, "severity": ev.severity, "timestamp": ev.iso_time,
         "metric": ev.metric, "current_value": ev.current_value, "threshold": ev.threshold,
-        "message": ev.message, "rule": ev.rule, "op": ev.op,
-        "metadata": {"service": ev.service, "environment": ev.environment},
+        "message": ev.message, "rule": ev.rule, "rule_id": ev.rule_id, "op": ev.op,
+        "metadata": {"service": ev.service, "environment": ev.environment, **dict(ev.metadata)},
+        **({"summary": ev.details} if ev.details is not None else {}),
     }
 
 
 def _headline(ev: AlertEvent) -> tuple[str, str]:
+    if ev.event_type == SUMMARY:
+        return _EMOJI["info"], f"DAILY SUMMARY: {ev.service or 'otel-telemetry'}"
     if ev.event_type == RESOLVED:
         return _EMOJI["resolved"], f"RESOLVED: {ev.rule}"
     return _EMOJI[ev.severity], f"{ev.severity.upper()} ALERT: {ev.rule}"
 
 
 def _value_text(ev: AlertEvent) -> str:
+    if ev.event_type == SUMMARY:
+        return "Daily summary"
     value = "no data" if ev.current_value is None else f"{ev.current_value:g}"
     return f"Current: {value} | Threshold: {ev.op} {ev.threshold:g}"
 
@@ -118,6 +139,7 @@ def slack_payload(ev: AlertEvent) -> dict[str, Any]:
                 {"type": "mrkdwn", "text": f"*Environment:*\n{ev.environment or '-'}"},
                 {"type": "mrkdwn", "text": f"*Severity:*\n{ev.severity}"},
                 {"type": "mrkdwn", "text": f"*Time:*\n{ev.iso_time}"},
+                *({"type": "mrkdwn", "text": f"*{k}:*\n{v}"} for k, v in ev.metadata),
             ]},
         ],
     }
@@ -126,7 +148,7 @@ def slack_payload(ev: AlertEvent) -> dict[str, Any]:
 def discord_payload(ev: AlertEvent) -> dict[str, Any]:
     """Discord webhook body: ``content`` line plus one embed with colour and fields."""
     emoji, head = _headline(ev)
-    color = _COLORS["resolved" if ev.event_type == RESOLVED else ev.severity]
+    color = _COLORS["resolved" if ev.event_type == RESOLVED else ev.severity]  # a summary is "info"
     return {
         "content": f"{emoji} **{head}**",
         "embeds": [{
@@ -139,6 +161,7 @@ def discord_payload(ev: AlertEvent) -> dict[str, Any]:
                 {"name": "Environment", "value": ev.environment or "-", "inline": True},
                 {"name": "Severity", "value": ev.severity, "inline": True},
                 {"name": "Time", "value": ev.iso_time, "inline": True},
+                *({"name": k, "value": v, "inline": True} for k, v in ev.metadata),
             ],
         }],
     }
@@ -150,6 +173,17 @@ _RENDER: dict[str, Callable[[AlertEvent], dict[str, Any]]] = {
 
 def render(target: NotifyTarget, ev: AlertEvent) -> bytes:
     return orjson.dumps(_RENDER[target.type](ev))
+
+
+def email_text(ev: AlertEvent) -> tuple[str, str]:
+    """(subject, plain-text body) of the e-mail for ``ev``: the message, the figures, the metadata,
+    and the generic webhook payload as JSON for mail filters and scripts."""
+    _, head = _headline(ev)
+    meta = {"service": ev.service, "environment": ev.environment, **dict(ev.metadata)}
+    lines = [ev.message, "", _value_text(ev), f"Severity: {ev.severity}", f"Time: {ev.iso_time}",
+             *(f"{k}: {v}" for k, v in meta.items() if v is not None), "",
+             orjson.dumps(generic_payload(ev), option=orjson.OPT_INDENT_2).decode()]
+    return f"{head} ({_value_text(ev)})" if ev.event_type != SUMMARY else head, "\n".join(lines)
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -280,25 +314,35 @@ class Notifier:
                 self._stats[key] += n
 
     def _deliver(self, target: NotifyTarget, ev: AlertEvent) -> None:
-        """Worker thread: POST with retries; must not raise for HTTP or network failures."""
-        body = render(target, ev)
-        headers = {"Content-Type": "application/json", "User-Agent": "otel-telemetry-alerts"}
-        if target.bearer:
-            headers["Authorization"] = f"Bearer {target.bearer}"
-        if target.secret:
-            headers["X-Signature-256"] = signature(target.secret, body)
-        for attempt in range(target.retries + 1):
-            retry, reason = self._post(target, body, headers)
+        """Worker thread: POST (or mail) with retries; must not raise for network failures."""
+        if target.email is not None:
+            subject, text = email_text(ev)
+            settings = target.email
+
+            def attempt() -> tuple[bool, str | None]:
+                return email_channel.send(settings, subject, text, target.timeout)
+        else:
+            body = render(target, ev)
+            headers = {"Content-Type": "application/json", "User-Agent": "otel-telemetry-alerts"}
+            if target.bearer:
+                headers["Authorization"] = f"Bearer {target.bearer}"
+            if target.secret:
+                headers["X-Signature-256"] = signature(target.secret, body)
+
+            def attempt() -> tuple[bool, str | None]:
+                return self._post(target, body, headers)
+        where = "email" if target.email is not None else _safe_url(target.url)
+        for n in range(target.retries + 1):
+            retry, reason = attempt()
             if reason is None:
                 self._bump(sent=1)
                 return
-            if not retry or attempt == target.retries or self._stop.is_set():
-                log.warning("alert %s to %s %s failed: %s", ev.event_type, target.type, _safe_url(target.url),
-                            reason)
+            if not retry or n == target.retries or self._stop.is_set():
+                log.warning("alert %s to %s %s failed: %s", ev.event_type, target.type, where, reason)
                 self._bump(failed=1)
                 return
             self._bump(retries=1)
-            delay = min(_MAX_BACKOFF_S, target.backoff * 2 ** attempt) * (0.5 + self._rand())
+            delay = min(_MAX_BACKOFF_S, target.backoff * 2 ** n) * (0.5 + self._rand())
             if self._stop.wait(delay):
                 log.warning("alert %s to %s given up at shutdown", ev.event_type, target.type)
                 self._bump(failed=1)

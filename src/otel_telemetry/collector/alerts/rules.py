@@ -3,11 +3,13 @@
 Rule kinds (the value a rule compares with ``op`` and ``threshold``):
 
 * ``threshold``: an aggregation (avg, min, max, sum, count, p50/p90/p95/p99 nearest-rank, rate) of
-  a numeric column over the window. ``source: metrics`` (default) reads ``metric_value`` of metric
-  rows named ``metric``; ``source: spans`` reads ``duration_ms`` of spans (``metric`` then filters
-  on the span name); ``field`` picks another allow-listed column. ``rate`` is the per-second
-  increase of a cumulative metric, summed over its series (counter resets handled), or for spans /
-  records the number of matches per second.
+  a numeric column over the window. On a histogram metric, avg/min/max/sum/count and the
+  percentiles are those of the values recorded in the window, from the buckets
+  (``query/histograms.py``, like Prometheus' ``histogram_quantile``).
+  ``source: metrics`` (default) reads ``metric_value`` of metric rows named ``metric``;
+  ``source: spans`` reads ``duration_ms`` of spans (``metric`` then filters on the span name);
+  ``field`` picks another allow-listed column. ``rate`` is the per-second increase of a cumulative
+  metric, summed over its series (counter resets handled), or for spans / records the number of matches per second.
 * ``frequency``: the number of records matching ``filter`` in the window (e.g. error events/min).
 * ``success_rate``: share of matching spans (``source: records``: any records) whose level is not
   error/critical; no matching spans means no value.
@@ -24,15 +26,18 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import apsw
 
 from ...query import filters as query
-from .notify import SEVERITIES, TARGET_TYPES, NotifyTarget
+from ...query import histograms
+from ...query.ai_stats import CALL_SQL
+from . import callwindow
+from .callwindow import CallWindow
+from .notify import SEVERITIES
 
 KINDS = ("threshold", "frequency", "success_rate", "cost_budget")
-SOURCES = ("metrics", "spans", "records")
+SOURCES = ("metrics", "spans", "records", "calls")
 AGGREGATIONS = ("avg", "min", "max", "sum", "count", "p50", "p90", "p95", "p99", "rate")
 OPS: dict[str, Any] = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__}
 FILTER_COLUMNS = ("type", "category", "subcategory", "component", "event", "level", "name", "service",
@@ -43,16 +48,13 @@ _ATTR_KEY_RE = re.compile(r"^[A-Za-z0-9_.:\-/]+$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]+$")
 _NS = 1_000_000_000
 
-_RULE_KEYS = {"name", "kind", "metric", "source", "aggregation", "field", "window", "op", "threshold",
-              "severity", "for", "cooldown", "filter", "message"}
-_TOP_KEYS = {"interval", "rules", "notify", "service", "environment", "state_db"}
-_NOTIFY_KEYS = {"type", "url", "secret_env", "bearer_env", "timeout", "retries", "backoff", "min_severity",
-                "send_resolved", "queue_size"}
+_RULE_KEYS = {"name", "id", "kind", "metric", "source", "aggregation", "field", "window", "op", "threshold",
+              "severity", "for", "cooldown", "filter", "message", "channels", "min_samples"}
 
 
 @dataclass(frozen=True)
 class AlertRule:
-    name: str
+    name: str  # free text, as the design documents write them ("High CPU Usage")
     kind: str
     window_s: float
     op: str
@@ -67,6 +69,14 @@ class AlertRule:
     filter: tuple[tuple[str, tuple[str, ...]], ...] = ()
     attributes: tuple[tuple[str, str], ...] = ()
     message: str | None = None
+    id: str = ""  # letters/digits/_.:- ; derived from the name unless given (rule_id_of)
+    channels: tuple[str, ...] = ()  # notify target names or types; () = every target
+    min_samples: int = 1  # fewer matching records than this in the window: no value (not met)
+    default: bool = False  # one of the built-in default rules (config.DEFAULT_RULES)
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", rule_id_of(self.name))
 
     @property
     def label(self) -> str:
@@ -80,16 +90,6 @@ class AlertRule:
         shown = "no data" if value is None else f"{value:g}"
         text = self.message or f"{self.name}: {self.kind} {self.label}"
         return f"{text} = {shown} (threshold {self.op} {self.threshold:g}, window {self.window_s:g}s)"
-
-
-@dataclass(frozen=True)
-class AlertConfig:
-    rules: tuple[AlertRule, ...] = ()
-    notify: tuple[NotifyTarget, ...] = ()
-    interval_s: float = 15.0
-    service: str | None = None
-    environment: str | None = None
-    state_db: str | None = None  # default: "<db>.alerts.db" next to the main database
 
 
 def _check_keys(where: str, raw: Any, allowed: set[str]) -> None:
@@ -155,20 +155,30 @@ def _filter(where: str, raw: Any) -> tuple[tuple[tuple[str, tuple[str, ...]], ..
     return tuple(cols), tuple((str(k), v) for k, v in attrs.items())
 
 
+def rule_id_of(name: str) -> str:
+    """The id derived from a free-text rule name: "High CPU Usage" → ``high_cpu_usage``."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "rule"
+
+
 def parse_rule(raw: Any, where: str) -> AlertRule:
     """One rule mapping → AlertRule; ValueError names the rule, the key and the problem."""
     _check_keys(where, raw, _RULE_KEYS)
     name = raw.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ValueError(f"{where}.name: required, letters/digits/_.:- only, got {name!r}")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or not name.isprintable():
+        raise ValueError(f"{where}.name: required, up to 200 printable characters, got {name!r}")
+    name = name.strip()
     where = f"{where} ({name})"
+    rule_id = raw.get("id", rule_id_of(name))
+    if not isinstance(rule_id, str) or not _NAME_RE.match(rule_id):
+        raise ValueError(f"{where}.id: letters/digits/_.:- only, got {rule_id!r}")
     kind = _choice(f"{where}.kind", raw.get("kind", "threshold"), KINDS)
     if "threshold" not in raw:
         raise ValueError(f"{where}.threshold: required")
     default_source = {"threshold": "metrics", "success_rate": "spans"}.get(kind, "records")
     source = _choice(f"{where}.source", raw.get("source", default_source), SOURCES)
     aggregation = _choice(f"{where}.aggregation", raw.get("aggregation", "avg"), AGGREGATIONS)
-    default_field = {"metrics": "metric_value", "spans": "duration_ms"}.get(source, "metric_value")
+    default_field = {"metrics": "metric_value", "spans": "duration_ms", "calls": "duration_ms"}.get(
+        source, "metric_value")
     if kind == "cost_budget":
         default_field = "cost_usd"
     fld = _choice(f"{where}.field", raw.get("field", default_field), VALUE_FIELDS)
@@ -180,85 +190,33 @@ def parse_rule(raw: Any, where: str) -> AlertRule:
     for key, only in (("aggregation", "threshold"), ("field", "threshold"), ("metric", "threshold")):
         if key in raw and kind != only and not (key == "field" and kind == "cost_budget"):
             raise ValueError(f"{where}.{key}: not used by kind {kind}")
-    if "source" in raw and kind in ("frequency", "cost_budget"):
+    if "source" in raw and kind == "frequency":
         raise ValueError(f"{where}.source: not used by kind {kind}")
+    if kind == "cost_budget" and source not in ("records", "calls"):
+        raise ValueError(f"{where}.source: cost_budget reads records or calls")
     if kind == "success_rate" and source == "metrics":
         raise ValueError(f"{where}.source: success_rate reads spans or records")
     filt, attrs = _filter(f"{where}.filter", raw.get("filter"))
+    if kind == "success_rate" and dict(filt).get("category") == ("ai_behavior",):
+        # Failed GenAI calls are filed under error_patterns: this rate could never drop.
+        raise ValueError(f"{where}.filter.category: ai_behavior holds only the GenAI calls that did not fail; "
+                         "use source: calls (GenAI calls whatever their category)")
+    channels = raw.get("channels", [])
+    if not isinstance(channels, list) or not all(isinstance(c, str) and c for c in channels):
+        raise ValueError(f"{where}.channels: expected a list of notify target names or types, got {channels!r}")
     message = raw.get("message")
     if message is not None and not isinstance(message, str):
         raise ValueError(f"{where}.message: expected text")
     return AlertRule(
-        name=name, kind=kind, source=source, aggregation=aggregation, field=fld, metric=metric,
+        name=name, id=rule_id, kind=kind, source=source, aggregation=aggregation, field=fld, metric=metric,
         window_s=_duration(f"{where}.window", raw.get("window", "1d" if kind == "cost_budget" else "5m")),
         op=_choice(f"{where}.op", raw.get("op", "<" if kind == "success_rate" else ">"), OPS),
         threshold=_number(f"{where}.threshold", raw["threshold"]),
         severity=_choice(f"{where}.severity", raw.get("severity", "warning"), SEVERITIES),
         for_s=_duration(f"{where}.for", raw.get("for", 0), allow_zero=True),
         cooldown_s=_duration(f"{where}.cooldown", raw.get("cooldown", 0), allow_zero=True),
-        filter=filt, attributes=attrs, message=message)
-
-
-def _env_value(where: str, raw: Any, env: Mapping[str, str]) -> str | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, str) or not raw:
-        raise ValueError(f"{where}: expected an environment variable name, got {raw!r}")
-    value = env.get(raw)
-    if not value:
-        raise ValueError(f"{where}: environment variable {raw} is not set")
-    return value
-
-
-def parse_target(raw: Any, where: str, env: Mapping[str, str]) -> NotifyTarget:
-    _check_keys(where, raw, _NOTIFY_KEYS)
-    kind = _choice(f"{where}.type", raw.get("type"), TARGET_TYPES)
-    url = raw.get("url")
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{where}.url: expected an http:// or https:// URL, got {url!r}")
-    send_resolved = raw.get("send_resolved", True)
-    if not isinstance(send_resolved, bool):
-        raise ValueError(f"{where}.send_resolved: expected true or false")
-    return NotifyTarget(
-        type=kind, url=url,
-        timeout=_duration(f"{where}.timeout", raw.get("timeout", 5)),
-        retries=int(_number(f"{where}.retries", raw.get("retries", 3), 0)),
-        backoff=_number(f"{where}.backoff", raw.get("backoff", 0.5), 0),
-        min_severity=_choice(f"{where}.min_severity", raw.get("min_severity", "info"), SEVERITIES),
-        send_resolved=send_resolved,
-        queue_size=int(_number(f"{where}.queue_size", raw.get("queue_size", 100), 1)),
-        secret=_env_value(f"{where}.secret_env", raw.get("secret_env"), env),
-        bearer=_env_value(f"{where}.bearer_env", raw.get("bearer_env"), env))
-
-
-def parse_alert_config(raw: Any, where: str = "alerts", env: Mapping[str, str] | None = None) -> AlertConfig:
-    """The ``alerts:`` section → AlertConfig. ValueError names the offending key (start-up)."""
-    import os
-
-    env = os.environ if env is None else env
-    raw = {} if raw is None else raw
-    _check_keys(where, raw, _TOP_KEYS)
-    rules_raw = raw.get("rules") or []
-    if not isinstance(rules_raw, list):
-        raise ValueError(f"{where}.rules: expected a list of rules")
-    rules = [parse_rule(r, f"{where}.rules[{i}]") for i, r in enumerate(rules_raw)]
-    seen: set[str] = set()
-    for r in rules:
-        if r.name in seen:
-            raise ValueError(f"{where}.rules: duplicate rule name {r.name!r}")
-        seen.add(r.name)
-    notify_raw = raw.get("notify") or []
-    if not isinstance(notify_raw, list):
-        raise ValueError(f"{where}.notify: expected a list of targets")
-    targets = [parse_target(t, f"{where}.notify[{i}]", env) for i, t in enumerate(notify_raw)]
-    for key in ("service", "environment", "state_db"):
-        if raw.get(key) is not None and not isinstance(raw[key], str):
-            raise ValueError(f"{where}.{key}: expected text, got {raw[key]!r}")
-    return AlertConfig(rules=tuple(rules), notify=tuple(targets),
-                       interval_s=_duration(f"{where}.interval", raw.get("interval", 15)),
-                       service=raw.get("service"), environment=raw.get("environment"),
-                       state_db=raw.get("state_db"))
+        filter=filt, attributes=attrs, message=message, channels=tuple(channels),
+        min_samples=int(_number(f"{where}.min_samples", raw.get("min_samples", 1), 1)))
 
 
 # ---- evaluation (any thread, with its own read-only connection) -----------------------------------
@@ -266,11 +224,15 @@ def parse_alert_config(raw: Any, where: str = "alerts", env: Mapping[str, str] |
 def _where(rule: AlertRule, now_ns: int) -> tuple[str, list[Any]]:
     clauses = ["timestamp > ?", "timestamp <= ?"]
     params: list[Any] = [now_ns - int(rule.window_s * _NS), now_ns]
+    if rule.kind == "cost_budget" and rule.source == "calls":
+        clauses.append(f"({CALL_SQL})")
     if rule.kind == "threshold" or rule.kind == "success_rate":
         if rule.source == "metrics":
             clauses.append("type = 'metric'")
         elif rule.source == "spans":
             clauses.append("type = 'span'")
+        elif rule.source == "calls":
+            clauses.append(f"({CALL_SQL})")
         if rule.metric is not None:
             clauses.append("name = ?")
             params.append(rule.metric)
@@ -284,8 +246,14 @@ def _where(rule: AlertRule, now_ns: int) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def rule_value(conn: apsw.Connection, rule: AlertRule, now_ns: int) -> float | None:
-    """The rule's current value over ``(now - window, now]``; None when there is no data."""
+def rule_value(conn: apsw.Connection, rule: AlertRule, now_ns: int,
+               calls: CallWindow | None = None) -> float | None:
+    """The rule's current value over ``(now - window, now]``; None when there is no data.
+
+    ``calls`` (the engine's, updated this round) answers the rules it serves without SQL."""
+    if calls is not None and rule.window_s * _NS <= calls.span_ns and callwindow.serves(
+            rule.source, rule.kind, rule.field, rule.aggregation, bool(rule.filter or rule.attributes)):
+        return _from_calls(calls, rule, now_ns)
     where, params = _where(rule, now_ns)
     if rule.kind == "frequency":
         return float(conn.execute(f"SELECT count(*) FROM records WHERE {where}", params).fetchone()[0])
@@ -293,7 +261,7 @@ def rule_value(conn: apsw.Connection, rule: AlertRule, now_ns: int) -> float | N
         total, ok = conn.execute(
             f"SELECT count(*), count(*) FILTER (WHERE level NOT IN ('error', 'critical')) "
             f"FROM records WHERE {where}", params).fetchone()
-        return ok / total if total else None
+        return ok / total if total and total >= rule.min_samples else None
     col = rule.field
     assert col in VALUE_FIELDS
     if rule.kind == "cost_budget":
@@ -301,18 +269,53 @@ def rule_value(conn: apsw.Connection, rule: AlertRule, now_ns: int) -> float | N
     agg = rule.aggregation
     if agg == "rate":
         return _rate(conn, rule, where, params)
+    if rule.source == "metrics" and col == "metric_value":
+        hist = _histogram(conn, rule, where, params, now_ns)
+        if hist is not None:
+            return histograms.aggregate(hist, agg) if hist.count >= rule.min_samples else None
     if agg in ("avg", "min", "max", "sum", "count"):
         fn = "total" if agg == "sum" else agg
         sql = f"SELECT {fn}({col}), count({col}) FROM records WHERE {where} AND {col} IS NOT NULL"
         value, n = conn.execute(sql, params).fetchone()
-        return None if not n else float(value)
+        return None if not n or n < rule.min_samples else float(value)
     n = conn.execute(f"SELECT count(*) FROM records WHERE {where} AND {col} IS NOT NULL", params).fetchone()[0]
-    if not n:
+    if not n or n < rule.min_samples:
         return None
     rank = max(1, -(-int(agg[1:]) * n // 100))  # nearest rank, as query.nearest_rank
     row = conn.execute(f"SELECT {col} FROM records WHERE {where} AND {col} IS NOT NULL "
                        f"ORDER BY {col} LIMIT 1 OFFSET ?", [*params, rank - 1]).fetchone()
     return float(row[0])
+
+
+def _from_calls(calls: CallWindow, rule: AlertRule, now_ns: int) -> float | None:
+    since = now_ns - int(rule.window_s * _NS)
+    if rule.kind == "success_rate":
+        return calls.success_rate(since, now_ns, rule.min_samples)
+    if rule.kind == "cost_budget":
+        return calls.cost(since, now_ns)
+    values = calls.durations(since, now_ns)
+    if not values or len(values) < rule.min_samples:
+        return None
+    agg = rule.aggregation
+    simple = {"avg": lambda v: sum(v) / len(v), "min": min, "max": max, "sum": sum, "count": len}
+    if agg in simple:
+        return float(simple[agg](values))
+    return query.nearest_rank(values, int(agg[1:]))
+
+
+def _histogram(conn: apsw.Connection, rule: AlertRule, where: str, params: list[Any],
+               now_ns: int) -> histograms.Window | None:
+    """The window's histogram points merged (None when the metric has none): a histogram's
+    ``metric_value`` is its sum, so its percentiles must come from the buckets."""
+    types = ", ".join(f"'{t}'" for t in histograms.HISTOGRAM_TYPES)
+    sql = (f"SELECT service, metric_type, data FROM records WHERE {{}} AND metric_type IN ({types}) "
+           "ORDER BY timestamp, id")
+    rows = list(conn.execute(sql.format(where), params))
+    if not rows:
+        return None
+    # Cumulative series need their last point before the window as a baseline: look one window back.
+    before_where, before_params = _where(rule, now_ns - int(rule.window_s * _NS))
+    return histograms.window(rows, conn.execute(sql.format(before_where), before_params))
 
 
 def _rate(conn: apsw.Connection, rule: AlertRule, where: str, params: list[Any]) -> float | None:

@@ -187,7 +187,8 @@ export async function sessions(ctx) {
 // ---- alerts and retention --------------------------------------------------------------------------
 
 export async function alerts(ctx) {
-  const [a, ret] = await Promise.all([get("alerts", { state: "all", limit: 200 }), get("retention")]);
+  const [a, rules, ret] = await Promise.all([get("alerts", { state: "all", limit: 200 }),
+    get("alerts", { state: "rules", limit: 200 }), get("retention")]);
   const until = Date.now() * 1e6;
   const since = until - (WINDOW_S[ctx.last] || 86400) * 1e9;
   const retPanel = el("div");
@@ -199,15 +200,30 @@ export async function alerts(ctx) {
       { key: "rule", label: "rule" }, { key: "severity", label: "severity" },
       { key: "state", label: "state", cls: (r) => `st-${r.state}` },
       { key: "fired", label: "fired", fmt: shortTime }, { key: "resolved", label: "resolved", fmt: shortTime },
-      { key: "value", label: "value", num: true, fmt: (v) => num(v, 3) }, { key: "message", label: "message" },
+      { key: "value", label: "value", num: true, fmt: (v) => num(v, 3) },
+      { key: "acked", label: "acknowledged", fmt: (v) => (v ? shortTime(v) : "") },
+      { key: "acked_by", label: "by" }, { key: "message", label: "message" },
     ], a.alerts, null, "table-alerts"))),
+    panel("Rules", el("div", { class: "scroll" }, table([
+      { key: "rule", label: "rule" }, { key: "severity", label: "severity" },
+      { key: "state", label: "state", cls: (r) => `st-${r.state}` },
+      { key: "value", label: "value", num: true, fmt: (v) => num(v, 3) },
+      { key: "op", label: "op" }, { key: "threshold", label: "threshold", num: true },
+      { key: "is_default", label: "default", fmt: (v) => (v ? "yes" : "") },
+    ], rules.alerts, null, "table-alert-rules"))),
     el("h2", { text: "Retention" }), retPanel, dialog);
   const showRetention = (r) => {
     put(clear(retPanel), panel("Days kept per category", table([
       { key: "category", label: "category" }, { key: "days", label: "days", num: true },
       { key: "source", label: "source" }, { key: "expired", label: "expired now", num: true },
     ], r.categories, (row) => confirmChange(row), "table-retention"),
-    el("p", { class: "muted", text: "Click a category to change its retention (applied by the collector's next purge)." })));
+    el("p", { class: "muted", text: "Click a category to change its retention (applied by the collector's next purge)." })),
+    panel("Effective days by category and record type (a category.type key, else the type, else the category)",
+      el("div", { class: "scroll" }, table([
+        { key: "category", label: "category" }, { key: "type", label: "type" },
+        { key: "days", label: "days", num: true }, { key: "key", label: "set by" },
+        { key: "source", label: "source" }, { key: "expired", label: "expired now", num: true },
+      ], r.cells || [], null, "table-retention-cells"))));
   };
   const confirmChange = (row) => {
     const days = el("input", { type: "number", min: 1, value: row.days, "data-testid": "retention-days" });
