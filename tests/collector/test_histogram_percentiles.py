@@ -105,8 +105,10 @@ def webhook() -> Iterator[Webhook]:
 
 def _rule(name: str, metric: str, aggregation: str, threshold: float, op: str = ">") -> dict[str, Any]:
     # 001's rule: {"metric": "response_time", "operator": ">", "threshold": 1000, "aggregation": "p95"}
+    # min_samples: a rule has a value only once all 200 recorded values are in, so the value it fires
+    # with does not depend on how far ingest had got at the engine's first round.
     return {"name": name, "kind": "threshold", "metric": metric, "aggregation": aggregation, "op": op,
-            "threshold": threshold, "window": "1h", "severity": "warning"}
+            "threshold": threshold, "window": "1h", "severity": "warning", "min_samples": 200}
 
 
 def test_design_p95_rule_on_histograms_in_a_real_collector(tmp_path: Path, webhook: Webhook) -> None:
