@@ -1,0 +1,149 @@
+"""The original design documents' own examples (issue 17), run as their authors would: an app
+process → ZeroMQ → a real collector process → SQLite, read back through the CLI where the
+document uses it. No mocks.
+
+- 002 (AICO): ``record_telemetry(...)`` without ``configure()``; the record with ``component``
+  and ``metadata``; ``query --category=ai_behavior --component=emotion_engine --last=24h``.
+- 004 (M1): ``child_function(_trace_id=trace_id)`` on a decorated function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+from conftest import CollectorProc, wait_for
+
+
+def _run_app(code: str, endpoint: str, **env: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, timeout=120,
+                          env={**os.environ, "OTEL_TELEMETRY_ENDPOINT": endpoint,
+                               "OTEL_TELEMETRY_JOIN_TIMEOUT": "10", **env})
+    assert proc.returncode == 0, proc.stderr.decode()
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "otel_telemetry", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+# 002 L195–210, verbatim apart from the import and the "..." placeholders.
+AICO_CALL = """
+record_telemetry(
+    category="ai_behavior",
+    subcategory="emotion_simulation",
+    event="emotion_state_transition",
+    level="info",
+    data={
+        "previous_state": {"joy": 0.3, "sadness": 0.1},
+        "current_state": {"joy": 0.7, "sadness": 0.0},
+        "trigger": "user_interaction",
+        "appraisal_factors": {"novelty": 0.8},
+    }
+)
+"""
+
+
+def test_record_telemetry_without_configure_is_sent_through_a_default_transport(
+        collector: CollectorProc) -> None:
+    """Item 3: the document never calls configure(); the event must arrive, not vanish."""
+    out = _run_app("""
+        import json, logging
+        logging.basicConfig(level=logging.INFO)
+        from otel_telemetry import record_telemetry
+        from otel_telemetry.sdk import configure as cfg
+    """ + textwrap.indent(AICO_CALL, " " * 8) + """
+        record_telemetry("not_a_category", "x", "bad", data={})  # counted, not silently lost
+        tel = cfg._default
+        assert cfg._current is None  # the default is not installed as "the configured one"
+        ok = tel.force_flush(10)
+        print(json.dumps({"flushed": ok, "counters": tel.counters()}))
+    """, collector.endpoint, OTEL_SERVICE_NAME="aico-backend")
+    assert out["flushed"]
+    assert out["counters"]["dropped"] == {"invalid_event": 1}
+    wait_for(lambda: collector.counts_by_category().get("ai_behavior") == 1, what="the event stored")
+    [(comp, data, service)] = collector.rows("SELECT component, data, service FROM records")
+    assert json.loads(data)["trigger"] == "user_interaction"
+    # No component given: the service name, which `query --component` finds.
+    assert comp == service == "aico-backend"
+
+
+def test_aico_record_component_metadata_and_the_documents_query(collector: CollectorProc) -> None:
+    """Item 9: the AICO record's component and metadata, found by 002's own CLI line."""
+    _run_app("""
+        import json
+        import otel_telemetry
+        from otel_telemetry import record_telemetry
+        tel = otel_telemetry.configure("aico", metrics=False, logs=False)
+        record_telemetry(
+            category="ai_behavior", subcategory="emotion_simulation", component="emotion_engine",
+            event="emotion_state_transition", level="info", data={"trigger": "user_interaction"},
+            metadata={"session_id": "session-123abc", "trace_id": "trace-456def", "span_id": "span-789ghi",
+                      "user_mode": "developer", "deployment_type": "coupled", "version": "0.5.2"})
+        record_telemetry("ai_behavior", "emotion_simulation", "other_component_event", component="memory")
+        record_telemetry("ai_behavior", "emotion_simulation", "in_w3c_trace", component="emotion_engine",
+                         metadata={"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+                                   "span_id": "00f067aa0ba902b7"})
+        print(json.dumps({"shutdown": tel.shutdown(10), "counters": tel.counters()}))
+    """, collector.endpoint)
+    wait_for(lambda: collector.counts_by_category().get("ai_behavior") == 3, what="3 events stored")
+    res = _cli("query", "--db", collector.db, "--category=ai_behavior", "--component=emotion_engine",
+               "--last=24h", "--format", "json", "--order", "asc")
+    assert res.returncode == 0, res.stderr
+    found = json.loads(res.stdout)
+    assert [r["event"] for r in found] == ["emotion_state_transition", "in_w3c_trace"]
+    first = found[0]
+    assert first["session_id"] == "session-123abc"
+    assert first["metadata"]["record"] == {
+        "session_id": "session-123abc", "trace_id": "trace-456def", "span_id": "span-789ghi",
+        "user_mode": "developer", "deployment_type": "coupled", "version": "0.5.2"}
+    # AICO's free-form trace id still groups: the same reference always maps to one trace.
+    assert len(first["trace_id"]) == 32
+    assert found[1]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert found[1]["parent_span_id"] == "00f067aa0ba902b7"
+    # The document's index list includes component.
+    plan = collector.rows("EXPLAIN QUERY PLAN SELECT * FROM records WHERE component = ? AND timestamp > ?",
+                          ("emotion_engine", 0))
+    assert any("records_component" in str(row) for row in plan), plan
+
+
+def test_m1_trace_id_keyword_propagates_and_never_reaches_the_function(collector: CollectorProc) -> None:
+    """Item 4: 004's "Trace ID Propagation" example; child_function takes no arguments."""
+    out = _run_app("""
+        import asyncio, json
+        import otel_telemetry
+        from otel_telemetry import traced
+        tel = otel_telemetry.configure("m1", metrics=False, logs=False)
+
+        def parent_function():
+            trace_id = "trace_1733560000"  # M1: f"trace_{int(time.time())}", fixed for the test
+            child_function(_trace_id=trace_id)
+            child_function(_trace_id=trace_id)
+
+        @traced(agent_name="service")
+        def child_function():
+            pass  # Will inherit trace_id from kwargs
+
+        @traced(agent_name="service")
+        async def async_child():
+            return 1
+
+        parent_function()
+        child_function(_trace_id="4bf92f3577b34da6a3ce929d0e0e4736")
+        asyncio.run(async_child(_trace_id="trace_1733560000"))
+        print(json.dumps({"shutdown": tel.shutdown(10), "counters": tel.counters()}))
+    """, collector.endpoint)
+    assert out["shutdown"] and out["counters"]["dropped"] == {}
+    wait_for(lambda: sum(collector.counts_by_category().values()) == 4, what="4 spans stored")
+    rows = collector.rows("SELECT name, trace_id, status, data FROM records ORDER BY timestamp")
+    assert all(status != "error" for _, _, status, _ in rows)  # no TypeError recorded
+    m1 = [(name, tid, json.loads(data)["attributes"]) for name, tid, _, data in rows
+          if json.loads(data)["attributes"].get("telemetry.trace_ref") == "trace_1733560000"]
+    assert [name for name, _, _ in m1] == ["child_function", "child_function", "async_child"]
+    assert len({tid for _, tid, _ in m1}) == 1  # one trace for one reference
+    assert "4bf92f3577b34da6a3ce929d0e0e4736" in {tid for _, tid, _, _ in rows}
