@@ -261,6 +261,10 @@ def traced(
     swallowed and noted in ``telemetry.cost_error``. ``capture_args=True`` records the arguments
     as ``telemetry.args`` (JSON of truncated reprs) — off by default, arguments may be private.
 
+    Callers may pass ``_trace_id=`` (M1's ``child_function(_trace_id=trace_id)``): the wrapper
+    removes it before calling the function and starts the span in that trace
+    (:func:`trace_context`).
+
     Generators: the span covers the whole iteration and ends when the generator is exhausted,
     raises, or is closed (``telemetry.closed_early``); usage is read from the last item that
     carries one. A generator that is never finished nor closed leaves its span unended.
