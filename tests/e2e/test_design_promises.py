@@ -147,3 +147,31 @@ def test_m1_trace_id_keyword_propagates_and_never_reaches_the_function(collector
     assert [name for name, _, _ in m1] == ["child_function", "child_function", "async_child"]
     assert len({tid for _, tid, _ in m1}) == 1  # one trace for one reference
     assert "4bf92f3577b34da6a3ce929d0e0e4736" in {tid for _, tid, _, _ in rows}
+
+
+def test_host_metrics_include_disk_usage_per_mount(collector: CollectorProc) -> None:
+    """Item 11: 001's scheduled collection reads ``psutil.disk_usage('/')``; ours reports every
+    mount under the OTel names, ``/`` always included."""
+    import psutil
+
+    out = _run_app("""
+        import json
+        import otel_telemetry
+        tel = otel_telemetry.configure("fernando", host_metrics=True, logs=False, export_interval=3600)
+        print(json.dumps({"shutdown": tel.shutdown(15), "counters": tel.counters()}))
+    """, collector.endpoint)
+    assert out["shutdown"] and out["counters"]["dropped"] == {}
+    attr = "json_extract(data, '$.attributes.\"{}\"')"
+    sql = (f"SELECT name, {attr.format('system.filesystem.state')}, metric_value, metric_unit, category "
+           f"FROM records WHERE name LIKE 'system.filesystem.%' AND "
+           f"{attr.format('system.filesystem.mountpoint')} = '/'")
+    wait_for(lambda: len(collector.rows(sql)) == 5, what="filesystem metrics of / stored")
+    got = {(name, state): (value, unit, cat) for name, state, value, unit, cat in collector.rows(sql)}
+    disk = psutil.disk_usage("/")
+    assert got[("system.filesystem.limit", None)] == (disk.total, "By", "system_performance")
+    used, unit, _ = got[("system.filesystem.usage", "used")]
+    assert unit == "By" and abs(used - disk.used) <= 0.05 * disk.total  # other writers on the disk
+    free = got[("system.filesystem.usage", "free")][0]
+    reserved = got[("system.filesystem.usage", "reserved")][0]
+    assert used + free + reserved == disk.total
+    assert 0 < got[("system.filesystem.utilization", None)][0] <= 1
