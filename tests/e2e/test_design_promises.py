@@ -175,3 +175,65 @@ def test_host_metrics_include_disk_usage_per_mount(collector: CollectorProc) -> 
     reserved = got[("system.filesystem.usage", "reserved")][0]
     assert used + free + reserved == disk.total
     assert 0 < got[("system.filesystem.utilization", None)][0] <= 1
+
+
+# 000 (Hi Stranger) "Fields": one per-session health record, every field of the document.
+HI_STRANGER = {
+    "telemetry_id": "tel-0001", "session_id": "chat-42", "timestamp": "2026-12-07T10:00:00.000Z",
+    "app_version": "2.3.1", "env": "staging", "latency_ms": 212.5, "frontend_fps": 58.0,
+    "network_status": "online", "active_users_count": 17,
+    "token_usage": {"input": 820, "output": 140, "total": 960}, "model_latency_ms": 1430.0,
+    "errors": [{"code": "MOD_TIMEOUT", "message": "moderation timed out", "stack": "moderate()\n  call()"},
+               {"code": "WS_DROP", "message": "socket dropped", "stack": ""}],
+    "warnings": [{"code": "SLOW_FRAME", "message": "frame took 40 ms"}],
+    "event_name": "moderation_cycle", "event_context": {"cycle": 7, "model": "omni-moderation"},
+    "cpu_load_pct": 41.5, "memory_usage_mb": 512.0, "network_rtt_ms": 38.0, "uptime_seconds": 3600.0,
+    "is_rate_limited": False, "queue_depth": 2, "notes": "after the 2.3.1 rollout", "version": 4,
+}
+
+
+def test_hi_stranger_session_view(collector: CollectorProc) -> None:
+    """Item 10: the health record through a real collector, read back by the dashboard's API."""
+    import http.client
+
+    import orjson
+
+    from otel_telemetry.dashboard.server import Dashboard
+
+    _run_app(f"""
+        import json
+        import otel_telemetry
+        tel = otel_telemetry.configure("hi-stranger", metrics=False, logs=False)
+        record = {HI_STRANGER!r}
+        with otel_telemetry.session(record["session_id"]):
+            otel_telemetry.record_telemetry("system_performance", "session_health", "session_health",
+                                            data=record)
+            otel_telemetry.record_telemetry("error_patterns", "moderation", "moderation_failed", level="error",
+                                            data={{"reason": "timeout"}})
+        print(json.dumps({{"shutdown": tel.shutdown(10)}}))
+    """, collector.endpoint)
+    wait_for(lambda: collector.rows("SELECT count(*) FROM records WHERE session_id = 'chat-42'")[0][0] == 2,
+             what="health record stored")
+    token = "design-token-0123456789abcdef"
+    dash = Dashboard(collector.db, token, "127.0.0.1", 0)
+    dash.start()
+    try:
+        def api(path: str) -> dict[str, Any]:
+            conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=30)
+            conn.request("GET", path, headers={"Host": f"127.0.0.1:{dash.port}", "Authorization": f"Bearer {token}"})
+            resp = conn.getresponse()
+            body = resp.read()
+            conn.close()
+            assert resp.status == 200, body
+            return orjson.loads(body)
+
+        d = api("/api/session?session_id=chat-42")
+        fields = d["health"]["fields"]
+        for key in ("event_context", "notes", "version", "telemetry_id", "token_usage", "errors", "warnings"):
+            assert fields[key] == HI_STRANGER[key], key
+        # Two errors in the health record's errors[] plus the error-level event.
+        assert d["counts"]["errors"] == 3 and d["counts"]["warnings"] == 1
+        [listed] = api("/api/sessions?last=30d")["sessions"]
+        assert (listed["session_id"], listed["errors"], listed["warnings"]) == ("chat-42", 3, 1)
+    finally:
+        dash.shutdown()

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import apsw
+import orjson
 
 from ..categories import CATEGORIES
 from ..query import export as rx
@@ -30,17 +31,38 @@ MAX_SESSION_RECORDS = 1000
 _SUMMARY = ("id", "time", "timestamp", "type", "category", "component", "event", "level", "name", "service",
             "trace_id", "span_id", "parent_span_id", "session_id", "kind", "duration_ms", "status",
             "status_message", "model", "agent")
-_SESSIONS_SQL = ("SELECT session_id, count(*), min(timestamp), max(timestamp), "
-                 "sum(level IN ('error', 'critical')), sum(level = 'warning') FROM records "
-                 "WHERE session_id IS NOT NULL AND timestamp >= ? AND timestamp < ? "
-                 "GROUP BY session_id ORDER BY max(timestamp) DESC LIMIT ?")
 # The per-session health record of the original design (Hi Stranger telemetry), as keys of an event's
 # data or a span/log's attributes, with or without a ``telemetry.`` prefix.
-HEALTH_FIELDS = ("timestamp", "app_version", "env", "latency_ms", "frontend_fps", "network_status",
+HEALTH_FIELDS = ("telemetry_id", "timestamp", "app_version", "env", "latency_ms", "frontend_fps", "network_status",
                  "active_users_count", "token_usage", "model_latency_ms", "errors", "warnings", "event_name",
-                 "cpu_load_pct", "memory_usage_mb", "network_rtt_ms", "uptime_seconds", "is_rate_limited",
-                 "queue_depth")
+                 "event_context", "cpu_load_pct", "memory_usage_mb", "network_rtt_ms", "uptime_seconds",
+                 "is_rate_limited", "queue_depth", "notes", "version")
+# Object and list fields; an OTel attribute can only carry them as JSON text, which is parsed.
+_HEALTH_JSON = {"token_usage": dict, "errors": list, "warnings": list, "event_context": dict}
 _HEALTH_CORE = {"latency_ms", "frontend_fps", "network_status", "token_usage", "queue_depth", "is_rate_limited"}
+
+
+def _issues_sql(key: str, levels: str) -> str:
+    """SQL for the errors (or warnings) one row adds to its session: the length of the
+    ``errors[]`` (``warnings[]``) list a health record carries (Hi Stranger: event data, or an
+    attribute holding JSON; with or without the ``telemetry.`` prefix), else 1 if the row's level
+    is one of ``levels``. ``instr`` keeps rows that cannot hold such a list from being parsed."""
+    paths = [f"$.{key}", f'$."telemetry.{key}"', f"$.attributes.{key}", f'$.attributes."telemetry.{key}"']
+    arms = " ".join(
+        f"WHEN json_type(data, '{path}') = 'array' THEN json_array_length(data, '{path}') "
+        f"WHEN json_type(data, '{path}') = 'text' AND json_valid(json_extract(data, '{path}')) "
+        f"AND json_type(json_extract(data, '{path}')) = 'array' THEN json_array_length(json_extract(data, '{path}'))"
+        for path in paths)
+    return (f"CASE WHEN instr(data, '{key}') > 0 AND json_valid(data) THEN CASE {arms} "
+            f"ELSE level IN ({levels}) END ELSE level IN ({levels}) END")
+
+
+# Keys and levels are constants of this module, never input.
+_SESSIONS_SQL = ("SELECT session_id, count(*), min(timestamp), max(timestamp), "
+                 "sum(" + _issues_sql("errors", "'error', 'critical'") + "), "
+                 "sum(" + _issues_sql("warnings", "'warning'") + ") FROM records "
+                 "WHERE session_id IS NOT NULL AND timestamp >= ? AND timestamp < ? "
+                 "GROUP BY session_id ORDER BY max(timestamp) DESC LIMIT ?")
 
 
 def summary(rec: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +166,8 @@ def trace(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
 # ---- sessions ------------------------------------------------------------------------------------
 
 def sessions(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
-    """The most recently active sessions in the window with record, error and warning counts."""
+    """The most recently active sessions in the window with record, error and warning counts
+    (counted as in :func:`session`)."""
     since, until = p.window("24h")
     limit = p.integer("limit", 50, 1, MAX_PAGE)
     rows = conn.execute(_SESSIONS_SQL, (since, until, limit)).fetchall()
@@ -162,13 +185,41 @@ def health_of(rec: dict[str, Any]) -> dict[str, Any] | None:
     for key, value in source.items():
         name = key.removeprefix("telemetry.") if isinstance(key, str) else key
         if name in HEALTH_FIELDS:
+            kind = _HEALTH_JSON.get(name)
+            if kind is not None and isinstance(value, str):
+                try:
+                    parsed = orjson.loads(value)
+                except orjson.JSONDecodeError:
+                    parsed = None
+                value = parsed if isinstance(parsed, kind) else value
             found[name] = value
     return found if len(_HEALTH_CORE & set(found)) >= 2 else None
 
 
+def _issues(rec: dict[str, Any], key: str, levels: tuple[str, ...]) -> int:
+    """What one record adds to its session's errors (warnings); the same rule as ``_issues_sql``."""
+    data = rec.get("data")
+    if isinstance(data, dict) and isinstance(data.get("attributes"), dict):
+        places: tuple[dict[str, Any], ...] = (data, data["attributes"])
+    else:
+        places = (data,) if isinstance(data, dict) else ()
+    for place in places:
+        for name in (key, f"telemetry.{key}"):
+            items = place.get(name)
+            if isinstance(items, str):
+                try:
+                    items = orjson.loads(items)
+                except orjson.JSONDecodeError:
+                    items = None
+            if isinstance(items, list):
+                return len(items)
+    return int(rec["level"] in levels)
+
+
 def session(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     """All records of one session (oldest first, at most 1000) and its health records: the latest in
-    full and a compact history (latency, fps, queue depth) for charts."""
+    full and a compact history (latency, fps, queue depth) for charts. ``counts.errors`` adds up
+    the health records' ``errors[]`` and the other records at error level (warnings alike)."""
     sid = p.text("session_id")
     if sid is None:
         raise ApiError("session_id is required")
@@ -177,16 +228,18 @@ def session(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     records = records[:MAX_SESSION_RECORDS]
     history = []
     latest: dict[str, Any] | None = None
+    errors = warnings = 0
     for r in records:
         h = health_of(r)
+        errors += _issues(r, "errors", query.ERROR_LEVELS)
+        warnings += _issues(r, "warnings", ("warning",))
         if h is not None:
             latest = {"record_id": r["id"], "time": r["time"], "fields": h}
             history.append({"time": r["time"], "timestamp": r["timestamp"], "latency_ms": h.get("latency_ms"),
                             "frontend_fps": h.get("frontend_fps"), "queue_depth": h.get("queue_depth")})
     return {"session_id": sid, "records": [summary(r) for r in records], "truncated": truncated,
             "health": latest, "health_history": history,
-            "counts": {"records": len(records), "errors": sum(r["level"] in query.ERROR_LEVELS for r in records),
-                       "warnings": sum(r["level"] == "warning" for r in records)}}
+            "counts": {"records": len(records), "errors": errors, "warnings": warnings}}
 
 
 def record(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
