@@ -21,7 +21,9 @@ from otel_telemetry.collector.config import ConfigError, load
 
 VOLUME = {
     "min_level": {"system_performance": "warning"},
-    "tail_sampling": {"decision_wait": 0.5, "latency_threshold_ms": 1000, "sampling_percentage": 25},
+    # Long enough that a trace's spans (sent in one message per topic) all arrive before its
+    # decision even on a loaded machine; the test waits for the outcome, not for this time.
+    "tail_sampling": {"decision_wait": 2, "latency_threshold_ms": 1000, "sampling_percentage": 25},
 }
 
 # 100 traces of 3 spans with deterministic ids and clocks: every 5th has an error, a slow root
@@ -139,6 +141,108 @@ def test_shutdown_decides_held_traces_at_once(tmp_path: Path) -> None:
     assert c.rows("SELECT count(*) FROM records WHERE type = 'span'")[0][0] == 40 * 3
     assert sum(vol["dropped"]["tail_sampled_out"].values()) == 60 * 3
     assert out["counters"]["dropped"] == {}
+
+
+def test_bounded_memory_decides_the_oldest_trace_early(tmp_path: Path) -> None:
+    """num_traces: 10 — every new trace beyond ten decides the oldest at once. Which traces are kept
+    then depends on arrival order (a trace may be decided before its error span arrives; the late
+    span follows the decision), but every decision and every span is still counted."""
+    c = _collector(tmp_path, {"tail_sampling": {"decision_wait": 600, "num_traces": 10, "sampling_percentage": 0}})
+    out = _app(c.endpoint)
+    wait_for(lambda: c.status().get("volume", {}).get("tail_sampling", {}).get("early_decisions") == 90,
+             what="90 early decisions")
+    assert c.status()["volume"]["tail_sampling"]["held_traces"] == 10
+    assert c.stop() == 0
+    ts = c.status()["volume"]["tail_sampling"]
+    assert ts["early_decisions"] == 90 and ts["held"] == 0
+    assert sum(ts["traces_kept"].values()) + ts["traces_dropped"] == 100
+    stored = c.rows("SELECT count(*) FROM records WHERE type = 'span'")[0][0]
+    sampled_out = sum(c.status()["volume"]["dropped"]["tail_sampled_out"].values())
+    assert stored + sampled_out == 300 and stored == ts["spans_kept"]
+    assert out["counters"]["dropped"] == {}
+
+
+def test_otlp_input_levels_and_tail_sampling(tmp_path: Path) -> None:
+    """OTLP/HTTP from the official exporters: accepted == stored + below_level; kept traces arrive
+    after their decision, whole."""
+    from opentelemetry._logs import SeverityNumber
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    c = _collector(tmp_path, {"min_level": {"system_performance": "warning", "component_interactions": "warning"},
+                              "tail_sampling": {"decision_wait": 0.2, "sampling_percentage": 100}})
+    try:
+        wait_for(lambda: "otlp_http" in c.status(), what="OTLP/HTTP up")
+        base = f"http://{c.status()['otlp_http']['endpoint']}"
+        resource = Resource.create({"service.name": "otlp-volume"})
+        spans, logs, reader = InMemorySpanExporter(), InMemoryLogRecordExporter(), InMemoryMetricReader()
+        tp = TracerProvider(resource=resource)
+        tp.add_span_processor(SimpleSpanProcessor(spans))
+        lp = LoggerProvider(resource=resource)
+        lp.add_log_record_processor(SimpleLogRecordProcessor(logs))
+        mp = MeterProvider(resource=resource, metric_readers=[reader])
+        tracer, logger = tp.get_tracer("lib"), lp.get_logger("lib")
+        counter = mp.get_meter("lib").create_counter("requests")
+        for i in range(5):
+            with tracer.start_as_current_span(f"root-{i}"), tracer.start_as_current_span(f"child-{i}"):
+                logger.emit(body=f"log {i}", severity_number=SeverityNumber.WARN if i % 2 else SeverityNumber.INFO)
+            counter.add(1, {"route": f"/r{i}"})
+        assert OTLPSpanExporter(endpoint=f"{base}/v1/traces").export(spans.get_finished_spans()).name == "SUCCESS"
+        assert OTLPLogExporter(endpoint=f"{base}/v1/logs").export(logs.get_finished_logs()).name == "SUCCESS"
+        assert OTLPMetricExporter(endpoint=f"{base}/v1/metrics").export(reader.get_metrics_data()).name == "SUCCESS"
+        # Spans are info level in component_interactions: below its minimum, so none is held.
+        wait_for(lambda: c.status().get("volume", {}).get("dropped", {}).get("below_level", {}).get(
+            "component_interactions") == 10 + 3, what="below-level drops counted")
+    finally:
+        assert c.stop() == 0
+    s = c.status()
+    accepted = s["otlp_http"]["accepted"]
+    below = s["volume"]["dropped"]["below_level"]
+    assert accepted == 10 + 5 + 5
+    assert below == {"component_interactions": 13, "system_performance": 5}
+    assert dict(c.rows("SELECT type, count(*) FROM records GROUP BY type")) == {"log": 2}
+    assert accepted == sum(c.counts_by_category().values()) + sum(below.values())
+
+
+def test_otlp_tail_sampling_keeps_whole_traces(tmp_path: Path) -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Status, StatusCode
+
+    c = _collector(tmp_path, {"tail_sampling": {"decision_wait": 0.2, "sampling_percentage": 0}})
+    try:
+        wait_for(lambda: "otlp_http" in c.status(), what="OTLP/HTTP up")
+        base = f"http://{c.status()['otlp_http']['endpoint']}"
+        spans = InMemorySpanExporter()
+        tp = TracerProvider(resource=Resource.create({"service.name": "otlp-tail"}))
+        tp.add_span_processor(SimpleSpanProcessor(spans))
+        tracer = tp.get_tracer("lib")
+        for i in range(6):
+            with tracer.start_as_current_span(f"root-{i}"), tracer.start_as_current_span(f"child-{i}") as child:
+                if i % 3 == 0:
+                    child.set_status(Status(StatusCode.ERROR, "boom"))
+        finished = spans.get_finished_spans()
+        assert OTLPSpanExporter(endpoint=f"{base}/v1/traces").export(finished).name == "SUCCESS"
+        errors = {f"{s.context.trace_id:032x}" for s in finished if s.status.status_code == StatusCode.ERROR}
+        wait_for(lambda: c.status().get("volume", {}).get("tail_sampling", {}).get("traces_dropped") == 4,
+                 what="6 traces decided")
+    finally:
+        assert c.stop() == 0
+    stored = c.rows("SELECT trace_id, count(*) FROM records GROUP BY trace_id")
+    assert {t for t, _ in stored} == errors and all(n == 2 for _, n in stored)
+    assert c.status()["volume"]["dropped"]["tail_sampled_out"] == {"component_interactions": 8}
 
 
 @pytest.mark.parametrize(("volume", "message"), [

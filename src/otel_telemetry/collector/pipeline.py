@@ -27,8 +27,9 @@ from .volume import Volume, VolumeConfig
 
 
 class Consumer(Protocol):
-    """A downstream of the store (forwarder, alerts). ``consume`` runs on a receiver thread:
-    it must not block or raise; it queues and counts."""
+    """A downstream of the store (forwarder, alerts). ``consume`` runs on a receiver thread (or,
+    for spans the tail sampler kept, on its thread): it must not block or raise; it queues and
+    counts."""
 
     def consume(self, kind: str, resource: dict[str, Any], records: list[Any]) -> None: ...
 

@@ -176,6 +176,9 @@ def api_tracer_provider() -> trace_api.TracerProvider:
     provider = trace_api.get_tracer_provider()
     if not isinstance(provider, trace_api.ProxyTracerProvider):
         return provider  # the app's own SDK (or its explicit no-op choice)
+    default = _default
+    if default is not None:  # the common case after the first call: no lock
+        return default.tracer_provider
     with _default_lock:
         if _default is None:
             default = configure(set_global=False, metrics=False, logs=False)
