@@ -61,11 +61,11 @@ def test_record_telemetry_without_configure_is_sent_through_a_default_transport(
         record_telemetry("not_a_category", "x", "bad", data={})  # counted, not silently lost
         tel = cfg._default
         assert cfg._current is None  # the default is not installed as "the configured one"
-        ok = tel.force_flush(10)
-        print(json.dumps({"flushed": ok, "counters": tel.counters()}))
+        print(json.dumps({"counters": tel.counters()}))
+        # No flush, no shutdown: the app just exits, as the document's does; the SDK's exit hook
+        # shuts the default provider down and that flushes the transport.
     """, collector.endpoint, OTEL_SERVICE_NAME="aico-backend")
-    assert out["flushed"]
-    assert out["counters"]["dropped"] == {"invalid_event": 1}
+    assert out["counters"]["emitted"] == 2 and out["counters"]["dropped"] == {"invalid_event": 1}
     wait_for(lambda: collector.counts_by_category().get("ai_behavior") == 1, what="the event stored")
     [(comp, data, service)] = collector.rows("SELECT component, data, service FROM records")
     assert json.loads(data)["trigger"] == "user_interaction"
