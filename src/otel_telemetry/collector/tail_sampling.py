@@ -262,9 +262,14 @@ class TailSampler:
         return True
 
     def _deliver_part(self, resource: dict[str, Any], part: list[tuple[dict[str, Any], Any, tuple[Any, ...]]]) -> bool:
+        """False: not taken by the store (the caller counts it as undelivered); never raises."""
         records, rows = [r for _, r, _ in part], [w for _, _, w in part]
-        while not self._deliver(resource, records, rows, 0.1):
-            with self._cond:
-                if self._stopping and time.monotonic() >= self._deadline:
-                    return False
+        try:
+            while not self._deliver(resource, records, rows, 0.1):
+                with self._cond:
+                    if self._stopping and time.monotonic() >= self._deadline:
+                        return False
+        except Exception:
+            log.exception("tail sampler: delivering %d kept spans failed; counted as undelivered", len(part))
+            return False
         return True

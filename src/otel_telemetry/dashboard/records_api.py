@@ -42,27 +42,35 @@ _HEALTH_JSON = {"token_usage": dict, "errors": list, "warnings": list, "event_co
 _HEALTH_CORE = {"latency_ms", "frontend_fps", "network_status", "token_usage", "queue_depth", "is_rate_limited"}
 
 
-def _issues_sql(key: str, levels: str) -> str:
-    """SQL for the errors (or warnings) one row adds to its session: the length of the
-    ``errors[]`` (``warnings[]``) list a health record carries (Hi Stranger: event data, or an
-    attribute holding JSON; with or without the ``telemetry.`` prefix), else 1 if the row's level
-    is one of ``levels``. ``instr`` keeps rows that cannot hold such a list from being parsed."""
+_ERR, _WARN = "'error', 'critical'", "'warning'"
+_SESSIONS_SQL = ("SELECT session_id, count(*), min(timestamp), max(timestamp), "
+                 f"sum(level IN ({_ERR})), sum(level IN ({_WARN})) FROM records "
+                 "WHERE session_id IS NOT NULL AND timestamp >= ? AND timestamp < ? "
+                 "GROUP BY session_id ORDER BY max(timestamp) DESC LIMIT ?")
+
+
+def _list_len_sql(key: str) -> str:
+    """SQL: the length of the ``errors[]`` (``warnings[]``) list a row carries — Hi Stranger's
+    health record: event data, or an attribute holding JSON; with or without the ``telemetry.``
+    prefix, as ``_issues`` reads it — else NULL."""
     paths = [f"$.{key}", f'$."telemetry.{key}"', f"$.attributes.{key}", f'$.attributes."telemetry.{key}"']
     arms = " ".join(
         f"WHEN json_type(data, '{path}') = 'array' THEN json_array_length(data, '{path}') "
         f"WHEN json_type(data, '{path}') = 'text' AND json_valid(json_extract(data, '{path}')) "
         f"AND json_type(json_extract(data, '{path}')) = 'array' THEN json_array_length(json_extract(data, '{path}'))"
         for path in paths)
-    return (f"CASE WHEN instr(data, '{key}') > 0 AND json_valid(data) THEN CASE {arms} "
-            f"ELSE level IN ({levels}) END ELSE level IN ({levels}) END")
+    return f"CASE WHEN instr(data, '{key}') > 0 AND json_valid(data) THEN CASE {arms} END END"
 
 
-# Keys and levels are constants of this module, never input.
-_SESSIONS_SQL = ("SELECT session_id, count(*), min(timestamp), max(timestamp), "
-                 "sum(" + _issues_sql("errors", "'error', 'critical'") + "), "
-                 "sum(" + _issues_sql("warnings", "'warning'") + ") FROM records "
-                 "WHERE session_id IS NOT NULL AND timestamp >= ? AND timestamp < ? "
-                 "GROUP BY session_id ORDER BY max(timestamp) DESC LIMIT ?")
+# The rows of the listed sessions that carry such lists: their lengths, and how many of those
+# rows the level counts above already counted. Read only for the sessions on the page, so the
+# list query itself never has to read the data column. Keys and levels are constants, never input.
+_LISTS_SQL = ("SELECT session_id, sum(coalesce(e, 0)), sum(e IS NOT NULL AND level IN ({err})), "
+              "sum(coalesce(w, 0)), sum(w IS NOT NULL AND level IN ({warn})) FROM ("
+              "SELECT session_id, level, {e} AS e, {w} AS w FROM records "
+              "WHERE session_id IN ({{marks}}) AND timestamp >= ? AND timestamp < ? "
+              "AND (instr(data, 'errors') > 0 OR instr(data, 'warnings') > 0)) GROUP BY session_id"
+              ).format(err=_ERR, warn=_WARN, e=_list_len_sql("errors"), w=_list_len_sql("warnings"))
 
 
 def summary(rec: dict[str, Any]) -> dict[str, Any]:
@@ -171,8 +179,17 @@ def sessions(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     since, until = p.window("24h")
     limit = p.integer("limit", 50, 1, MAX_PAGE)
     rows = conn.execute(_SESSIONS_SQL, (since, until, limit)).fetchall()
-    return {"sessions": [{"session_id": s, "records": n, "first": query.iso_ns(a), "last": query.iso_ns(b),
-                          "errors": e or 0, "warnings": w or 0} for s, n, a, b, e, w in rows]}
+    lists: dict[str, tuple[int, int, int, int]] = {}
+    if rows:
+        sql = _LISTS_SQL.replace("{marks}", ", ".join("?" * len(rows)))
+        for sid, e_len, e_seen, w_len, w_seen in conn.execute(sql, (*(r[0] for r in rows), since, until)):
+            lists[sid] = (e_len or 0, e_seen or 0, w_len or 0, w_seen or 0)
+    out = []
+    for sid, n, a, b, e, w in rows:
+        e_len, e_seen, w_len, w_seen = lists.get(sid, (0, 0, 0, 0))
+        out.append({"session_id": sid, "records": n, "first": query.iso_ns(a), "last": query.iso_ns(b),
+                    "errors": (e or 0) - e_seen + e_len, "warnings": (w or 0) - w_seen + w_len})
+    return {"sessions": out}
 
 
 def health_of(rec: dict[str, Any]) -> dict[str, Any] | None:
@@ -197,7 +214,8 @@ def health_of(rec: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _issues(rec: dict[str, Any], key: str, levels: tuple[str, ...]) -> int:
-    """What one record adds to its session's errors (warnings); the same rule as ``_issues_sql``."""
+    """What one record adds to its session's errors (warnings): the length of the list it carries
+    (``_list_len_sql``, the same places), else 1 if its level is one of ``levels``."""
     data = rec.get("data")
     if isinstance(data, dict) and isinstance(data.get("attributes"), dict):
         places: tuple[dict[str, Any], ...] = (data, data["attributes"])
