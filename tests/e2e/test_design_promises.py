@@ -237,3 +237,18 @@ def test_hi_stranger_session_view(collector: CollectorProc) -> None:
         assert (listed["session_id"], listed["errors"], listed["warnings"]) == ("chat-42", 3, 1)
     finally:
         dash.shutdown()
+
+
+def test_record_telemetry_without_configure_and_a_bad_setting_warns_once(tmp_path: Any) -> None:
+    """The default transport cannot start (a bad OTEL_TELEMETRY_* value): one warning, no raise."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        from otel_telemetry import record_telemetry, traced
+        record_telemetry("ai_behavior", "s", "e")
+        record_telemetry("ai_behavior", "s", "e")
+        traced(lambda: 1)()
+        print("app went on")
+    """)], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "OTEL_TELEMETRY_ENDPOINT": f"ipc://{tmp_path}/x.ipc", "OTEL_TELEMETRY_QUEUE_SIZE": "lots"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "app went on", proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "default transport cannot start" in line]
+    assert len(warnings) == 1 and "OTEL_TELEMETRY_QUEUE_SIZE" in warnings[0], proc.stderr

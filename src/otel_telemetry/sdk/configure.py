@@ -84,6 +84,7 @@ _current: Telemetry | None = None
 # What record_telemetry and @traced use when configure() was never called and no SDK provider
 # is installed globally: made on first use, never installed globally (see api_tracer_provider).
 _default: Telemetry | None = None
+_default_error: Exception | None = None  # why the default could not be made (warned once)
 _default_lock = threading.Lock()
 
 
@@ -170,7 +171,7 @@ def api_tracer_provider() -> trace_api.TracerProvider:
     ``configure()`` still takes over; its records reach a collector or are counted
     (``no_collector``), and it is flushed at exit like any SDK provider.
     """
-    global _current, _default
+    global _current, _default, _default_error
     if _current is not None:
         return _current.tracer_provider
     provider = trace_api.get_tracer_provider()
@@ -181,7 +182,16 @@ def api_tracer_provider() -> trace_api.TracerProvider:
         return default.tracer_provider
     with _default_lock:
         if _default is None:
-            default = configure(set_global=False, metrics=False, logs=False)
+            if _default_error is not None:
+                return provider
+            try:
+                default = configure(set_global=False, metrics=False, logs=False)
+            except Exception as exc:  # e.g. a bad OTEL_TELEMETRY_* value: say so once, loudly
+                _default_error = exc
+                log.warning("otel_telemetry used before configure() and the default transport cannot "
+                            "start (%s): records of record_telemetry/@traced are dropped until configure()",
+                            exc)
+                return provider
             if _current is default:
                 _current = None  # the default is not "the configured one"
             _default = default
