@@ -402,6 +402,14 @@ class Redactor(KeyRules):
         return scan(s, self._on, self._custom, hits)
 
 
+def scan_bytes(redactor: Redactor, data: bytes) -> dict[str, int]:
+    """Detector hits in raw bytes (a database file, a WAL, a payload), read as latin-1 so every
+    byte maps to one character; the acceptance check of "zero hits in the stored bytes". A value
+    cut at a page boundary inside a marker or right after its key reads as the marker."""
+    text = _CUT_MARKER.sub("[REDACTED", data.decode("latin-1"))
+    return redactor.find(_CUT_AFTER_KEY.sub(r"\1[REDACTED", text))
+
+
 # A value cut off by binary: SQLite keeps a long value's first part in its B-tree page and the rest
 # on an overflow page, after a 4-byte page number (first byte 0 below 16M pages), so in the raw
 # file "password=[REDACTED:kv_secret]" can read "password=[R\x00\x00\x00\x1e..." or
@@ -411,14 +419,6 @@ class Redactor(KeyRules):
 # Two passes, each pattern led by a literal or a set, so the engine skips ahead fast.
 _CUT_MARKER = re.compile(r"\[(?:R(?:E(?:D(?:A(?:C(?:T(?:E(?:D)?)?)?)?)?)?)?)?(?=[\x00-\x08])")
 _CUT_AFTER_KEY = re.compile(r"([=:\"'\s])(?=[\x00-\x08])")
-
-
-def scan_bytes(redactor: Redactor, data: bytes) -> dict[str, int]:
-    """Detector hits in raw bytes (a database file, a WAL, a payload), read as latin-1 so every
-    byte maps to one character; the acceptance check of "zero hits in the stored bytes". A value
-    cut at a page boundary inside a marker or right after its key reads as the marker."""
-    text = _CUT_MARKER.sub("[REDACTED", data.decode("latin-1"))
-    return redactor.find(_CUT_AFTER_KEY.sub(r"\1[REDACTED", text))
 
 
 _live: weakref.WeakSet[Redactor] = weakref.WeakSet()
