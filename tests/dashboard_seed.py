@@ -32,7 +32,9 @@ HEALTH = {"latency_ms": 182.5, "frontend_fps": 57.0, "network_status": "degraded
           "token_usage": {"input": 1200, "output": 300, "total": 1500}, "model_latency_ms": 950.0,
           "errors": [{"code": "E42", "message": "upstream timeout", "stack": "none"}],
           "warnings": [{"code": "W1", "message": "slow frame"}], "queue_depth": 3, "is_rate_limited": True,
-          "app_version": "1.4.2", "env": "prototype"}
+          "app_version": "1.4.2", "env": "prototype", "event_name": "moderation_cycle",
+          "event_context": {"step": "moderation", "retries": 2, "flags": ["slow", XSS]},
+          "notes": "seen after deploy 1.4.2\n" + XSS, "version": 3}
 
 
 @dataclass

@@ -342,6 +342,9 @@ def test_parse_forward_config() -> None:
     assert a.protocol == "http/protobuf" and a.headers == {"authorization": "Bearer x"} and a.timeout == 10.0
     assert a.queue_dir == "/tmp/q" and a.max_queue_batches == 10000
     assert b.protocol == "grpc" and b.queue_dir is None
+    assert a.signals == b.signals == ("traces", "metrics", "logs")
+    [c] = parse_forward_config([{"endpoint": "http://vm:8428/opentelemetry", "signals": ["metrics"]}], "f")
+    assert c.signals == ("metrics",)
     assert parse_forward_config(None, "f") == []
 
 
@@ -355,6 +358,8 @@ def test_parse_forward_config() -> None:
     ({"endpoint": "http://h:1", "max_queue_batches": "many"}, "max_queue_batches: expected an integer"),
     ({"endpoint": "http://h:1", "headers": {"a": 1}}, "headers must map strings"),
     ({"endpoint": "http://h:1", "compression": "zstd"}, "compression must be"),
+    ({"endpoint": "http://h:1", "signals": ["spans"]}, "signals must be a non-empty list"),
+    ({"endpoint": "http://h:1", "signals": []}, "signals must be a non-empty list"),
 ])
 def test_parse_forward_config_names_the_bad_key(entry: dict[str, Any], needle: str) -> None:
     with pytest.raises(ValueError, match="collector.yaml: forward\\[0\\]") as err:

@@ -272,8 +272,12 @@ def test_session_and_health_record(seeded: Any) -> None:
     h = d["health"]["fields"]
     assert h["latency_ms"] == 185.5 and h["frontend_fps"] == 54.0 and h["network_status"] == "degraded"
     assert h["token_usage"] == {"input": 1200, "output": 300, "total": 1500} and h["is_rate_limited"] is True
+    assert h["event_context"]["retries"] == 2 and h["version"] == 3 and h["notes"].startswith("seen after")
     assert len(d["health_history"]) == 4
-    assert c.json("sessions")["sessions"][0]["session_id"] == SESSION_ID
+    # errors: the 4 health records' errors[] (1 each) + the one error span; warnings alike (+ a log)
+    assert d["counts"]["errors"] == 5 and d["counts"]["warnings"] == 5
+    listed = c.json("sessions")["sessions"][0]
+    assert listed["session_id"] == SESSION_ID and (listed["errors"], listed["warnings"]) == (5, 5)
 
 
 def test_alerts_equal_cli(seeded: Any) -> None:

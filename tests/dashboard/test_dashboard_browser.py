@@ -202,10 +202,29 @@ def test_sessions_page_health_record(page: Page, site: Any) -> None:
     p.wait_for_selector('main[data-ready="sessions"]')
     q = cli("query", "--db", path, "--session-id", SESSION_ID, "--limit", "1000", "--last", "30d", "--format", "json")
     assert page.value("records") == str(len(q))
-    health = dict(p.locator('[data-testid="health"] tbody tr').evaluate_all(
-        "els => els.map(e => [e.cells[0].textContent, e.cells[1].textContent])"))
+    def kv(test_id: str) -> dict[str, str]:
+        return dict(p.locator(f'[data-testid="{test_id}"] tbody tr').evaluate_all(
+            "els => els.map(e => [e.cells[0].textContent, e.cells[1].textContent])"))
+
+    health = kv("health")
     assert health["latency_ms"] == "185.5" and health["network_status"] == "degraded"
-    assert health["token_usage"] == '{"input":1200,"output":300,"total":1500}' and health["queue_depth"] == "3"
+    assert health["queue_depth"] == "3" and health["version"] == "3"  # 000: version, readonly number
+    # 000's Field → UI mapping: token_usage key/value, errors/warnings expandable lists, event_context
+    # a JSON viewer, notes text; never raw JSON in one cell, and a hostile value stays inert text.
+    assert "token_usage" not in health and "errors" not in health and "notes" not in health
+    assert kv("health-token-usage") == {"input": "1200", "output": "300", "total": "1500"}
+    errors = p.locator('[data-testid="health-errors"] li')
+    assert errors.count() == 1 and errors.locator("summary").inner_text() == "E42: upstream timeout"
+    assert not errors.locator("pre").first.is_visible()
+    errors.locator("summary").click()
+    assert errors.locator("pre").first.inner_text() == "none"  # the stack, once expanded
+    assert p.locator('[data-testid="health-warnings"] li').inner_text() == "W1: slow frame"
+    ctx = orjson.loads(p.locator('[data-testid="health-event-context"]').inner_text())
+    assert ctx == {"step": "moderation", "retries": 2, "flags": ["slow", XSS]}
+    assert p.locator('[data-testid="health-notes"]').inner_text() == "seen after deploy 1.4.2\n" + XSS
+    assert p.locator("img").count() == 0
+    # The session's errors count the health records' errors[] (4 records × 1) and the error span.
+    assert page.value("errors") == "5" and page.value("warnings") == "5"
     page.shot("sessions", full=True)
 
 

@@ -482,3 +482,17 @@ def test_pseudonym_short_path_still_scans_other_values() -> None:
         assert out["user.id"] == _pseudo(r, "user-042") and out["route"] == "/a" and out["n"] == i
         assert attrs["user.id"] == "user-042"  # the caller's dict is never changed
     assert out["mail"] == "[REDACTED:email]"
+
+
+def test_scan_bytes_reads_a_marker_cut_at_a_page_boundary_as_the_marker() -> None:
+    """SQLite splits a long value between its B-tree page and an overflow page (after a 4-byte page
+    number): "password=[REDACTED:kv_secret]" can read "password=[R" or "password=" + binary in
+    the raw file. The part of a real value before a cut is still found."""
+    red = Redactor(RedactionConfig(pseudonym_key="k" * 32))
+    assert scan_bytes(red, b"x | password=[R\x00\x00\x00\x1e\x95X\t%") == {}
+    assert scan_bytes(red, b"x | password=[\x00\x00\x00\x1e") == {}
+    assert scan_bytes(red, b"x | password=\x00\x00\x00$\x93D\x10%\x00<") == {}
+    assert scan_bytes(red, b'x | "token": "\x00\x00\x00$\x93D\x10%') == {}
+    assert scan_bytes(red, b"x | password=hunter2pw\x00\x00\x00\x1e") == {"kv_secret": 1}
+    assert scan_bytes(red, b"x | password=[Rhunter2\x00") == {"kv_secret": 1}
+    assert scan_bytes(red, b"x | password=hun\x00\x00\x00$\x93D") == {"kv_secret": 1}

@@ -108,7 +108,7 @@ def test_existing_provider_and_invalid_events(collector: CollectorProc) -> None:
     assert out["dropped"] == {"invalid_event": 2}
     rows = collector.rows("SELECT name, category, component, service, type, level FROM records ORDER BY name")
     assert rows == [("mine-span", "ai_research", "lab", "mine", "span", "info"),
-                    ("transition", "ai_behavior", "otel_telemetry.events", "mine", "event", "warning")]
+                    ("transition", "ai_behavior", "mine", "mine", "event", "warning")]
 
 
 def test_settings_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -66,7 +66,8 @@ def _check_host_metrics(c: CollectorProc, service: str) -> None:
         assert category == "system_performance", name
         by_name.setdefault(name, []).append((value, unit))
     for name in ("system.cpu.utilization", "system.memory.usage", "system.memory.utilization", "system.disk.io",
-                 "system.network.io", "system.uptime", "process.cpu.utilization", "process.memory.usage"):
+                 "system.network.io", "system.uptime", "process.cpu.utilization", "process.memory.usage",
+                 "system.filesystem.usage", "system.filesystem.utilization"):
         assert name in by_name, f"{name} missing; got {sorted(by_name)}"
     for name in ("system.cpu.utilization", "system.memory.utilization", "process.cpu.utilization"):
         assert all(0.0 <= v <= 1.0 and u == "1" for v, u in by_name[name]), (name, by_name[name])

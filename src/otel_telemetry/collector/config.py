@@ -18,6 +18,7 @@ from ..wire import DEFAULT_MAX_MESSAGE_BYTES
 from .alerts.config import AlertConfig, parse_alert_config
 from .forward.config import ForwardTarget, parse_forward_config
 from .redaction import CollectorRedaction, parse_redaction
+from .volume import VolumeConfig, parse_volume
 
 
 class ConfigError(ValueError):
@@ -113,10 +114,11 @@ class CollectorConfig:
     alerts: AlertConfig | None = None
     prices: dict[str, dict[str, float]] = field(default_factory=dict)  # user price overrides, USD/Mtok
     redaction: CollectorRedaction = field(default_factory=CollectorRedaction)  # collector/redaction.py
+    volume: VolumeConfig = field(default_factory=VolumeConfig)  # min levels, tail sampling (collector/volume.py)
 
 
 _TOP = {"endpoint", "db", "log_level", "shutdown_timeout", "nice", "store", "retention", "receivers", "categories",
-        "forward", "alerts", "prices", "redaction"}
+        "forward", "alerts", "prices", "redaction", "volume"}
 
 
 def _check_prices(raw: Any) -> None:
@@ -326,6 +328,7 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
         # Always: the default AI rules are on without an ``alerts:`` section (alerts/config.py).
         cfg.alerts = parse_alert_config(raw.get("alerts"), f"{where}: alerts")
         cfg.redaction = parse_redaction(raw.get("redaction"), f"{where}: redaction")
+        cfg.volume = parse_volume(raw.get("volume"), f"{where}: volume")
     except ValueError as exc:
         raise ConfigError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
     return cfg

@@ -21,6 +21,7 @@ _KINDS = ("internal", "server", "client", "producer", "consumer")
 _STATUS = ("unset", "ok", "error")
 _SESSION_KEYS = ("session.id", "session_id", "telemetry.session_id")
 _EVENT_DATA_KEY = "telemetry.data"
+_EVENT_META_KEY = "telemetry.metadata"  # record_telemetry(metadata=...): the row's metadata.record
 
 
 def hex_id(raw: bytes | None) -> str | None:
@@ -57,9 +58,20 @@ def severity_level(n: int) -> str:
     return "debug"
 
 
-def _meta(resource: Mapping[str, Any], scope: str | None, scope_version: str | None) -> str:
+def _meta(resource: Mapping[str, Any], scope: str | None, scope_version: str | None,
+          record: Any = None) -> str:
     # "" and absent mean the same in OTLP; store one form so both paths give identical rows.
-    return _dumps({"resource": resource, "scope": {"name": scope or None, "version": scope_version or None}})
+    meta = {"resource": resource, "scope": {"name": scope or None, "version": scope_version or None}}
+    if record is not None:
+        meta["record"] = record
+    return _dumps(meta)
+
+
+def _json_attr(value: Any) -> Any:
+    try:
+        return orjson.loads(value)
+    except (orjson.JSONDecodeError, TypeError):
+        return {"raw": value}
 
 
 def span_row(
@@ -70,11 +82,11 @@ def span_row(
     (name, trace_id, span_id, parent, start, end, kind, status_code, status_msg, attrs, events,
      links, scope, scope_version) = rec
     is_event = "telemetry.event" in attrs and _EVENT_DATA_KEY in attrs
+    record_meta = None
     if is_event:
-        try:
-            data: Any = orjson.loads(attrs[_EVENT_DATA_KEY])
-        except (orjson.JSONDecodeError, TypeError):
-            data = {"raw": attrs[_EVENT_DATA_KEY]}
+        data: Any = _json_attr(attrs[_EVENT_DATA_KEY])
+        if _EVENT_META_KEY in attrs:
+            record_meta = _json_attr(attrs[_EVENT_META_KEY])
         level = str(attrs.get("telemetry.level") or "info")
         rtype, event = "event", str(attrs["telemetry.event"])
     else:
@@ -96,7 +108,8 @@ def span_row(
         _KINDS[kind] if 0 <= kind < 5 else str(kind),
         (end - start) / 1e6 if end and start else None,
         _STATUS[status_code] if 0 <= status_code < 3 else str(status_code), status_msg or None,
-        None, None, None, _dumps(data), meta if meta is not None else _meta(resource, scope, scope_version),
+        None, None, None, _dumps(data),
+        meta if meta is not None and record_meta is None else _meta(resource, scope, scope_version, record_meta),
         *genai.normalise(attrs),
     )
 

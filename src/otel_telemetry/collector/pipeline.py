@@ -5,6 +5,10 @@ Every receiver hands decoded batches (wire tuples, see ``otel_telemetry.wire``) 
 batch first; the forwarder only sees batches the store accepted, so a receiver that retries a
 batch the store refused never forwards it twice.
 
+Volume control (``collector.volume``: minimum levels, tail sampling) sits between the mapping and
+the store: rows below their category's level are dropped and counted, spans wait in the tail
+sampler, and what it keeps reaches the store and the forwarders later from its own thread.
+
 Redaction (``collector.redaction``) comes first of all: receivers call :meth:`Pipeline.redact`
 on each decoded batch before :meth:`map`, so rows, forwarded payloads and alerts only ever see
 the redacted records.
@@ -19,22 +23,26 @@ from .. import categories as cats
 from ..store.writer import StoreWriter, WriteBatch
 from . import mapping
 from .redaction import BatchRedactor
+from .volume import Volume, VolumeConfig
 
 
 class Consumer(Protocol):
-    """A downstream of the store (forwarder, alerts). ``consume`` runs on a receiver thread:
-    it must not block or raise; it queues and counts."""
+    """A downstream of the store (forwarder, alerts). ``consume`` runs on a receiver thread (or,
+    for spans the tail sampler kept, on its thread): it must not block or raise; it queues and
+    counts."""
 
     def consume(self, kind: str, resource: dict[str, Any], records: list[Any]) -> None: ...
 
 
 class Pipeline:
     def __init__(self, writer: StoreWriter, rules: Sequence[cats.Rule] = (),
-                 consumers: Sequence[Consumer] = (), redaction: BatchRedactor | None = None) -> None:
+                 consumers: Sequence[Consumer] = (), redaction: BatchRedactor | None = None,
+                 volume: VolumeConfig | None = None) -> None:
         self.writer = writer
         self.rules = tuple(rules)
         self.consumers = list(consumers)
         self.redaction = redaction
+        self.volume = Volume(volume, self._deliver) if volume is not None and volume.active else None
 
     def redact(self, kind: str, resource: dict[str, Any], records: list[Any],
                source: str, requested: bool = False) -> tuple[dict[str, Any], list[Any], int]:
@@ -56,14 +64,40 @@ class Pipeline:
                on_commit: Callable[[], None] | None = None) -> bool:
         """Hand mapped rows to the store, then the records to the other consumers.
 
-        Called on a receiver thread. False means the store's queue stayed full for ``timeout``:
-        nothing was taken and the caller still owns the batch (retry, or answer 429/503).
+        Called on a receiver thread. False means the store's queue (or the tail sampler) stayed
+        full for ``timeout``: nothing was taken and the caller still owns the batch (retry, or
+        answer 429/503). With volume control, ``on_commit`` means the rows that were not dropped
+        or held are committed.
         """
-        batch = WriteBatch(rows=rows, checkpoints=dict(checkpoints or {}), received=len(records))
+        volume = self.volume
+        split = volume.split(kind, rows) if volume is not None and len(rows) == len(records) else None
+        if split is not None:
+            assert volume is not None
+            if not volume.reserve(split):
+                return False
+            kept_rows, kept_records = [rows[i] for i in split.keep], [records[i] for i in split.keep]
+        else:
+            kept_rows, kept_records = rows, records
+        batch = WriteBatch(rows=kept_rows, checkpoints=dict(checkpoints or {}), received=len(records))
         if on_commit is not None:
             batch.on_commit = on_commit
         if not self.writer.submit(batch, timeout=timeout):
+            if split is not None:
+                volume.unreserve(split)  # type: ignore[union-attr]
+            return False
+        if split is not None:
+            volume.commit(split, resource, records, rows)  # type: ignore[union-attr]
+        if kept_records:
+            for consumer in self.consumers:
+                consumer.consume(kind, resource, kept_records)
+        return True
+
+    def _deliver(self, resource: dict[str, Any], records: list[Any], rows: list[tuple[Any, ...]],
+                 timeout: float) -> bool:
+        """The tail sampler's kept spans → store, then forwarders (sampler thread). False: the
+        store's queue stayed full for ``timeout``; nothing taken."""
+        if not self.writer.submit(WriteBatch(rows=rows), timeout=timeout):
             return False
         for consumer in self.consumers:
-            consumer.consume(kind, resource, records)
+            consumer.consume("span", resource, records)
         return True

@@ -52,7 +52,8 @@ class Collector:
         self.forwarders = [Forwarder(target) for target in cfg.forward]
         # Redaction of OTLP input (and ZeroMQ input with redaction.redact_zmq) before any consumer.
         self.redaction = BatchRedactor(cfg.redaction)
-        self.pipeline = Pipeline(self.writer, cfg.rules, consumers=self.forwarders, redaction=self.redaction)
+        self.pipeline = Pipeline(self.writer, cfg.rules, consumers=self.forwarders, redaction=self.redaction,
+                                 volume=cfg.volume)
         self.alerts: AlertEngine | None = None
         self.zmq: ZmqReceiver | None = None
         self.otlp_http: Any = None  # OtlpHttpReceiver, imported when enabled
@@ -72,6 +73,8 @@ class Collector:
             body["alerts"] = self.alerts.stats()
         body["genai_unknown_models"] = genai.unknown_models()
         body["redaction"] = self.redaction.counters()
+        if self.pipeline.volume is not None:
+            body["volume"] = self.pipeline.volume.counters()
         for name in ("otlp_http", "otlp_grpc"):
             receiver = getattr(self, name)
             if receiver is not None:
@@ -86,6 +89,8 @@ class Collector:
         try:
             for forwarder in self.forwarders:
                 forwarder.start()
+            if self.pipeline.volume is not None:
+                self.pipeline.volume.start()  # the tail sampler: between receivers and the store
             if self.cfg.alerts is not None:  # the default AI rules are on unless switched off
                 # Reads the store only; its state lives in its own file (single-writer rule).
                 self.alerts = AlertEngine(self.cfg.db, self.cfg.alerts)
@@ -145,7 +150,11 @@ class Collector:
         return self._stop_consumers(deadline) and ok
 
     def _stop_consumers(self, deadline: float) -> bool:
-        ok = self.writer.shutdown(max(0.0, deadline - time.monotonic()))
+        ok = True
+        if self.pipeline.volume is not None:
+            # Held traces are decided now and the kept ones stored before the writer drains.
+            ok = self.pipeline.volume.shutdown(max(0.0, deadline - time.monotonic() - 1.0))
+        ok = self.writer.shutdown(max(0.0, deadline - time.monotonic())) and ok
         if self.alerts is not None:
             ok = self.alerts.shutdown(max(0.0, min(5.0, deadline - time.monotonic()))) and ok
         for forwarder in self.forwarders:

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import apsw
+import orjson
 
 from ..categories import CATEGORIES
 from ..query import export as rx
@@ -30,17 +31,46 @@ MAX_SESSION_RECORDS = 1000
 _SUMMARY = ("id", "time", "timestamp", "type", "category", "component", "event", "level", "name", "service",
             "trace_id", "span_id", "parent_span_id", "session_id", "kind", "duration_ms", "status",
             "status_message", "model", "agent")
-_SESSIONS_SQL = ("SELECT session_id, count(*), min(timestamp), max(timestamp), "
-                 "sum(level IN ('error', 'critical')), sum(level = 'warning') FROM records "
-                 "WHERE session_id IS NOT NULL AND timestamp >= ? AND timestamp < ? "
-                 "GROUP BY session_id ORDER BY max(timestamp) DESC LIMIT ?")
 # The per-session health record of the original design (Hi Stranger telemetry), as keys of an event's
 # data or a span/log's attributes, with or without a ``telemetry.`` prefix.
-HEALTH_FIELDS = ("timestamp", "app_version", "env", "latency_ms", "frontend_fps", "network_status",
+HEALTH_FIELDS = ("telemetry_id", "timestamp", "app_version", "env", "latency_ms", "frontend_fps", "network_status",
                  "active_users_count", "token_usage", "model_latency_ms", "errors", "warnings", "event_name",
-                 "cpu_load_pct", "memory_usage_mb", "network_rtt_ms", "uptime_seconds", "is_rate_limited",
-                 "queue_depth")
+                 "event_context", "cpu_load_pct", "memory_usage_mb", "network_rtt_ms", "uptime_seconds",
+                 "is_rate_limited", "queue_depth", "notes", "version")
+# Object and list fields; an OTel attribute can only carry them as JSON text, which is parsed.
+_HEALTH_JSON = {"token_usage": dict, "errors": list, "warnings": list, "event_context": dict}
 _HEALTH_CORE = {"latency_ms", "frontend_fps", "network_status", "token_usage", "queue_depth", "is_rate_limited"}
+
+
+_ERR, _WARN = "'error', 'critical'", "'warning'"
+_SESSIONS_SQL = ("SELECT session_id, count(*), min(timestamp), max(timestamp), "
+                 f"sum(level IN ({_ERR})), sum(level IN ({_WARN})) FROM records "
+                 "WHERE session_id IS NOT NULL AND timestamp >= ? AND timestamp < ? "
+                 "GROUP BY session_id ORDER BY max(timestamp) DESC LIMIT ?")
+
+
+def _list_len_sql(key: str) -> str:
+    """SQL: the length of the ``errors[]`` (``warnings[]``) list a row carries — Hi Stranger's
+    health record: event data, or an attribute holding JSON; with or without the ``telemetry.``
+    prefix, as ``_issues`` reads it — else NULL."""
+    paths = [f"$.{key}", f'$."telemetry.{key}"', f"$.attributes.{key}", f'$.attributes."telemetry.{key}"']
+    arms = " ".join(
+        f"WHEN json_type(data, '{path}') = 'array' THEN json_array_length(data, '{path}') "
+        f"WHEN json_type(data, '{path}') = 'text' AND json_valid(json_extract(data, '{path}')) "
+        f"AND json_type(json_extract(data, '{path}')) = 'array' THEN json_array_length(json_extract(data, '{path}'))"
+        for path in paths)
+    return f"CASE WHEN instr(data, '{key}') > 0 AND json_valid(data) THEN CASE {arms} END END"
+
+
+# The rows of the listed sessions that carry such lists: their lengths, and how many of those
+# rows the level counts above already counted. Read only for the sessions on the page, so the
+# list query itself never has to read the data column. Keys and levels are constants, never input.
+_LISTS_SQL = ("SELECT session_id, sum(coalesce(e, 0)), sum(e IS NOT NULL AND level IN ({err})), "
+              "sum(coalesce(w, 0)), sum(w IS NOT NULL AND level IN ({warn})) FROM ("
+              "SELECT session_id, level, {e} AS e, {w} AS w FROM records "
+              "WHERE session_id IN ({{marks}}) AND timestamp >= ? AND timestamp < ? "
+              "AND (instr(data, 'errors') > 0 OR instr(data, 'warnings') > 0)) GROUP BY session_id"
+              ).format(err=_ERR, warn=_WARN, e=_list_len_sql("errors"), w=_list_len_sql("warnings"))
 
 
 def summary(rec: dict[str, Any]) -> dict[str, Any]:
@@ -144,12 +174,22 @@ def trace(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
 # ---- sessions ------------------------------------------------------------------------------------
 
 def sessions(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
-    """The most recently active sessions in the window with record, error and warning counts."""
+    """The most recently active sessions in the window with record, error and warning counts
+    (counted as in :func:`session`)."""
     since, until = p.window("24h")
     limit = p.integer("limit", 50, 1, MAX_PAGE)
     rows = conn.execute(_SESSIONS_SQL, (since, until, limit)).fetchall()
-    return {"sessions": [{"session_id": s, "records": n, "first": query.iso_ns(a), "last": query.iso_ns(b),
-                          "errors": e or 0, "warnings": w or 0} for s, n, a, b, e, w in rows]}
+    lists: dict[str, tuple[int, int, int, int]] = {}
+    if rows:
+        sql = _LISTS_SQL.replace("{marks}", ", ".join("?" * len(rows)))
+        for sid, e_len, e_seen, w_len, w_seen in conn.execute(sql, (*(r[0] for r in rows), since, until)):
+            lists[sid] = (e_len or 0, e_seen or 0, w_len or 0, w_seen or 0)
+    out = []
+    for sid, n, a, b, e, w in rows:
+        e_len, e_seen, w_len, w_seen = lists.get(sid, (0, 0, 0, 0))
+        out.append({"session_id": sid, "records": n, "first": query.iso_ns(a), "last": query.iso_ns(b),
+                    "errors": (e or 0) - e_seen + e_len, "warnings": (w or 0) - w_seen + w_len})
+    return {"sessions": out}
 
 
 def health_of(rec: dict[str, Any]) -> dict[str, Any] | None:
@@ -162,13 +202,42 @@ def health_of(rec: dict[str, Any]) -> dict[str, Any] | None:
     for key, value in source.items():
         name = key.removeprefix("telemetry.") if isinstance(key, str) else key
         if name in HEALTH_FIELDS:
+            kind = _HEALTH_JSON.get(name)
+            if kind is not None and isinstance(value, str):
+                try:
+                    parsed = orjson.loads(value)
+                except orjson.JSONDecodeError:
+                    parsed = None
+                value = parsed if isinstance(parsed, kind) else value
             found[name] = value
     return found if len(_HEALTH_CORE & set(found)) >= 2 else None
 
 
+def _issues(rec: dict[str, Any], key: str, levels: tuple[str, ...]) -> int:
+    """What one record adds to its session's errors (warnings): the length of the list it carries
+    (``_list_len_sql``, the same places), else 1 if its level is one of ``levels``."""
+    data = rec.get("data")
+    if isinstance(data, dict) and isinstance(data.get("attributes"), dict):
+        places: tuple[dict[str, Any], ...] = (data, data["attributes"])
+    else:
+        places = (data,) if isinstance(data, dict) else ()
+    for place in places:
+        for name in (key, f"telemetry.{key}"):
+            items = place.get(name)
+            if isinstance(items, str):
+                try:
+                    items = orjson.loads(items)
+                except orjson.JSONDecodeError:
+                    items = None
+            if isinstance(items, list):
+                return len(items)
+    return int(rec["level"] in levels)
+
+
 def session(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     """All records of one session (oldest first, at most 1000) and its health records: the latest in
-    full and a compact history (latency, fps, queue depth) for charts."""
+    full and a compact history (latency, fps, queue depth) for charts. ``counts.errors`` adds up
+    the health records' ``errors[]`` and the other records at error level (warnings alike)."""
     sid = p.text("session_id")
     if sid is None:
         raise ApiError("session_id is required")
@@ -177,16 +246,18 @@ def session(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     records = records[:MAX_SESSION_RECORDS]
     history = []
     latest: dict[str, Any] | None = None
+    errors = warnings = 0
     for r in records:
         h = health_of(r)
+        errors += _issues(r, "errors", query.ERROR_LEVELS)
+        warnings += _issues(r, "warnings", ("warning",))
         if h is not None:
             latest = {"record_id": r["id"], "time": r["time"], "fields": h}
             history.append({"time": r["time"], "timestamp": r["timestamp"], "latency_ms": h.get("latency_ms"),
                             "frontend_fps": h.get("frontend_fps"), "queue_depth": h.get("queue_depth")})
     return {"session_id": sid, "records": [summary(r) for r in records], "truncated": truncated,
             "health": latest, "health_history": history,
-            "counts": {"records": len(records), "errors": sum(r["level"] in query.ERROR_LEVELS for r in records),
-                       "warnings": sum(r["level"] == "warning" for r in records)}}
+            "counts": {"records": len(records), "errors": errors, "warnings": warnings}}
 
 
 def record(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:

@@ -287,6 +287,9 @@ def _event_attrs(rec: Mapping[str, Any]) -> dict[str, Any]:
         attrs["telemetry.component"] = rec["component"]
     if rec["session_id"]:
         attrs["session.id"] = rec["session_id"]
+    record_meta = _dict(rec["metadata"]).get("record")
+    if record_meta is not None:
+        attrs["telemetry.metadata"] = orjson.dumps(record_meta).decode()
     return attrs
 
 

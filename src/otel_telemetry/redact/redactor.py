@@ -230,8 +230,21 @@ class Redactor(KeyRules, Walker):
 
 def scan_bytes(redactor: Redactor, data: bytes) -> dict[str, int]:
     """Detector hits in raw bytes (a database file, a WAL, a payload), read as latin-1 so every
-    byte maps to one character; the acceptance check of "zero hits in the stored bytes"."""
-    return redactor.find(data.decode("latin-1"))
+    byte maps to one character; the acceptance check of "zero hits in the stored bytes". A value
+    cut at a page boundary inside a marker or right after its key reads as the marker."""
+    text = _CUT_MARKER.sub("[REDACTED", data.decode("latin-1"))
+    return redactor.find(_CUT_AFTER_KEY.sub(r"\1[REDACTED", text))
+
+
+# A value cut off by binary: SQLite keeps a long value's first part in its B-tree page and the rest
+# on an overflow page, after a 4-byte page number (first byte 0 below 16M pages), so in the raw
+# file "password=[REDACTED:kv_secret]" can read "password=[R\x00\x00\x00\x1e..." or
+# "password=\x00\x00\x00$...". A cut inside a marker, or right after a key and its separator,
+# reads as the marker; the bytes after the cut are not the value. (A cut inside a real value
+# still shows the part before it, which the detectors still see.)
+# Two passes, each pattern led by a literal or a set, so the engine skips ahead fast.
+_CUT_MARKER = re.compile(r"\[(?:R(?:E(?:D(?:A(?:C(?:T(?:E(?:D)?)?)?)?)?)?)?)?(?=[\x00-\x08])")
+_CUT_AFTER_KEY = re.compile(r"([=:\"'\s])(?=[\x00-\x08])")
 
 
 _live: weakref.WeakSet[Redactor] = weakref.WeakSet()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,6 +81,11 @@ class Telemetry:
 
 
 _current: Telemetry | None = None
+# What record_telemetry and @traced use when configure() was never called and no SDK provider
+# is installed globally: made on first use, never installed globally (see api_tracer_provider).
+_default: Telemetry | None = None
+_default_error: Exception | None = None  # why the default could not be made (warned once)
+_default_lock = threading.Lock()
 
 
 def configure(
@@ -158,6 +165,45 @@ def configure(
     return _current
 
 
+def api_tracer_provider() -> trace_api.TracerProvider:
+    """The provider of ``record_telemetry`` and ``@traced`` (caller's thread, never raises).
+
+    ``configure()``'s, else the global SDK provider if the app installed one, else — as the OTel
+    API falls back on its global provider, but instead of a silent no-op — a default one made on
+    first use: ``configure(set_global=False, metrics=False, logs=False)`` with the
+    ``OTEL_TELEMETRY_*`` settings (endpoint, redaction). It is not installed globally, so a later
+    ``configure()`` still takes over; its records reach a collector or are counted
+    (``no_collector``), and it is flushed at exit like any SDK provider.
+    """
+    global _current, _default, _default_error
+    if _current is not None:
+        return _current.tracer_provider
+    provider = trace_api.get_tracer_provider()
+    if not isinstance(provider, trace_api.ProxyTracerProvider):
+        return provider  # the app's own SDK (or its explicit no-op choice)
+    default = _default
+    if default is not None:  # the common case after the first call: no lock
+        return default.tracer_provider
+    with _default_lock:
+        if _default is None:
+            if _default_error is not None:
+                return provider
+            try:
+                default = configure(set_global=False, metrics=False, logs=False)
+            except Exception as exc:  # e.g. a bad OTEL_TELEMETRY_* value: say so once, loudly
+                _default_error = exc
+                log.warning("otel_telemetry used before configure() and the default transport cannot "
+                            "start (%s): records of record_telemetry/@traced are dropped until configure()",
+                            exc)
+                return provider
+            if _current is default:
+                _current = None  # the default is not "the configured one"
+            _default = default
+            log.info("otel_telemetry used before configure(): sending through a default transport to %s",
+                     default.transport.endpoint)
+        return _default.tracer_provider
+
+
 def record_telemetry(
     category: str,
     subcategory: str,
@@ -165,17 +211,28 @@ def record_telemetry(
     level: str = "info",
     data: Mapping[str, Any] | None = None,
     component: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> None:
-    """Record one event of the original design's simple API; stored like any span.
+    """Record one event of the original design's API (AICO's record); stored like any span.
 
-    Runs on the caller's thread: never raises, never blocks. A bad category or level is
-    counted as an ``invalid_event`` drop and logged once per bad value.
+    ``component`` names the part of the app that records it; without one it is the provider's
+    ``service.name`` (``OTEL_SERVICE_NAME`` / ``configure(service_name)``), so
+    ``otel-telemetry query --component <service>`` finds it. ``metadata`` is the record's
+    optional context (AICO: ``session_id``, ``trace_id``, ``span_id``, ``user_mode``,
+    ``deployment_type``, ``version``, or any other keys): stored in the row's ``metadata`` under
+    ``record``; its ``session_id`` fills the session column; its ``trace_id`` (with ``span_id``
+    if both are W3C hex ids) puts the event into that trace, as ``@traced``'s ``_trace_id=``
+    does (``otel_telemetry.sdk.traced.trace_context``).
+
+    Works before ``configure()`` too (:func:`api_tracer_provider`). Runs on the caller's thread:
+    never raises, never blocks. A bad category or level is counted as an ``invalid_event`` drop
+    and logged once per bad value.
     """
     try:
         if category not in cats.CATEGORY_SET or level not in LEVELS:
             _invalid(category, level)
             return
-        provider = _current.tracer_provider if _current is not None else trace_api.get_tracer_provider()
+        provider = api_tracer_provider()
         tracer = provider.get_tracer("otel_telemetry.events")
         attributes = {
             "telemetry.category": category,
@@ -184,9 +241,21 @@ def record_telemetry(
             "telemetry.level": level,
             "telemetry.data": orjson.dumps(data or {}, default=str).decode(),
         }
-        if component:
-            attributes["telemetry.component"] = component
-        span = tracer.start_span(event, attributes=attributes)
+        if not component:
+            resource = getattr(provider, "resource", None)
+            component = (resource.attributes.get("service.name") if resource is not None else None) \
+                or "unknown_service"
+        attributes["telemetry.component"] = str(component)
+        meta = dict(metadata) if isinstance(metadata, Mapping) else {}
+        parent = None
+        if meta:
+            attributes["telemetry.metadata"] = orjson.dumps(
+                meta, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+            parent = _parent_of(meta)
+        span = tracer.start_span(event, context=parent, attributes=attributes)
+        if meta.get("session_id") is not None:
+            # After start: an explicit session wins over the session() context's tag.
+            span.set_attribute("session.id", str(meta["session_id"]))
         if level in ("error", "critical"):
             span.set_status(trace_api.Status(trace_api.StatusCode.ERROR))
         span.end()
@@ -194,12 +263,32 @@ def record_telemetry(
         log.debug("record_telemetry failed", exc_info=True)
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def _parent_of(meta: Mapping[str, Any]) -> Any:
+    """The trace an event's metadata names (``trace_id`` + optional ``span_id``), or None."""
+    trace_ref, span_ref = meta.get("trace_id"), meta.get("span_id")
+    if trace_ref is None:
+        return None
+    tid, sid = str(trace_ref).lower(), str(span_ref or "").lower()
+    if len(tid) == 32 and len(sid) == 16 and _HEX.issuperset(tid + sid) and tid.strip("0") and sid.strip("0"):
+        ctx = trace_api.SpanContext(int(tid, 16), int(sid, 16), is_remote=True,
+                                    trace_flags=trace_api.TraceFlags(trace_api.TraceFlags.SAMPLED))
+        return trace_api.set_span_in_context(trace_api.NonRecordingSpan(ctx))
+    # Any other reference: the same mapping as @traced's _trace_id= (module by name, no circle).
+    traced = importlib.import_module(".traced", __package__)
+    return traced.trace_context(trace_ref)[0]
+
+
 _warned: set[tuple[str, str]] = set()
 
 
 def _invalid(category: str, level: str) -> None:
-    if _current is not None:
-        _current.transport.count_drop("invalid", "invalid_event")
+    api_tracer_provider()  # before configure(): the default transport counts it
+    tel = _current if _current is not None else _default
+    if tel is not None:
+        tel.transport.count_drop("invalid", "invalid_event")
     key = (str(category), str(level))
     if key not in _warned and len(_warned) < 100:
         _warned.add(key)

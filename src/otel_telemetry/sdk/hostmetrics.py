@@ -1,4 +1,5 @@
-"""Host and process metrics (CPU, memory, disk, network, uptime) as OTel observable instruments.
+"""Host and process metrics (CPU, memory, disk I/O and usage per mount, network, uptime) as OTel
+observable instruments.
 
 Names, units and attributes follow the OpenTelemetry semantic conventions for ``system.*`` and
 ``process.*`` metrics, so the collector files them under ``system_performance``. Values are read
@@ -29,6 +30,8 @@ ENV = "OTEL_TELEMETRY_HOST_METRICS"
 SCOPE = "otel_telemetry.sdk.hostmetrics"
 _SKIP_DISKS = ("loop", "ram", "zram")
 _CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+# Read-only images (snaps) are always 100 % full: noise, not a disk filling up.
+_SKIP_FS = frozenset(("squashfs", "iso9660", "udf"))
 
 
 def _safe(fn: Callable[[], Iterable[Observation]]) -> Callable[[CallbackOptions], Iterator[Observation]]:
@@ -91,6 +94,11 @@ class HostMetrics:
         self._add("counter", "system.disk.io", self._disk_io, "By", "Bytes read and written, by device")
         self._add("counter", "system.disk.operations", self._disk_ops, "{operation}",
                   "Disk reads and writes, by device")
+        self._add("updown", "system.filesystem.usage", self._fs_usage, "By",
+                  "Filesystem space used, free and reserved, per mount")
+        self._add("gauge", "system.filesystem.utilization", self._fs_utilization, "1",
+                  "Share of filesystem space used, per mount, 0..1")
+        self._add("updown", "system.filesystem.limit", self._fs_limit, "By", "Filesystem size, per mount")
         self._add("counter", "system.network.io", self._net_io, "By",
                   "Bytes transmitted and received, by interface")
         self._add("counter", "system.network.packet.count", self._net_packets, "{packet}",
@@ -153,6 +161,44 @@ class HostMetrics:
         for dev, c in self._disks().items():
             yield Observation(c.read_count, {"system.device": dev, "disk.io.direction": "read"})
             yield Observation(c.write_count, {"system.device": dev, "disk.io.direction": "write"})
+
+    def _filesystems(self) -> Iterator[tuple[dict[str, str], Any]]:
+        """(attributes, psutil usage) per mounted disk filesystem. ``/`` is always included (in a
+        container it is an overlay, which psutil's physical-only list leaves out). Runs on the
+        metric reader's thread: a hung network mount delays that thread, never the app."""
+        seen: set[str] = set()
+        parts = [p for p in self._psutil.disk_partitions(all=False) if p.fstype not in _SKIP_FS]
+        if not any(p.mountpoint == "/" for p in parts):
+            parts.append(None)
+        for p in parts:
+            mount = "/" if p is None else p.mountpoint
+            if mount in seen:
+                continue
+            seen.add(mount)
+            try:
+                usage = self._psutil.disk_usage(mount)
+            except OSError:  # unmounted or unreadable since it was listed: skip this one
+                continue
+            attrs = {"system.filesystem.mountpoint": mount}
+            if p is not None:
+                attrs.update({"system.device": p.device, "system.filesystem.type": p.fstype,
+                              "system.filesystem.mode": "ro" if "ro" in p.opts.split(",") else "rw"})
+            yield attrs, usage
+
+    def _fs_usage(self) -> Iterator[Observation]:
+        for attrs, u in self._filesystems():
+            reserved = max(0, u.total - u.used - u.free)  # root-only blocks
+            for state, n in (("used", u.used), ("free", u.free), ("reserved", reserved)):
+                yield Observation(n, {**attrs, "system.filesystem.state": state})
+
+    def _fs_utilization(self) -> Iterator[Observation]:
+        for attrs, u in self._filesystems():
+            if u.total > 0:
+                yield Observation(min(1.0, u.used / u.total), attrs)
+
+    def _fs_limit(self) -> Iterator[Observation]:
+        for attrs, u in self._filesystems():
+            yield Observation(u.total, attrs)
 
     def _nics(self) -> dict[str, Any]:
         return self._psutil.net_io_counters(pernic=True) or {}

@@ -9,6 +9,10 @@ into model/token/cost columns.
 
 Privacy: argument values are never recorded unless ``capture_args=True``; results never are.
 
+Call-time keywords of the original designs are taken by the wrapper and never reach the wrapped
+function: ``_trace_id=`` (M1's trace id propagation, ``child_function(_trace_id=trace_id)``) puts
+the call's span into that trace (see :func:`trace_context`).
+
 Every wrapper runs on the caller's thread (or task). Our own work never raises into the app and
 never blocks: only the wrapped function's own exception is re-raised, unchanged.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import importlib
 import inspect
 import logging
@@ -38,6 +43,11 @@ SCOPE = "otel_telemetry.traced"
 ARG_REPR_LIMIT = 256
 # event_type → gen_ai.operation.name, so these spans land in the ai_behavior category.
 OPERATIONS = {"model_call": "chat", "tool_call": "execute_tool", "agent_call": "invoke_agent"}
+# Keywords a caller may pass to any traced function (the design documents' spellings); the
+# wrapper pops them, so the wrapped function never sees them.
+TRACE_ID_KWARG = "_trace_id"
+TRACE_REF_ATTR = "telemetry.trace_ref"  # the caller's own trace id when it was not an OTel one
+_HEX = frozenset("0123456789abcdef")
 
 
 # --- the decorator ---------------------------------------------------------------------------
@@ -45,8 +55,40 @@ OPERATIONS = {"model_call": "chat", "tool_call": "execute_tool", "agent_call": "
 def _tracer() -> trace_api.Tracer:
     # The module, not the package attribute (``otel_telemetry.configure`` is the function there).
     cfg = importlib.import_module(".configure", __package__)
-    provider = cfg._current.tracer_provider if cfg._current is not None else trace_api.get_tracer_provider()
-    return provider.get_tracer(SCOPE)
+    return cfg.api_tracer_provider().get_tracer(SCOPE)
+
+
+def trace_context(trace_ref: Any) -> tuple[context_api.Context | None, str | None]:
+    """The parent context for a call given ``_trace_id=trace_ref``, and the attribute to note.
+
+    A W3C trace id (32 hex digits, not all zero) is used as is. Any other value (M1 passes
+    ``f"trace_{int(time.time())}"``) is hashed to a trace id, so every call given the same
+    reference lands in the same trace, and the reference itself is kept in
+    ``telemetry.trace_ref``. The parent is a remote span context of that trace whose span id is
+    derived from the reference too (the caller had no span of its own). A reference that names
+    the trace already current changes nothing. Never raises; ``(None, None)`` for ``None``.
+    """
+    if trace_ref is None:
+        return None, None
+    try:
+        ref = str(trace_ref)
+        low = ref.lower()
+        if len(low) == 32 and _HEX.issuperset(low) and low.strip("0"):
+            trace_id, note = int(low, 16), None
+        else:
+            digest = hashlib.blake2b(ref.encode("utf-8", "replace"), digest_size=24).digest()
+            trace_id, note = int.from_bytes(digest[:16], "big") or 1, ref[:ARG_REPR_LIMIT]
+        current = trace_api.get_current_span().get_span_context()
+        if current.is_valid and current.trace_id == trace_id:
+            return None, note
+        span_id = int.from_bytes(hashlib.blake2b(ref.encode("utf-8", "replace"), digest_size=8,
+                                                 person=b"otel-tele-span").digest(), "big") or 1
+        parent = trace_api.SpanContext(trace_id, span_id, is_remote=True,
+                                       trace_flags=trace_api.TraceFlags(trace_api.TraceFlags.SAMPLED))
+        return trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent)), note
+    except Exception:
+        log.debug("traced: unusable _trace_id", exc_info=True)
+        return None, None
 
 
 def _error_type(exc: BaseException) -> str:
@@ -80,11 +122,17 @@ class _Call:
 
     def __init__(self, spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.spec, self.span, self.ctx, self.last = spec, None, None, None
+        # Popped first and unconditionally (``kwargs`` is the wrapper's own dict): the wrapped
+        # function must never get it, even if starting the span fails below.
+        trace_ref = kwargs.pop(TRACE_ID_KWARG, None)
         try:
             attrs = dict(spec.attrs)
+            parent, note = trace_context(trace_ref)
+            if note is not None:
+                attrs[TRACE_REF_ATTR] = note
             if spec.capture_args:
                 attrs["telemetry.args"] = _args_attr(spec.signature, args, kwargs)
-            self.span = _tracer().start_span(spec.name, kind=spec.kind, attributes=attrs)
+            self.span = _tracer().start_span(spec.name, context=parent, kind=spec.kind, attributes=attrs)
             self.ctx = trace_api.set_span_in_context(self.span)
         except Exception:
             log.debug("traced: could not start a span", exc_info=True)
@@ -212,6 +260,10 @@ def traced(
     becomes ``gen_ai.usage.cost`` (it wins over the collector's price table); its exceptions are
     swallowed and noted in ``telemetry.cost_error``. ``capture_args=True`` records the arguments
     as ``telemetry.args`` (JSON of truncated reprs) — off by default, arguments may be private.
+
+    Callers may pass ``_trace_id=`` (M1's ``child_function(_trace_id=trace_id)``): the wrapper
+    removes it before calling the function and starts the span in that trace
+    (:func:`trace_context`).
 
     Generators: the span covers the whole iteration and ends when the generator is exhausted,
     raises, or is closed (``telemetry.closed_early``); usage is read from the last item that

@@ -68,6 +68,7 @@ CREATE INDEX IF NOT EXISTS records_trace ON records(trace_id) WHERE trace_id IS 
 CREATE INDEX IF NOT EXISTS records_session ON records(session_id) WHERE session_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_model ON records(model, timestamp) WHERE model IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_agent ON records(agent, timestamp) WHERE agent IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_component ON records(component, timestamp);
 CREATE TABLE IF NOT EXISTS publishers (
     publisher BLOB NOT NULL,
     topic TEXT NOT NULL,

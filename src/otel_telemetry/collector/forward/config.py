@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 PROTOCOLS = ("grpc", "http/protobuf")
+SIGNALS = ("traces", "metrics", "logs")
 MEMORY_QUEUE_BATCHES = 10_000
 DISK_QUEUE_BATCHES = 1_000_000  # a 10 min outage at 1k spans/s is ~12k ZeroMQ batches per topic
 
@@ -27,6 +28,9 @@ class ForwardTarget:
     retry_initial: float = 1.0
     retry_max: float = 30.0
     name: str = ""
+    # What this downstream takes: a trace store (Jaeger, Tempo) only traces, a metrics backend
+    # (VictoriaMetrics) only metrics, a log store (Loki) only logs.
+    signals: tuple[str, ...] = SIGNALS
 
     @property
     def label(self) -> str:
@@ -41,7 +45,7 @@ class ForwardTarget:
 
 
 _KEYS = {"endpoint", "protocol", "headers", "timeout", "compression", "queue_dir", "max_queue_batches",
-         "max_batch_items", "retry_initial", "retry_max", "name"}
+         "max_batch_items", "retry_initial", "retry_max", "name", "signals"}
 
 
 def _number(where: str, value: Any, kind: type, minimum: float, strict: bool = False) -> Any:
@@ -90,8 +94,11 @@ def _target(where: str, raw: Any) -> ForwardTarget:
     name = raw.get("name", "")
     if not isinstance(name, str):
         raise ValueError(f"{where}: name must be a string, got {name!r}")
+    signals = raw.get("signals", list(SIGNALS))
+    if not isinstance(signals, list) or not signals or any(s not in SIGNALS for s in signals):
+        raise ValueError(f"{where}: signals must be a non-empty list of {', '.join(SIGNALS)}, got {signals!r}")
     return ForwardTarget(endpoint=endpoint, protocol=protocol, headers=dict(headers), compression=compression,
-                         queue_dir=queue_dir, name=name, **kwargs)
+                         queue_dir=queue_dir, name=name, signals=tuple(dict.fromkeys(signals)), **kwargs)
 
 
 def parse_forward_config(raw: list[dict[str, Any]] | None, where: str) -> list[ForwardTarget]:

@@ -25,7 +25,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from ...otlp.encode import KINDS, encode
+from ...otlp.encode import KINDS, SIGNAL_OF_KIND, encode
 from .client import Client, Outcome, make_client
 from .config import ForwardTarget, parse_forward_config
 from .queue import DiskQueue, MemoryQueue, Request, RequestQueue
@@ -46,6 +46,7 @@ class Forwarder:
     def __init__(self, target: ForwardTarget) -> None:
         self.target = target
         self._limit = target.queue_limit
+        self._skip = frozenset(SIGNAL_OF_KIND.values()) - set(target.signals)
         self._cond = threading.Condition()
         self._inbox: list[tuple[str, dict[str, Any], list[Any]]] = []
         self._inbox_items = 0
@@ -89,8 +90,8 @@ class Forwarder:
         """Receiver thread, after the store accepted the batch. Appends to the inbox and counts;
         never blocks on the downstream, the disk or encoding, and never raises."""
         n = len(records)
-        if not n:
-            return
+        if not n or SIGNAL_OF_KIND.get(kind) in self._skip:
+            return  # empty, or a signal this target does not take (``signals``): not ours to count
         with self._cond:
             self._c["consumed"] += n
             if self._closing or kind not in KINDS:

@@ -170,8 +170,7 @@ export async function sessions(ctx) {
       card("errors", num(d.counts.errors), "errors", d.counts.errors > 0),
       card("warnings", num(d.counts.warnings), "warnings"),
       card("health records", num(hist.length), "health_records")),
-    h ? panel(`Session health (latest, ${shortTime(h.time)})`, kvTable(h.fields, "health")) :
-      el("p", { class: "muted", text: "No per-session health record in this session." }),
+    h ? healthPanel(h) : el("p", { class: "muted", text: "No per-session health record in this session." }),
     hist.length > 1 ? el("div", { class: "grid2" },
       panel("Latency (ms)", lineChart({ buckets: hist.map((x) => x.timestamp), bucketNs: 60e9, fmt: (v) => num(v, 1),
         series: [{ name: "latency_ms", values: hist.map((x) => x.latency_ms ?? null) }] })),
@@ -182,6 +181,42 @@ export async function sessions(ctx) {
       { key: "component", label: "component" }, { key: "level", label: "level", cls: lvl }, { key: "name", label: "name" },
       { key: "duration_ms", label: "duration", num: true, fmt: (v) => (v === null ? "" : ms(v)) },
     ], d.records, (row) => row.trace_id && ctx.navigate("traces", { trace_id: row.trace_id }), "table-session-records"))));
+}
+
+// The Hi Stranger health record (000 "Field → UI Mapping"): scalars as a key/value table,
+// token_usage as key/value, errors[] and warnings[] as expandable lists, event_context as a JSON
+// viewer, notes as text. Every value goes into the page as text.
+const HEALTH_PARTS = ["token_usage", "errors", "warnings", "event_context", "notes"];
+
+function issueList(items, testId) {
+  if (!Array.isArray(items)) return el("pre", { class: "kv", "data-testid": testId, text: JSON.stringify(items) });
+  if (!items.length) return el("p", { class: "muted", "data-testid": testId, text: "none" });
+  return el("ul", { class: "issues", "data-testid": testId }, items.map((it) => {
+    const o = it && typeof it === "object" ? it : { message: it };
+    const head = [o.code, o.message].filter((x) => x !== undefined && x !== null).map(String).join(": ");
+    const rest = Object.fromEntries(Object.entries(o).filter(([k]) => k !== "code" && k !== "message"));
+    return el("li", {}, Object.keys(rest).length
+      ? el("details", {}, el("summary", { text: head || "(no message)" }),
+        Object.entries(rest).map(([k, v]) => el("div", { class: "issue-field" }, el("span", { class: "muted", text: `${k} ` }),
+          el("pre", { class: "kv", text: typeof v === "string" ? v : JSON.stringify(v, null, 2) }))))
+      : head);
+  }));
+}
+
+function healthPanel(h) {
+  const f = h.fields;
+  const scalars = Object.fromEntries(Object.entries(f).filter(([k]) => !HEALTH_PARTS.includes(k)));
+  const sub = (title, node) => el("div", { class: "health-part" }, el("h4", { text: title }), node);
+  const tu = f.token_usage;
+  return panel(`Session health (latest, ${shortTime(h.time)})`,
+    kvTable(scalars, "health"),
+    tu !== undefined ? sub("token usage", tu && typeof tu === "object" && !Array.isArray(tu)
+      ? kvTable(tu, "health-token-usage") : el("pre", { class: "kv", "data-testid": "health-token-usage", text: JSON.stringify(tu) })) : null,
+    f.errors !== undefined ? sub(`errors (${Array.isArray(f.errors) ? f.errors.length : "?"})`, issueList(f.errors, "health-errors")) : null,
+    f.warnings !== undefined ? sub(`warnings (${Array.isArray(f.warnings) ? f.warnings.length : "?"})`, issueList(f.warnings, "health-warnings")) : null,
+    f.event_context !== undefined ? sub("event context", el("details", { open: true }, el("summary", { text: "JSON" }),
+      el("pre", { class: "kv", "data-testid": "health-event-context", text: JSON.stringify(f.event_context, null, 2) }))) : null,
+    f.notes !== undefined ? sub("notes", el("pre", { class: "kv notes", "data-testid": "health-notes", text: String(f.notes ?? "") })) : null);
 }
 
 // ---- alerts and retention --------------------------------------------------------------------------
