@@ -200,7 +200,7 @@ class OtlpHttpReceiver:
             return True
         self.ingest.count_rejected(UNAUTHENTICATED)
         err = Reject(401, UNAUTHENTICATED_CODE, UNAUTHENTICATED, "missing or invalid bearer token",
-                      close=self._has_body(h))
+                     close=self._has_body(h))
         ctype = (h.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         self._send_status(h, err, json=ctype != _PROTOBUF, extra={"WWW-Authenticate": "Bearer"})
         return False
@@ -232,8 +232,8 @@ class OtlpHttpReceiver:
                 raise Reject(404, NOT_FOUND, "not_found", f"no OTLP endpoint at {path}", close=True)
             if ctype not in (_PROTOBUF, _JSON):
                 raise Reject(415, INVALID_ARGUMENT, "unsupported_media_type",
-                              f"Content-Type {ctype or '(none)'!r} not supported; use {_PROTOBUF} or {_JSON}",
-                              close=True)
+                             f"Content-Type {ctype or '(none)'!r} not supported; use {_PROTOBUF} or {_JSON}",
+                             close=True)
             if not self._slots.acquire(timeout=0.5):
                 raise Reject(503, UNAVAILABLE, "busy", "too many concurrent requests", close=True, retry=True)
             try:
