@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: install demo test lint bench clean
+.PHONY: install peers demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,15 @@ install: $(STAMP)
 demo: install
 	$(BIN)/python examples/demo.py
 
+# Real third-party OTLP peers for tests/collector/test_peers.py, pinned in tests/peers.py, into
+# .cache/peers: a peer that cannot be installed is recorded there and its tests skip (fail in CI).
+peers: install
+	$(BIN)/python tests/peers.py install .cache/peers
+
 lint: install
 	$(BIN)/ruff check src tests bench examples
 
-test: install lint
+test: install lint peers
 	@# Browser tests drive Debian's chromium through Playwright (never a browser download).
 	@[ -x /usr/bin/chromium ] || command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 	$(BIN)/python -m pytest -q
@@ -35,4 +40,4 @@ bench: install
 	$(BIN)/python bench/bench_core.py --workload realistic,constant --repeat 5
 
 clean:
-	rm -rf $(VENV) demo-data build *.egg-info src/*.egg-info
+	rm -rf $(VENV) .cache demo-data build *.egg-info src/*.egg-info

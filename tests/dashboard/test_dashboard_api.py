@@ -350,7 +350,7 @@ def test_unknown_routes_and_methods(seeded: Any) -> None:
 
 def test_retention_change_needs_header_token_and_confirmation(seeded: Any) -> None:
     c, path, _ = seeded
-    cookie = f"{c.dash.cookie_name}={TOKEN}"
+    cookie = f"{c.dash.cookie_name}={c.dash.cookie_value}"
     good = {"category": "ai_research", "days": 400, "confirm": "ai_research"}
     # Cookie only (what a cross-site form post would carry): refused.
     assert c.request("/api/retention", method="POST", token=None, cookie=cookie, body=good)[0] == 403

@@ -97,6 +97,8 @@ def _open_output(path: str) -> tuple[BinaryIO, str | None]:
     """(stream, temporary file to rename onto ``path`` on success, or None for stdout)."""
     if path == "-":
         return sys.stdout.buffer, None
+    if os.path.isdir(path):  # found now, not after the whole export was written beside it
+        raise click.UsageError(f"cannot write {path}: it is a directory; name a file in it")
     tmp = f"{path}.part"
     try:
         return open(tmp, "wb"), tmp
@@ -154,7 +156,11 @@ def cmd_export(fmt: str, output: str, last: float | None, since: int | None, unt
             bar.close()
     if tmp is not None:
         out.close()
-        os.replace(tmp, output)
+        try:
+            os.replace(tmp, output)
+        except OSError as exc:  # e.g. the path became a directory meanwhile: no half-done file left
+            os.unlink(tmp)
+            raise click.UsageError(f"cannot write {output}: {exc.strerror}") from None
     if bad:
         raise click.ClickException(f"{bad} of {written} records could not be encoded as {fmt} and were "
                                    f"left out of {output}")

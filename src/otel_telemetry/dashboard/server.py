@@ -1,8 +1,9 @@
 """The dashboard's HTTP server: stdlib ``ThreadingHTTPServer``, one handler thread per connection.
 
 Every request, in this order: Host header against the allow-list (421, against DNS rebinding), then
-the token (401): ``?token=`` on a page load sets an HttpOnly SameSite=Strict cookie and redirects to
-the same URL without it; after that the cookie, or ``Authorization: Bearer <token>``, authenticates
+the token (401): ``?token=`` on a page load sets an HttpOnly SameSite=Strict cookie (named for the
+port, holding an HMAC of the token and the port, never the token) and redirects to the same URL
+without it; after that the cookie, or ``Authorization: Bearer <token>``, authenticates
 every route — page, static files and API alike. Tokens are compared with ``hmac.compare_digest``
 and never logged (logged request lines carry no query string). Every response carries the CSP and
 the other security headers. The one write (``POST /api/retention``) needs a JSON body with a
@@ -98,6 +99,11 @@ class Dashboard:
         self.httpd.dashboard = self  # type: ignore[attr-defined]
         self.port = int(self.httpd.server_address[1])
         self.cookie_name = f"otel_dashboard_{self.port}"  # cookies are not per port; names are
+        # Browsers send a host's cookies to every port on it, so the cookie never carries the token
+        # (which also works as a bearer token, perhaps elsewhere): a value derived from it and this
+        # port, good only as this dashboard's cookie.
+        self.cookie_value = hmac.new(token.encode(), f"otel-telemetry dashboard cookie {self.port}".encode(),
+                                     hashlib.sha256).hexdigest()
         names = {"127.0.0.1", "localhost", "[::1]", *allow_hosts}
         if not is_loopback_host(host.strip("[]")):
             names.add(f"[{host.strip('[]')}]" if ":" in host else host)
@@ -193,7 +199,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             morsel = SimpleCookie(self.headers.get("Cookie") or "").get(self.dash.cookie_name)
         except CookieError:
             return False
-        return morsel is not None and hmac.compare_digest(morsel.value.encode(), self.dash.token.encode())
+        return morsel is not None and hmac.compare_digest(morsel.value.encode(), self.dash.cookie_value.encode())
 
     def _bearer_ok(self) -> bool:
         return bearer_matches(self.headers.get("Authorization"), self.dash.token)
@@ -262,7 +268,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         rest = {k: v for k, v in qs.items() if k != "token"}
         location = path + (f"?{urlencode(rest, doseq=True)}" if rest else "")
-        cookie = f"{self.dash.cookie_name}={self.dash.token}; HttpOnly; SameSite=Strict; Path=/"
+        cookie = f"{self.dash.cookie_name}={self.dash.cookie_value}; HttpOnly; SameSite=Strict; Path=/"
         self._send(303, b"", "text/plain", (("Location", location), ("Set-Cookie", cookie)))
 
     def _route(self, path: str, qs: dict[str, list[str]]) -> None:

@@ -4,7 +4,12 @@ Answers, following the OTLP/HTTP spec: 200 with an Export*ServiceResponse in the
 encoding (``partial_success`` when items were rejected); 400 for a malformed body, with a
 google.rpc.Status body; 404 / 405 / 411 / 415 for wrong path, method, missing length, content
 type or encoding; 413 when the body is larger than ``max_body_bytes`` AFTER decompression
-(decompressed incrementally, never beyond the cap, so a gzip bomb costs at most the cap);
+(decompressed incrementally, never beyond the cap, so a gzip bomb costs at most the cap); 408
+when the body is not all in within ``body_timeout`` (one deadline for the whole body, not per
+read: a client that trickles a byte every few seconds cannot hold a concurrency slot longer).
+An answer sent before the whole body was read (413 on a declared length, 408, 415, ...) closes
+the connection after reading and throwing away up to ``discard_bytes`` more of the body within
+``body_timeout``, so a client still sending reads the answer instead of EPIPE;
 429 (store queue full) or 503 (commit not in time, shutting down, too many concurrent requests)
 with ``Retry-After`` when the store cannot keep up. Never 500 for overload. 200 is sent only after
 the store committed every row of the request.
@@ -17,7 +22,8 @@ own thread (bounded by ``read_timeout``), never on the accept thread.
 
 Threads: one accept thread (``serve_forever``) and one thread per connection (stdlib
 ``ThreadingHTTPServer``); a connection thread blocks on the store commit for at most
-``submit_timeout + commit_timeout``. At most ``max_concurrent`` requests hold a body in memory.
+``submit_timeout + commit_timeout``. At most ``max_concurrent`` requests hold a body in memory,
+each for at most ``body_timeout`` while it arrives.
 """
 
 from __future__ import annotations
@@ -27,8 +33,7 @@ import logging
 import socket
 import ssl
 import threading
-import zlib
-from collections.abc import Iterator
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -40,26 +45,25 @@ from ...otlp import decode as otlp
 from ..config import OtlpTlsConfig, join_endpoint, split_endpoint
 from ..pipeline import Pipeline
 from . import otlp_ingest as oi
+from .otlp_http_body import (
+    CHUNK,
+    DISCARD_BYTES,
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    UNAUTHENTICATED_CODE,
+    UNAVAILABLE,
+    UNIMPLEMENTED,
+    Body,
+    Reject,
+    read_body,
+)
 
 log = logging.getLogger("otel_telemetry.collector.receivers.otlp_http")
 
 _PATHS = {"/v1/traces": "traces", "/v1/metrics": "metrics", "/v1/logs": "logs"}
 _PROTOBUF = "application/x-protobuf"
 _JSON = "application/json"
-_CHUNK = 64 * 1024
 _LINGER_BYTES = 1024 * 1024  # after an early answer, read at most this much of an unread body
-# google.rpc.Code values used in Status bodies.
-_INVALID_ARGUMENT, _NOT_FOUND, _RESOURCE_EXHAUSTED, _UNIMPLEMENTED, _UNAVAILABLE = 3, 5, 8, 12, 14
-_UNAUTHENTICATED = 16
-
-
-class _Reject(Exception):
-    """Answer ``status`` with a google.rpc.Status body; ``close`` when the body was not all read."""
-
-    def __init__(self, status: int, code: int, reason: str, message: str, *, close: bool = False,
-                 retry: bool = False) -> None:
-        super().__init__(message)
-        self.status, self.code, self.reason, self.close, self.retry = status, code, reason, close, retry
 
 
 class _Server(ThreadingHTTPServer):
@@ -128,15 +132,17 @@ class OtlpHttpReceiver:
 
     def __init__(self, endpoint: str, pipeline: Pipeline, *, max_body_bytes: int = oi.DEFAULT_MAX_BODY_BYTES,
                  submit_timeout: float = 0.25, commit_timeout: float = 5.0, max_concurrent: int = 32,
-                 read_timeout: float = 30.0, bearer_token: str | None = None,
-                 tls: OtlpTlsConfig | None = None) -> None:
+                 read_timeout: float = 30.0, body_timeout: float = 30.0, discard_bytes: int = DISCARD_BYTES,
+                 bearer_token: str | None = None, tls: OtlpTlsConfig | None = None) -> None:
         self.host, self.port = split_endpoint(endpoint)
         self._token = bearer_token
         # Built here so an unusable cert/key fails at start-up, not on the first connection.
         self.ssl_context = server_ssl_context(tls.cert_file, tls.key_file) if tls is not None else None
         self.ingest = oi.Ingest("otlp_http", pipeline, max_body_bytes=max_body_bytes,
                                 submit_timeout=submit_timeout, commit_timeout=commit_timeout)
-        self.read_timeout = read_timeout
+        self.read_timeout = read_timeout  # per read while idle or reading headers
+        self.body_timeout = body_timeout  # for the whole body
+        self.discard_bytes = discard_bytes
         self._slots = threading.BoundedSemaphore(max(1, max_concurrent))
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -193,8 +199,8 @@ class OtlpHttpReceiver:
         if self._token is None or bearer_matches(h.headers.get("Authorization"), self._token):
             return True
         self.ingest.count_rejected(UNAUTHENTICATED)
-        err = _Reject(401, _UNAUTHENTICATED, UNAUTHENTICATED, "missing or invalid bearer token",
-                      close=self._has_body(h))
+        err = Reject(401, UNAUTHENTICATED_CODE, UNAUTHENTICATED, "missing or invalid bearer token",
+                     close=self._has_body(h))
         ctype = (h.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         self._send_status(h, err, json=ctype != _PROTOBUF, extra={"WWW-Authenticate": "Bearer"})
         return False
@@ -206,10 +212,10 @@ class OtlpHttpReceiver:
             return
         if path in _PATHS:
             self.ingest.count_rejected("method_not_allowed")
-            err = _Reject(405, _UNIMPLEMENTED, "method_not_allowed", f"{h.command} not allowed on {path}; use POST")
+            err = Reject(405, UNIMPLEMENTED, "method_not_allowed", f"{h.command} not allowed on {path}; use POST")
         else:
             self.ingest.count_rejected("not_found")
-            err = _Reject(404, _NOT_FOUND, "not_found", f"no OTLP endpoint at {path}")
+            err = Reject(404, NOT_FOUND, "not_found", f"no OTLP endpoint at {path}")
         err.close = self._has_body(h)
         self._send_status(h, err, json=True, extra={"Allow": "POST"} if err.status == 405 else None)
 
@@ -223,18 +229,18 @@ class OtlpHttpReceiver:
         as_json = ctype == _JSON
         try:
             if signal is None:
-                raise _Reject(404, _NOT_FOUND, "not_found", f"no OTLP endpoint at {path}", close=True)
+                raise Reject(404, NOT_FOUND, "not_found", f"no OTLP endpoint at {path}", close=True)
             if ctype not in (_PROTOBUF, _JSON):
-                raise _Reject(415, _INVALID_ARGUMENT, "unsupported_media_type",
-                              f"Content-Type {ctype or '(none)'!r} not supported; use {_PROTOBUF} or {_JSON}",
-                              close=True)
+                raise Reject(415, INVALID_ARGUMENT, "unsupported_media_type",
+                             f"Content-Type {ctype or '(none)'!r} not supported; use {_PROTOBUF} or {_JSON}",
+                             close=True)
             if not self._slots.acquire(timeout=0.5):
-                raise _Reject(503, _UNAVAILABLE, "busy", "too many concurrent requests", close=True, retry=True)
+                raise Reject(503, UNAVAILABLE, "busy", "too many concurrent requests", close=True, retry=True)
             try:
                 self._handle_body(h, signal, as_json)
             finally:
                 self._slots.release()
-        except _Reject as err:
+        except Reject as err:
             if not err.retry:
                 self.ingest.count_rejected(err.reason)
             else:
@@ -243,13 +249,18 @@ class OtlpHttpReceiver:
 
     def _handle_body(self, h: _Handler, signal: str, as_json: bool) -> None:
         if not self.ingest.enter():
-            raise _Reject(503, _UNAVAILABLE, "shutting_down", "collector is shutting down", close=True, retry=True)
+            raise Reject(503, UNAVAILABLE, "shutting_down", "collector is shutting down", close=True, retry=True)
         try:
-            body = self._read_body(h)
+            try:
+                body = read_body(h.headers, Body(h.connection, h.rfile, self.body_timeout),  # type: ignore[arg-type]
+                                 self.ingest.max_body_bytes)
+            finally:
+                with contextlib.suppress(OSError):
+                    h.connection.settimeout(self.read_timeout)  # back to the idle keep-alive timeout
             try:
                 outcome = self.ingest.ingest(signal, body, json=as_json)
             except otlp.OtlpDecodeError as exc:
-                raise _Reject(400, _INVALID_ARGUMENT, "malformed", str(exc)) from None
+                raise Reject(400, INVALID_ARGUMENT, "malformed", str(exc)) from None
         finally:
             self.ingest.leave()
         if outcome.status == oi.OK:
@@ -261,95 +272,16 @@ class OtlpHttpReceiver:
             self._send(h, 200, payload, _JSON if as_json else _PROTOBUF)
             return
         if outcome.status == oi.OVERLOADED:  # counted by Ingest
-            err = _Reject(429, _UNAVAILABLE, "", "store queue full; retry later", retry=True)
+            err = Reject(429, UNAVAILABLE, "", "store queue full; retry later", retry=True)
         else:
-            err = _Reject(503, _UNAVAILABLE, "", f"not stored in time ({outcome.status}); retry later", retry=True)
+            err = Reject(503, UNAVAILABLE, "", f"not stored in time ({outcome.status}); retry later", retry=True)
         self._send_status(h, err, json=as_json)
-
-    def _read_body(self, h: _Handler) -> bytes:
-        """Read (and decompress) the body, never holding more than ``max_body_bytes`` of output."""
-        cap = self.ingest.max_body_bytes
-        encoding = (h.headers.get("Content-Encoding") or "identity").strip().lower()
-        if encoding not in ("identity", "gzip", "deflate"):
-            raise _Reject(415, _INVALID_ARGUMENT, "unsupported_encoding",
-                          f"Content-Encoding {encoding!r} not supported; use gzip or none", close=True)
-        chunks = self._raw_chunks(h, cap)
-        out = bytearray()
-        if encoding == "identity":
-            for chunk in chunks:
-                out += chunk
-            return bytes(out)
-        d = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header, detected
-        try:
-            for chunk in chunks:
-                data = chunk
-                while data:
-                    out += d.decompress(data, cap + 1 - len(out))
-                    if len(out) > cap:
-                        raise _Reject(413, _RESOURCE_EXHAUSTED, "too_large",
-                                      f"body exceeds {cap} bytes after decompression", close=True)
-                    data = d.unconsumed_tail
-                    if d.eof and d.unused_data:  # concatenated gzip members
-                        data = d.unused_data
-                        d = zlib.decompressobj(32 + zlib.MAX_WBITS)
-        except zlib.error as exc:
-            raise _Reject(400, _INVALID_ARGUMENT, "malformed", f"bad {encoding} body: {exc}", close=True) from None
-        if not d.eof:
-            raise _Reject(400, _INVALID_ARGUMENT, "malformed", f"truncated {encoding} body")
-        return bytes(out)
-
-    def _raw_chunks(self, h: _Handler, cap: int) -> Iterator[bytes]:
-        """Body bytes as sent (before decompression); at most ``cap`` of them are accepted."""
-        if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
-            yield from self._chunked(h, cap)
-            return
-        length_header = h.headers.get("Content-Length")
-        if length_header is None:
-            raise _Reject(411, _INVALID_ARGUMENT, "length_required", "Content-Length required", close=True)
-        try:
-            length = int(length_header)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            raise _Reject(400, _INVALID_ARGUMENT, "malformed", "bad Content-Length", close=True) from None
-        if length > cap:  # refused before reading any of it
-            raise _Reject(413, _RESOURCE_EXHAUSTED, "too_large",
-                          f"Content-Length {length} exceeds {cap} bytes", close=True)
-        while length:
-            chunk = h.rfile.read(min(_CHUNK, length))
-            if not chunk:
-                raise _Reject(400, _INVALID_ARGUMENT, "malformed", "body shorter than Content-Length", close=True)
-            length -= len(chunk)
-            yield chunk
-
-    def _chunked(self, h: _Handler, cap: int) -> Iterator[bytes]:
-        total = 0
-        while True:
-            line = h.rfile.readline(1024)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise _Reject(400, _INVALID_ARGUMENT, "malformed", "bad chunked encoding", close=True) from None
-            if size == 0:
-                while h.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return
-            total += size
-            if total > cap:
-                raise _Reject(413, _RESOURCE_EXHAUSTED, "too_large", f"body exceeds {cap} bytes", close=True)
-            while size:
-                chunk = h.rfile.read(min(_CHUNK, size))
-                if not chunk:
-                    raise _Reject(400, _INVALID_ARGUMENT, "malformed", "truncated chunk", close=True)
-                size -= len(chunk)
-                yield chunk
-            h.rfile.readline(16)
 
     @staticmethod
     def _has_body(h: _Handler) -> bool:
         return bool(h.headers.get("Transfer-Encoding")) or (h.headers.get("Content-Length") or "0") != "0"
 
-    def _send_status(self, h: _Handler, err: _Reject, *, json: bool, extra: dict[str, str] | None = None) -> None:
+    def _send_status(self, h: _Handler, err: Reject, *, json: bool, extra: dict[str, str] | None = None) -> None:
         msg = str(err)
         if json:
             payload, ctype = orjson.dumps({"code": err.code, "message": msg}), _JSON
@@ -358,10 +290,13 @@ class OtlpHttpReceiver:
         headers = dict(extra or {})
         if err.retry:
             headers["Retry-After"] = str(oi.RETRY_AFTER_S)
-        self._send(h, err.status, payload, ctype, headers, close=err.close)
+        # An answer before the end of the body is followed by reading (and throwing away) the rest,
+        # so the client reads it instead of a reset (EPIPE) mid-send; less of it for a stranger.
+        drain = _LINGER_BYTES if err.reason == UNAUTHENTICATED else self.discard_bytes
+        self._send(h, err.status, payload, ctype, headers, close=err.close, drain=drain)
 
     def _send(self, h: _Handler, status: int, payload: bytes, ctype: str,
-              headers: dict[str, str] | None = None, *, close: bool = False) -> None:
+              headers: dict[str, str] | None = None, *, close: bool = False, drain: int = _LINGER_BYTES) -> None:
         try:
             h.send_response(status)
             h.send_header("Content-Type", ctype)
@@ -376,21 +311,22 @@ class OtlpHttpReceiver:
                 h.wfile.write(payload)
             h.wfile.flush()
             if close:
-                self._linger(h.connection)
+                self._linger(h.connection, drain)
         except OSError as exc:  # the client went away; nothing more to tell it
             log.debug("cannot answer %s: %s", h.address_string(), exc)
             h.close_connection = True
 
-    @staticmethod
-    def _linger(conn: socket.socket) -> None:
-        """Half-close, then read a bounded amount of the unread body so closing the socket does not
-        send an RST that would destroy the answer before the client reads it."""
+    def _linger(self, conn: socket.socket, limit: int) -> None:
+        """Half-close, then read up to ``limit`` bytes of the unread body within ``body_timeout``, so
+        closing the socket does not send an RST that would destroy the answer before the client
+        reads it."""
+        end = time.monotonic() + self.body_timeout
         try:
             conn.shutdown(socket.SHUT_WR)
-            conn.settimeout(0.5)
             seen = 0
-            while seen < _LINGER_BYTES:
-                data = conn.recv(_CHUNK)
+            while seen < limit and (left := end - time.monotonic()) > 0:
+                conn.settimeout(left)
+                data = conn.recv(CHUNK)
                 if not data:
                     break
                 seen += len(data)
