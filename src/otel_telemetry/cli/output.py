@@ -128,7 +128,16 @@ def _window(last: float | None, since: int | None, until: int | None) -> tuple[i
 
 
 def _db_path(db: str | None) -> str:
+    """The store's file path, or its normalised server URL (``store.location``: never a URL as a file)."""
+    from ..store import location  # deferred like the store below
+
     path = str(settings.resolve("db", db))
+    try:
+        loc = location.parse(path)
+    except location.LocationError as exc:
+        raise click.UsageError(str(exc)) from None
+    if loc.url is not None:
+        return loc.url
     # Checked here because opening a missing file, even read-only, must never create it.
     if not Path(path).is_file():
         raise click.UsageError(f"no database at {path}; start the collector first or pass --db")
@@ -143,7 +152,7 @@ def _open(db: str | None, admin: bool = False) -> Iterator[apsw.Connection]:
     path = _db_path(db)
     try:
         conn = store.open_admin(path) if admin else store.open_reader(path)
-    except dbmod.DatabaseKeyError as exc:  # encrypted file without/with a wrong key, bad key file
+    except (dbmod.DatabaseKeyError, dbmod.location.LocationError) as exc:  # bad key or token file
         raise click.ClickException(str(exc)) from None
     except apsw.Error as exc:
         raise click.ClickException(f"cannot open database {path}: {exc}") from None

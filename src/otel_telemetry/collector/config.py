@@ -12,10 +12,12 @@ import yaml
 
 from .. import categories as cats
 from .. import settings
+from ..store import location
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES
 from .alerts.rules import AlertConfig, parse_alert_config
 from .forward.config import ForwardTarget, parse_forward_config
 from .redaction import CollectorRedaction, parse_redaction
+from .sync.config import SyncConfig, parse_sync
 
 
 class ConfigError(ValueError):
@@ -110,10 +112,12 @@ class CollectorConfig:
     alerts: AlertConfig | None = None
     prices: dict[str, dict[str, float]] = field(default_factory=dict)  # user price overrides, USD/Mtok
     redaction: CollectorRedaction = field(default_factory=CollectorRedaction)  # collector/redaction.py
+    instance: str = ""  # stamped on every stored row; settings "instance" (host name by default)
+    sync: SyncConfig | None = None  # collector/sync: ship stored rows to a central libSQL server
 
 
 _TOP = {"endpoint", "db", "log_level", "shutdown_timeout", "nice", "store", "retention", "receivers", "categories",
-        "forward", "alerts", "prices", "redaction"}
+        "forward", "alerts", "prices", "redaction", "instance", "sync"}
 
 
 def _check_prices(raw: Any) -> None:
@@ -257,6 +261,13 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
     try:
         cfg = CollectorConfig(endpoint=settings.resolve("endpoint", endpoint, raw),
                               db=settings.resolve("db", db, raw))
+        if location.parse(cfg.db).is_remote:
+            raise ValueError(f"db {cfg.db!r}: the collector keeps a local file; to store on a libSQL "
+                             "server, set sync.url (or $OTEL_TELEMETRY_SYNC_URL) to it")
+        cfg.instance = str(settings.resolve("instance", None, raw)).strip()
+        if not cfg.instance or len(cfg.instance) > 255:
+            raise ValueError("instance must be a name of 1 to 255 characters")
+        cfg.sync = parse_sync(raw.get("sync"), settings.resolve("sync_url"), "sync")
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     if "log_level" in raw:

@@ -1,0 +1,377 @@
+"""A small client for a libSQL server (sqld): Hrana over HTTP, ``POST /v2/pipeline``.
+
+Why our own (README, "Storing in a libSQL server"): ``libsql`` 0.1.11 binds integers through a
+float (nanosecond timestamps come back changed) and ``executemany`` costs one round trip per row;
+``turso-serverless`` 0.1.0 is exact but also sends one request per row; ``libsql-client`` is
+archived and pulls Sphinx in at run time. This client is stdlib only (``http.client`` with
+keep-alive): integers travel as decimal strings, so int64 is exact, and :meth:`Client.transaction`
+sends a whole batch of statements as one transaction in one request.
+
+:class:`Connection` is the subset of ``apsw.Connection`` the read side and the CLI's admin commands
+use (``execute``/``executemany`` returning a cursor, ``changes``, ``total_changes``,
+``in_transaction``, ``with conn:``), so ``query/``, ``store/retention.py`` and ``store/purge.py``
+run unchanged against a server. Its stream (the server-side connection) is kept with the baton
+the server returns, so ``BEGIN ... COMMIT`` across calls is one transaction there.
+
+Errors subclass ``apsw.Error`` so the existing handlers report them in one line; transport
+failures, 5xx answers and refused tokens have their own classes so shipping can tell "retry later"
+(:class:`ServerUnavailable`) from "fix the token" (:class:`AuthError`). Every method runs on the
+caller's thread; a Client or Connection belongs to one thread at a time.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import apsw
+import orjson
+
+_INT64 = range(-(2**63), 2**63)
+# sqld closes idle keep-alive sockets; a request that fails on a reused socket before any byte of
+# an answer arrived is sent again once on a fresh one (see Client._post).
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+class LibsqlError(apsw.Error):
+    """Any failure talking to a libSQL server (one line)."""
+
+
+class ServerUnavailable(LibsqlError):
+    """Not reachable, timed out, closed the connection, answered 5xx or garbage: retry later."""
+
+
+class AuthError(LibsqlError):
+    """The server refused the token (HTTP 401/403): retrying will not help until it is fixed."""
+
+
+class StatementError(LibsqlError, apsw.SQLError):
+    """The server ran a statement and reported an SQL error (bad SQL, constraint, no such table).
+
+    ``step`` is the index of the failing statement in :meth:`Client.transaction`'s list (-1 for
+    BEGIN or COMMIT, None outside a transaction).
+    """
+
+    step: int | None = None
+
+
+def encode_value(v: Any) -> dict[str, Any]:
+    """A Python value as a Hrana value; integers as decimal strings so int64 stays exact."""
+    if v is None:
+        return {"type": "null"}
+    if v.__class__ is int or isinstance(v, int):  # bool too, as SQLite stores it
+        if v not in _INT64:
+            raise OverflowError(f"integer {v} does not fit in 64 bits")
+        return {"type": "integer", "value": str(int(v))}
+    if isinstance(v, float):
+        if v != v:  # NaN: SQLite stores NULL for it, as apsw does
+            return {"type": "null"}
+        return {"type": "float", "value": v}
+    if isinstance(v, str):
+        return {"type": "text", "value": v}
+    if isinstance(v, bytes | bytearray | memoryview):
+        return {"type": "blob", "base64": base64.b64encode(bytes(v)).decode()}
+    raise TypeError(f"cannot bind a {type(v).__name__} value")
+
+
+def decode_value(v: Mapping[str, Any]) -> Any:
+    t = v.get("type")
+    if t == "integer":
+        return int(v["value"])
+    if t == "text":
+        return v["value"]
+    if t == "float":
+        return float(v["value"])
+    if t == "blob":
+        raw = v.get("base64") or ""
+        return base64.b64decode(raw + "=" * (-len(raw) % 4))
+    return None
+
+
+def stmt(sql: str, args: Sequence[Any] | Mapping[str, Any] = (), want_rows: bool = True) -> dict[str, Any]:
+    """A Hrana statement; ``args`` positional, or a mapping for ``:name`` parameters."""
+    out: dict[str, Any] = {"sql": sql, "want_rows": want_rows}
+    if isinstance(args, Mapping):
+        out["named_args"] = [{"name": k if k[:1] in ":@$" else f":{k}", "value": encode_value(v)}
+                             for k, v in args.items()]
+    elif args:
+        out["args"] = [encode_value(a) for a in args]
+    return out
+
+
+def _error_line(err: Mapping[str, Any] | None) -> str:
+    if not err:
+        return "unknown error"
+    msg = str(err.get("message") or "unknown error").strip().splitlines()[0]
+    code = err.get("code")
+    return f"{msg} ({code})" if code else msg
+
+
+class Client:
+    """One keep-alive HTTP connection to a server; :meth:`pipeline` is one round trip."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise LibsqlError(f"{url}: only http:// and https:// are spoken here")
+        self.url = url
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._path = parts.path.rstrip("/") + "/v2/pipeline"
+        self._headers = {"Content-Type": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+        self.round_trips = 0  # requests sent (tests and benches count them)
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = cls(self._host, self._port, timeout=self._timeout)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _post(self, body: bytes) -> tuple[int, bytes]:
+        for attempt in (0, 1):
+            reused = self._conn is not None
+            conn = self._connect()
+            try:
+                self.round_trips += 1
+                conn.request("POST", self._path, body, self._headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                if resp.will_close:
+                    self.close()
+                return resp.status, data
+            except _STALE as exc:
+                self.close()
+                if reused and attempt == 0:
+                    continue  # the server dropped an idle keep-alive socket: nothing was run
+                raise ServerUnavailable(f"{self.url}: connection closed by the server ({exc.__class__.__name__})"
+                                        ) from None
+            except TimeoutError:
+                self.close()
+                raise ServerUnavailable(f"{self.url}: no answer within {self._timeout:g} s") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc.__class__.__name__
+                raise ServerUnavailable(f"{self.url}: {reason}") from None
+        raise AssertionError("unreachable")
+
+    def pipeline(self, requests: list[dict[str, Any]], baton: str | None = None
+                 ) -> tuple[list[dict[str, Any]], str | None]:
+        """Send ``requests`` on the stream ``baton`` (None: a new one); results and the next baton."""
+        status, data = self._post(orjson.dumps({"baton": baton, "requests": requests}))
+        if status in (401, 403):
+            raise AuthError(f"{self.url}: the server refused the auth token (HTTP {status}): "
+                            f"{_body_line(data)}")
+        if status >= 500:
+            raise ServerUnavailable(f"{self.url}: HTTP {status}: {_body_line(data)}")
+        if status != 200:
+            raise LibsqlError(f"{self.url}: HTTP {status}: {_body_line(data)}")
+        try:
+            body = orjson.loads(data)
+            results = body["results"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise ServerUnavailable(f"{self.url}: malformed answer ({len(data)} bytes)") from None
+        if len(results) != len(requests):
+            raise ServerUnavailable(f"{self.url}: {len(results)} results for {len(requests)} requests")
+        return results, body.get("baton")
+
+    def execute(self, sql: str, args: Sequence[Any] | Mapping[str, Any] = ()) -> dict[str, Any]:
+        """One statement on a fresh stream, closed in the same request (autocommit)."""
+        results, _ = self.pipeline([{"type": "execute", "stmt": stmt(sql, args)}, {"type": "close"}])
+        return _ok(results[0])["result"]
+
+    def transaction(self, stmts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Run ``stmts`` (from :func:`stmt`) as one transaction in one request; their results.
+
+        Raises :class:`StatementError` for the first statement that failed (nothing committed).
+        """
+        # A statement sent many times (one INSERT per row) is stored once on the stream and named
+        # by id: the request shrinks by the SQL text times the row count.
+        seen: dict[str, int] = {}
+        for s in stmts:
+            seen[s["sql"]] = seen.get(s["sql"], 0) + 1
+        ids = {sql: i for i, sql in enumerate((sql for sql, n in seen.items() if n > 1), start=1)}
+        requests: list[dict[str, Any]] = [{"type": "store_sql", "sql_id": i, "sql": sql} for sql, i in ids.items()]
+        steps: list[dict[str, Any]] = [{"stmt": {"sql": "BEGIN IMMEDIATE", "want_rows": False}}]
+        for s in stmts:
+            sql_id = ids.get(s["sql"])
+            if sql_id is not None:
+                s = {k: v for k, v in s.items() if k != "sql"} | {"sql_id": sql_id}
+            steps.append({"stmt": s, "condition": {"type": "ok", "step": len(steps) - 1}})
+        last = len(steps) - 1
+        steps.append({"stmt": {"sql": "COMMIT", "want_rows": False}, "condition": {"type": "ok", "step": last}})
+        commit = len(steps) - 1
+        steps.append({"stmt": {"sql": "ROLLBACK", "want_rows": False},
+                      "condition": {"type": "not", "cond": {"type": "ok", "step": commit}}})
+        requests += [{"type": "batch", "batch": {"steps": steps}}, {"type": "close"}]
+        results, _ = self.pipeline(requests)
+        for r in results[: len(ids)]:
+            _ok(r)
+        out = _ok(results[len(ids)])["result"]
+        errors = out.get("step_errors") or []
+        for i, err in enumerate(errors[: commit + 1]):
+            if err:
+                what = "COMMIT" if i == commit else "BEGIN" if i == 0 else f"statement {i}"
+                exc = StatementError(f"{self.url}: {what} failed: {_error_line(err)}")
+                exc.step = -1 if i in (0, commit) else i - 1
+                raise exc
+        return out["step_results"][1:commit]
+
+
+def _body_line(data: bytes) -> str:
+    text = data.decode("utf-8", "replace").strip()
+    try:
+        parsed = orjson.loads(data)
+        if isinstance(parsed, dict) and parsed.get("error"):
+            text = str(parsed["error"])
+    except orjson.JSONDecodeError:
+        pass
+    return (text.splitlines() or ["(empty)"])[0][:200]
+
+
+def _ok(result: Mapping[str, Any]) -> dict[str, Any]:
+    if result.get("type") == "ok":
+        return result["response"]
+    raise StatementError(_error_line(result.get("error")))
+
+
+class Cursor:
+    """Rows of one statement, already fetched (apsw's cursor subset)."""
+
+    def __init__(self, result: Mapping[str, Any]) -> None:
+        self._cols = [(c.get("name"), c.get("decltype")) for c in result.get("cols") or ()]
+        self._rows = [tuple(decode_value(v) for v in row) for row in result.get("rows") or ()]
+        self._i = 0
+
+    def getdescription(self) -> tuple[tuple[str | None, str | None], ...]:
+        return tuple(self._cols)
+
+    @property
+    def description(self) -> tuple[tuple[Any, ...], ...]:
+        return tuple((n, t, None, None, None, None, None) for n, t in self._cols)
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        if self._i >= len(self._rows):
+            return None
+        self._i += 1
+        return self._rows[self._i - 1]
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        rest, self._i = self._rows[self._i:], len(self._rows)
+        return rest
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        while (row := self.fetchone()) is not None:
+            yield row
+
+
+class Connection:
+    """An apsw-like connection to a server (see the module docstring); one thread at a time."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
+        self.client = Client(url, token, timeout)
+        self.url = url
+        self._baton: str | None = None
+        self._in_tx = False
+        self._changes = 0
+        self._total = 0
+        self._savepoints = 0
+        self._outer_savepoint: str | None = None
+
+    def _run(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            results, self._baton = self.client.pipeline(requests, self._baton)
+        except LibsqlError:
+            self._baton, self._in_tx = None, False  # the stream is gone with its transaction
+            raise
+        return results
+
+    def _track(self, sql: str) -> None:
+        # Hrana v2 has no autocommit query (v3's get_autocommit), so follow the statements that
+        # open and close transactions; the read side only ever uses these plain forms.
+        words = sql.split(None, 2)
+        first = words[0].upper() if words else ""
+        second = words[1].upper() if len(words) > 1 else ""
+        if first == "BEGIN" or (first == "SAVEPOINT" and not self._in_tx):
+            self._in_tx = True
+            self._outer_savepoint = second if first == "SAVEPOINT" else None
+        elif first in ("COMMIT", "END") or (first == "ROLLBACK" and second != "TO"):
+            self._in_tx = False
+        elif first == "RELEASE" and self._outer_savepoint is not None and \
+                (words[-1].upper() == self._outer_savepoint):
+            self._in_tx = False
+
+    def execute(self, sql: str, bindings: Sequence[Any] | Mapping[str, Any] | None = None) -> Cursor:
+        bindings = bindings if bindings is not None else ()
+        # Hrana's execute runs one statement; a script without parameters (DDL) goes as a sequence.
+        if not bindings and ";" in sql.strip().rstrip(";"):
+            _ok(self._run([{"type": "sequence", "sql": sql}])[0])
+            return Cursor({})
+        result = _ok(self._run([{"type": "execute", "stmt": stmt(sql, bindings)}])[0])["result"]
+        self._track(sql)
+        self._changes = int(result.get("affected_row_count") or 0)
+        self._total += self._changes
+        return Cursor(result)
+
+    def executemany(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> Cursor:
+        """Every set of bindings in one request (stops at the first error, like apsw)."""
+        reqs = [{"type": "execute", "stmt": stmt(sql, b, want_rows=False)} for b in seq]
+        if not reqs:
+            return Cursor({})
+        self._changes = 0
+        for r in self._run(reqs):
+            if r.get("type") != "ok":
+                raise StatementError(f"{self.url}: {_error_line(r.get('error'))}")
+            self._changes += int(r["response"]["result"].get("affected_row_count") or 0)
+        self._total += self._changes
+        return Cursor({})
+
+    def changes(self) -> int:
+        return self._changes
+
+    def total_changes(self) -> int:
+        return self._total
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_tx
+
+    def wal_checkpoint(self, dbname: str | None = None, mode: int = 0) -> tuple[int, int]:
+        """The server owns its WAL and checkpoints it; nothing to do from a client."""
+        return (0, 0)
+
+    def __enter__(self) -> Connection:
+        self._savepoints += 1
+        self.execute(f"SAVEPOINT otel_{self._savepoints}")
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        name = f"otel_{self._savepoints}"
+        self._savepoints -= 1
+        if exc_type is None:
+            self.execute(f"RELEASE {name}")
+        elif self._baton is not None:
+            self.execute(f"ROLLBACK TO {name}")
+            self.execute(f"RELEASE {name}")
+        return False
+
+    def close(self) -> None:
+        if self._baton is not None:
+            try:
+                self.client.pipeline([{"type": "close"}], self._baton)
+            except LibsqlError:
+                pass  # the server drops the stream (and any open transaction) on its own
+            self._baton = None
+        self.client.close()
