@@ -81,8 +81,9 @@ TRACE_ID = _Parsed("HEX32", lambda text: query.Filters(trace_id=text).trace_id)
 
 def db_option(f: F) -> F:
     return click.option(
-        "--db", "db", type=click.Path(dir_okay=False), default=None, metavar="PATH",
-        help=f"SQLite database file. Default: ${settings.SETTINGS['db'].env}, "
+        "--db", "db", type=click.Path(dir_okay=False), default=None, metavar="PATH|URL",
+        help=f"SQLite database file, or a libSQL server URL (http://, https://, libsql://; token "
+             f"from $OTEL_TELEMETRY_DB_AUTH_TOKEN). Default: ${settings.SETTINGS['db'].env}, "
              "else ~/.local/share/otel-telemetry/telemetry.db.",
     )(f)
 

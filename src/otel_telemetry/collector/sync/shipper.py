@@ -99,9 +99,10 @@ class SyncShipper:
         self._client: lh.Client | None = None
         self._reader: apsw.Connection | None = None
         self._cursor: int | None = None  # the server's, once read
+        self._acked: int | None = None  # the last cursor the server confirmed to us
         self._stats: dict[str, Any] = {
             "url": cfg.url, "instance": instance, "shipped": 0, "pending": None, "cursor": None,
-            "batches": 0, "errors": 0, "retries": 0, "cursor_rereads": 0, "last_success_ns": None,
+            "batches": 0, "errors": 0, "retries": 0, "cursor_rereads": 0, "confirmed_late": 0, "last_success_ns": None,
             "last_error": None, "retention_purged": 0,
         }
 
@@ -201,10 +202,19 @@ class SyncShipper:
 
     def _step(self) -> bool:
         """Ship one chunk; True if there may be more right away."""
-        if self._cursor is None:
-            self._cursor = self._connect()
-            self._set(cursor=self._cursor)
         reader = self._local()
+        if self._cursor is None:
+            server = self._connect()
+            if self._acked is not None and server > self._acked and reader is not None:
+                # Batches whose answer was lost (connection closed after the server committed):
+                # the server's cursor confirms them, so they count as shipped now.
+                late = reader.execute("SELECT count(*) FROM records WHERE id > ? AND id <= ?",
+                                      (self._acked, server)).fetchone()[0]
+                with self._lock:
+                    self._stats["shipped"] += late
+                    self._stats["confirmed_late"] += late
+            self._cursor = self._acked = server
+            self._set(cursor=self._cursor)
         if reader is None:
             return False
         max_id = reader.execute("SELECT coalesce(max(id), 0) FROM records").fetchone()[0]
@@ -225,7 +235,7 @@ class SyncShipper:
         pending = reader.execute("SELECT count(*) FROM records WHERE id > ?", (rows[-1][0],)).fetchone()[0]
         self._set(pending=pending + len(rows))
         self._client.transaction(ship_statements(rows, self.instance, self._cursor, now))
-        self._cursor = rows[-1][0]
+        self._cursor = self._acked = rows[-1][0]
         with self._lock:
             s = self._stats
             s["shipped"] += len(rows)
