@@ -8,7 +8,7 @@ from typing import Any
 
 from ...store import location
 
-KEYS = {"url", "auth_token_file", "retention", "batch_rows", "interval"}
+KEYS = {"url", "auth_token_file", "retention", "batch_rows", "interval", "timeout"}
 
 
 @dataclass
@@ -18,6 +18,7 @@ class SyncConfig:
     retention: bool = False  # also apply this collector's retention days on the server
     batch_rows: int = 2000  # rows per shipping transaction (one request)
     interval: float = 0.5  # seconds between looks for new committed rows when idle
+    timeout: float = 10.0  # seconds to wait for the server (connect, and each answer)
 
 
 def parse_sync(raw: Any, env_url: str | None, where: str) -> SyncConfig | None:
@@ -25,7 +26,7 @@ def parse_sync(raw: Any, env_url: str | None, where: str) -> SyncConfig | None:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ValueError(f"{where} must be a mapping (url, auth_token_file, retention, batch_rows, interval)")
+        raise ValueError(f"{where} must be a mapping ({', '.join(sorted(KEYS))})")
     unknown = sorted(set(raw) - KEYS)
     if unknown:
         raise ValueError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(KEYS))})")
@@ -53,9 +54,10 @@ def parse_sync(raw: Any, env_url: str | None, where: str) -> SyncConfig | None:
         if type(n) is not int or not 1 <= n <= 100_000:
             raise ValueError(f"{where}.batch_rows must be an integer from 1 to 100000")
         cfg.batch_rows = n
-    if "interval" in raw:
-        v = raw["interval"]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0.01 <= v <= 3600:
-            raise ValueError(f"{where}.interval must be seconds from 0.01 to 3600")
-        cfg.interval = float(v)
+    for key in ("interval", "timeout"):
+        if key in raw:
+            v = raw[key]
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0.01 <= v <= 3600:
+                raise ValueError(f"{where}.{key} must be seconds from 0.01 to 3600")
+            setattr(cfg, key, float(v))
     return cfg

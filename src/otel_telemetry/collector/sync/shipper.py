@@ -184,7 +184,7 @@ class SyncShipper:
 
     def _connect(self) -> int:
         """Create/upgrade the server's schema and read our cursor there (a few round trips)."""
-        conn = lh.Connection(self.cfg.url, self._token)
+        conn = lh.Connection(self.cfg.url, self._token, self.cfg.timeout)
         try:
             dbmod.ensure_remote_schema(conn)
             row = conn.execute("SELECT last_id FROM sync_cursors WHERE instance = ?", (self.instance,)).fetchone()
@@ -230,7 +230,7 @@ class SyncShipper:
             self._set(pending=0)
             return False
         if self._client is None:
-            self._client = lh.Client(self.cfg.url, self._token)
+            self._client = lh.Client(self.cfg.url, self._token, self.cfg.timeout)
         now = self._clock()
         pending = reader.execute("SELECT count(*) FROM records WHERE id > ?", (rows[-1][0],)).fetchone()[0]
         self._set(pending=pending + len(rows))
@@ -249,7 +249,7 @@ class SyncShipper:
     def _central_retention(self) -> None:
         """``sync.retention``: this collector's retention days applied on the server too."""
         assert self._retention is not None
-        conn = lh.Connection(self.cfg.url, self._token)
+        conn = lh.Connection(self.cfg.url, self._token, self.cfg.timeout)
         try:
             purged = ret.purge_all(conn, self._retention, self._clock())  # type: ignore[arg-type]
         finally:
