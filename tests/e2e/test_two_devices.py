@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CollectorProc, producer_result, run_producer, wait_for
+from conftest import CollectorProc, run_producer, wait_for
 from sqld import Sqld
 
 from otel_telemetry.store.schema import STORED_COLUMNS
