@@ -110,3 +110,26 @@ class Sqld:
                 self.proc.kill()
                 self.proc.wait(10)
             self.proc = None
+
+
+def ship(db_path: str, url: str, instance: str = "seed", token: str | None = None, **kw: object) -> dict:
+    """Ship every committed row of ``db_path`` to ``url`` with the real shipping consumer, in this
+    process; returns its final counters."""
+    from otel_telemetry.collector.sync.config import SyncConfig
+    from otel_telemetry.collector.sync.shipper import SyncShipper
+
+    old = os.environ.get("OTEL_TELEMETRY_DB_AUTH_TOKEN")
+    if token is not None:
+        os.environ["OTEL_TELEMETRY_DB_AUTH_TOKEN"] = token
+    try:
+        shipper = SyncShipper(db_path, SyncConfig(url=url, interval=0.02, **kw), instance)  # type: ignore[arg-type]
+    finally:
+        if token is not None:
+            if old is None:
+                del os.environ["OTEL_TELEMETRY_DB_AUTH_TOKEN"]
+            else:
+                os.environ["OTEL_TELEMETRY_DB_AUTH_TOKEN"] = old
+    shipper.start()
+    wait_for(lambda: shipper.stats()["pending"] == 0, 120, "every row shipped")
+    assert shipper.shutdown(30)
+    return shipper.stats()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +32,7 @@ import apsw
 import orjson
 
 _INT64 = range(-(2**63), 2**63)
+_NO_OP_PRAGMA = re.compile(r"^\s*PRAGMA\s+incremental_vacuum\b", re.IGNORECASE)
 # sqld closes idle keep-alive sockets; a request that fails on a reused socket before any byte of
 # an answer arrived is sent again once on a fresh one (see Client._post).
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
@@ -280,6 +282,8 @@ class Cursor:
 class Connection:
     """An apsw-like connection to a server (see the module docstring); one thread at a time."""
 
+    remote = True  # callers that manage the file itself (purge's scrubbing) skip that on a server
+
     def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
         self.client = Client(url, token, timeout)
         self.url = url
@@ -315,6 +319,10 @@ class Connection:
 
     def execute(self, sql: str, bindings: Sequence[Any] | Mapping[str, Any] | None = None) -> Cursor:
         bindings = bindings if bindings is not None else ()
+        if _NO_OP_PRAGMA.match(sql):
+            # sqld refuses this statement ("unsupported statement"); the server owns its file's
+            # size like its WAL (see wal_checkpoint), so freeing pages is a no-op from here.
+            return Cursor({})
         # Hrana's execute runs one statement; a script without parameters (DDL) goes as a sequence.
         if not bindings and ";" in sql.strip().rstrip(";"):
             _ok(self._run([{"type": "sequence", "sql": sql}])[0])

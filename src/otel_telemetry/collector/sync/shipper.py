@@ -12,7 +12,7 @@ rows it covers, so:
 - a refused token or a down server moves nothing: the rows stay local, the cursor stays put.
 
 Rollups on the server are upserted by the same SQL as locally, except that histograms are merged
-by SQL (:data:`HIST_MERGE`): a server cannot call our Python merge function.
+by SQL (``rollups.REMOTE_UPSERT``): a server cannot call our Python merge function.
 """
 
 from __future__ import annotations
@@ -44,22 +44,6 @@ _CURSOR = ("INSERT INTO sync_cursors(instance, last_id, updated) VALUES (?, ?, ?
            "DO UPDATE SET last_id = excluded.last_id, updated = excluded.updated")
 
 
-def _pairs(x: str) -> str:
-    return (f"SELECT a.value AS k, b.value AS n FROM json_each({x}) a JOIN json_each({x}) b "
-            "ON b.key = a.key + 1 WHERE a.key % 2 = 0")
-
-
-# rollups.hist_dumps's flat [bin, count, ...] sorted by bin, merged in SQL (same text as locally).
-HIST_MERGE = (
-    "(WITH m AS (SELECT k, sum(n) AS n FROM (" + _pairs("coalesce(hist, '[]')") + " UNION ALL "
-    + _pairs("coalesce(excluded.hist, '[]')") + ") GROUP BY k) "
-    "SELECT json_group_array(v) FROM (SELECT k, 0 AS p, k AS v FROM m "
-    "UNION ALL SELECT k, 1 AS p, n AS v FROM m ORDER BY k, p))"
-)
-_LOCAL_MERGE = "rollup_hist_merge(hist, excluded.hist)"
-REMOTE_UPSERT = {t: sql.replace(_LOCAL_MERGE, HIST_MERGE) for t, sql in rollups._UPSERT.items()}
-assert all(_LOCAL_MERGE in sql for sql in rollups._UPSERT.values())
-
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 10.0
 
 
@@ -71,8 +55,7 @@ def ship_statements(rows: Sequence[Sequence[Any]], instance: str, expected_curso
     out += [lh.stmt(_INSERT, r, want_rows=False) for r in stored]
     hourly = rollups.aggregate_rows((r[: len(COLUMNS)] for r in stored), rollups.HOUR_NS)
     for table, aggs in (("rollup_hourly", hourly), ("rollup_daily", rollups.roll_up(hourly, rollups.DAY_NS))):
-        out += [lh.stmt(REMOTE_UPSERT[table], (*k, *a[:14], rollups.hist_dumps(a[14])), want_rows=False)
-                for k, a in aggs.items()]
+        out += [lh.stmt(rollups.REMOTE_UPSERT[table], args, want_rows=False) for args in rollups.upsert_args(aggs)]
     out.append(lh.stmt(_CURSOR, (instance, rows[-1][0], now_ns), want_rows=False))
     return out
 
