@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import json
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +87,11 @@ def test_round_trip_exact_and_cli_output_identical(tmp_path: Path, server: Sqld)
     st = c.status()["sync"]
     assert st["shipped"] == len(local) and st["errors"] == 0 and st["last_error"] is None
 
+    # status on the server: each shipping collector's last status row, by instance.
+    res = CliRunner().invoke(main, ["status", "--db", server.url, "--format", "json"])
+    assert res.exit_code == 0, res.output
+    inst = json.loads(res.output)["instances"]
+    assert list(inst) == ["dev-a"] and inst["dev-a"]["instance"] == "dev-a" and inst["dev-a"]["pid"] > 0
     # Every read command prints the same on the server as on the file (fixed window: no "now").
     ts = c.rows("SELECT min(timestamp), max(timestamp) FROM records")[0]
     since, until = str(ts[0] // 10**9 - 60), str(ts[1] // 10**9 + 60)
@@ -253,3 +260,46 @@ def test_jwt_wrong_or_missing_token(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert _central(server.url, f"SELECT {CMP} FROM records ORDER BY uid", token=good) == _local_rows(c)
     finally:
         server.stop()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _otlp_span(trace_id: str, span_id: str, parent: str, name: str, service: str, start: int) -> bytes:
+    return json.dumps({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+        "scopeSpans": [{"scope": {"name": "stitch"}, "spans": [{
+            "traceId": trace_id, "spanId": span_id, "parentSpanId": parent, "name": name, "kind": 2,
+            "startTimeUnixNano": str(start), "endTimeUnixNano": str(start + 5_000_000)}]}]}]}).encode()
+
+
+def test_a_trace_across_two_instances_is_one_trace_on_the_server(tmp_path: Path, server: Sqld) -> None:
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    t0 = 1796613017076846598
+    devices = []
+    for name in ("edge", "backend"):
+        c = _sync_collector(tmp_path, server.url, name, name=name)
+        cfg = yaml.safe_load(c.config.read_text())
+        port = free_port()
+        cfg["receivers"] = {"otlp_http": {"endpoint": f"127.0.0.1:{port}"}, "otlp_grpc": {"enabled": False}}
+        c.config.write_text(yaml.safe_dump(cfg))
+        devices.append((c.start(), port))
+    spans = [("b7ad6b7169203331", "", "GET /checkout", "edge"),
+             ("00f067aa0ba902b7", "b7ad6b7169203331", "charge card", "backend")]
+    for (c, port), (sid, parent, name, svc) in zip(devices, spans, strict=True):
+        wait_for(lambda port=port: _listening(port), 30, "OTLP/HTTP receiver bound")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("POST", "/v1/traces", _otlp_span(trace, sid, parent, name, svc, t0),
+                     {"Content-Type": "application/json"})
+        assert conn.getresponse().status == 200
+        conn.close()
+    for c, _ in devices:
+        wait_for(lambda c=c: _shipped_all(c), 60, "shipped")
+        assert c.stop() == 0
+    res = CliRunner().invoke(main, ["query", "--trace-id", trace, "--since", "0", "--order", "asc",
+                                    "--format", "json", "--db", server.url])
+    assert res.exit_code == 0, res.output
+    got = [(r["span_id"], r["parent_span_id"], r["instance"]) for r in json.loads(res.output)]
+    assert got == [("b7ad6b7169203331", None, "edge"), ("00f067aa0ba902b7", "b7ad6b7169203331", "backend")]

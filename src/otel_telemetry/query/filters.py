@@ -288,13 +288,34 @@ def _updated_ns(updated: int) -> int:
 
 
 def status(conn: apsw.Connection, now_ns: int | None = None) -> dict[str, Any] | None:
-    """The collector's last status body plus ``updated`` (ISO time) and ``age_s``; ``None`` if none."""
+    """The collector's last status body plus ``updated`` (ISO time) and ``age_s``; ``None`` if none.
+
+    On a central server (no collector writes there) the last status each shipping collector sent,
+    under ``instances``, and ``updated``/``age_s`` of the newest.
+    """
     try:
         row = conn.execute("SELECT updated, body FROM collector_status WHERE id = 1").fetchone()
     except apsw.SQLError:
-        return None  # a database from before status existed has no such table
+        row = None  # a database from before status existed has no such table
     if row is None:
+        return _instances_status(conn, now_ns)
+    return _status_body(row, now_ns)
+
+
+def _instances_status(conn: apsw.Connection, now_ns: int | None) -> dict[str, Any] | None:
+    try:
+        rows = conn.execute("SELECT instance, updated, body FROM sync_status ORDER BY instance").fetchall()
+    except apsw.SQLError:
+        return None  # not a central server either
+    if not rows:
         return None
+    instances = {str(name): _status_body((updated, body), now_ns) for name, updated, body in rows}
+    newest = max(instances.values(), key=lambda s: s["updated_ns"])
+    return {"updated": newest["updated"], "updated_ns": newest["updated_ns"], "age_s": newest["age_s"],
+            "instances": instances}
+
+
+def _status_body(row: Sequence[Any], now_ns: int | None) -> dict[str, Any]:
     updated, body = row
     try:
         parsed = orjson.loads(body)

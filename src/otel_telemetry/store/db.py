@@ -214,6 +214,11 @@ CREATE TABLE IF NOT EXISTS sync_cursors (
     last_id INTEGER NOT NULL,        -- highest local row id committed here
     updated INTEGER NOT NULL         -- unix epoch nanoseconds
 );
+CREATE TABLE IF NOT EXISTS sync_status (
+    instance TEXT PRIMARY KEY,       -- each shipping collector's last status row (``status --db URL``)
+    updated INTEGER NOT NULL,
+    body TEXT NOT NULL               -- JSON, as in collector_status
+);
 """
 
 

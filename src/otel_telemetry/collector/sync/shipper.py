@@ -40,6 +40,8 @@ _INSERT = (f"INSERT INTO records({', '.join(STORED_COLUMNS)}) VALUES ({', '.join
 # Fails the transaction (json() of a non-JSON text raises) unless the server's cursor is ours.
 _GUARD = ("SELECT CASE WHEN coalesce((SELECT last_id FROM sync_cursors WHERE instance = ?), 0) = ? "
           "THEN 1 ELSE json('sync cursor moved') END")
+_STATUS = ("INSERT INTO sync_status(instance, updated, body) VALUES (?, ?, ?) ON CONFLICT(instance) "
+           "DO UPDATE SET updated = excluded.updated, body = excluded.body")
 _CURSOR = ("INSERT INTO sync_cursors(instance, last_id, updated) VALUES (?, ?, ?) ON CONFLICT(instance) "
            "DO UPDATE SET last_id = excluded.last_id, updated = excluded.updated")
 
@@ -48,14 +50,17 @@ BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 10.0
 
 
 def ship_statements(rows: Sequence[Sequence[Any]], instance: str, expected_cursor: int,
-                    now_ns: int) -> list[dict[str, Any]]:
-    """The one transaction for ``rows`` (local ``_SELECT`` rows: id first, then STORED_COLUMNS)."""
+                    now_ns: int, status: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+    """The one transaction for ``rows`` (local ``_SELECT`` rows: id first, then STORED_COLUMNS),
+    with the local collector's last ``(updated, body)`` status row when there is one."""
     out = [lh.stmt(_GUARD, (instance, expected_cursor), want_rows=False)]
     stored = [(*r[1:-1], r[-1] or instance) for r in rows]  # rows from before ``instance`` get ours
     out += [lh.stmt(_INSERT, r, want_rows=False) for r in stored]
     hourly = rollups.aggregate_rows((r[: len(COLUMNS)] for r in stored), rollups.HOUR_NS)
     for table, aggs in (("rollup_hourly", hourly), ("rollup_daily", rollups.roll_up(hourly, rollups.DAY_NS))):
         out += [lh.stmt(rollups.REMOTE_UPSERT[table], args, want_rows=False) for args in rollups.upsert_args(aggs)]
+    if status is not None:
+        out.append(lh.stmt(_STATUS, (instance, *status), want_rows=False))
     out.append(lh.stmt(_CURSOR, (instance, rows[-1][0], now_ns), want_rows=False))
     return out
 
@@ -217,7 +222,11 @@ class SyncShipper:
         now = self._clock()
         pending = reader.execute("SELECT count(*) FROM records WHERE id > ?", (rows[-1][0],)).fetchone()[0]
         self._set(pending=pending + len(rows))
-        self._client.transaction(ship_statements(rows, self.instance, self._cursor, now))
+        try:
+            status = reader.execute("SELECT updated, body FROM collector_status WHERE id = 1").fetchone()
+        except apsw.SQLError:
+            status = None  # a file from before the status row
+        self._client.transaction(ship_statements(rows, self.instance, self._cursor, now, status))
         self._cursor = self._acked = rows[-1][0]
         with self._lock:
             s = self._stats
