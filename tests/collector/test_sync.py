@@ -288,7 +288,7 @@ def test_a_trace_across_two_instances_is_one_trace_on_the_server(tmp_path: Path,
         devices.append((c.start(), port))
     spans = [("b7ad6b7169203331", "", "GET /checkout", "edge"),
              ("00f067aa0ba902b7", "b7ad6b7169203331", "charge card", "backend")]
-    for (c, port), (sid, parent, name, svc) in zip(devices, spans, strict=True):
+    for (_c, port), (sid, parent, name, svc) in zip(devices, spans, strict=True):
         wait_for(lambda port=port: _listening(port), 30, "OTLP/HTTP receiver bound")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request("POST", "/v1/traces", _otlp_span(trace, sid, parent, name, svc, t0),
