@@ -32,6 +32,7 @@ import apsw
 import orjson
 
 _INT64 = range(-(2**63), 2**63)
+MAX_STORED_SQL = 5000  # sqld refuses to store a longer statement ("SQL_STORE_TOO_LARGE": 5.0 KB)
 _NO_OP_PRAGMA = re.compile(r"^\s*PRAGMA\s+incremental_vacuum\b", re.IGNORECASE)
 # sqld closes idle keep-alive sockets; a request that fails on a reused socket before any byte of
 # an answer arrived is sent again once on a fresh one (see Client._post).
@@ -60,22 +61,41 @@ class StatementError(LibsqlError, apsw.SQLError):
     step: int | None = None
 
 
+_NULL: dict[str, Any] = {"type": "null"}
+
+
+def _int(v: int) -> dict[str, Any]:
+    if v not in _INT64:
+        raise OverflowError(f"integer {v} does not fit in 64 bits")
+    return {"type": "integer", "value": str(int(v))}  # a decimal string: int64 stays exact
+
+
+def _float(v: float) -> dict[str, Any]:
+    # NaN: SQLite stores NULL for it, as apsw does
+    return _NULL if v != v else {"type": "float", "value": v}
+
+
+def _blob(v: bytes | bytearray | memoryview) -> dict[str, Any]:
+    return {"type": "blob", "base64": base64.b64encode(bytes(v)).decode()}
+
+
+# By exact type first: shipping encodes ~70 000 values per 2 000-row batch.
+_ENCODE: dict[type, Any] = {
+    str: lambda v: {"type": "text", "value": v}, type(None): lambda v: _NULL, int: _int, float: _float,
+    bytes: _blob, bool: _int, bytearray: _blob, memoryview: _blob,
+}
+
+
 def encode_value(v: Any) -> dict[str, Any]:
     """A Python value as a Hrana value; integers as decimal strings so int64 stays exact."""
-    if v is None:
-        return {"type": "null"}
-    if v.__class__ is int or isinstance(v, int):  # bool too, as SQLite stores it
-        if v not in _INT64:
-            raise OverflowError(f"integer {v} does not fit in 64 bits")
-        return {"type": "integer", "value": str(int(v))}
-    if isinstance(v, float):
-        if v != v:  # NaN: SQLite stores NULL for it, as apsw does
-            return {"type": "null"}
-        return {"type": "float", "value": v}
-    if isinstance(v, str):
-        return {"type": "text", "value": v}
+    enc = _ENCODE.get(v.__class__)
+    if enc is not None:
+        return enc(v)  # type: ignore[no-any-return]
+    for kind in (int, float, str):  # subclasses (IntEnum, numpy scalars are not accepted)
+        if isinstance(v, kind):
+            return _ENCODE[kind](kind(v))  # type: ignore[no-any-return]
     if isinstance(v, bytes | bytearray | memoryview):
-        return {"type": "blob", "base64": base64.b64encode(bytes(v)).decode()}
+        return _blob(v)
     raise TypeError(f"cannot bind a {type(v).__name__} value")
 
 
@@ -100,7 +120,8 @@ def stmt(sql: str, args: Sequence[Any] | Mapping[str, Any] = (), want_rows: bool
         out["named_args"] = [{"name": k if k[:1] in ":@$" else f":{k}", "value": encode_value(v)}
                              for k, v in args.items()]
     elif args:
-        out["args"] = [encode_value(a) for a in args]
+        get = _ENCODE.get
+        out["args"] = [(get(a.__class__) or encode_value)(a) for a in args]
     return out
 
 
@@ -129,6 +150,9 @@ class Client:
             self._headers["Authorization"] = f"Bearer {token}"
         self._timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
+        self._body = b""
+        self._reused = False
+        self._pending = (0, 0, 0)
         self.round_trips = 0  # requests sent (tests and benches count them)
 
     def _connect(self) -> http.client.HTTPConnection:
@@ -142,37 +166,58 @@ class Client:
             self._conn.close()
             self._conn = None
 
-    def _post(self, body: bytes) -> tuple[int, bytes]:
-        for attempt in (0, 1):
-            reused = self._conn is not None
-            conn = self._connect()
-            try:
-                self.round_trips += 1
-                conn.request("POST", self._path, body, self._headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                if resp.will_close:
-                    self.close()
-                return resp.status, data
-            except _STALE as exc:
-                self.close()
-                if reused and attempt == 0:
-                    continue  # the server dropped an idle keep-alive socket: nothing was run
-                raise ServerUnavailable(f"{self.url}: connection closed by the server ({exc.__class__.__name__})"
-                                        ) from None
-            except TimeoutError:
-                self.close()
-                raise ServerUnavailable(f"{self.url}: no answer within {self._timeout:g} s") from None
-            except (OSError, http.client.HTTPException) as exc:
-                self.close()
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc.__class__.__name__
-                raise ServerUnavailable(f"{self.url}: {reason}") from None
-        raise AssertionError("unreachable")
+    def _send(self, body: bytes) -> None:
+        """Write one request (the first half of a round trip); the answer is read by ``_receive``."""
+        self._body, self._reused = body, self._conn is not None
+        conn = self._connect()
+        self.round_trips += 1
+        try:
+            conn.request("POST", self._path, body, self._headers)
+        except _STALE:
+            self.close()
+            if not self._reused:
+                raise ServerUnavailable(f"{self.url}: connection closed by the server") from None
+            self._send(body)  # an idle keep-alive socket the server had dropped: nothing was sent
+        except BaseException as exc:
+            raise self._failure(exc) from None
+
+    def _receive(self) -> tuple[int, bytes]:
+        try:
+            resp = self._connect().getresponse()
+            data = resp.read()
+        except _STALE as exc:
+            self.close()
+            if self._reused:
+                # The server had closed the idle keep-alive socket before our request arrived: it
+                # ran nothing, so it is sent once more on a fresh connection.
+                self._send(self._body)
+                self._reused = False
+                return self._receive()
+            raise ServerUnavailable(f"{self.url}: connection closed by the server "
+                                    f"({exc.__class__.__name__})") from None
+        except BaseException as exc:
+            raise self._failure(exc) from None
+        if resp.will_close:
+            self.close()
+        return resp.status, data
+
+    def _failure(self, exc: BaseException) -> BaseException:
+        self.close()
+        if isinstance(exc, TimeoutError):
+            return ServerUnavailable(f"{self.url}: no answer within {self._timeout:g} s")
+        if isinstance(exc, OSError | http.client.HTTPException):
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc.__class__.__name__
+            return ServerUnavailable(f"{self.url}: {reason}")
+        return exc
 
     def pipeline(self, requests: list[dict[str, Any]], baton: str | None = None
                  ) -> tuple[list[dict[str, Any]], str | None]:
         """Send ``requests`` on the stream ``baton`` (None: a new one); results and the next baton."""
-        status, data = self._post(orjson.dumps({"baton": baton, "requests": requests}))
+        self._send(orjson.dumps({"baton": baton, "requests": requests}))
+        return self._answer(len(requests))
+
+    def _answer(self, n_requests: int) -> tuple[list[dict[str, Any]], str | None]:
+        status, data = self._receive()
         if status in (401, 403):
             raise AuthError(f"{self.url}: the server refused the auth token (HTTP {status}): "
                             f"{_body_line(data)}")
@@ -185,8 +230,8 @@ class Client:
             results = body["results"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             raise ServerUnavailable(f"{self.url}: malformed answer ({len(data)} bytes)") from None
-        if len(results) != len(requests):
-            raise ServerUnavailable(f"{self.url}: {len(results)} results for {len(requests)} requests")
+        if len(results) != n_requests:
+            raise ServerUnavailable(f"{self.url}: {len(results)} results for {n_requests} requests")
         return results, body.get("baton")
 
     def execute(self, sql: str, args: Sequence[Any] | Mapping[str, Any] = ()) -> dict[str, Any]:
@@ -199,12 +244,20 @@ class Client:
 
         Raises :class:`StatementError` for the first statement that failed (nothing committed).
         """
+        self.send_transaction(stmts)
+        return self.finish_transaction()
+
+    def send_transaction(self, stmts: Sequence[dict[str, Any]]) -> None:
+        """The first half of :meth:`transaction`: the request is on its way when this returns, so
+        the caller can prepare the next one while the server works; then
+        :meth:`finish_transaction`. One transaction in flight per Client."""
         # A statement sent many times (one INSERT per row) is stored once on the stream and named
         # by id: the request shrinks by the SQL text times the row count.
         seen: dict[str, int] = {}
         for s in stmts:
             seen[s["sql"]] = seen.get(s["sql"], 0) + 1
-        ids = {sql: i for i, sql in enumerate((sql for sql, n in seen.items() if n > 1), start=1)}
+        ids = {sql: i for i, sql in enumerate((sql for sql, n in seen.items()
+                                               if n > 1 and len(sql.encode()) <= MAX_STORED_SQL), start=1)}
         requests: list[dict[str, Any]] = [{"type": "store_sql", "sql_id": i, "sql": sql} for sql, i in ids.items()]
         steps: list[dict[str, Any]] = [{"stmt": {"sql": "BEGIN IMMEDIATE", "want_rows": False}}]
         for s in stmts:
@@ -214,14 +267,19 @@ class Client:
             steps.append({"stmt": s, "condition": {"type": "ok", "step": len(steps) - 1}})
         last = len(steps) - 1
         steps.append({"stmt": {"sql": "COMMIT", "want_rows": False}, "condition": {"type": "ok", "step": last}})
-        commit = len(steps) - 1
         steps.append({"stmt": {"sql": "ROLLBACK", "want_rows": False},
-                      "condition": {"type": "not", "cond": {"type": "ok", "step": commit}}})
+                      "condition": {"type": "not", "cond": {"type": "ok", "step": len(steps) - 1}}})
         requests += [{"type": "batch", "batch": {"steps": steps}}, {"type": "close"}]
-        results, _ = self.pipeline(requests)
-        for r in results[: len(ids)]:
+        self._pending = (len(requests), len(ids), len(steps) - 2)
+        self._send(orjson.dumps({"baton": None, "requests": requests}))
+
+    def finish_transaction(self) -> list[dict[str, Any]]:
+        """Wait for the answer to :meth:`send_transaction`; the statements' results."""
+        n_requests, n_stored, commit = self._pending
+        results, _ = self._answer(n_requests)
+        for r in results[:n_stored]:
             _ok(r)
-        out = _ok(results[len(ids)])["result"]
+        out = _ok(results[n_stored])["result"]
         errors = out.get("step_errors") or []
         for i, err in enumerate(errors[: commit + 1]):
             if err:

@@ -254,8 +254,9 @@ def aggregate_rows(rows: Iterable[Sequence[Any]], bucket_ns: int) -> dict[tuple[
 
 
 def _pairs(x: str) -> str:
-    return (f"SELECT a.value AS k, b.value AS n FROM json_each({x}) a JOIN json_each({x}) b "
-            "ON b.key = a.key + 1 WHERE a.key % 2 = 0")
+    # (bin, count) pairs of a flat array; json_extract by index, since joining json_each to itself
+    # on key + 1 is quadratic (10x slower at 100 bins).
+    return f"SELECT value AS k, json_extract({x}, '$[' || (key + 1) || ']') AS n FROM json_each({x}) WHERE key % 2 = 0"
 
 
 # A libSQL server cannot call ``rollup_hist_merge`` (a Python function of ours), so upserts sent to

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import apsw
@@ -37,6 +38,9 @@ log = logging.getLogger("otel_telemetry.collector.sync")
 _SELECT = f"SELECT id, {', '.join(STORED_COLUMNS)} FROM records WHERE id > ? ORDER BY id LIMIT ?"
 _INSERT = (f"INSERT INTO records({', '.join(STORED_COLUMNS)}) VALUES ({', '.join('?' * len(STORED_COLUMNS))}) "
            "ON CONFLICT(uid) DO NOTHING")
+# sqld spends ~0.1 ms per statement of a batch whatever it does: rows go 100 to a statement
+# (2 000 rows: 165 ms one per statement, 90 ms this way; docs/benchmarks.md).
+ROWS_PER_STATEMENT = 100
 # Fails the transaction (json() of a non-JSON text raises) unless the server's cursor is ours.
 _GUARD = ("SELECT CASE WHEN coalesce((SELECT last_id FROM sync_cursors WHERE instance = ?), 0) = ? "
           "THEN 1 ELSE json('sync cursor moved') END")
@@ -55,14 +59,39 @@ def ship_statements(rows: Sequence[Sequence[Any]], instance: str, expected_curso
     with the local collector's last ``(updated, body)`` status row when there is one."""
     out = [lh.stmt(_GUARD, (instance, expected_cursor), want_rows=False)]
     stored = [(*r[1:-1], r[-1] or instance) for r in rows]  # rows from before ``instance`` get ours
-    out += [lh.stmt(_INSERT, r, want_rows=False) for r in stored]
+    out += multi_row(_INSERT, stored)
     hourly = rollups.aggregate_rows((r[: len(COLUMNS)] for r in stored), rollups.HOUR_NS)
     for table, aggs in (("rollup_hourly", hourly), ("rollup_daily", rollups.roll_up(hourly, rollups.DAY_NS))):
-        out += [lh.stmt(rollups.REMOTE_UPSERT[table], args, want_rows=False) for args in rollups.upsert_args(aggs)]
+        out += multi_row(rollups.REMOTE_UPSERT[table], rollups.upsert_args(aggs))  # keys unique per table
     if status is not None:
         out.append(lh.stmt(_STATUS, (instance, *status), want_rows=False))
     out.append(lh.stmt(_CURSOR, (instance, rows[-1][0], now_ns), want_rows=False))
     return out
+
+
+def multi_row(sql: str, rows: Sequence[Sequence[Any]], per: int = ROWS_PER_STATEMENT) -> list[dict[str, Any]]:
+    """``INSERT ... VALUES (?, ...) <tail>`` for every row, as statements of up to ``per`` rows each
+    (``VALUES (...), (...), ...``: the same rows, the same conflict clause)."""
+    start = sql.index("VALUES (") + len("VALUES ")
+    end = sql.index(")", start) + 1
+    head, one, tail = sql[:start], sql[start:end], sql[end:]
+    out = []
+    for k in range(0, len(rows), per):
+        chunk = rows[k:k + per]
+        out.append(lh.stmt(head + ", ".join([one] * len(chunk)) + tail, [v for r in chunk for v in r],
+                           want_rows=False))
+    return out
+
+
+@dataclass
+class _Chunk:
+    """One shipping transaction, encoded."""
+
+    rows: int
+    last_id: int  # the local id the server's cursor moves to
+    pending_after: int  # committed local rows after this chunk
+    now: int
+    stmts: list[dict[str, Any]]
 
 
 class SyncShipper:
@@ -88,6 +117,7 @@ class SyncShipper:
         self._reader: apsw.Connection | None = None
         self._cursor: int | None = None  # the server's, once read
         self._acked: int | None = None  # the last cursor the server confirmed to us
+        self._inflight: _Chunk | None = None  # sent, answer not read yet
         self._stats: dict[str, Any] = {
             "url": cfg.url, "instance": instance, "shipped": 0, "pending": None, "cursor": None,
             "batches": 0, "errors": 0, "retries": 0, "cursor_rereads": 0, "confirmed_late": 0, "last_success_ns": None,
@@ -157,6 +187,9 @@ class SyncShipper:
 
     def _failed(self, exc: BaseException) -> None:
         line = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        self._inflight = None
+        if self._client is not None:
+            self._client.close()  # a request may still be on the socket: start afresh
         if isinstance(exc, lh.StatementError) and exc.step == 0:
             self._cursor = None  # the server's cursor moved (a lost answer): read it again
             with self._lock:
@@ -189,12 +222,14 @@ class SyncShipper:
         return self._reader
 
     def _step(self) -> bool:
-        """Ship one chunk; True if there may be more right away."""
+        """Finish the chunk in flight (sending one first if none is) and send the next; True if
+        there may be more right away. Reading and encoding chunk N+1 happens while the server
+        works on chunk N: one request in flight, never more."""
         reader = self._local()
         if self._cursor is None:
             server = self._connect()
             if self._acked is not None and server > self._acked and reader is not None:
-                # Batches whose answer was lost (connection closed after the server committed):
+                # Chunks whose answer was lost (connection closed after the server committed):
                 # the server's cursor confirms them, so they count as shipped now.
                 late = reader.execute("SELECT count(*) FROM records WHERE id > ? AND id <= ?",
                                       (self._acked, server)).fetchone()[0]
@@ -205,8 +240,36 @@ class SyncShipper:
             self._set(cursor=self._cursor)
         if reader is None:
             return False
+        if self._inflight is None:
+            first = self._prepare(reader, self._cursor)
+            if first is None:
+                self._set(pending=0)
+                return False
+            self._send(first)
+        sent = self._inflight
+        assert sent is not None and self._client is not None
+        after = self._prepare(reader, sent.last_id)
+        self._inflight = None  # answered or failed: either way no longer in flight
+        self._client.finish_transaction()
+        self._cursor = self._acked = sent.last_id
+        with self._lock:
+            s = self._stats
+            s["shipped"] += sent.rows
+            s["batches"] += 1
+            s["cursor"] = self._cursor
+            s["pending"] = sent.pending_after
+            s["last_success_ns"] = sent.now
+            s["last_error"] = None
+        if after is None:
+            return False
+        self._send(after)
+        return True
+
+    def _prepare(self, reader: apsw.Connection, after: int) -> _Chunk | None:
+        """The committed rows after local id ``after``, encoded as one transaction that expects
+        the server's cursor at ``after``; None when there are none."""
+        start = after
         max_id = reader.execute("SELECT coalesce(max(id), 0) FROM records").fetchone()[0]
-        start = self._cursor
         if max_id < start:
             # The local file was purged or replaced and ids start again: ship it from its start
             # (uids already on the server are skipped there).
@@ -215,28 +278,22 @@ class SyncShipper:
             start = 0
         rows = reader.execute(_SELECT, (start, self.cfg.batch_rows)).fetchall()
         if not rows:
-            self._set(pending=0)
-            return False
-        if self._client is None:
-            self._client = lh.Client(self.cfg.url, self._token, self.cfg.timeout)
-        now = self._clock()
+            return None
         pending = reader.execute("SELECT count(*) FROM records WHERE id > ?", (rows[-1][0],)).fetchone()[0]
-        self._set(pending=pending + len(rows))
         try:
             status = reader.execute("SELECT updated, body FROM collector_status WHERE id = 1").fetchone()
         except apsw.SQLError:
             status = None  # a file from before the status row
-        self._client.transaction(ship_statements(rows, self.instance, self._cursor, now, status))
-        self._cursor = self._acked = rows[-1][0]
-        with self._lock:
-            s = self._stats
-            s["shipped"] += len(rows)
-            s["batches"] += 1
-            s["cursor"] = self._cursor
-            s["pending"] = pending
-            s["last_success_ns"] = now
-            s["last_error"] = None
-        return len(rows) == self.cfg.batch_rows
+        now = self._clock()
+        return _Chunk(rows=len(rows), last_id=rows[-1][0], pending_after=pending, now=now,
+                      stmts=ship_statements(rows, self.instance, after, now, status))
+
+    def _send(self, chunk: _Chunk) -> None:
+        if self._client is None:
+            self._client = lh.Client(self.cfg.url, self._token, self.cfg.timeout)
+        self._set(pending=chunk.pending_after + chunk.rows)
+        self._client.send_transaction(chunk.stmts)
+        self._inflight = chunk
 
     def _central_retention(self) -> None:
         """``sync.retention``: this collector's retention days applied on the server too."""
