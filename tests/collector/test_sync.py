@@ -107,6 +107,7 @@ def test_round_trip_exact_and_cli_output_identical(tmp_path: Path, server: Sqld)
         ["export", *window, "--format", "jsonl", "-o", "-"],
         ["export", *window, "--format", "otlp-json", "--instance", "dev-a", "-o", "-"],
         ["export", "--format", "csv", "-o", "-"],
+        ["watch", "--backlog", "7", "--max-records", "7", "--format", "jsonl", "--instance", "dev-a"],
         ["retention", "show", "--format", "json"],
         ["purge", "--category", "ai_research", "--dry-run", "--format", "json"],
     ]

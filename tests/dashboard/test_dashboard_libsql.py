@@ -72,5 +72,8 @@ def test_every_panel_is_the_same_on_the_server(pair: Any) -> None:
     assert _without_instance(local.json("record", id=rec), set()) == \
         _without_instance(remote.json("record", id=rec), set())
     # The overview's totals agree (its collector counters live in the device's own file).
-    ov_local, ov_remote = local.json("overview"), remote.json("overview")
+    ov_local, ov_remote = local.json("overview", last="7d"), remote.json("overview", last="7d")
     assert ov_local["total"] == ov_remote["total"] == seed.rows
+    # Per instance: the seed's rows predate the column locally; on the server they are dev-a's.
+    assert ov_local["by_instance"] == []
+    assert ov_remote["by_instance"] == [{"instance": "dev-a", "records": seed.rows}]
