@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import operator
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -99,18 +100,21 @@ def encode_value(v: Any) -> dict[str, Any]:
     raise TypeError(f"cannot bind a {type(v).__name__} value")
 
 
+def _blob_value(v: Mapping[str, Any]) -> bytes:
+    raw = v.get("base64") or ""
+    return base64.b64decode(raw + "=" * (-len(raw) % 4))
+
+
+# By the value's type tag; reads decode every cell of every row (~130 000 per ``stats --period``).
+_DECODE: dict[str, Any] = {
+    "text": operator.itemgetter("value"), "integer": lambda v: int(v["value"]),
+    "float": lambda v: float(v["value"]), "null": lambda v: None, "blob": _blob_value,
+}
+
+
 def decode_value(v: Mapping[str, Any]) -> Any:
-    t = v.get("type")
-    if t == "integer":
-        return int(v["value"])
-    if t == "text":
-        return v["value"]
-    if t == "float":
-        return float(v["value"])
-    if t == "blob":
-        raw = v.get("base64") or ""
-        return base64.b64decode(raw + "=" * (-len(raw) % 4))
-    return None
+    dec = _DECODE.get(v.get("type"))  # type: ignore[arg-type]
+    return dec(v) if dec is not None else None
 
 
 def stmt(sql: str, args: Sequence[Any] | Mapping[str, Any] = (), want_rows: bool = True) -> dict[str, Any]:
@@ -312,7 +316,11 @@ class Cursor:
 
     def __init__(self, result: Mapping[str, Any]) -> None:
         self._cols = [(c.get("name"), c.get("decltype")) for c in result.get("cols") or ()]
-        self._rows = [tuple(decode_value(v) for v in row) for row in result.get("rows") or ()]
+        dec = _DECODE
+        try:
+            self._rows = [tuple([dec[v["type"]](v) for v in row]) for row in result.get("rows") or ()]
+        except (KeyError, TypeError, ValueError):
+            raise ServerUnavailable("malformed rows in the server's answer") from None
         self._i = 0
 
     def getdescription(self) -> tuple[tuple[str | None, str | None], ...]:
