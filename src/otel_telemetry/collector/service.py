@@ -25,7 +25,6 @@ from .genai import prices
 from .pipeline import Pipeline
 from .receivers.zmq import EndpointInUse, ZmqReceiver
 from .redaction import BatchRedactor
-from .sync.shipper import SyncShipper
 
 log = logging.getLogger("otel_telemetry.collector")
 
@@ -50,9 +49,12 @@ class Collector:
             instance=cfg.instance or None, **kwargs,
         )
         # Ships committed rows to a central server from its own cursor; nudged like a consumer.
-        self.sync = (SyncShipper(cfg.db, cfg.sync, cfg.instance, retention=policy,
-                                 retention_interval=cfg.retention.interval, **kwargs)
-                     if cfg.sync is not None else None)
+        self.sync: Any = None
+        if cfg.sync is not None:
+            from .sync.shipper import SyncShipper  # its HTTP client is loaded only when sync is on
+
+            self.sync = SyncShipper(cfg.db, cfg.sync, cfg.instance, retention=policy,
+                                    retention_interval=cfg.retention.interval, **kwargs)
         # Forwarders are consumers beside the store: a slow or dead downstream only fills their queues.
         self.forwarders = [Forwarder(target) for target in cfg.forward]
         # Redaction of OTLP input (and ZeroMQ input with redaction.redact_zmq) before any consumer.

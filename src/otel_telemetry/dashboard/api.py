@@ -160,7 +160,9 @@ def overview(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     status = query.status(conn)
     last_minute = conn.execute(_RATE_SQL, (until - 60 * NS, until)).fetchone()[0]
     series = count_series(conn, since, until)
-    by_instance = [{"instance": name, "records": n} for name, n in conn.execute(_BY_INSTANCE_SQL, (since, until))]
+    # Only a central server keeps the (instance, timestamp) index; a device's file has one instance.
+    by_instance = [{"instance": name, "records": n} for name, n in conn.execute(_BY_INSTANCE_SQL, (since, until))
+                   ] if getattr(conn, "remote", False) else []
     return {"window": _window_out(since, until), "status": status, "counters": counters(status),
             "ingest_per_s": last_minute / 60, "records": series,
             "total": sum(series["count"]), "errors": sum(series["errors"]), "by_instance": by_instance}

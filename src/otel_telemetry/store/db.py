@@ -16,12 +16,15 @@ from __future__ import annotations
 import functools
 import os
 import stat
+from typing import TYPE_CHECKING
 
 import apsw
 
 from . import location, rollups
-from .libsql_http import Connection as RemoteConnection
-from .schema import apply_ddl
+from .schema import CENTRAL_DDL, apply_ddl
+
+if TYPE_CHECKING:
+    from .libsql_http import Connection as RemoteConnection
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 BUSY_TIMEOUT_MS = 5000
@@ -168,6 +171,8 @@ def open_writer(path: str, synchronous: str = "normal") -> apsw.Connection:
 def open_remote(url: str) -> RemoteConnection:
     """A connection to a libSQL server (``location.parse`` gave ``url``), token from the
     environment; proves the server answers and accepts the token, so errors surface here."""
+    from .libsql_http import Connection as RemoteConnection  # only a server URL needs http.client
+
     conn = RemoteConnection(url, location.read_token())
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
@@ -230,5 +235,6 @@ def ensure_remote_schema(conn: RemoteConnection) -> None:
     on a server to backfill from.
     """
     apply_ddl(conn)
+    conn.execute(CENTRAL_DDL)
     conn.execute(rollups.DDL)
     conn.execute(SYNC_DDL)

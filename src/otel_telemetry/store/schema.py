@@ -73,7 +73,6 @@ CREATE INDEX IF NOT EXISTS records_trace ON records(trace_id) WHERE trace_id IS 
 CREATE INDEX IF NOT EXISTS records_session ON records(session_id) WHERE session_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_model ON records(model, timestamp) WHERE model IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_agent ON records(agent, timestamp) WHERE agent IS NOT NULL;
-CREATE INDEX IF NOT EXISTS records_instance ON records(instance, timestamp) WHERE instance IS NOT NULL;
 CREATE TABLE IF NOT EXISTS publishers (
     publisher BLOB NOT NULL,
     topic TEXT NOT NULL,
@@ -90,6 +89,12 @@ CREATE TABLE IF NOT EXISTS collector_status (
     updated INTEGER NOT NULL,
     body TEXT NOT NULL
 );
+"""
+
+# Only on a central libSQL server, where many instances meet (per-instance views): on a device's
+# own file every row has the same instance, and a sixth index cost ingest throughput there.
+CENTRAL_DDL = """
+CREATE INDEX IF NOT EXISTS records_instance ON records(instance, timestamp) WHERE instance IS NOT NULL;
 """
 
 # Columns added after the first release: ``apply_ddl`` adds them to an older database.
