@@ -287,12 +287,14 @@ def test_a_trace_across_two_instances_is_one_trace_on_the_server(tmp_path: Path,
         cfg["receivers"] = {"otlp_http": {"endpoint": f"127.0.0.1:{port}"}, "otlp_grpc": {"enabled": False}}
         c.config.write_text(yaml.safe_dump(cfg))
         devices.append((c.start(), port))
-    spans = [("b7ad6b7169203331", "", "GET /checkout", "edge"),
-             ("00f067aa0ba902b7", "b7ad6b7169203331", "charge card", "backend")]
-    for (_c, port), (sid, parent, name, svc) in zip(devices, spans, strict=True):
+    # The child starts 1 ms after its parent: the trace reads in time order whichever device
+    # shipped first (ids on the server follow arrival).
+    spans = [("b7ad6b7169203331", "", "GET /checkout", "edge", t0),
+             ("00f067aa0ba902b7", "b7ad6b7169203331", "charge card", "backend", t0 + 1_000_000)]
+    for (_c, port), (sid, parent, name, svc, start) in zip(devices, spans, strict=True):
         wait_for(lambda port=port: _listening(port), 30, "OTLP/HTTP receiver bound")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request("POST", "/v1/traces", _otlp_span(trace, sid, parent, name, svc, t0),
+        conn.request("POST", "/v1/traces", _otlp_span(trace, sid, parent, name, svc, start),
                      {"Content-Type": "application/json"})
         assert conn.getresponse().status == 200
         conn.close()
