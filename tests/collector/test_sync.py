@@ -24,7 +24,7 @@ from conftest import CollectorProc, producer_result, run_producer, wait_for
 from sqld import JwtKeys, Sqld, free_port
 
 from otel_telemetry.cli import main
-from otel_telemetry.store import libsql_http as lh
+from otel_telemetry.store import libsql_conn as lc
 from otel_telemetry.store.schema import STORED_COLUMNS
 
 CMP = ", ".join(c for c in STORED_COLUMNS)
@@ -43,7 +43,7 @@ def _sync_collector(tmp: Path, url: str, instance: str, name: str = "c", token_f
 
 
 def _central(url: str, sql: str, params: tuple = (), token: str | None = None) -> list[tuple]:
-    conn = lh.Connection(url, token)
+    conn = lc.Connection(url, token)
     try:
         return conn.execute(sql, params).fetchall()
     finally:

@@ -85,8 +85,8 @@ def _shipped_all(c: CollectorProc) -> bool:
 
 def _central(ns: str, sql: str) -> list[list]:
     """Rows from the server, read from inside its namespace by the CLI's own client."""
-    code = ("import json, sys; from otel_telemetry.store import libsql_http as lh; "
-            f"c = lh.Connection('http://127.0.0.1:{PORT}'); "
+    code = ("import json, sys; from otel_telemetry.store import libsql_conn as lc; "
+            f"c = lc.Connection('http://127.0.0.1:{PORT}'); "
             "print(json.dumps([[v.hex() if isinstance(v, bytes) else v for v in r] "
             "for r in c.execute(sys.argv[1]).fetchall()]))")
     return json.loads(_in(ns, sys.executable, "-c", code, sql).stdout)

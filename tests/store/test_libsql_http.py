@@ -13,6 +13,7 @@ import pytest
 from sqld import JwtKeys, Sqld, free_port
 
 from otel_telemetry.store import db as dbmod
+from otel_telemetry.store import libsql_conn as lc
 from otel_telemetry.store import libsql_http as lh
 from otel_telemetry.store import location
 
@@ -26,13 +27,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sqld]:
     s.stop()
 
 
-def _table(conn: lh.Connection, name: str) -> None:
+def _table(conn: lc.Connection, name: str) -> None:
     conn.execute(f"DROP TABLE IF EXISTS {name}")
     conn.execute(f"CREATE TABLE {name}(i INTEGER, b BLOB, f REAL, t TEXT)")
 
 
 def test_int64_and_every_type_round_trip_exactly(server: Sqld) -> None:
-    conn = lh.Connection(server.url)
+    conn = lc.Connection(server.url)
     _table(conn, "types")
     values = [(NS_TS, b"\x00\x01\xff" * 5, 1.5, "é ✓"), (2**63 - 1, b"", -0.25, ""), (-(2**63), None, None, None),
               (0, bytes(range(256)), 1e300, "x" * 10_000)]
@@ -46,7 +47,7 @@ def test_int64_and_every_type_round_trip_exactly(server: Sqld) -> None:
 
 
 def test_a_batch_is_one_round_trip_and_one_transaction(server: Sqld) -> None:
-    conn = lh.Connection(server.url)
+    conn = lc.Connection(server.url)
     _table(conn, "batch")
     client = lh.Client(server.url)
     rows = [lh.stmt("INSERT INTO batch(i, t) VALUES (?, ?)", (NS_TS + i, f"r{i}"), want_rows=False)
@@ -65,7 +66,7 @@ def test_a_batch_is_one_round_trip_and_one_transaction(server: Sqld) -> None:
 
 
 def test_executemany_is_one_round_trip(server: Sqld) -> None:
-    conn = lh.Connection(server.url)
+    conn = lc.Connection(server.url)
     _table(conn, "many")
     before = conn.client.round_trips
     conn.executemany("INSERT INTO many(i) VALUES (?)", [(i,) for i in range(500)])
@@ -74,7 +75,7 @@ def test_executemany_is_one_round_trip(server: Sqld) -> None:
 
 
 def test_transactions_span_calls_on_one_stream(server: Sqld) -> None:
-    conn = lh.Connection(server.url)
+    conn = lc.Connection(server.url)
     _table(conn, "tx")
     conn.execute("BEGIN")
     assert conn.in_transaction

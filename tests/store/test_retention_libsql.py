@@ -16,7 +16,7 @@ from sqld import Sqld, ship
 from otel_telemetry.cli.commands import main
 from otel_telemetry.collector.sync.config import SyncConfig
 from otel_telemetry.collector.sync.shipper import SyncShipper
-from otel_telemetry.store import libsql_http as lh
+from otel_telemetry.store import libsql_conn as lc
 from otel_telemetry.store import schema
 from otel_telemetry.store.retention import RetentionPolicy
 from otel_telemetry.store.writer import StoreWriter, WriteBatch
@@ -72,7 +72,7 @@ def test_cli_retention_on_the_server_matches_the_file(tmp_path: Path, server: Sq
     assert dry[0] == dry[1] and dry[0]["would_delete"]["ai_research"] == old["ai_research"]
     done = [_cli("retention", "purge", "--db", db) for db in (path, server.url)]
     assert done[0]["deleted"] == done[1]["deleted"] == {**dict.fromkeys(done[0]["deleted"], 0), **old}
-    conn = lh.Connection(server.url)
+    conn = lc.Connection(server.url)
     assert conn.execute("SELECT count(*) FROM records").fetchone() == (400 - sum(old.values()),)
     conn.close()
 
@@ -90,7 +90,7 @@ def test_sync_retention_applies_the_collectors_days_on_the_server(tmp_path: Path
     finally:
         assert shipper.shutdown(30)
     assert shipper.stats()["retention_purged"] == sum(old.values())
-    conn = lh.Connection(server.url)
+    conn = lc.Connection(server.url)
     assert conn.execute("SELECT count(*) FROM records WHERE timestamp < ?", (now - 30 * DAY,)).fetchone() == (0,)
     assert conn.execute("SELECT count(*) FROM records").fetchone() == (400 - sum(old.values()),)
     conn.close()
@@ -111,7 +111,7 @@ def test_emergency_purge_on_the_server_matches_the_file(tmp_path: Path, server: 
     assert out[0]["wal_truncated"] is True and out[1]["wal_truncated"] is None  # scrubbing: the server's
     for table in ("records", "rollup_hourly", "rollup_daily"):
         sql = f"SELECT * FROM {table} ORDER BY 1, 2, 3"
-        conn = lh.Connection(server.url)
+        conn = lc.Connection(server.url)
         remote = conn.execute(sql).fetchall()
         conn.close()
         local_conn = apsw.Connection(path)

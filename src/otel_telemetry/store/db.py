@@ -24,7 +24,7 @@ from . import location, rollups
 from .schema import CENTRAL_DDL, apply_ddl
 
 if TYPE_CHECKING:
-    from .libsql_http import Connection as RemoteConnection
+    from .libsql_conn import Connection as RemoteConnection
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 BUSY_TIMEOUT_MS = 5000
@@ -171,7 +171,7 @@ def open_writer(path: str, synchronous: str = "normal") -> apsw.Connection:
 def open_remote(url: str) -> RemoteConnection:
     """A connection to a libSQL server (``location.parse`` gave ``url``), token from the
     environment; proves the server answers and accepts the token, so errors surface here."""
-    from .libsql_http import Connection as RemoteConnection  # only a server URL needs http.client
+    from .libsql_conn import Connection as RemoteConnection  # only a server URL needs the HTTP client
 
     conn = RemoteConnection(url, location.read_token())
     try:

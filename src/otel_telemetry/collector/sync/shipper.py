@@ -27,6 +27,7 @@ from typing import Any
 import apsw
 
 from ...store import db as dbmod
+from ...store import libsql_conn as lc
 from ...store import libsql_http as lh
 from ...store import location, rollups
 from ...store import retention as ret
@@ -205,7 +206,7 @@ class SyncShipper:
 
     def _connect(self) -> int:
         """Create/upgrade the server's schema and read our cursor there (a few round trips)."""
-        conn = lh.Connection(self.cfg.url, self._token, self.cfg.timeout)
+        conn = lc.Connection(self.cfg.url, self._token, self.cfg.timeout)
         try:
             dbmod.ensure_remote_schema(conn)
             row = conn.execute("SELECT last_id FROM sync_cursors WHERE instance = ?", (self.instance,)).fetchone()
@@ -298,7 +299,7 @@ class SyncShipper:
     def _central_retention(self) -> None:
         """``sync.retention``: this collector's retention days applied on the server too."""
         assert self._retention is not None
-        conn = lh.Connection(self.cfg.url, self._token, self.cfg.timeout)
+        conn = lc.Connection(self.cfg.url, self._token, self.cfg.timeout)
         try:
             purged = ret.purge_all(conn, self._retention, self._clock())  # type: ignore[arg-type]
         finally:
