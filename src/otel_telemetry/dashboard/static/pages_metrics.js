@@ -38,7 +38,7 @@ export async function overview(ctx) {
       panel("Disk and network (bytes/s)", lineChart({ buckets: sys.buckets, bucketNs: sys.bucket_ns,
         testId: "chart-io", series: seriesOf(sys.bytes_per_s), fmt: bytes }))),
     // On a central server (several collectors ship to it): records per instance in the window.
-    ov.by_instance && ov.by_instance.length ? panel("By instance", table(
+    ov.by_instance && ov.by_instance.length ? panel(`By instance (records since ${ov.by_instance[0].since})`, table(
       [{ key: "instance", label: "instance" }, { key: "records", label: "records", num: true }],
       ov.by_instance, null, "table-instances")) : null);
 }
