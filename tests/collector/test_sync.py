@@ -130,6 +130,7 @@ def test_down_at_start_offline_restart_then_back(tmp_path: Path) -> None:
     assert st["shipped"] == 0 and "127.0.0.1" in st["last_error"]
     local_n = c.rows("SELECT count(*) FROM records")[0][0]
     _books(r1, local_n)  # local ingest unaffected
+    wait_for(lambda: c.status()["sync"]["pending"] == local_n, 30, "every local row counted as pending")
     # Restart while the server is still down: nothing shipped, nothing lost.
     assert c.stop() == 0
     c.start()

@@ -198,11 +198,25 @@ class SyncShipper:
             return
         if isinstance(exc, lh.ServerUnavailable | lh.AuthError):
             self._cursor = None  # a new server, or a restored one, may hold another cursor
+        pending = self._pending_since_ack()
         with self._lock:
             self._stats["errors"] += 1
             self._stats["retries"] += 1
             self._stats["last_error"] = line
+            if pending is not None:
+                self._stats["pending"] = pending
         log.warning("sync to %s failed, will retry: %s", self.cfg.url, line)
+
+    def _pending_since_ack(self) -> int | None:
+        """Committed local rows the server has not confirmed (all of them before a first answer)."""
+        try:
+            reader = self._local()
+            if reader is None:
+                return None
+            return int(reader.execute("SELECT count(*) FROM records WHERE id > ?",
+                                      (self._acked or 0,)).fetchone()[0])
+        except apsw.Error:
+            return None  # the status shows the last known figure
 
     def _connect(self) -> int:
         """Create/upgrade the server's schema and read our cursor there (a few round trips)."""
