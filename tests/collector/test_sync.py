@@ -102,8 +102,10 @@ def test_round_trip_exact_and_cli_output_identical(tmp_path: Path, server: Sqld)
         ["query", *window, "--category", "error_patterns", "--instance", "dev-a"],
         ["stats", *window, "--format", "json"],
         ["stats", *window, "--by-instance", "--format", "csv"],
-        ["stats", "--period", "1d", "--until", until, "--format", "json"],
-        ["stats", *window, "--agent", "x", "--format", "json"],
+        # The report's alert section reads a collector's alert state file, which lives beside its own
+        # database (never on the server): both runs name the device's.
+        ["stats", "--period", "1d", "--until", until, "--format", "json", "--alerts-db", f"{c.db}.alerts.db"],
+        ["stats", *window, "--agent", "x", "--format", "json", "--alerts-db", f"{c.db}.alerts.db"],
         ["export", *window, "--format", "jsonl", "-o", "-"],
         ["export", *window, "--format", "otlp-json", "--instance", "dev-a", "-o", "-"],
         ["export", "--format", "csv", "-o", "-"],
