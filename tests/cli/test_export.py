@@ -232,13 +232,13 @@ def test_otlp_json_lines_follow_the_otlp_json_encoding(tmp_path: Path) -> None:
 
 def test_otlp_export_keeps_a_category_and_component_the_receiver_would_not_derive() -> None:
     stored = _row(1, time.time_ns(), category="ai_research", subcategory="memory", component="recall")
-    rec = records_export.record((1, *stored[1:]))  # RECORD_COLUMNS: id, then the columns but uid
+    rec = records_export.record((1, *stored[1:], None))  # RECORD_COLUMNS: id, the columns but uid, instance
     resource, [span] = records_export.to_wire(rec)
     attrs = span[9]
     assert resource == {"service.name": "svc"} and attrs["i"] == 1
     assert (attrs["telemetry.category"], attrs["telemetry.subcategory"], attrs["telemetry.component"]) == \
         ("ai_research", "memory", "recall")
-    plain = records_export.to_wire(records_export.record((2, *_row(2, 5)[1:])))[1][0][9]
+    plain = records_export.to_wire(records_export.record((2, *_row(2, 5)[1:], None)))[1][0][9]
     assert not any(k.startswith("telemetry.") for k in plain)  # derivable: nothing added
 
 

@@ -73,6 +73,7 @@ def main() -> None:
 @click.option("--trace-id", type=TRACE_ID, help="Only records of this trace (32 hex characters).")
 @click.option("--session-id", help="Only records of this session (exact match).")
 @click.option("--service", help="Only records from this service.name (exact match).")
+@click.option("--instance", help="Only records stored by this collector instance (exact match).")
 @window_options
 @click.option("--limit", type=click.IntRange(1, query.MAX_LIMIT), default=100, show_default=True,
               help="Most records to print.")
@@ -81,7 +82,7 @@ def main() -> None:
 @common_options
 def query_cmd(category: str | None, component: str | None, event: str | None, level: str | None,
               type_: str | None, trace_id: str | None, session_id: str | None, service: str | None,
-              last: float | None, since: int | None, until: int | None, limit: int, order: str,
+              instance: str | None, last: float | None, since: int | None, until: int | None, limit: int, order: str,
               db: str | None, fmt: str) -> None:
     """Print stored records that match every given filter.
 
@@ -98,7 +99,7 @@ def query_cmd(category: str | None, component: str | None, event: str | None, le
     try:
         filters = query.Filters(category=category, component=component, event=event, level=level,
                                 type=type_, trace_id=trace_id, session_id=session_id, service=service,
-                                since_ns=start, until_ns=end, limit=limit, order=order)
+                                instance=instance, since_ns=start, until_ns=end, limit=limit, order=order)
     except query.QueryError as exc:
         raise click.UsageError(str(exc)) from None
     with _open(db) as conn:
@@ -116,8 +117,8 @@ def query_cmd(category: str | None, component: str | None, event: str | None, le
 def _stats_rows(s: dict[str, Any]) -> list[tuple[str, str, Any]]:
     rows: list[tuple[str, str, Any]] = [("window", "since", s["since"]), ("window", "until", s["until"]),
                                         ("total", "", s["total"]), ("errors", "", s["errors"])]
-    for section in ("by_category", "by_level", "by_type"):
-        rows += [(section, k, n) for k, n in s[section].items()]
+    for section in ("by_category", "by_level", "by_type", "by_instance"):
+        rows += [(section, k, n) for k, n in s.get(section, {}).items()]
     latency = [("overall", s["latency_ms"]["overall"]), *s["latency_ms"]["by_category"].items()]
     for name, lat in latency:
         rows += [(f"latency_ms:{name}", k, v) for k, v in lat.items()]
@@ -128,9 +129,11 @@ def _print_stats_table(s: dict[str, Any]) -> None:
     click.echo(f"window   {s['since']} .. {s['until'] or 'now'}")
     if s["category"]:
         click.echo(f"category {s['category']}")
+    if s.get("instance"):
+        click.echo(f"instance {s['instance']}")
     click.echo(f"records  {s['total']}  (errors {s['errors']})")
-    for section in ("by_category", "by_level", "by_type"):
-        if s[section]:
+    for section in ("by_category", "by_level", "by_type", "by_instance"):
+        if s.get(section):
             click.echo("")
             _emit_table((section.removeprefix("by_"), "count"), list(s[section].items()), {})
     click.echo("")
@@ -149,14 +152,16 @@ PERIODS = ("1d", "7d", "30d")
 @click.option("--agent", default=None, help="Report only calls of this agent (gen_ai.agent.name).")
 @click.option("--model", default=None, help="Report only calls of this model.")
 @click.option("--category", type=click.Choice(CATEGORIES), help="Only count records of this category.")
+@click.option("--instance", default=None, help="Only count records stored by this collector instance.")
+@click.option("--by-instance", is_flag=True, help="Also count records per collector instance.")
 @click.option("--alerts-db", default=None, type=click.Path(dir_okay=False), metavar="PATH",
               help="Alert state file for the report's active alerts (default: <db>.alerts.db).")
 @click.option("--rollups/--no-rollups", "with_rollups", default=True, show_default=True,
               help="Include the report's hourly and daily rollup tables.")
 @common_options
 def stats_cmd(last: float | None, since: int | None, until: int | None, period: str | None,
-              agent: str | None, model: str | None, category: str | None, alerts_db: str | None,
-              with_rollups: bool, db: str | None, fmt: str) -> None:
+              agent: str | None, model: str | None, category: str | None, instance: str | None,
+              by_instance: bool, alerts_db: str | None, with_rollups: bool, db: str | None, fmt: str) -> None:
     """Record counts and latency, or (with --period, --agent or --model) the agent/dev report.
 
     Without those options: counts by category, level and type, errors, and span latency
@@ -181,7 +186,7 @@ def stats_cmd(last: float | None, since: int | None, until: int | None, period: 
     start, end = _window(query.parse_duration(period) if period else last, since, until)
     if period is None and agent is None and model is None:
         with _open(db) as conn:
-            s = query.stats(conn, start, end, category)
+            s = query.stats(conn, start, end, category, instance, by_instance)
         if fmt == "json":
             _emit_json(s)
         elif fmt == "csv":
@@ -189,6 +194,10 @@ def stats_cmd(last: float | None, since: int | None, until: int | None, period: 
         else:
             _print_stats_table(s)
         return
+    if instance is not None or by_instance:
+        # The report reads rollups, which sum over every instance (no per-instance buckets).
+        raise click.UsageError("--instance and --by-instance apply to the counts, not to the report "
+                               "of --period/--agent/--model")
     from ..query import ai_stats
 
     alerts_path = alerts_db or f"{settings.resolve('db', db)}.alerts.db"

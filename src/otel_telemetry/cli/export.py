@@ -45,6 +45,7 @@ def _filter_options(multiple: bool) -> Callable[[F], F]:
             ("--service", {"help": "Only records from this service.name (exact match)."}),
             ("--trace-id", {"type": TRACE_ID, "help": "Only records of this trace (32 hex characters)."}),
             ("--session-id", {"help": "Only records of this session (exact match)."}),
+            ("--instance", {"help": "Only records stored by this collector instance (exact match)."}),
         )):
             dest = name[2:].replace("-", "_")
             f = click.option(name, dest, multiple=multiple, **{**kw, "help": kw["help"] + again})(f)

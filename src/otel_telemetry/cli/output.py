@@ -81,8 +81,9 @@ TRACE_ID = _Parsed("HEX32", lambda text: query.Filters(trace_id=text).trace_id)
 
 def db_option(f: F) -> F:
     return click.option(
-        "--db", "db", type=click.Path(dir_okay=False), default=None, metavar="PATH",
-        help=f"SQLite database file. Default: ${settings.SETTINGS['db'].env}, "
+        "--db", "db", type=click.Path(dir_okay=False), default=None, metavar="PATH|URL",
+        help=f"SQLite database file, or a libSQL server URL (http://, https://, libsql://; token "
+             f"from $OTEL_TELEMETRY_DB_AUTH_TOKEN). Default: ${settings.SETTINGS['db'].env}, "
              "else ~/.local/share/otel-telemetry/telemetry.db.",
     )(f)
 
@@ -128,7 +129,16 @@ def _window(last: float | None, since: int | None, until: int | None) -> tuple[i
 
 
 def _db_path(db: str | None) -> str:
+    """The store's file path, or its normalised server URL (``store.location``: never a URL as a file)."""
+    from ..store import location  # deferred like the store below
+
     path = str(settings.resolve("db", db))
+    try:
+        loc = location.parse(path)
+    except location.LocationError as exc:
+        raise click.UsageError(str(exc)) from None
+    if loc.url is not None:
+        return loc.url
     # Checked here because opening a missing file, even read-only, must never create it.
     if not Path(path).is_file():
         raise click.UsageError(f"no database at {path}; start the collector first or pass --db")
@@ -143,7 +153,7 @@ def _open(db: str | None, admin: bool = False) -> Iterator[apsw.Connection]:
     path = _db_path(db)
     try:
         conn = store.open_admin(path) if admin else store.open_reader(path)
-    except dbmod.DatabaseKeyError as exc:  # encrypted file without/with a wrong key, bad key file
+    except (dbmod.DatabaseKeyError, dbmod.location.LocationError) as exc:  # bad key or token file
         raise click.ClickException(str(exc)) from None
     except apsw.Error as exc:
         raise click.ClickException(f"cannot open database {path}: {exc}") from None

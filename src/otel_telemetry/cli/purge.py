@@ -73,7 +73,10 @@ def purge_cmd(categories: tuple[str, ...], before: int | None, older_than: float
         result = {"dry_run": False, "deleted": counts, "total": done["total"],
                   "rollup_rows": done["rollup_rows"], "bytes_reclaimed": done["pages_freed"] * page_size,
                   "wal_truncated": done["wal_truncated"]}
-        if not done["wal_truncated"]:
+        if done["wal_truncated"] is None:
+            click.echo("note: on a libSQL server the rows and their rollups are deleted, but scrubbing "
+                       "them from its files is up to the server (it refuses PRAGMA secure_delete)", err=True)
+        elif not done["wal_truncated"]:
             click.echo("warning: the WAL could not be truncated (a reader kept it busy); purged data may "
                        "remain in it until the collector's next checkpoint; run purge again", err=True)
     emit_purge_result(fmt, result, [("rollup rows", "rollup_rows"), ("bytes reclaimed", "bytes_reclaimed"),

@@ -12,12 +12,14 @@ import yaml
 
 from .. import categories as cats
 from .. import settings
+from ..store import location
 from ..store.retention import KEYS as RETENTION_KEYS
 from ..store.retention import TYPES as RETENTION_TYPES
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES
 from .alerts.config import AlertConfig, parse_alert_config
 from .forward.config import ForwardTarget, parse_forward_config
 from .redaction import CollectorRedaction, parse_redaction
+from .sync.config import SyncConfig, parse_sync
 from .volume import VolumeConfig, parse_volume
 
 
@@ -115,10 +117,12 @@ class CollectorConfig:
     prices: dict[str, dict[str, float]] = field(default_factory=dict)  # user price overrides, USD/Mtok
     redaction: CollectorRedaction = field(default_factory=CollectorRedaction)  # collector/redaction.py
     volume: VolumeConfig = field(default_factory=VolumeConfig)  # min levels, tail sampling (collector/volume.py)
+    instance: str = ""  # stamped on every stored row; settings "instance" (host name by default)
+    sync: SyncConfig | None = None  # collector/sync: ship stored rows to a central libSQL server
 
 
 _TOP = {"endpoint", "db", "log_level", "shutdown_timeout", "nice", "store", "retention", "receivers", "categories",
-        "forward", "alerts", "prices", "redaction", "volume"}
+        "forward", "alerts", "prices", "redaction", "volume", "instance", "sync"}
 
 
 def _check_prices(raw: Any) -> None:
@@ -262,6 +266,13 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
     try:
         cfg = CollectorConfig(endpoint=settings.resolve("endpoint", endpoint, raw),
                               db=settings.resolve("db", db, raw))
+        if location.parse(cfg.db).is_remote:
+            raise ValueError(f"db {cfg.db!r}: the collector keeps a local file; to store on a libSQL "
+                             "server, set sync.url (or $OTEL_TELEMETRY_SYNC_URL) to it")
+        cfg.instance = str(settings.resolve("instance", None, raw)).strip()
+        if not cfg.instance or len(cfg.instance) > 255:
+            raise ValueError("instance must be a name of 1 to 255 characters")
+        cfg.sync = parse_sync(raw.get("sync"), settings.resolve("sync_url"), "sync")
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     if "log_level" in raw:

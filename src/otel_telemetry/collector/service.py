@@ -46,13 +46,21 @@ class Collector:
             cfg.db, synchronous=cfg.store.synchronous, batch_rows=cfg.store.batch_rows,
             flush_interval=cfg.store.flush_interval, queue_batches=cfg.store.queue_batches,
             retention=policy, retention_interval=cfg.retention.interval, status_source=self.status,
-            **kwargs,
+            instance=cfg.instance or None, **kwargs,
         )
+        # Ships committed rows to a central server from its own cursor; nudged like a consumer.
+        self.sync: Any = None
+        if cfg.sync is not None:
+            from .sync.shipper import SyncShipper  # its HTTP client is loaded only when sync is on
+
+            self.sync = SyncShipper(cfg.db, cfg.sync, cfg.instance, retention=policy,
+                                    retention_interval=cfg.retention.interval, **kwargs)
         # Forwarders are consumers beside the store: a slow or dead downstream only fills their queues.
         self.forwarders = [Forwarder(target) for target in cfg.forward]
         # Redaction of OTLP input (and ZeroMQ input with redaction.redact_zmq) before any consumer.
         self.redaction = BatchRedactor(cfg.redaction)
-        self.pipeline = Pipeline(self.writer, cfg.rules, consumers=self.forwarders, redaction=self.redaction,
+        consumers: list[Any] = [*self.forwarders, *([self.sync] if self.sync is not None else [])]
+        self.pipeline = Pipeline(self.writer, cfg.rules, consumers=consumers, redaction=self.redaction,
                                  volume=cfg.volume)
         self.alerts: AlertEngine | None = None
         self.zmq: ZmqReceiver | None = None
@@ -62,7 +70,7 @@ class Collector:
 
     def status(self) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "pid": os.getpid(), "endpoint": self.cfg.endpoint, "db": self.cfg.db,
+            "pid": os.getpid(), "endpoint": self.cfg.endpoint, "db": self.cfg.db, "instance": self.cfg.instance,
             "started_at": self.started_at, "uptime_s": round(time.time() - self.started_at, 3),
         }
         if self.zmq is not None:
@@ -71,6 +79,8 @@ class Collector:
             body["forward"] = {f.target.label: f.counters() for f in self.forwarders}
         if self.alerts is not None:
             body["alerts"] = self.alerts.stats()
+        if self.sync is not None:
+            body["sync"] = self.sync.stats()
         body["genai_unknown_models"] = genai.unknown_models()
         body["redaction"] = self.redaction.counters()
         if self.pipeline.volume is not None:
@@ -89,6 +99,8 @@ class Collector:
         try:
             for forwarder in self.forwarders:
                 forwarder.start()
+            if self.sync is not None:
+                self.sync.start()
             if self.pipeline.volume is not None:
                 self.pipeline.volume.start()  # the tail sampler: between receivers and the store
             if self.cfg.alerts is not None:  # the default AI rules are on unless switched off
@@ -160,6 +172,8 @@ class Collector:
         for forwarder in self.forwarders:
             # Forwarders persist what they still hold (queue_dir) and cut retries short.
             ok = forwarder.shutdown(max(0.0, deadline - time.monotonic())) and ok
+        if self.sync is not None:  # after the writer: its last commits get shipped too
+            ok = self.sync.shutdown(max(0.0, deadline - time.monotonic())) and ok
         return ok
 
 

@@ -33,7 +33,7 @@ from .filters import OUTPUT_COLUMNS, RECORD_COLUMNS, iso_ns
 FORMATS: tuple[str, ...] = ("json", "jsonl", "csv", "otlp-json")
 # Columns a selection may constrain (identifier allow-list: names never come from input).
 FILTER_COLUMNS: tuple[str, ...] = ("category", "component", "event", "level", "type", "trace_id",
-                                   "session_id", "service")
+                                   "session_id", "service", "instance")
 CHUNK_ROWS = 1000
 # A record the OTLP/HTTP receiver would refuse as too large is split into smaller requests.
 MAX_OTLP_LINE_BYTES = 4 * 1024 * 1024

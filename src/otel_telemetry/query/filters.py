@@ -19,7 +19,7 @@ import apsw
 import orjson
 
 from ..categories import CATEGORIES
-from ..store.schema import COLUMNS, QUERY_COLUMNS
+from ..store.schema import INSTANCE, QUERY_COLUMNS, STORED_COLUMNS
 
 LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
 TYPES: tuple[str, ...] = ("span", "metric", "log", "event")
@@ -28,8 +28,9 @@ MAX_LIMIT = 1_000_000
 ERROR_LEVELS: tuple[str, ...] = ("error", "critical")
 PERCENTILES: tuple[int, ...] = (50, 95, 99)
 
-# Output columns of a record: the schema's columns without the internal uid, with the row id first.
-RECORD_COLUMNS: tuple[str, ...] = ("id",) + tuple(c for c in COLUMNS if c != "uid")
+# Output columns of a record: the schema's columns without the internal uid, with the row id first
+# (``instance`` last: on a central server it says which collector stored the row).
+RECORD_COLUMNS: tuple[str, ...] = ("id",) + tuple(c for c in STORED_COLUMNS if c != "uid")
 # ``time`` is derived from ``timestamp`` for people; it is not a stored column.
 OUTPUT_COLUMNS: tuple[str, ...] = ("id", "timestamp", "time") + RECORD_COLUMNS[2:]
 _JSON_COLUMNS = ("data", "metadata")
@@ -124,6 +125,7 @@ class Filters:
     trace_id: str | None = None
     session_id: str | None = None
     service: str | None = None
+    instance: str | None = None
     since_ns: int | None = None
     until_ns: int | None = None
     limit: int = 100
@@ -149,7 +151,8 @@ class Filters:
 
     def equality(self) -> dict[str, str]:
         """The exact-match constraints, keyed by column name."""
-        names = ("category", "component", "event", "level", "type", "trace_id", "session_id", "service")
+        names = ("category", "component", "event", "level", "type", "trace_id", "session_id", "service",
+                 INSTANCE)
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
@@ -231,16 +234,19 @@ def _counts(conn: apsw.Connection, column: str, where: str, params: Iterable[Any
 
 
 def stats(
-    conn: apsw.Connection, since_ns: int | None, until_ns: int | None, category: str | None = None
+    conn: apsw.Connection, since_ns: int | None, until_ns: int | None, category: str | None = None,
+    instance: str | None = None, by_instance: bool = False,
 ) -> dict[str, Any]:
-    """Counts and span latency over ``[since_ns, until_ns)``, optionally for one category.
+    """Counts and span latency over ``[since_ns, until_ns)``, optionally for one category and/or
+    one collector instance; ``by_instance`` adds counts per instance (a central server's view).
 
     ``errors`` counts records whose level is error or critical (failed spans get level error).
     Latency is over spans with a duration, as nearest-rank percentiles (see :func:`nearest_rank`),
     computed over every duration in the window, so the figures are exact, not estimated.
     """
     _check_choice("category", category, CATEGORIES)
-    where, params = _where({"category": category} if category else {}, since_ns, until_ns)
+    equal = {k: v for k, v in (("category", category), (INSTANCE, instance)) if v is not None}
+    where, params = _where(equal, since_ns, until_ns)
     by_category = _counts(conn, "category", where, params)
     by_level = _counts(conn, "level", where, params)
     by_type = _counts(conn, "type", where, params)
@@ -250,7 +256,7 @@ def stats(
         if isinstance(duration, int | float) and not math.isnan(duration):
             durations.setdefault(cat, []).append(float(duration))
     overall = [d for values in durations.values() for d in values]
-    return {
+    out: dict[str, Any] = {
         "since_ns": since_ns,
         "until_ns": until_ns,
         "since": iso_ns(since_ns),
@@ -266,6 +272,11 @@ def stats(
             "by_category": {cat: _latency(durations[cat]) for cat in sorted(durations)},
         },
     }
+    if instance is not None:
+        out["instance"] = instance
+    if by_instance:
+        out["by_instance"] = _counts(conn, INSTANCE, where, params)
+    return out
 
 
 def _updated_ns(updated: int) -> int:
@@ -277,13 +288,34 @@ def _updated_ns(updated: int) -> int:
 
 
 def status(conn: apsw.Connection, now_ns: int | None = None) -> dict[str, Any] | None:
-    """The collector's last status body plus ``updated`` (ISO time) and ``age_s``; ``None`` if none."""
+    """The collector's last status body plus ``updated`` (ISO time) and ``age_s``; ``None`` if none.
+
+    On a central server (no collector writes there) the last status each shipping collector sent,
+    under ``instances``, and ``updated``/``age_s`` of the newest.
+    """
     try:
         row = conn.execute("SELECT updated, body FROM collector_status WHERE id = 1").fetchone()
     except apsw.SQLError:
-        return None  # a database from before status existed has no such table
+        row = None  # a database from before status existed has no such table
     if row is None:
+        return _instances_status(conn, now_ns)
+    return _status_body(row, now_ns)
+
+
+def _instances_status(conn: apsw.Connection, now_ns: int | None) -> dict[str, Any] | None:
+    try:
+        rows = conn.execute("SELECT instance, updated, body FROM sync_status ORDER BY instance").fetchall()
+    except apsw.SQLError:
+        return None  # not a central server either
+    if not rows:
         return None
+    instances = {str(name): _status_body((updated, body), now_ns) for name, updated, body in rows}
+    newest = max(instances.values(), key=lambda s: s["updated_ns"])
+    return {"updated": newest["updated"], "updated_ns": newest["updated_ns"], "age_s": newest["age_s"],
+            "instances": instances}
+
+
+def _status_body(row: Sequence[Any], now_ns: int | None) -> dict[str, Any]:
     updated, body = row
     try:
         parsed = orjson.loads(body)

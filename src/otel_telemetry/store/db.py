@@ -16,11 +16,15 @@ from __future__ import annotations
 import functools
 import os
 import stat
+from typing import TYPE_CHECKING
 
 import apsw
 
-from . import rollups
-from .schema import apply_ddl
+from . import location, rollups
+from .schema import CENTRAL_DDL, apply_ddl
+
+if TYPE_CHECKING:
+    from .libsql_conn import Connection as RemoteConnection
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 BUSY_TIMEOUT_MS = 5000
@@ -168,8 +172,29 @@ def open_writer(path: str, synchronous: str = "normal") -> apsw.Connection:
     return conn
 
 
+def open_remote(url: str) -> RemoteConnection:
+    """A connection to a libSQL server (``location.parse`` gave ``url``), token from the
+    environment; proves the server answers and accepts the token, so errors surface here."""
+    from .libsql_conn import Connection as RemoteConnection  # only a server URL needs the HTTP client
+
+    conn = RemoteConnection(url, location.read_token())
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def open_reader(path: str) -> apsw.Connection:
-    """Read-only connection for the query side; raises apsw.CantOpenError if the file is missing."""
+    """Read-only connection for the query side; raises apsw.CantOpenError if the file is missing.
+
+    For a server URL, a :class:`libsql_http.Connection` (the server enforces nothing read-only;
+    the read side never writes).
+    """
+    loc = location.parse(path)
+    if loc.is_remote:
+        return open_remote(loc.url)  # type: ignore[return-value]  # apsw's subset, duck-typed
     return open_sqlite(path, apsw.SQLITE_OPEN_READONLY)
 
 
@@ -177,6 +202,43 @@ def open_admin(path: str) -> apsw.Connection:
     """Short-lived read-write connection for CLI writes (retention set / purge), any one thread.
 
     Auto-checkpoint is off so only the collector's writer checkpoints during normal operation;
-    callers that need a checkpoint (``retention.purge_all``) ask for one explicitly.
+    callers that need a checkpoint (``retention.purge_all``) ask for one explicitly. For a server
+    URL, a connection to the server, with the schema created or upgraded there.
     """
+    loc = location.parse(path)
+    if loc.is_remote:
+        conn = open_remote(loc.url)  # type: ignore[arg-type]
+        try:
+            ensure_remote_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn  # type: ignore[return-value]
     return _open_rw(path, "PRAGMA wal_autocheckpoint=0")
+
+
+SYNC_DDL = """
+CREATE TABLE IF NOT EXISTS sync_cursors (
+    instance TEXT PRIMARY KEY,       -- the shipping collector's instance name
+    last_id INTEGER NOT NULL,        -- highest local row id committed here
+    updated INTEGER NOT NULL         -- unix epoch nanoseconds
+);
+CREATE TABLE IF NOT EXISTS sync_status (
+    instance TEXT PRIMARY KEY,       -- each shipping collector's last status row (``status --db URL``)
+    updated INTEGER NOT NULL,
+    body TEXT NOT NULL               -- JSON, as in collector_status
+);
+"""
+
+
+def ensure_remote_schema(conn: RemoteConnection) -> None:
+    """Create or upgrade the records, rollup and sync tables on a server (idempotent).
+
+    No ``rollups.ensure`` there: a server cannot call our Python merge function, so the rollup
+    upserts sent to it merge histograms in SQL (``collector/sync``), and there is nothing older
+    on a server to backfill from.
+    """
+    apply_ddl(conn)
+    conn.execute(CENTRAL_DDL)
+    conn.execute(rollups.DDL)
+    conn.execute(SYNC_DDL)

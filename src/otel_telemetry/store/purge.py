@@ -143,7 +143,11 @@ def purge(conn: apsw.Connection, spec: PurgeSpec, *, batch_rows: int = 5000, vac
     """
     if batch_rows < 1:
         raise ValueError("batch_rows must be >= 1")
-    conn.execute("PRAGMA secure_delete=ON").fetchall()
+    # A libSQL server refuses this pragma and owns its files: there the rows and rollups go, but
+    # scrubbing is the server's business ("wal_truncated" None; the CLI says so).
+    remote = getattr(conn, "remote", False)
+    if not remote:
+        conn.execute("PRAGMA secure_delete=ON").fetchall()
     where, params = spec.where()
     deleted = dict.fromkeys(spec.categories or CATEGORIES, 0)
     while True:
@@ -159,7 +163,7 @@ def purge(conn: apsw.Connection, spec: PurgeSpec, *, batch_rows: int = 5000, vac
     freed = 0
     while n := vacuum_step(conn, vacuum_pages):
         freed += n
-    truncated = truncate_wal(conn, checkpoint_timeout_s)
+    truncated = None if remote else truncate_wal(conn, checkpoint_timeout_s)
     return {"deleted": deleted, "total": sum(deleted.values()), "rollup_rows": rollup_rows,
             "pages_freed": freed, "wal_truncated": truncated}
 

@@ -20,8 +20,12 @@ COLUMNS: tuple[str, ...] = (
     "service", "trace_id", "span_id", "parent_span_id", "session_id", "kind", "duration_ms",
     "status", "status_message", "metric_type", "metric_value", "metric_unit", "data", "metadata",
 ) + GENAI_COLUMNS
+# The collector instance that stored a row (host name by default): stamped by the store writer,
+# not by the mapping, so local and central copies of a row agree. NULL on rows from before it.
+INSTANCE = "instance"
+STORED_COLUMNS: tuple[str, ...] = COLUMNS + (INSTANCE,)
 # Columns a query may filter or sort on (identifier allow-list for the read side).
-QUERY_COLUMNS = frozenset(COLUMNS) - {"uid"} | {"id"}
+QUERY_COLUMNS = frozenset(STORED_COLUMNS) - {"uid"} | {"id"}
 
 DDL = """
 CREATE TABLE IF NOT EXISTS records (
@@ -59,7 +63,8 @@ CREATE TABLE IF NOT EXISTS records (
     cache_write_tokens INTEGER,
     reasoning_tokens INTEGER,
     total_tokens INTEGER,
-    cost_usd REAL                        -- NULL when unknown (never a silent 0)
+    cost_usd REAL,                       -- NULL when unknown (never a silent 0)
+    instance TEXT                        -- collector instance that stored the row
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_uid ON records(uid);
 CREATE INDEX IF NOT EXISTS records_cat_ts ON records(category, timestamp);
@@ -87,10 +92,16 @@ CREATE TABLE IF NOT EXISTS collector_status (
 );
 """
 
+# Only on a central libSQL server, where many instances meet (per-instance views): on a device's
+# own file every row has the same instance, and a sixth index cost ingest throughput there.
+CENTRAL_DDL = """
+CREATE INDEX IF NOT EXISTS records_instance ON records(instance, timestamp) WHERE instance IS NOT NULL;
+"""
+
 # Columns added after the first release: ``apply_ddl`` adds them to an older database.
 ADDED_COLUMNS: tuple[tuple[str, str], ...] = tuple(
     (c, "REAL" if c == "cost_usd" else "INTEGER" if c.endswith("_tokens") else "TEXT") for c in GENAI_COLUMNS
-)
+) + ((INSTANCE, "TEXT"),)
 
 
 def apply_ddl(conn: Any) -> None:

@@ -13,7 +13,6 @@ stored (not from duplicates), so they always agree with what was committed.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import queue
@@ -31,7 +30,7 @@ from . import rollups
 
 # Connections are opened by ``db``; re-exported so callers need only the store's name.
 from .db import _SYNCHRONOUS, BUSY_TIMEOUT_MS, open_admin, open_reader, open_writer
-from .schema import COLUMNS
+from .schema import STORED_COLUMNS
 
 __all__ = ["BUSY_TIMEOUT_MS", "StoreWriter", "WriteBatch", "open_admin", "open_reader", "open_writer"]
 
@@ -41,7 +40,7 @@ log = logging.getLogger("otel_telemetry.store.writer")
 # silently and count them as duplicates; this way only a repeated uid is skipped and a malformed
 # row fails its transaction (then its batch alone is dropped and counted).
 _INSERT = (
-    f"INSERT INTO records({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    f"INSERT INTO records({', '.join(STORED_COLUMNS)}) VALUES ({', '.join('?' * len(STORED_COLUMNS))}) "
     "ON CONFLICT(uid) DO NOTHING"
 )
 # The receiver is the authority on sequence numbers, so the latest checkpoint wins (no max()):
@@ -56,7 +55,8 @@ _STATUS = "INSERT OR REPLACE INTO collector_status(id, updated, body) VALUES (1,
 
 @dataclass
 class WriteBatch:
-    """Rows (``schema.COLUMNS`` order) plus the checkpoints they complete, committed atomically."""
+    """Rows (``schema.COLUMNS`` order; the writer adds ``instance``) plus the checkpoints they
+    complete, committed atomically."""
 
     rows: list[tuple[Any, ...]]
     checkpoints: dict[tuple[bytes, str], int] = field(default_factory=dict)
@@ -86,6 +86,7 @@ class StoreWriter:
         status_interval: float = 1.0,
         checkpoint_interval: float = 5.0,
         rollup_days: int = rollups.DEFAULT_ROLLUP_DAYS,
+        instance: str | None = None,
     ) -> None:
         if str(synchronous).lower() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
@@ -100,6 +101,7 @@ class StoreWriter:
         self._status_interval = status_interval
         self._checkpoint_interval = checkpoint_interval
         self._rollup_days = max(1, rollup_days)
+        self._instance = (instance,)  # appended to every row: the ``instance`` column
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_batches))
         self._cond = threading.Condition()
         self._accepted = 0  # batches accepted by submit
@@ -345,7 +347,8 @@ class StoreWriter:
             before = conn.total_changes()
             if n_rows:
                 max_id = conn.execute("SELECT max(id) FROM records").fetchone()[0] or 0
-                conn.executemany(_INSERT, itertools.chain.from_iterable(b.rows for b in group))
+                inst = self._instance
+                conn.executemany(_INSERT, (r + inst for b in group for r in b.rows))
             stored = conn.total_changes() - before
             if stored:
                 rows = [r for b in group for r in b.rows]

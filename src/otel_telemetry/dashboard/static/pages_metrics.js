@@ -36,7 +36,11 @@ export async function overview(ctx) {
       panel("Memory used", lineChart({ buckets: sys.buckets, bucketNs: sys.bucket_ns, testId: "chart-memory",
         series: [{ name: "memory", values: sys.memory_used }], fmt: pct })),
       panel("Disk and network (bytes/s)", lineChart({ buckets: sys.buckets, bucketNs: sys.bucket_ns,
-        testId: "chart-io", series: seriesOf(sys.bytes_per_s), fmt: bytes }))));
+        testId: "chart-io", series: seriesOf(sys.bytes_per_s), fmt: bytes }))),
+    // On a central server (several collectors ship to it): records per instance in the window.
+    ov.by_instance && ov.by_instance.length ? panel(`By instance (records since ${ov.by_instance[0].since})`, table(
+      [{ key: "instance", label: "instance" }, { key: "records", label: "records", num: true }],
+      ov.by_instance, null, "table-instances")) : null);
 }
 
 export async function ai(ctx) {

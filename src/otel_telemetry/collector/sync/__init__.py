@@ -1,0 +1,1 @@
+"""``sync:``: ship every committed row of the local store to a central libSQL server."""
