@@ -305,6 +305,15 @@ def test_edge_bodies_same_outcome(body: bytes) -> None:
     same(body)
 
 
+def test_many_keys_through_the_key_cache() -> None:
+    """More distinct keys than the C key cache holds, each twice, ASCII and not, up to and past 64 bytes."""
+    keys = [f"k{i}" for i in range(3000)] + ["ü" * 3, "x" * 64, "y" * 65, "", "k1"]
+    attrs = [KeyValue(key=k, value=AnyValue(int_value=i)) for i, k in enumerate(keys)]
+    spans = [Span(name="a", attributes=attrs), Span(name="b", attributes=attrs[::-1])]
+    out = same(ExportTraceServiceRequest(resource_spans=[{"scope_spans": [{"spans": spans}]}]).SerializeToString())
+    assert out[0] == "ok" and "'k2999': 2999" in out[1]
+
+
 def test_rejected_spans_counted_and_first_described() -> None:
     spans = [Span(name="ok", trace_id=b"t" * 16, span_id=b"s" * 8),
              Span(name="bad-trace", trace_id=b"t" * 15, span_id=b"s" * 8),

@@ -48,7 +48,11 @@ static int fail(const char *msg) {
     return -1;
 }
 
-static int read_varint(Rd *r, uint64_t *out) {
+static inline int read_varint(Rd *r, uint64_t *out) {
+    if (r->p < r->end && !(*r->p & 0x80)) { /* one byte: most tags, lengths and small ints */
+        *out = *r->p++;
+        return 0;
+    }
     uint64_t v = 0;
     for (int i = 0; i < 10; i++) {
         if (r->p >= r->end) return fail("truncated varint");
@@ -62,7 +66,7 @@ static int read_varint(Rd *r, uint64_t *out) {
     return fail("varint longer than 10 bytes");
 }
 
-static int read_tag(Rd *r, uint32_t *tag) {
+static inline int read_tag(Rd *r, uint32_t *tag) {
     const uint8_t *start = r->p;
     uint64_t v;
     if (read_varint(r, &v) < 0) return -1;
@@ -74,7 +78,7 @@ static int read_tag(Rd *r, uint32_t *tag) {
 static int skip_group(Rd *r, uint32_t num, int depth);
 
 /* The value of a field whose tag was read: the varint or fixed value, or the LEN payload. */
-static int read_value(Rd *r, Field *f, int depth) {
+static inline int read_value(Rd *r, Field *f, int depth) {
     switch (f->wt) {
     case WT_VARINT:
         return read_varint(r, &f->u);
@@ -120,7 +124,7 @@ static int skip_group(Rd *r, uint32_t num, int depth) {
 }
 
 /* The next field of a message at `depth`: 1 read, 0 at its end, -1 error. */
-static int next_field(Rd *r, Field *f, int depth) {
+static inline int next_field(Rd *r, Field *f, int depth) {
     if (r->p >= r->end) return 0;
     uint32_t tag;
     if (read_tag(r, &tag) < 0) return -1;
@@ -151,6 +155,26 @@ static int set_str(PyObject **slot, const Field *f) {
     if (s == NULL) return -1;
     Py_XSETREF(*slot, s);
     return 0;
+}
+
+/* Attribute keys repeat from span to span: a small cache of their str objects saves decoding each
+ * again and, as a str keeps its hash, hashing it again for the dict. Short ASCII keys only, so it
+ * holds at most KEY_CACHE * 64 bytes; everything runs under the GIL. */
+#define KEY_CACHE 512
+static PyObject *key_cache[KEY_CACHE];
+
+static PyObject *key_of(const Field *f) {
+    if (f->len == 0 || f->len > 64) return str_of(f);
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < f->len; i++) {
+        if (f->data[i] & 0x80) return str_of(f);
+        h = (h ^ f->data[i]) * 16777619u;
+    }
+    PyObject **slot = &key_cache[h % KEY_CACHE], *k = *slot;
+    if (k != NULL && PyUnicode_GET_LENGTH(k) == f->len && memcmp(PyUnicode_1BYTE_DATA(k), f->data, f->len) == 0)
+        return Py_NewRef(k);
+    if ((k = str_of(f)) != NULL) Py_XSETREF(*slot, Py_NewRef(k)); /* ASCII: a compact 1-byte str */
+    return k;
 }
 
 /* A string field nobody reads (trace_state, schema_url, ...): still checked, as upb does. */
@@ -187,7 +211,9 @@ static int parse_kv(const uint8_t *data, Py_ssize_t len, int depth, PyObject *di
         if (rc < 0) goto done;
         if (rc == 0) break;
         if (IS(f, 1, WT_LEN)) {
-            if (set_str(&key, &f) < 0) goto done;
+            PyObject *k = key_of(&f);
+            if (k == NULL) goto done;
+            Py_XSETREF(key, k);
         } else if (IS(f, 2, WT_LEN)) {
             if (parse_any(f.data, f.len, depth + 1, &a) < 0) goto done;
         }
