@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml setup.py src/otel_telemetry/sdk/_fastspan.c
+$(STAMP): $(BIN)/python pyproject.toml setup.py src/otel_telemetry/sdk/_fastspan.c src/otel_telemetry/otlp/_fastotlp.c
 	@# apsw-sqlite3mc ships the same `apsw` module as plain apsw: an older venv must drop apsw first.
 	@if $(BIN)/python -m pip show -q apsw >/dev/null 2>&1; then $(BIN)/python -m pip uninstall -q -y apsw apsw-sqlite3mc; fi
 	$(BIN)/python -m pip install -q -e '.[test]'

@@ -9,6 +9,11 @@ encoding the client chose. ``json_format.ParseDict`` alone is wrong for OTLP/JSO
 encodes trace/span ids as hex where proto3 JSON expects base64 (a 32-hex-char trace id silently
 becomes 24 bytes), so ids are rewritten hex → base64 before parsing.
 
+Trace requests in protobuf are decoded by the optional C extension ``_fastotlp`` when it was built
+and the ``speedups`` setting is on (``OTEL_TELEMETRY_SPEEDUPS=0`` turns it off): the same
+DecodeResult as the path here, which stays the reference, except ``uid_base``, hashed from each
+ResourceSpans as received instead of re-serialised (equal bodies still give equal uids).
+
 Errors: a body that is not a request at all raises :class:`OtlpDecodeError`; a single span, data
 point or log record that cannot be mapped is rejected and counted in :class:`DecodeResult` so a
 receiver can answer with ``partial_success`` instead of failing the whole request.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -30,6 +36,11 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+try:
+    from . import _fastotlp
+except ImportError:  # not built (no compiler at install time): the protobuf runtime path below
+    _fastotlp = None  # type: ignore[assignment]
+
 Batch = tuple[dict[str, Any], list[tuple[Any, ...]], bytes]
 
 # OTLP numbers span kinds UNSPECIFIED=0, INTERNAL=1 .. CONSUMER=5; the SDK (and our schema) uses
@@ -37,6 +48,8 @@ Batch = tuple[dict[str, Any], list[tuple[Any, ...]], bytes]
 _KIND = {0: 0, 1: 0, 2: 1, 3: 2, 4: 3, 5: 4}
 _NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
 _HEX = re.compile(r"[0-9a-fA-F]*")
+# The off-words of settings.truthy, for the ``speedups`` setting (see _speedups).
+_OFF = frozenset({"0", "false", "no", "off", "disabled"})
 
 
 class OtlpDecodeError(ValueError):
@@ -302,10 +315,7 @@ _SIGNALS = {"traces": _TRACES, "metrics": _METRICS, "logs": _LOGS}
 def _map_request(sig: _Signal, resources: Any, acc: _Acc) -> DecodeResult:
     batches: list[Batch] = []
     for ri, rx in enumerate(resources):
-        # Content hash, so a re-sent request maps to the same uids and the unique index drops it.
-        uid_base = hashlib.blake2b(
-            sig.kind.encode() + ri.to_bytes(4, "big") + rx.SerializeToString(deterministic=True),
-            digest_size=16).digest()
+        uid_base = _uid_base(sig.kind, ri, rx.SerializeToString(deterministic=True))
         records: list[Any] = []
         for si, sx in enumerate(getattr(rx, sig.scope_field)):
             where = f"{sig.resource_field}[{ri}].{sig.scope_field}[{si}]"
@@ -314,7 +324,38 @@ def _map_request(sig: _Signal, resources: Any, acc: _Acc) -> DecodeResult:
     return DecodeResult(sig.kind, batches, acc.rejected, acc.first)
 
 
+def _speedups() -> bool:
+    """The ``speedups`` setting (settings.py, OTEL_TELEMETRY_SPEEDUPS, default on) as the collector
+    resolves it: from the environment only. otlp/ may not import settings (docs/architecture.md,
+    tests/test_layout.py), so the variable is read here with truthy's words; a test holds the two
+    readings equal."""
+    return (os.environ.get("OTEL_TELEMETRY_SPEEDUPS") or "").strip().lower() not in _OFF
+
+
+def _uid_base(kind: str, index: int, raw: Any) -> bytes:
+    # Content hash, so a re-sent request maps to the same uids and the unique index drops it.
+    # The C decoder hashes the ResourceSpans bytes as received (no re-serialisation there): equal
+    # bodies give equal uid_base, but not the one _map_request gives for the same body.
+    h = hashlib.blake2b(kind.encode() + index.to_bytes(4, "big"), digest_size=16)
+    h.update(raw)
+    return h.digest()
+
+
+def _decode_traces_c(body: bytes) -> DecodeResult:
+    """``_fastotlp.decode_traces``: the DecodeResult of ``_decode_pb(_TRACES, body)``."""
+    try:
+        raw, rejected, first = _fastotlp.decode_traces(body)
+    except ValueError as exc:  # malformed wire format, bad UTF-8, too deep, only unknown fields
+        raise OtlpDecodeError(f"body is not a protobuf ExportTraceServiceRequest: {exc}") from None
+    view = memoryview(body).cast("B")  # slices of it hash without copying
+    batches = [(attrs, records, _uid_base("span", ri, view[start:end]))
+               for ri, (attrs, records, start, end) in enumerate(raw)]
+    return DecodeResult("span", batches, rejected, first)
+
+
 def _decode_pb(sig: _Signal, body: bytes) -> DecodeResult:
+    if sig is _TRACES and _fastotlp is not None and _speedups():
+        return _decode_traces_c(body)
     name = sig.request.DESCRIPTOR.name
     try:
         req = sig.request.FromString(bytes(body))
@@ -402,6 +443,8 @@ def _guard(fn: Callable[[_Signal, bytes], DecodeResult], sig: _Signal, body: byt
 
 
 def decode_traces_pb(body: bytes) -> DecodeResult:
+    """In C (``_fastotlp``) when built and ``speedups`` is on: the same result, but ``uid_base`` is
+    hashed from each ResourceSpans as received, so equal bodies give equal uids within a path."""
     return _guard(_decode_pb, _TRACES, body)
 
 
