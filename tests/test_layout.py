@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "_version": set(), "wire": set(), "categories": set(), "settings": set(), "auth": set(),
     "redact": {"settings"},
     "sdk": CONTRACT | {"redact", "auth"},
-    "otlp": {"wire", "categories"},
+    "otlp": {"wire", "categories", "settings"},
     "store": {"categories", "settings"},
     "query": {"store", "otlp", "categories", "settings"},
     "collector": CONTRACT | {"redact", "otlp", "store", "query", "auth"},

@@ -107,7 +107,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("send_hwm", "OTEL_TELEMETRY_SEND_HWM", lambda: 1000, _int,
                 "app side: ZeroMQ send high-water mark, in messages"),
         Setting("speedups", "OTEL_TELEMETRY_SPEEDUPS", lambda: True, _on_off,
-                "app side: the span fast path in C when it was built (off = its pure-Python version)"),
+                "the C speed-ups when they were built: the app's span fast path, the collector's OTLP trace "
+                "decoder (off = their pure-Python versions)"),
         Setting("export_interval", "OTEL_TELEMETRY_METRIC_INTERVAL", lambda: 10.0, _float,
                 "app side: seconds between metric exports"),
         Setting("curve_server_key", "OTEL_TELEMETRY_CURVE_SERVER_KEY", lambda: None, _str,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from .. import settings
 
 try:
     from . import _fastotlp
@@ -48,8 +49,6 @@ Batch = tuple[dict[str, Any], list[tuple[Any, ...]], bytes]
 _KIND = {0: 0, 1: 0, 2: 1, 3: 2, 4: 3, 5: 4}
 _NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
 _HEX = re.compile(r"[0-9a-fA-F]*")
-# The off-words of settings.truthy, for the ``speedups`` setting (see _speedups).
-_OFF = frozenset({"0", "false", "no", "off", "disabled"})
 
 
 class OtlpDecodeError(ValueError):
@@ -325,11 +324,11 @@ def _map_request(sig: _Signal, resources: Any, acc: _Acc) -> DecodeResult:
 
 
 def _speedups() -> bool:
-    """The ``speedups`` setting (settings.py, OTEL_TELEMETRY_SPEEDUPS, default on) as the collector
-    resolves it: from the environment only. otlp/ may not import settings (docs/architecture.md,
-    tests/test_layout.py), so the variable is read here with truthy's words; a test holds the two
-    readings equal."""
-    return (os.environ.get("OTEL_TELEMETRY_SPEEDUPS") or "").strip().lower() not in _OFF
+    """The ``speedups`` setting (OTEL_TELEMETRY_SPEEDUPS, default on)."""
+    try:
+        return bool(settings.resolve("speedups"))
+    except ValueError:  # a value that does not parse: the reference path, which is always right
+        return False
 
 
 def _uid_base(kind: str, index: int, raw: Any) -> bytes:
