@@ -180,21 +180,28 @@ def test_systemd_unit() -> None:
 
 
 # A real VictoriaMetrics (FINDINGS §3b: Debian trixie's victoria-metrics .deb, extracted with
-# dpkg-deb -x) when one is at hand; the files above are checked either way.
-VM_BIN = os.environ.get("OTEL_TELEMETRY_TEST_VICTORIA_METRICS") or shutil.which("victoria-metrics")
+# dpkg-deb -x): the one `make peers` installs (tests/peers.py: skip with the reason, or fail under
+# CI=true, when it could not be installed), or another named by the environment.
+def _vm_binary() -> str:
+    given = os.environ.get("OTEL_TELEMETRY_TEST_VICTORIA_METRICS") or shutil.which("victoria-metrics")
+    if given:
+        return given
+    from peers import peer
+
+    return str(peer("victoria-metrics"))
 
 
-@pytest.mark.skipif(not VM_BIN, reason="no victoria-metrics binary (set OTEL_TELEMETRY_TEST_VICTORIA_METRICS)")
 def test_metrics_reach_victoriametrics_as_deployed(tmp_path: Path) -> None:
     """deploy/collector.yaml's victoriametrics target, pointed at a local VictoriaMetrics started
     with compose.yaml's flags; an app's host metrics come back through PromQL, as Grafana reads them."""
     from conftest import CollectorProc, wait_for
     from otlp_sink import free_port
 
+    vm_bin = _vm_binary()
     port = free_port()
     svc = _yaml(DEPLOY / "compose.yaml")["services"]["victoriametrics"]
     flags = [f for f in svc["command"] if not f.startswith(("-storageDataPath", "-httpListenAddr"))]
-    vm = subprocess.Popen([str(VM_BIN), f"-storageDataPath={tmp_path / 'vm'}", f"-httpListenAddr=127.0.0.1:{port}",
+    vm = subprocess.Popen([vm_bin, f"-storageDataPath={tmp_path / 'vm'}", f"-httpListenAddr=127.0.0.1:{port}",
                            "-search.latencyOffset=0s", *flags],
                           stdout=subprocess.DEVNULL, stderr=open(tmp_path / "vm.log", "wb"))
     base = f"http://127.0.0.1:{port}"
