@@ -23,6 +23,7 @@ from .forward.forwarder import Forwarder
 from .genai import normalise as genai
 from .genai import prices
 from .pipeline import Pipeline
+from .private import make_private
 from .receivers.zmq import EndpointInUse, ZmqReceiver
 from .redaction import BatchRedactor
 
@@ -195,6 +196,7 @@ def run_collector(config_path: str | None = None, db: str | None = None, endpoin
             os.nice(cfg.nice)
         except OSError as exc:
             log.warning("could not lower the collector's CPU priority (nice %d): %s", cfg.nice, exc)
+    make_private(cfg)  # before the first file is opened or created
     collector = Collector(cfg)
     try:  # a bad key file is a one-line start-up error, before any thread opens the database
         dbmod.resolve_key()
