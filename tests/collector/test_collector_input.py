@@ -223,3 +223,27 @@ def test_forged_counts_and_sequences_are_bounded(collector: CollectorProc) -> No
     assert z["rejected"]["bad_sequence"] == 2
     assert z["gaps"] == {} and z["gaps_total"] == 0
     assert sum(collector.counts_by_category().values()) == 2
+
+
+def test_one_bad_timestamp_rejects_only_its_record(collector: CollectorProc) -> None:
+    """Issue 15 item 13, ZeroMQ: a span starting at 2**64-1 ns (msgpack carries it) is rejected alone
+    and counted; the other records of its message are stored and no gap is left."""
+    ctx, pub = _publisher(collector.endpoint)
+    try:
+        topic = b"telemetry.ai_behavior.timecheck"
+        recs = []
+        for i in range(9):
+            r = list(GOOD_SPAN)
+            r[2] = bytes([i + 1]) * 8
+            if i == 4:
+                r[4] = 2**64 - 1
+            recs.append(tuple(r))
+        pub.send_multipart(wire.encode(wire.new_packer(), topic, wire.KIND_SPANS, b"T" * 16, 0, {}, recs))
+        wait_for(lambda: sum(collector.counts_by_category().values()) >= 8, what="the good records stored")
+    finally:
+        pub.close(0)
+        ctx.term()
+    assert collector.stop() == 0
+    z = collector.status()["zmq"]
+    assert sum(collector.counts_by_category().values()) == 8
+    assert z["rejected"] == {"invalid_record": 1} and z["gaps_total"] == 0

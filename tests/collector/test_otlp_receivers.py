@@ -464,3 +464,16 @@ def test_config_keys(tmp_path: Path) -> None:
     p.write_text("receivers: {otlp_http: {enabled: false, endpoint: '[::1]:0', max_body_bytes: 1024}}")
     cfg = load(str(p), db=str(tmp_path / "x.db"), endpoint="ipc:///tmp/x.ipc")
     assert (cfg.otlp_http.enabled, cfg.otlp_http.endpoint, cfg.otlp_http.max_body_bytes) == (False, "[::1]:0", 1024)
+
+
+def test_one_bad_timestamp_rejects_only_its_span(inproc: Collector) -> None:
+    """Issue 15 item 13: a start time past 2^63 ns (fixed64 allows up to 2^64-1) is one rejected span
+    (partial_success), never a failed batch and a retryable 503 the client resends forever."""
+    port, db = inproc.otlp_http.port, inproc.cfg.db
+    req = span_request("bad-time", 4)
+    req.resource_spans[0].scope_spans[0].spans[2].start_time_unix_nano = 2**64 - 1
+    status, _, body = post(port, "/v1/traces", req.SerializeToString())
+    resp = ExportTraceServiceResponse.FromString(body)
+    assert status == 200 and resp.partial_success.rejected_spans == 1
+    assert "timestamp" in resp.partial_success.error_message
+    assert len(span_ids(db, "bad-time")) == 3

@@ -177,24 +177,39 @@ def rows_from_batch(
             meta = metas.get(scope_key)
             if meta is None:
                 meta = metas[scope_key] = _meta(resource, rec[12], rec[13])
-            yield span_row(rec, resource, category, component, service, sub, meta)
+            yield _checked(span_row(rec, resource, category, component, service, sub, meta))
         elif kind == "metric":
             attrs = rec[7]
             category, sub = cats.categorise_metric(rec[0], attrs, rules)
             component = component_of(attrs, rec[9], service)
             if topic is not None:
                 category, component = topic
-            yield metric_row(rec, resource, category, component, service, sub,
-                             _uid(uid_base, i))
+            yield _checked(metric_row(rec, resource, category, component, service, sub, _uid(uid_base, i)))
         elif kind == "log":
             attrs = rec[5]
             category, sub = cats.categorise_log(rec[2] or 0, attrs, rec[8] or "", rules)
             component = component_of(attrs, rec[9], service)
             if topic is not None:
                 category, component = topic
-            yield log_row(rec, resource, category, component, service, sub, _uid(uid_base, i))
+            yield _checked(log_row(rec, resource, category, component, service, sub, _uid(uid_base, i)))
         else:
             raise ValueError(f"unknown record kind {kind!r}")
+
+
+_I64 = 1 << 63
+
+
+def _checked(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The row, if SQLite can store its integers: a timestamp past 2^63 ns (a start time of
+    2**64-1) or a metric value outside int64 would fail the whole batch's transaction at insert.
+    Raises ValueError, so the receivers reject this record alone (counted) and keep the rest."""
+    ts = row[1]
+    if ts.__class__ is not int or not 0 <= ts < _I64:
+        raise ValueError(f"timestamp {ts!r} is not a time in unix nanoseconds (0 to 2^63-1)")
+    value = row[19]  # metric_value
+    if value.__class__ is int and not -_I64 <= value < _I64:
+        raise ValueError("metric value outside the signed 64-bit range")
+    return row
 
 
 def _uid(base: bytes, index: int) -> bytes:

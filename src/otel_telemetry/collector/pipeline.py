@@ -16,6 +16,7 @@ the redacted records.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -58,6 +59,25 @@ class Pipeline:
             uid_base: bytes) -> list[tuple[Any, ...]]:
         """Rows for one batch; raises (ValueError, TypeError, IndexError, …) on a malformed record."""
         return list(mapping.rows_from_batch(kind, resource, records, topic, uid_base, self.rules))
+
+    def map_each(self, kind: str, resource: dict[str, Any], records: list[Any], topic: tuple[str, str] | None,
+                 uid_base: bytes) -> tuple[list[tuple[Any, ...]], list[Any], int, str | None]:
+        """(rows, kept records, rejected, first error) for one batch; receiver thread, never raises.
+        If the batch fails as a whole, it is mapped record by record and only the bad ones are
+        rejected (their uids then come from uid_base + index: still deterministic per content)."""
+        with contextlib.suppress(Exception):  # else one record is bad: find it below
+            return self.map(kind, resource, records, topic, uid_base), records, 0, None
+        rows: list[tuple[Any, ...]] = []
+        kept: list[Any] = []
+        bad, first = 0, None
+        for i, rec in enumerate(records):
+            try:
+                rows.extend(self.map(kind, resource, [rec], topic, uid_base + i.to_bytes(4, "big")))
+                kept.append(rec)
+            except Exception as exc:
+                bad += 1
+                first = first or f"record {i}: {type(exc).__name__}: {exc}"[:500]
+        return rows, kept, bad, first
 
     def submit(self, kind: str, resource: dict[str, Any], records: list[Any], rows: list[tuple[Any, ...]], *,
                checkpoints: dict[tuple[bytes, str], int] | None = None, timeout: float = 0.1,

@@ -74,7 +74,7 @@ def _count(value: Any) -> int | None:
         n = int(value) if isinstance(value, int) else int(float(value))
     except (TypeError, ValueError, OverflowError):
         return None
-    return n if n >= 0 else None
+    return n if 0 <= n < 1 << 63 else None  # beyond int64 SQLite cannot store it: not a count
 
 
 def _money(value: Any) -> float | None:

@@ -10,7 +10,6 @@ dropped by the unique index the second time.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -188,21 +187,8 @@ class Ingest:
 
     def _map(self, kind: str, resource: dict[str, Any], records: list[Any],
              uid_base: bytes) -> tuple[list[tuple[Any, ...]], list[Any], int, str | None]:
-        """Rows of one batch; if the batch fails as a whole, map record by record and reject the
-        bad ones (uids then come from uid_base + index, still deterministic per content)."""
-        with contextlib.suppress(Exception):
-            return self.pipeline.map(kind, resource, records, None, uid_base), records, 0, None
-        rows: list[tuple[Any, ...]] = []
-        kept: list[Any] = []
-        bad, first = 0, None
-        for i, rec in enumerate(records):
-            try:
-                rows.extend(self.pipeline.map(kind, resource, [rec], None, uid_base + i.to_bytes(4, "big")))
-                kept.append(rec)
-            except Exception as exc:
-                bad += 1
-                first = first or f"record {i}: {type(exc).__name__}: {exc}"[:500]
-        return rows, kept, bad, first
+        """Rows of one batch; a bad record is rejected alone (``Pipeline.map_each``)."""
+        return self.pipeline.map_each(kind, resource, records, None, uid_base)
 
     def _store(self, signal: str, kind: str,
                mapped: list[tuple[dict[str, Any], list[Any], list[tuple[Any, ...]]]]) -> Outcome:

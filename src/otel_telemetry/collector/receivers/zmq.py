@@ -302,13 +302,11 @@ class ZmqReceiver:
         resource, records, dropped = self._pipeline.redact(kind, resource, records, "zmq", header.redact)
         if dropped:
             self._reject("redaction_error", dropped)
-        try:
-            rows = self._pipeline.map(kind, resource, records, parsed,
-                                      header.publisher + frames[0] + header.seq.to_bytes(8, "big"))
-        except Exception as exc:
-            log.debug("invalid records in %s: %s", topic, exc)
-            self._reject("invalid_record", header.count)
-            rows, records = [], []
+        rows, records, bad, first = self._pipeline.map_each(
+            kind, resource, records, parsed, header.publisher + frames[0] + header.seq.to_bytes(8, "big"))
+        if bad:  # only the records that cannot be stored (e.g. a start time past 2^63 ns)
+            log.debug("invalid records in %s: %s", topic, first)
+            self._reject("invalid_record", bad)
         # An empty batch still carries the checkpoint, so the rejected range is not a gap later.
         self._submit(kind, resource, records, rows, {key: new_next})
 
