@@ -58,8 +58,11 @@ _RULE_RX = {"url_credentials": "URL_CREDENTIALS", "private_key": "PRIVATE_KEY", 
 
 def _contexts(data: bytes, rules: dict[str, int]) -> list[str]:
     text = data.decode("latin-1")
+    checks = {"secret_token": redact_rules.entropy_ok, "card": redact_rules.card_ok, "ipv4": redact_rules.ipv4_ok,
+              "phone": redact_rules.phone_ok, "ipv6": redact_rules.ipv6_ok}
     return [f"{rule}: {text[max(0, m.start() - 40):m.end() + 20]!r}" for rule in rules
-            for m in list(getattr(redact_rules, _RULE_RX[rule]).finditer(text))[:3]]
+            for m in [m for m in getattr(redact_rules, _RULE_RX[rule]).finditer(text)
+                      if rule not in checks or checks[rule](m)][:3]]
 
 
 # In the raw file, a topic text ("telemetry.<category>.<component>", publishers table) follows its
