@@ -9,6 +9,7 @@ directory, shared on purpose).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -65,9 +66,7 @@ def make_private(cfg: CollectorConfig) -> None:
     if changed:
         log.info("made %d telemetry file(s) readable by their owner only: %s", len(changed), ", ".join(changed))
     parent = os.path.dirname(os.path.abspath(cfg.db))
-    try:
+    with contextlib.suppress(OSError):  # not there: created (0700) when the store opens
         if stat.S_IMODE(os.stat(parent).st_mode) & 0o077:
             log.warning("%s (holding the database) is readable by other users: `chmod 700` it unless that "
                         "is meant", parent)
-    except OSError:
-        pass  # created (0700) when the store opens

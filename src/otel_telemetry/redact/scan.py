@@ -45,9 +45,6 @@ _IPV4_PRE = re.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d")
 _PHONE_PRE = re.compile(r"\d(?:[\s.()-]{0,2}\d){7}")
 _HEX_COLON = bytes(ord("h") if chr(c) in "0123456789abcdefABCDEF" else ord(":") if c == ord(":") else ord(" ")
                    for c in range(256))
-# A whole string that is one IPv4 address (client.address, net.peer.ip, ...): the only detector
-# that can hit it is ipv4 (no phone or card fits in four octets without leading zeros).
-_IPV4_ONLY = re.compile(rf"{rules.IPV4.pattern}")
 
 
 def mark(rule: str) -> str:
@@ -80,7 +77,9 @@ def scan(s: str, on: frozenset[str] | set[str], custom: list[tuple[str, re.Patte
          hits: dict[str, int]) -> str:
     """All enabled detectors over ``s``; records {rule: n} in ``hits``. Pure: no shared state."""
     n = len(s)
-    if 7 <= n <= 15 and "ipv4" in on and (m := _IPV4_ONLY.fullmatch(s)) is not None:
+    if 7 <= n <= 15 and "ipv4" in on and (m := rules.IPV4.fullmatch(s)) is not None:
+        # A whole string that is one IPv4 address (client.address, net.peer.ip, ...): the only
+        # detector that can hit it is ipv4 (no phone or card fits in four octets).
         if not rules.ipv4_ok(m):
             return _custom(s, custom, hits)
         hits["ipv4"] = hits.get("ipv4", 0) + 1

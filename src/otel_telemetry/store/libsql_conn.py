@@ -10,6 +10,7 @@ runs on the caller's thread; a Connection belongs to one thread at a time.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -151,9 +152,8 @@ class Connection:
 
     def close(self) -> None:
         if self._baton is not None:
-            try:
+            # If this fails the server drops the stream (and any open transaction) on its own.
+            with contextlib.suppress(LibsqlError):
                 self.client.pipeline([{"type": "close"}], self._baton)
-            except LibsqlError:
-                pass  # the server drops the stream (and any open transaction) on its own
             self._baton = None
         self.client.close()

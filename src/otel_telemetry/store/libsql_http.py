@@ -18,6 +18,7 @@ caller's thread; a Client belongs to one thread at a time.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import operator
 from collections.abc import Mapping, Sequence
@@ -290,12 +291,10 @@ class Client:
 
 def _body_line(data: bytes) -> str:
     text = data.decode("utf-8", "replace").strip()
-    try:
+    with contextlib.suppress(orjson.JSONDecodeError):  # not JSON: the text as it came
         parsed = orjson.loads(data)
         if isinstance(parsed, dict) and parsed.get("error"):
             text = str(parsed["error"])
-    except orjson.JSONDecodeError:
-        pass
     return (text.splitlines() or ["(empty)"])[0][:200]
 
 

@@ -19,6 +19,7 @@ large DELETE holds the write lock long enough to stall ingest for most of a seco
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -361,8 +362,7 @@ def purge_all(conn: apsw.Connection, policy: RetentionPolicy, now_ns: int) -> di
     freed = 0
     while n := vacuum_step(conn, policy.vacuum_pages):
         freed += n
-    try:
+    # Busy: a running collector's readers hold the WAL; its writer checkpoints later.
+    with contextlib.suppress(apsw.BusyError):
         conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
-    except apsw.BusyError:
-        pass  # a running collector's readers hold the WAL; its writer checkpoints later
     return {"deleted": deleted, "capped": capped, "pages_freed": freed}

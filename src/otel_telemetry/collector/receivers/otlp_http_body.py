@@ -120,11 +120,16 @@ def _raw_chunks(headers: Message, body: Body, cap: int) -> Iterator[bytes]:
         raise Reject(400, INVALID_ARGUMENT, "malformed", "bad Content-Length", close=True) from None
     if length > cap:  # refused before reading any of it; the answer then drains it (otlp_http._linger)
         raise Reject(413, RESOURCE_EXHAUSTED, "too_large", f"Content-Length {length} exceeds {cap} bytes", close=True)
-    while length:
-        chunk = body.read(min(CHUNK, length))
+    yield from _exactly(body, length, "body shorter than Content-Length")
+
+
+def _exactly(body: Body, n: int, short: str) -> Iterator[bytes]:
+    """``n`` bytes of ``body`` in chunks; a 400 saying ``short`` if it ends first."""
+    while n:
+        chunk = body.read(min(CHUNK, n))
         if not chunk:
-            raise Reject(400, INVALID_ARGUMENT, "malformed", "body shorter than Content-Length", close=True)
-        length -= len(chunk)
+            raise Reject(400, INVALID_ARGUMENT, "malformed", short, close=True)
+        n -= len(chunk)
         yield chunk
 
 
@@ -143,10 +148,5 @@ def _chunked(body: Body, cap: int) -> Iterator[bytes]:
         total += size
         if total > cap:
             raise Reject(413, RESOURCE_EXHAUSTED, "too_large", f"body exceeds {cap} bytes", close=True)
-        while size:
-            chunk = body.read(min(CHUNK, size))
-            if not chunk:
-                raise Reject(400, INVALID_ARGUMENT, "malformed", "truncated chunk", close=True)
-            size -= len(chunk)
-            yield chunk
+        yield from _exactly(body, size, "truncated chunk")
         body.readline(16)

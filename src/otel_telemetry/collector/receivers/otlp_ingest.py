@@ -164,7 +164,7 @@ class Ingest:
             # Redacted before anything else sees them (store, forwarders, alerts).
             resource, records, dropped = self.pipeline.redact(result.kind, resource, records, "otlp")
             unredactable += dropped
-            rows, kept, bad, err = self._map(result.kind, resource, records, uid_base)
+            rows, kept, bad, err = self.pipeline.map_each(result.kind, resource, records, None, uid_base)
             rejected += bad
             first_error = first_error or err
             if rows:
@@ -184,11 +184,6 @@ class Ingest:
         else:
             self.count_overload(outcome.status)
         return outcome
-
-    def _map(self, kind: str, resource: dict[str, Any], records: list[Any],
-             uid_base: bytes) -> tuple[list[tuple[Any, ...]], list[Any], int, str | None]:
-        """Rows of one batch; a bad record is rejected alone (``Pipeline.map_each``)."""
-        return self.pipeline.map_each(kind, resource, records, None, uid_base)
 
     def _store(self, signal: str, kind: str,
                mapped: list[tuple[dict[str, Any], list[Any], list[tuple[Any, ...]]]]) -> Outcome:
