@@ -23,6 +23,10 @@ Variants:
                  what an install without a C compiler pays
   ours-app-redact  ours with redaction in the app whatever the endpoint
                  (OTEL_TELEMETRY_REDACT_IN_APP=always): what an app that sends off the device pays
+  ours-sampled   ours with head sampling at 10 % (OTEL_TELEMETRY_SAMPLING=0.1): 9 of 10 traces are
+                 non-recording spans, counted sampled_out
+  ours-levels    ours with OTEL_TELEMETRY_MIN_LEVEL=warning: every span but the failing ones is
+                 below its level, dropped on the sender thread (no fast path), counted below_level
   ours-nice0     the same as ours with the collector at the app's CPU priority (`nice: 0` in its
                  config; by default the collector adds 10 to its niceness): shows how much of
                  ours' wall is the collector taking the app's core on a 2-core host
@@ -64,7 +68,7 @@ sys.path.insert(0, str(HERE))
 import workloads  # noqa: E402  (bench/workloads.py)
 
 ALL_VARIANTS = ("sdk-noop", "sdk-noop+hog", "bsp-noop", "bsp-otlp-grpc", "ours", "ours-py", "ours-app-redact",
-                "ours-nice0")
+                "ours-nice0", "ours-sampled", "ours-levels")
 DEFAULT_VARIANTS = ("sdk-noop", "bsp-noop", "bsp-otlp-grpc", "ours", "ours-app-redact")
 CHILD_TIMEOUT = 180.0
 POLL = 0.01
@@ -329,7 +333,7 @@ def run_variant(variant: str, args: argparse.Namespace, profile: str | None = No
             res["stored"] = final.get("stored", res["stored_seen"])
             res["dropped"] = {"not_delivered": res["emitted"] - final.get("received", res["stored_seen"])}
             return res
-        if variant in ("ours", "ours-py", "ours-app-redact", "ours-nice0"):
+        if variant in ("ours", "ours-py", "ours-app-redact", "ours-nice0", "ours-sampled", "ours-levels"):
             db, sock = tmp / "c.db", tmp / "c.ipc"
             cfg = []
             if variant == "ours-nice0":
@@ -344,7 +348,9 @@ def run_variant(variant: str, args: argparse.Namespace, profile: str | None = No
                 if col.poll() is not None:
                     raise RuntimeError((tmp / "collector.err").read_text())
                 env = {"ours-py": {"OTEL_TELEMETRY_SPEEDUPS": "0"},
-                       "ours-app-redact": {"OTEL_TELEMETRY_REDACT_IN_APP": "always"}}.get(variant)
+                       "ours-app-redact": {"OTEL_TELEMETRY_REDACT_IN_APP": "always"},
+                       "ours-sampled": {"OTEL_TELEMETRY_SAMPLING": "0.1"},
+                       "ours-levels": {"OTEL_TELEMETRY_MIN_LEVEL": "warning"}}.get(variant)
                 res = run_child("ours", args, tmp, ["--endpoint", f"ipc://{sock}", "--db", str(db), *extra], env)
                 res["variant"] = variant
             finally:
@@ -442,7 +448,7 @@ def report(summ: dict, results: dict, args: argparse.Namespace, mach: dict) -> t
         lines.append(f"ours app wall / sdk-noop = {r:.2f}  "
                      f"(target <= {target}: {'MET' if r <= target else 'MISSED'}); "
                      f"per repeat: {', '.join(f'{x:.2f}' for x in paired)}")
-    for other in ("ours-py", "ours-app-redact", "ours-nice0"):
+    for other in ("ours-py", "ours-app-redact", "ours-nice0", "ours-sampled", "ours-levels"):
         if other in summ and "sdk-noop" in summ:
             r = summ[other]["app_wall_us"] / summ["sdk-noop"]["app_wall_us"]
             paired = [o["app_wall_us"] / b["app_wall_us"]

@@ -31,6 +31,56 @@ DEFAULT_RETENTION_DAYS: dict[str, int] = {
     "ai_research": 365,
 }
 
+# Record levels, lowest first; both sides filter on them (``volume``: a minimum level per category).
+LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
+LEVEL_RANK: dict[str, int] = {name: i for i, name in enumerate(LEVELS)}
+ALL_CATEGORIES = "*"  # in per-category settings: every category not named
+
+
+def severity_level(n: int) -> str:
+    """The level of an OTel log severity number (0, unspecified, is info)."""
+    if n >= 21:
+        return "critical"
+    if n >= 17:
+        return "error"
+    if n >= 13:
+        return "warning"
+    if n >= 9 or n == 0:
+        return "info"
+    return "debug"
+
+
+def span_level(status_code: int, attrs: Mapping[str, Any]) -> str:
+    """A span's level: an event's own (``record_telemetry``), else error for status ERROR, else info."""
+    if "telemetry.event" in attrs and "telemetry.data" in attrs:
+        return str(attrs.get("telemetry.level") or "info")
+    return "error" if status_code == STATUS_ERROR else "info"
+
+
+def per_category(raw: Any, parse: Any, what: str) -> dict[str, Any]:
+    """``{category or "*": value}`` from a mapping, ``"cat=v,*=v"`` or one bare value (every
+    category). Raises ValueError naming the bad part."""
+    if isinstance(raw, Mapping):
+        items = list(raw.items())
+    elif isinstance(raw, str) and "=" in raw:
+        items = []
+        for part in raw.split(","):
+            if not part.strip():
+                continue
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"{what}: expected category=value, got {part.strip()!r}")
+            items.append((key.strip(), value.strip()))
+    else:
+        items = [(ALL_CATEGORIES, raw)]
+    out: dict[str, Any] = {}
+    for key, value in items:
+        if key != ALL_CATEGORIES and key not in CATEGORY_SET:
+            raise ValueError(f"{what}: unknown category {key!r} (one of {', '.join(CATEGORIES)} or *)")
+        out[key] = parse(value)
+    return out
+
+
 TOPIC_PREFIX = "telemetry."
 CONTROL_TOPIC = "telemetry._control"
 

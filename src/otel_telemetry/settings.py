@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import categories as cats
+
 log = logging.getLogger("otel_telemetry.settings")
 
 
@@ -72,6 +74,41 @@ def _redact_in_app(v: Any) -> str:
     return v
 
 
+def _level(v: Any) -> str:
+    v = str(v).strip().lower()
+    if v not in cats.LEVEL_RANK:
+        raise ValueError(f"expected one of {'|'.join(cats.LEVELS)}, got {v!r}")
+    return v
+
+
+def _min_level(v: Any) -> dict[str, str]:
+    return cats.per_category(v, _level, "min_level")
+
+
+def _rate(v: Any) -> float:
+    if isinstance(v, bool):
+        raise ValueError(f"expected a fraction from 0 to 1, got {v!r}")
+    r = float(v)
+    if not 0.0 <= r <= 1.0:  # also refuses nan
+        raise ValueError(f"expected a fraction from 0 to 1, got {v!r}")
+    return r
+
+
+def _sampling(v: Any) -> dict[str, float]:
+    return cats.per_category(v, _rate, "sampling")
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    w = str(v).strip().lower()
+    if w in ("1", "true", "yes", "on"):
+        return True
+    if w in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {v!r}")
+
+
 def _config_dir() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "otel-telemetry"
@@ -111,6 +148,14 @@ SETTINGS: dict[str, Setting] = {
                 "decoder (off = their pure-Python versions)"),
         Setting("export_interval", "OTEL_TELEMETRY_METRIC_INTERVAL", lambda: 10.0, _float,
                 "app side: seconds between metric exports"),
+        Setting("min_level", "OTEL_TELEMETRY_MIN_LEVEL", dict, _min_level,
+                "app: records below their category's level are dropped, counted below_level "
+                "('warning' or 'system_performance=warning,*=info')"),
+        Setting("sampling", "OTEL_TELEMETRY_SAMPLING", dict, _sampling,
+                "app: head sampling of traces per category, by the root span's category, kept or "
+                "dropped whole, counted sampled_out ('0.1' or 'user_interaction=0.1,*=1')"),
+        Setting("sample_logs", "OTEL_TELEMETRY_SAMPLE_LOGS", lambda: False, _bool,
+                "app: logs and record_telemetry events follow their trace's sampling decision"),
         Setting("curve_server_key", "OTEL_TELEMETRY_CURVE_SERVER_KEY", lambda: None, _str,
                 "app side: the collector's CURVE public key (its .key file or the Z85 text); with "
                 "curve_client_key_file, the app connects with CURVE (needed for a tcp:// collector)"),
@@ -144,6 +189,8 @@ def resolve(name: str, argument: Any = None, file: Mapping[str, Any] | None = No
         if value is not None:
             try:
                 return s.parse(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"setting {name!r} from {source}: cannot use {value!r}") from None
+            except (TypeError, ValueError) as exc:
+                why = f" ({exc})" if str(exc) and "could not convert" not in str(exc) \
+                    and "invalid literal" not in str(exc) else ""
+                raise ValueError(f"setting {name!r} from {source}: cannot use {value!r}{why}") from None
     return s.default()

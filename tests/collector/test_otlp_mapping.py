@@ -24,6 +24,7 @@ from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as m
 from opentelemetry.proto.trace.v1 import trace_pb2 as t
 
+from otel_telemetry import categories as cats
 from otel_telemetry.categories import CATEGORY_SET
 from otel_telemetry.collector import mapping
 from otel_telemetry.otlp import decode as otlp
@@ -187,7 +188,7 @@ def test_log_files(name: str) -> None:
     for row, (rs, rec) in zip(rows, expected, strict=True):
         assert row["type"] == "log" and row["service"] == _service(rs)
         assert row["timestamp"] == int(rec["timeUnixNano"])
-        assert row["level"] == mapping.severity_level(rec["severityNumber"])
+        assert row["level"] == cats.severity_level(rec["severityNumber"])
         assert row["trace_id"] == _hex(rec.get("traceId"))
         assert row["span_id"] == _hex(rec.get("spanId"))
         assert row["category"] in CATEGORY_SET

@@ -46,18 +46,6 @@ def _content_uid(*parts: Any) -> bytes:
     return hashlib.blake2b(_dumps(parts).encode(), digest_size=16).digest()
 
 
-def severity_level(n: int) -> str:
-    if n >= 21:
-        return "critical"
-    if n >= 17:
-        return "error"
-    if n >= 13:
-        return "warning"
-    if n >= 9 or n == 0:
-        return "info"
-    return "debug"
-
-
 def _meta(resource: Mapping[str, Any], scope: str | None, scope_version: str | None,
           record: Any = None) -> str:
     # "" and absent mean the same in OTLP; store one form so both paths give identical rows.
@@ -96,7 +84,7 @@ def span_row(
         if links:
             data["links"] = [{"trace_id": hex_id(t), "span_id": hex_id(s), "attributes": a}
                              for t, s, a in links]
-        level = "error" if status_code == cats.STATUS_ERROR else "info"
+        level = cats.span_level(status_code, attrs)
         rtype, event = "span", str(attrs.get("telemetry.event") or name)
     if subcategory is None:
         subcategory = str(attrs.get("telemetry.subcategory") or "") or None
@@ -138,7 +126,7 @@ def log_row(
         data["severity_text"] = sev_text
     return (
         uid, time_ns or observed_ns, "log", category, subcategory, component,
-        str(event_name or attrs.get("telemetry.event") or "log"), severity_level(sev_num or 0),
+        str(event_name or attrs.get("telemetry.event") or "log"), cats.severity_level(sev_num or 0),
         event_name or None, service, hex_id(trace_id), hex_id(span_id), None, _session(attrs),
         None, None, None, None, None, None, None, _dumps(data), _meta(resource, scope, scope_version),
         *genai.EMPTY,

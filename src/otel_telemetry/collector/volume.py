@@ -33,9 +33,9 @@ from .. import categories as cats
 from ..store.schema import COLUMNS
 from .tail_sampling import TailSampler, TailSamplingConfig
 
-LEVELS = ("debug", "info", "warning", "error", "critical")
-_RANK = {name: i for i, name in enumerate(LEVELS)}
-ALL = "*"
+LEVELS = cats.LEVELS
+_RANK = cats.LEVEL_RANK
+ALL = cats.ALL_CATEGORIES
 
 _TYPE, _CATEGORY, _LEVEL, _TRACE = (COLUMNS.index(c) for c in ("type", "category", "level", "trace_id"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import sampling as _sampling
 
 from .. import categories as cats
 from .. import settings
@@ -31,10 +33,11 @@ from .exporter import (
 )
 from .sessions import SessionSpanProcessor
 from .transport import Transport
+from .volume import CategorySampler
 
 log = logging.getLogger("otel_telemetry")
 
-LEVELS = ("debug", "info", "warning", "error", "critical")
+LEVELS = cats.LEVELS
 
 
 @dataclass
@@ -107,7 +110,11 @@ def configure(
     ``service_name`` and ``resource_attributes`` add to ``OTEL_SERVICE_NAME`` /
     ``OTEL_RESOURCE_ATTRIBUTES`` (read by the SDK's ``Resource.create``). Pass an existing
     ``tracer_provider`` to add our span processor to it instead of creating one. ``options``:
-    ``queue_size``, ``batch_size``, ``join_timeout``, ``send_hwm``, ``export_interval``, ``redact_in_app``.
+    ``queue_size``, ``batch_size``, ``join_timeout``, ``send_hwm``, ``export_interval``, ``redact_in_app``,
+    and volume control (``otel_telemetry.sdk.volume``): ``min_level`` (``"warning"`` or
+    ``{"system_performance": "warning", "*": "info"}``: records below are dropped, counted
+    ``below_level``), ``sampling`` (``{"user_interaction": 0.1}``: head sampling by the root span's
+    category, a trace kept or dropped whole, counted ``sampled_out``) and ``sample_logs``.
     ``host_metrics=True`` (with ``metrics``) adds CPU, memory, disk, network and uptime metrics of
     the host and this process (``otel_telemetry.sdk.hostmetrics``; needs psutil).
 
@@ -127,14 +134,23 @@ def configure(
     parsed_rules = cats.parse_rules(rules)
     transport = get_transport(endpoint, parsed_rules, redaction, **options)
     owned: list[Any] = []
+    volume = transport.volume
+    sampler = None
+    if volume is not None and (volume.sampling_on or volume.sample_logs):
+        # Head sampling per category (sdk.volume); OTEL_TRACES_SAMPLER, if set, decides first.
+        inner = _env_sampler() if os.environ.get("OTEL_TRACES_SAMPLER") else None
+        sampler = CategorySampler(volume, parsed_rules, transport.count_drop, inner)
     if tracer_provider is None:
         # Our processor is the provider's active one: one call per span start/end, not six.
-        tracer_provider = TracerProvider(resource=Resource.create(attrs),
+        tracer_provider = TracerProvider(resource=Resource.create(attrs), sampler=sampler,
                                          active_span_processor=ZmqProviderSpanProcessor(transport))
         owned.append(tracer_provider)
         if set_global:
             trace_api.set_tracer_provider(tracer_provider)
     else:
+        if sampler is not None:
+            log.warning("configure(sampling=...): the tracer_provider passed in keeps its own sampler; "
+                        "give it sampler=otel_telemetry.sdk.volume.CategorySampler() to sample by category")
         tracer_provider.add_span_processor(SessionSpanProcessor())  # session.id from otel_telemetry.session()
         tracer_provider.add_span_processor(ZmqSpanProcessor(transport=transport))
     resource = tracer_provider.resource
@@ -163,6 +179,15 @@ def configure(
             set_logger_provider(logger_provider)
     _current = Telemetry(transport, tracer_provider, meter_provider, logger_provider, owned)
     return _current
+
+
+def _env_sampler() -> Any:
+    """The sampler ``OTEL_TRACES_SAMPLER`` names (the SDK's own reading of it), or None."""
+    try:
+        return _sampling._get_from_env_or_default()
+    except Exception:  # a private SDK function: if it moves, the category sampler decides alone
+        log.debug("could not read OTEL_TRACES_SAMPLER", exc_info=True)
+        return None
 
 
 def api_tracer_provider() -> trace_api.TracerProvider:

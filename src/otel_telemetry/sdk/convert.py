@@ -21,6 +21,7 @@ from ..redact.redactor import Redactor
 from .snapshot import EMPTY, PINNED, SNAPSHOT_LEN
 from .span_plans import SpanPlans
 from .transport import Dropped, Prepared
+from .volume import BELOW_LEVEL, SAMPLED_OUT, AppVolume
 
 log = logging.getLogger("otel_telemetry.sdk.exporter")
 
@@ -36,8 +37,10 @@ class _Converter:
     characters a detector needs, such as ``@``)."""
 
     def __init__(self, rules: Sequence[cats.Rule] = (), redactor: Redactor | None = None,
-                 records: bool = True) -> None:
+                 records: bool = True, volume: AppVolume | None = None) -> None:
         self.rules = tuple(rules)
+        # Levels and log sampling (``sdk.volume``): checked once a record's category is known.
+        self.volume = volume if volume is not None and (volume.levels_on or volume.sample_logs) else None
         self.redactor = redactor if redactor is not None and redactor.enabled else None
         self._records = self.redactor if records else None
         self._resources: dict[int, tuple[Any, dict[str, Any]]] = {}
@@ -109,6 +112,8 @@ class _Converter:
         raise TypeError(f"cannot send {type(item).__name__}")
 
     def metric(self, item: Prepared, redact: bool) -> Prepared:
+        if self.volume is not None and self.volume.below(item[0], "info"):
+            raise Dropped(item[0], BELOW_LEVEL)
         if self.redactor is None or not redact:
             return item
         category, _, kind, resource, rec = item
@@ -149,6 +154,8 @@ class _Converter:
             links = [(t.to_bytes(16, "big"), s.to_bytes(8, "big"), a) for t, s, a in links]
         scope_name, scope_version, resource, default_component = self._scope_info(scope_id, res_id)
         category, _ = cats.categorise_span(name, kind, code, attrs, has_exc, self.rules)
+        if self.volume is not None and self.volume.below(category, cats.span_level(code, attrs)):
+            raise Dropped(category, BELOW_LEVEL)  # a plan is never made for its shape (span_plans)
         component = attrs.get("telemetry.component") or default_component
         rec = (
             name, trace_id.to_bytes(16, "big"), span_id.to_bytes(8, "big"),
@@ -167,6 +174,12 @@ class _Converter:
         scope_name = scope.name if scope is not None else None
         resource = self.resource(item.resource)
         category, _ = cats.categorise_log(sev, attrs, event_name or "", self.rules)
+        vol = self.volume
+        if vol is not None:
+            if vol.below(category, cats.severity_level(sev)):
+                raise Dropped(category, BELOW_LEVEL)
+            if vol.sample_logs and lr.trace_id and not (lr.trace_flags or 0) & 1:
+                raise Dropped(category, SAMPLED_OUT)  # its trace was sampled out
         component = attrs.get("telemetry.component") or scope_name or resource.get("service.name") or "unknown"
         body = lr.body
         if body is not None and not isinstance(body, (str, int, float, bool, list, dict, bytes)):

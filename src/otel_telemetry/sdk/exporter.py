@@ -41,6 +41,8 @@ from .sessions import _session, tag_span
 from .snapshot import EMPTY, snapshot
 from .span_plans import speedups
 from .transport import Prepared, Transport
+from .volume import attach
+from .volume import resolve as resolve_volume
 
 log = logging.getLogger("otel_telemetry.sdk.exporter")
 
@@ -60,7 +62,8 @@ def get_transport(endpoint: str | None = None, rules: Sequence[cats.Rule] = (),
         if t is None or t._stopping:
             redactor = Redactor(app_config(redaction))
             at = redaction_site(ep, redactor.enabled, options.get("redact_in_app"))
-            conv = _Converter(rules, redactor, records=at == "app")
+            volume = resolve_volume(options.get("min_level"), options.get("sampling"), options.get("sample_logs"))
+            conv = _Converter(rules, redactor, records=at == "app", volume=volume)
             t = Transport(
                 ep, conv,
                 queue_size=settings.resolve("queue_size", options.get("queue_size")),
@@ -72,6 +75,8 @@ def get_transport(endpoint: str | None = None, rules: Sequence[cats.Rule] = (),
                 categorise_drop=conv.drop_category, redaction_counts=conv.redaction_counts,
                 span_plans=conv.plans, redaction_site=at,
             )
+            t.volume = volume
+            attach(t.count_drop)  # a sampler made before this transport counts through it
             _shared[ep] = t
         t.start()
         return t

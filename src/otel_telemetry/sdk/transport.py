@@ -40,6 +40,7 @@ from .sender import (  # noqa: F401  # Dropped, Prepared and the reasons are thi
     Sender,
 )
 from .span_plans import SpanPlans
+from .volume import AppVolume
 
 log = logging.getLogger("otel_telemetry.sdk.transport")
 
@@ -63,6 +64,7 @@ class Transport(Sender):
                  redaction_counts: Callable[[], dict[str, int]] | None = None,
                  span_plans: SpanPlans | None = None, redaction_site: str = "app") -> None:
         self.endpoint = endpoint
+        self.volume: AppVolume | None = None  # the app's levels and sampling (sdk.volume), if any
         # "collector": every data frame carries wire.FLAG_REDACT (see exporter.redaction_site).
         self.redaction_site = redaction_site
         self._flags = wire.FLAG_REDACT if redaction_site == "collector" else 0
