@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
@@ -28,10 +29,13 @@ def main() -> None:
     ap.add_argument("--shutdown-timeout", type=float, default=10.0)
     ap.add_argument("--queue-size", type=int, default=8192)
     ap.add_argument("--ready-file", default=None, help="touched once the first span is emitted")
+    ap.add_argument("--ready-after", type=int, default=0, help="touch --ready-file after this many spans")
+    ap.add_argument("--stop-file", default=None, help="stop emitting (before --spans) once this file exists")
+    ap.add_argument("--replay-buffer", type=int, default=None, help="records held unconfirmed (setting)")
     args = ap.parse_args()
     tel = otel_telemetry.configure(
         "producer", endpoint=args.endpoint, join_timeout=args.join_timeout, queue_size=args.queue_size,
-        export_interval=3600,
+        export_interval=3600, replay_buffer=args.replay_buffer,
     )
     tracer = trace.get_tracer("producer.component")
     emitted: dict[str, int] = {}
@@ -64,7 +68,9 @@ def main() -> None:
     for i in range(args.spans):
         cat = span(i)
         emitted[cat] = emitted.get(cat, 0) + 1
-        if i == 0 and args.ready_file:
+        if args.stop_file and i % 500 == 0 and os.path.exists(args.stop_file):
+            break
+        if i == args.ready_after and args.ready_file:
             open(args.ready_file, "w").close()
         if args.rate:
             delay = start + (i + 1) / args.rate - time.monotonic()

@@ -74,6 +74,13 @@ def _redact_in_app(v: Any) -> str:
     return v
 
 
+def _count(v: Any) -> int:
+    n = int(v)
+    if n < 0:
+        raise ValueError(f"expected a whole number >= 0, got {v!r}")
+    return n
+
+
 def _level(v: Any) -> str:
     v = str(v).strip().lower()
     if v not in cats.LEVEL_RANK:
@@ -148,6 +155,9 @@ SETTINGS: dict[str, Setting] = {
                 "decoder (off = their pure-Python versions)"),
         Setting("export_interval", "OTEL_TELEMETRY_METRIC_INTERVAL", lambda: 10.0, _float,
                 "app side: seconds between metric exports"),
+        Setting("replay_buffer", "OTEL_TELEMETRY_REPLAY_BUFFER", lambda: 65536, _count,
+                "app: records kept until the collector confirms them stored, and held while no "
+                "collector listens; sent again to the next collector (0: off)"),
         Setting("min_level", "OTEL_TELEMETRY_MIN_LEVEL", dict, _min_level,
                 "app: records below their category's level are dropped, counted below_level "
                 "('warning' or 'system_performance=warning,*=info')"),

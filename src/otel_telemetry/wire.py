@@ -30,6 +30,13 @@ A control message (topic ``telemetry._control``, kind BYE) is sent on orderly sh
 payload maps every topic the publisher used to the next ``seq`` it would have sent, so records
 lost at the very end are counted too.
 
+An acknowledgement travels the other way, from the collector's XSUB socket to every connected
+app's XPUB (one frame, which never starts with the subscribe/unsubscribe bytes 0 and 1):
+``b"OA" + version + publisher id (16) + msgpack {topic: next_seq}``. It says that every record of
+that publisher and topic below ``next_seq`` is committed to the store. Apps keep what they sent
+until it is acknowledged and send it again to the next collector (``sdk/replay.py``); an app
+ignores acknowledgements for other publishers.
+
 Record tuples (all ids are raw bytes; timestamps are unix nanoseconds):
 
 SPAN   (name, trace_id16, span_id8, parent_span_id8|None, start_ns, end_ns, kind, status_code,
@@ -132,6 +139,30 @@ def restamp(header: bytes, seq: int, flags: int = 0) -> bytes:
 def encode_bye(packer: msgpack.Packer, publisher: bytes, next_seqs: dict[str, int]) -> list[bytes]:
     return [b"telemetry._control", _HEADER.pack(MAGIC, VERSION, KIND_BYE, publisher, 0, 0),
             packer.pack(next_seqs)]
+
+
+ACK_MAGIC = b"OA"
+_ACK_PREFIX = 3 + 16  # magic, version, publisher id
+
+
+def encode_ack(publisher: bytes, next_seqs: dict[bytes, int]) -> bytes:
+    """One acknowledgement message (collector side): records below each ``next_seq`` are committed."""
+    return ACK_MAGIC + bytes((VERSION,)) + publisher + msgpack.packb(next_seqs, use_bin_type=True)
+
+
+def decode_ack(msg: bytes) -> tuple[bytes, dict[bytes, int]] | None:
+    """(publisher, {topic: next_seq}) of an acknowledgement, or None for anything else (app side:
+    never raises)."""
+    if len(msg) <= _ACK_PREFIX or msg[:2] != ACK_MAGIC or msg[2] != VERSION:
+        return None
+    try:
+        obj = msgpack.unpackb(msg[_ACK_PREFIX:], raw=True, strict_map_key=False)
+    except Exception:
+        return None
+    if not isinstance(obj, dict) or not all(
+            isinstance(k, bytes) and isinstance(v, int) and 0 <= v < 1 << 64 for k, v in obj.items()):
+        return None
+    return msg[3:_ACK_PREFIX], obj
 
 
 def decode_header(frames: list[bytes]) -> Header:

@@ -50,6 +50,8 @@ def test_steady_10k_per_second_no_drops(collector: CollectorProc) -> None:
 
 
 def test_collector_started_after_producer(tmp_path: Path) -> None:
+    """Records emitted before any collector listens are held (up to the replay bound) and
+    delivered once one subscribes: nothing lost."""
     c = CollectorProc(tmp_path)
     ready = tmp_path / "ready"
     proc = run_producer(c.endpoint, "--spans", "20000", "--rate", "4000", "--join-timeout", "0.1",
@@ -59,10 +61,25 @@ def test_collector_started_after_producer(tmp_path: Path) -> None:
     r = producer_result(proc)  # type: ignore[arg-type]
     assert c.stop() == 0
     stored = c.counts_by_category()
+    assert r["counters"]["dropped"] == {} and r["shutdown_ok"]
+    assert sum(stored.values()) == r["counters"]["sent"] == r["counters"]["emitted"] == 20001
+    _books([r], stored, c.status()["zmq"]["gaps"])
+
+
+def test_collector_started_after_producer_beyond_the_hold_bound(tmp_path: Path) -> None:
+    """With a small bound, what does not fit while no collector listens is a counted drop."""
+    c = CollectorProc(tmp_path)
+    ready = tmp_path / "ready"
+    proc = run_producer(c.endpoint, "--spans", "20000", "--rate", "4000", "--join-timeout", "0.1",
+                        "--replay-buffer", "1000", "--ready-after", "3000", "--ready-file", str(ready),
+                        wait=False)
+    wait_for(ready.exists, what="3,000 records emitted with no collector")
+    c.start()
+    r = producer_result(proc)  # type: ignore[arg-type]
+    assert c.stop() == 0
+    stored = c.counts_by_category()
     gaps = c.status()["zmq"]["gaps"]
-    assert r["counters"]["dropped"].get("no_collector", 0) > 0  # sent before the collector joined
-    assert sum(stored.values()) > 0
-    # everything sent after it joined arrived; the rest is counted
+    assert r["counters"]["dropped"].get("no_collector", 0) > 0  # beyond the bound before it joined
     assert sum(stored.values()) == r["counters"]["sent"]
     _books([r], stored, gaps)
 

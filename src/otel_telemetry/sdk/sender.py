@@ -21,6 +21,7 @@ from zmq.utils import z85
 
 from .. import wire
 from .batches import ReadyBatches, pop_up_to
+from .replay import ReplayBuffer
 
 log = logging.getLogger("otel_telemetry.sdk.transport")
 
@@ -71,6 +72,10 @@ class Sender:
     _sock_lock: threading.Lock
     _sock: zmq.Socket | None
     _subs: set[bytes]
+    _replay: ReplayBuffer
+    _resend: deque[tuple[bytes, tuple[int, int, list[bytes]]]]
+    _resend_due: bool
+    _max: int
     connected: bool
 
     def _drop_queue(self, reason: str) -> None:
@@ -99,6 +104,10 @@ class Sender:
         try:
             sock.setsockopt(zmq.XPUB_NODROP, 1)
             sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # see re-subscribes from a restarted collector
+            # A pipe only while connected: a collector that goes away unsubscribes at once, and
+            # what comes meanwhile is held here (numbered at send) instead of queueing in a pipe
+            # whose contents a reconnect would deliver ahead of the resend.
+            sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.SNDHWM, self._hwm)
             if self._apply_curve(sock):
                 sock.connect(self.endpoint)
@@ -151,13 +160,15 @@ class Sender:
         subs = self._subs  # read by app threads under _sock_lock (Transport._send_ready)
         packer = wire.new_packer()
         join_deadline = time.monotonic() + self._join_timeout
+        away_deadline = float("inf")  # set at shutdown while no collector listens
         pending: list[tuple[str, bytes, list[bytes], int]] = []  # (category, topic, frames, count)
         # Only the wake pipe: the socket may be in an app thread's hands while we sleep, so news
-        # from it (subscriptions) is read when we wake, at most IDLE_WAIT later.
+        # from it (subscriptions, acknowledgements) is read when we wake, at most IDLE_WAIT later.
         poller = zmq.Poller()
         poller.register(self._wake_r, zmq.POLLIN)
         q = self._queue
         rb = self.batches
+        replay = self._replay
         first_seen: float | None = None  # when a partial batch in the queue was first seen
         while True:
             self._read_subscriptions(sock, subs)
@@ -165,24 +176,40 @@ class Sender:
             now = time.monotonic()
             stopping = self._stopping
             if stopping and now >= self._deadline:
-                self._give_up(pending, SHUTDOWN)
+                self._give_up(pending, SHUTDOWN if subs else NO_COLLECTOR)
+                self._resend.clear()
                 self._drop_queue(SHUTDOWN)
                 self._drop_app_side(SHUTDOWN)
                 break
-            if pending:
+            if self._resend_due:
+                # A collector (re)subscribed: what the last one did not acknowledge goes first.
+                self._resend_due = False
+                self._resend = deque(replay.pending())
+            if self._resend:
                 if not subs:
-                    self._give_up(pending, NO_COLLECTOR)
+                    self._resend.clear()  # gone again: the next collector gets them
+                elif not self._resend_some(sock):
+                    sock.poll(5, zmq.POLLOUT | zmq.POLLIN)
+                continue
+            app_side = rb.busy()  # records converted (and maybe encoded) on app threads
+            if not subs and (pending or q or app_side):
+                # No collector listens (not yet, or it is restarting): hold what comes, encoded but
+                # not numbered, up to the replay bound; the oldest beyond it is a counted drop.
+                if stopping and away_deadline == float("inf"):
+                    away_deadline = now + self._join_timeout
+                if (replay.enabled or now < join_deadline) and not (stopping and now >= away_deadline):
+                    if not self._hold_away(q, rb, pending, packer, stopping or self._flush_requested):
+                        self._wait(poller, 0.01 if now < join_deadline or stopping else IDLE_WAIT)
                     continue
+                self._give_up(pending, NO_COLLECTOR)
+                self._drop_queue(NO_COLLECTOR)
+                self._drop_app_side(NO_COLLECTOR)
+                continue
+            if pending:
                 if self._send_pending(sock, pending):
                     continue
                 # The collector is slow: wait for room (or news) without spinning.
                 sock.poll(5, zmq.POLLOUT | zmq.POLLIN)
-                continue
-            app_side = rb.busy()  # records converted (and maybe encoded) on app threads
-            if not subs and now < join_deadline and (q or app_side):
-                # The collector may still be joining: nothing is sent or dropped yet, not even at
-                # shutdown (whose deadline, checked above, bounds this wait).
-                self._wait(poller, 0.01)
                 continue
             if app_side:
                 self._in_hand = 1
@@ -202,11 +229,13 @@ class Sender:
                 self._flush_requested = False
                 self._notify()
                 if stopping:
+                    if subs and replay.acks_seen and replay.records:
+                        # Everything is sent: wait (within the deadline) for the collector to
+                        # acknowledge it, so what is still unconfirmed at exit is known.
+                        self._wait(poller, 0.01)
+                        continue
                     break
                 self._wait(poller, IDLE_WAIT)  # force_flush and shutdown wake us sooner
-                continue
-            if not subs:  # past the join window (see above)
-                self._drop_queue(NO_COLLECTOR)
                 continue
             if len(q) < self._batch and not stopping and not self._flush_requested:
                 # Let a batch fill up (bounded by MAX_DELAY): fewer, larger messages mean fewer
@@ -221,6 +250,49 @@ class Sender:
         if subs:
             self._say_bye(sock, packer)
         self._notify()
+
+    def _hold_away(self, q: deque[Any], rb: ReadyBatches, pending: list[tuple[str, bytes, list[bytes], int]],
+                   packer: Any, hurry: bool) -> bool:
+        """While no collector listens: turn queued items and app-side batches into messages held
+        in ``pending`` (not numbered: numbers are stamped at send), the oldest beyond the bound
+        dropped and counted ``no_collector``. False when there was nothing to do."""
+        did = False
+        if rb.busy():
+            self._in_hand = 1
+            ready = rb.take_ready()
+            if ready:
+                pending.extend(self._hold(ready))
+                did = True
+            else:
+                self._in_hand = 0
+                if rb.has_records() and (hurry or time.monotonic() >= rb.oldest() + MAX_DELAY):
+                    rb.drain()
+                    did = True
+        if q:
+            pending.extend(self._prepare(q, packer))
+            did = True
+        bound = self._replay.max_records if self._replay.enabled else self._max
+        held = sum(m[3] for m in pending)
+        while pending and held > bound:
+            cat, _, _, count = pending.pop(0)
+            held -= count
+            self._settle(cat, count, NO_COLLECTOR)
+        return did
+
+    def _resend_some(self, sock: zmq.Socket) -> bool:
+        """Send the unacknowledged messages again, as they went out the first time (same sequence
+        numbers: the store keeps one row per uid); True when all went, False on a full pipe."""
+        resend = self._resend
+        while resend:
+            topic, (_, count, frames) = resend[0]
+            if self._listened(topic):
+                try:
+                    sock.send_multipart(frames, zmq.NOBLOCK)
+                except zmq.Again:
+                    return False
+                self._resent += count
+            resend.popleft()
+        return True
 
     def _hold(self, msgs: list[tuple[str, bytes, list[bytes], int]]) -> list[tuple[str, bytes, list[bytes], int]]:
         """Messages encoded on app threads become the sender's pending ones (counted as such)."""
@@ -248,18 +320,26 @@ class Sender:
         with self._cond:
             self._cond.notify_all()
 
-    @staticmethod
-    def _read_subscriptions(sock: zmq.Socket, subs: set[bytes]) -> None:
+    def _read_subscriptions(self, sock: zmq.Socket, subs: set[bytes]) -> None:
+        """Subscriptions (a collector came or went) and acknowledgements (``wire.decode_ack``)."""
         # Checking EVENTS first is far cheaper than a recv that raises zmq.Again every turn.
         while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             try:
                 msg = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if msg[:1] == b"\x01":
+            first = msg[:1]
+            if first == b"\x01":
                 subs.add(msg[1:])
-            elif msg[:1] == b"\x00":
+                if self._replay.records:  # a new or restarted collector: send it what is unconfirmed
+                    self._resend_due = True
+            elif first == b"\x00":
                 subs.discard(msg[1:])
+            else:
+                ack = wire.decode_ack(msg)
+                if ack is not None and ack[0] == self._publisher:
+                    for topic, next_seq in ack[1].items():
+                        self._replay.ack(topic, next_seq)
 
     def _prepare(self, q: deque[Any], packer: Any) -> list[tuple[str, bytes, list[bytes], int]]:
         groups: dict[tuple[bytes, int, int], tuple[str, dict[str, Any], list[Any]]] = {}
@@ -351,6 +431,7 @@ class Sender:
         except zmq.Again:
             return False
         self._next_seq[topic] = seq + count
+        self._replay.add(topic, seq, count, frames)  # kept until the collector acknowledges it
         return True
 
     def _settle(self, cat: str, count: int, drop_reason: str | None) -> None:

@@ -29,6 +29,7 @@ import zmq
 
 from .. import wire
 from .batches import ReadyBatches
+from .replay import ReplayBuffer
 from .sender import (  # noqa: F401  # Dropped, Prepared and the reasons are this module's API too
     ENCODE_ERROR,
     NO_COLLECTOR,
@@ -62,7 +63,8 @@ class Transport(Sender):
                  categorise_drop: Callable[[Any], str] | None = None, curve_server_key: str | None = None,
                  curve_client_key_file: str | None = None,
                  redaction_counts: Callable[[], dict[str, int]] | None = None,
-                 span_plans: SpanPlans | None = None, redaction_site: str = "app") -> None:
+                 span_plans: SpanPlans | None = None, redaction_site: str = "app",
+                 replay_buffer: int = 65536) -> None:
         self.endpoint = endpoint
         self.volume: AppVolume | None = None  # the app's levels and sampling (sdk.volume), if any
         # "collector": every data frame carries wire.FLAG_REDACT (see exporter.redaction_site).
@@ -76,6 +78,7 @@ class Transport(Sender):
         self._redaction_counts = redaction_counts
         self._categorise_drop = categorise_drop or (lambda item: "unknown")
         self._max = max(1, queue_size)
+        self._replay_max = max(0, replay_buffer)
         self._batch = max(1, batch_size)
         self._join_timeout = join_timeout
         self._hwm = send_hwm
@@ -103,6 +106,11 @@ class Transport(Sender):
         self._sock_lock = threading.Lock()
         self._sock: zmq.Socket | None = None
         self._subs: set[bytes] = set()
+        # Sent and not yet acknowledged by the collector: sent again to the next one (replay.py).
+        self._replay = ReplayBuffer(self._replay_max)
+        self._resend: deque[tuple[bytes, tuple[int, int, list[bytes]]]] = deque()
+        self._resend_due = False
+        self._resent = 0  # records sent again
         # Span records converted and encoded on app threads (span_plans), waiting for the sender.
         if hasattr(self, "batches"):
             self.batches.reset(self._publisher)
@@ -155,8 +163,8 @@ class Transport(Sender):
             return
         try:
             sock, rb = self._sock, self.batches
-            if sock is None or not self._subs or self._stopping:
-                return
+            if sock is None or not self._subs or self._stopping or self._resend_due or self._resend:
+                return  # (a resend goes first: the sender thread's)
             while (msg := rb.pop_ready()) is not None:
                 cat, topic, frames, count = msg
                 try:
@@ -210,6 +218,12 @@ class Transport(Sender):
                 "by_category": by_cat,
                 "redacted": self._redaction_counts() if self._redaction_counts is not None else {},
                 "redaction": self.redaction_site,
+                # Sent records the collector has not yet confirmed as stored ("unacknowledged":
+                # held to send again to the next collector), how many were sent again, and how
+                # many lost that protection to the bound (not drops: they were sent).
+                "replay": {"unacknowledged": self._replay.records, "acknowledged": self._replay.acked,
+                           "resent": self._resent, "evicted": self._replay.evicted,
+                           "bound": self._replay.max_records},
             }
 
     def acquire(self) -> None:

@@ -1,8 +1,14 @@
 """ZeroMQ receiver: bytes in → validated, sequence-checked, mapped batches out to the store writer.
 
-One thread owns the SUB socket. A full writer queue makes this loop wait with the message in
+One thread owns the XSUB socket. A full writer queue makes this loop wait with the message in
 hand: the socket's high-water mark then pushes back to the apps, whose transports count what they
 cannot hold. Nothing is dropped here except frames that are rejected (counted by reason).
+
+Once the writer has committed a batch, the same thread acknowledges it upstream
+(``wire.encode_ack``: XSUB can send to every connected publisher); apps keep what is not yet
+acknowledged and send it again to the next collector, so a crash loses nothing the apps still
+hold. A range a publisher skipped is counted as a gap when it is seen missing, and taken back
+(``recovered``) when a resend fills it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ log = logging.getLogger("otel_telemetry.collector.zmq")
 # The largest gap a real publisher can leave: what its send pipe and our receive queue can hold
 # (HWM messages x records per message, with room to spare). A larger jump is rejected, not counted.
 MAX_GAP = 1 << 24
+MAX_MISSING = 256  # missing ranges remembered per (publisher, topic); older ones stay counted as gaps
+ACK_EVERY = 0.05  # seconds between acknowledgement rounds while messages keep arriving
 
 
 class EndpointInUse(RuntimeError):
@@ -90,6 +98,10 @@ class ZmqReceiver:
         self.replayed = 0
         self.dropped: dict[str, int] = {}
         self.byes = 0
+        self.recovered = 0  # records of counted gaps that a resend delivered after all
+        self.acks_sent = 0
+        self._missing: dict[tuple[bytes, str], list[list[int]]] = {}  # [start, end) not yet received
+        self._acks: dict[bytes, dict[bytes, int]] = {}  # committed, not yet acknowledged
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -156,12 +168,13 @@ class ZmqReceiver:
                 "received": self.received, "messages": self.messages, "rejected": dict(self.rejected),
                 "gaps": dict(self.gaps), "gaps_total": sum(self.gaps.values()), "replayed": self.replayed,
                 "dropped": dict(self.dropped), "publishers": len({p for p, _ in self._next}), "byes": self.byes,
+                "recovered": self.recovered, "acks_sent": self.acks_sent,
             }
 
     # -- receive thread -------------------------------------------------------------------------
     def _run(self) -> None:
         ctx = zmq.Context()
-        sock = ctx.socket(zmq.SUB)
+        sock = ctx.socket(zmq.XSUB)  # XSUB: it can also send (acknowledgements) to the publishers
         try:
             if self._curve is not None:
                 self._setup_curve(ctx, sock, self._curve)
@@ -172,7 +185,7 @@ class ZmqReceiver:
             path = _ipc_path(self.endpoint)
             if path is not None:
                 os.chmod(path, 0o600)
-            sock.setsockopt(zmq.SUBSCRIBE, cats.TOPIC_PREFIX.encode())
+            sock.send(b"\x01" + cats.TOPIC_PREFIX.encode())  # subscribe (XSUB: a message)
         except Exception as exc:
             self._start_error = exc
             self._ready.set()
@@ -184,15 +197,21 @@ class ZmqReceiver:
         log.info("listening on %s", self.endpoint)
         try:
             while not self._stop.is_set():
-                if not sock.poll(100):
+                self._send_acks(sock)
+                if not sock.poll(int(ACK_EVERY * 1000)):
                     continue
+                next_acks = time.monotonic() + ACK_EVERY
                 while not self._stop.is_set():
                     try:
                         frames = sock.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
                     self.handle(frames)
+                    if time.monotonic() >= next_acks:
+                        self._send_acks(sock)
+                        next_acks = time.monotonic() + ACK_EVERY
             self._drain(sock)
+            self._send_acks(sock)
         finally:
             sock.close(0)
             self._stop_auth()
@@ -210,6 +229,65 @@ class ZmqReceiver:
             drained += 1
         if drained:
             log.info("drained %d queued messages before closing", drained)
+
+    def _committed(self, checkpoints: dict[tuple[bytes, str], int]) -> None:
+        """Writer thread, once a batch is committed: ``{(publisher, topic): next_seq}`` below which
+        every record is committed (never past a range still missing: the app must keep that)."""
+        with self._lock:
+            for (publisher, topic), next_seq in checkpoints.items():
+                per = self._acks.setdefault(publisher, {})
+                t = topic.encode()
+                if next_seq > per.get(t, -1):
+                    per[t] = next_seq
+
+    def _send_acks(self, sock: zmq.Socket) -> None:
+        """Receive thread: one acknowledgement per publisher with news (XSUB sends it to every
+        connected app; a full pipe drops it for that app, and the next one covers it)."""
+        with self._lock:
+            if not self._acks:
+                return
+            acks, self._acks = self._acks, {}
+        for publisher, seqs in acks.items():
+            try:
+                sock.send(wire.encode_ack(publisher, seqs), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                continue
+            self.acks_sent += 1
+
+    def _gap(self, key: tuple[bytes, str], category: str, start: int, end: int) -> None:
+        """Records ``start``..``end`` of ``key`` are missing (lock held): a counted gap, kept so a
+        resend that fills it later takes it back."""
+        self.gaps[category] = self.gaps.get(category, 0) + end - start
+        ranges = self._missing.setdefault(key, [])
+        ranges.append([start, end])
+        if len(ranges) > MAX_MISSING:
+            del ranges[0]  # forgotten: stays counted as a gap even if it arrives after all
+
+    def _fill(self, key: tuple[bytes, str], category: str, start: int, end: int) -> None:
+        """Records ``start``..``end`` arrived behind the expected number (a resend; lock held):
+        the part of them that was counted missing is recovered."""
+        ranges = self._missing.get(key)
+        if not ranges:
+            return
+        kept: list[list[int]] = []
+        filled = 0
+        for lo, hi in ranges:
+            a, b = max(lo, start), min(hi, end)
+            if a >= b:
+                kept.append([lo, hi])
+                continue
+            filled += b - a
+            if lo < a:
+                kept.append([lo, a])
+            if b < hi:
+                kept.append([b, hi])
+        if filled:
+            self.gaps[category] -= filled
+            self.recovered += filled
+        if kept:
+            self._missing[key] = kept
+        else:
+            del self._missing[key]
 
     def _setup_curve(self, ctx: zmq.Context, sock: zmq.Socket, curve: CurveConfig) -> None:
         """CURVE server keys from the secret-key file, and a ZAP handler (started before bind) that
@@ -283,6 +361,11 @@ class ZmqReceiver:
         key = (header.publisher, topic)
         with self._lock:
             expected = self._next.get(key)
+            if expected is None and header.seq <= MAX_GAP:
+                # Numbering starts at 0 per publisher and topic: a first message further on means
+                # its predecessors are not in this store (a collector that died before committing
+                # them): a gap, until the app's resend fills it.
+                expected = 0
             if expected is not None and header.seq - expected > MAX_GAP:
                 # More records than every buffer between an app and us can hold: not a loss but a
                 # forged or corrupt sequence number (counted, and the publisher's numbering kept).
@@ -291,11 +374,18 @@ class ZmqReceiver:
             self.messages += 1
             self.received += header.count
             if expected is not None and header.seq > expected:
-                self.gaps[parsed[0]] = self.gaps.get(parsed[0], 0) + header.seq - expected
+                self._gap(key, parsed[0], expected, header.seq)
             elif expected is not None and header.seq < expected:
                 self.replayed += 1
+                self._fill(key, parsed[0], header.seq, header.seq + header.count)
             new_next = max(expected or 0, header.seq + header.count)
             self._next[key] = new_next
+            # The checkpoint, and what may be acknowledged once this batch is committed: everything
+            # below the first range still missing (batches commit in order, so all of that is
+            # committed by then). A collector started later expects that number, so a range
+            # missing when this one died is a gap there too, and the apps still hold it.
+            missing = self._missing.get(key)
+            safe = min(lo for lo, _ in missing) if missing else new_next
         kind = wire.KIND_NAMES[header.kind]
         # Flagged frames: the app left redaction to us. Others were redacted in the app (redacted
         # again only with redaction.redact_zmq).
@@ -308,7 +398,7 @@ class ZmqReceiver:
             log.debug("invalid records in %s: %s", topic, first)
             self._reject("invalid_record", bad)
         # An empty batch still carries the checkpoint, so the rejected range is not a gap later.
-        self._submit(kind, resource, records, rows, {key: new_next})
+        self._submit(kind, resource, records, rows, {key: safe}, lambda: self._committed({key: safe}))
 
     def _bye(self, publisher: bytes, next_seqs: dict[str, int]) -> None:
         with self._lock:
@@ -323,18 +413,19 @@ class ZmqReceiver:
                     self.rejected["bad_sequence"] = self.rejected.get("bad_sequence", 0) + 1
                     continue
                 if final > expected:
-                    self.gaps[parsed[0]] = self.gaps.get(parsed[0], 0) + final - expected
+                    self._gap(key, parsed[0], expected, final)
                     self._next[key] = final
         log.debug("publisher %s said goodbye", publisher.hex()[:8])
 
     def _submit(self, kind: str, resource: dict[str, Any], records: list[Any], rows: list[tuple[Any, ...]],
-                checkpoints: dict[tuple[bytes, str], int]) -> None:
+                checkpoints: dict[tuple[bytes, str], int], on_commit: Any = None) -> None:
         # Wait with the batch in hand while the writer is behind: the socket's HWM does the rest.
         submit = self._pipeline.submit
-        while not submit(kind, resource, records, rows, checkpoints=checkpoints, timeout=0.1):
+        while not submit(kind, resource, records, rows, checkpoints=checkpoints, timeout=0.1, on_commit=on_commit):
             if self._stop.is_set():
                 # Give the writer one last bounded chance before counting the loss.
-                if not submit(kind, resource, records, rows, checkpoints=checkpoints, timeout=1.0):
+                if not submit(kind, resource, records, rows, checkpoints=checkpoints, timeout=1.0,
+                              on_commit=on_commit):
                     with self._lock:
                         self.dropped["shutdown"] = self.dropped.get("shutdown", 0) + len(rows)
                 return
