@@ -29,16 +29,13 @@ from zmq.auth.thread import ThreadAuthenticator
 from ... import categories as cats
 from ... import wire
 from ..pipeline import Pipeline
+from .sequence import Acks, Sequences
 
 if TYPE_CHECKING:
     from ..config import CurveConfig
 
 log = logging.getLogger("otel_telemetry.collector.zmq")
 
-# The largest gap a real publisher can leave: what its send pipe and our receive queue can hold
-# (HWM messages x records per message, with room to spare). A larger jump is rejected, not counted.
-MAX_GAP = 1 << 24
-MAX_MISSING = 256  # missing ranges remembered per (publisher, topic); older ones stay counted as gaps
 ACK_EVERY = 0.05  # seconds between acknowledgement rounds while messages keep arriving
 
 
@@ -87,21 +84,17 @@ class ZmqReceiver:
         self._curve = curve
         self._auth: ThreadAuthenticator | None = None
         self._pipeline = pipeline
-        self._next = dict(checkpoints)
+        self._seq = Sequences(checkpoints)
+        self._acks = Acks()
         self._max_bytes = max_message_bytes
         self._rcvhwm = rcvhwm
         self._lock = threading.Lock()
         self.received = 0
         self.messages = 0
         self.rejected: dict[str, int] = {}
-        self.gaps: dict[str, int] = {}
-        self.replayed = 0
         self.dropped: dict[str, int] = {}
         self.byes = 0
-        self.recovered = 0  # records of counted gaps that a resend delivered after all
         self.acks_sent = 0
-        self._missing: dict[tuple[bytes, str], list[list[int]]] = {}  # [start, end) not yet received
-        self._acks: dict[bytes, dict[bytes, int]] = {}  # committed, not yet acknowledged
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -164,12 +157,9 @@ class ZmqReceiver:
     def counters(self) -> dict[str, Any]:
         """Snapshot for the status table (any thread)."""
         with self._lock:
-            return {
-                "received": self.received, "messages": self.messages, "rejected": dict(self.rejected),
-                "gaps": dict(self.gaps), "gaps_total": sum(self.gaps.values()), "replayed": self.replayed,
-                "dropped": dict(self.dropped), "publishers": len({p for p, _ in self._next}), "byes": self.byes,
-                "recovered": self.recovered, "acks_sent": self.acks_sent,
-            }
+            mine = {"received": self.received, "messages": self.messages, "rejected": dict(self.rejected),
+                    "dropped": dict(self.dropped), "byes": self.byes, "acks_sent": self.acks_sent}
+        return {**mine, **self._seq.counters()}
 
     # -- receive thread -------------------------------------------------------------------------
     def _run(self) -> None:
@@ -230,64 +220,15 @@ class ZmqReceiver:
         if drained:
             log.info("drained %d queued messages before closing", drained)
 
-    def _committed(self, checkpoints: dict[tuple[bytes, str], int]) -> None:
-        """Writer thread, once a batch is committed: ``{(publisher, topic): next_seq}`` below which
-        every record is committed (never past a range still missing: the app must keep that)."""
-        with self._lock:
-            for (publisher, topic), next_seq in checkpoints.items():
-                per = self._acks.setdefault(publisher, {})
-                t = topic.encode()
-                if next_seq > per.get(t, -1):
-                    per[t] = next_seq
-
     def _send_acks(self, sock: zmq.Socket) -> None:
         """Receive thread: one acknowledgement per publisher with news (XSUB sends it to every
         connected app; a full pipe drops it for that app, and the next one covers it)."""
-        with self._lock:
-            if not self._acks:
-                return
-            acks, self._acks = self._acks, {}
-        for publisher, seqs in acks.items():
+        for publisher, seqs in self._acks.take().items():
             try:
                 sock.send(wire.encode_ack(publisher, seqs), zmq.NOBLOCK)
             except zmq.ZMQError:
                 continue
             self.acks_sent += 1
-
-    def _gap(self, key: tuple[bytes, str], category: str, start: int, end: int) -> None:
-        """Records ``start``..``end`` of ``key`` are missing (lock held): a counted gap, kept so a
-        resend that fills it later takes it back."""
-        self.gaps[category] = self.gaps.get(category, 0) + end - start
-        ranges = self._missing.setdefault(key, [])
-        ranges.append([start, end])
-        if len(ranges) > MAX_MISSING:
-            del ranges[0]  # forgotten: stays counted as a gap even if it arrives after all
-
-    def _fill(self, key: tuple[bytes, str], category: str, start: int, end: int) -> None:
-        """Records ``start``..``end`` arrived behind the expected number (a resend; lock held):
-        the part of them that was counted missing is recovered."""
-        ranges = self._missing.get(key)
-        if not ranges:
-            return
-        kept: list[list[int]] = []
-        filled = 0
-        for lo, hi in ranges:
-            a, b = max(lo, start), min(hi, end)
-            if a >= b:
-                kept.append([lo, hi])
-                continue
-            filled += b - a
-            if lo < a:
-                kept.append([lo, a])
-            if b < hi:
-                kept.append([b, hi])
-        if filled:
-            self.gaps[category] -= filled
-            self.recovered += filled
-        if kept:
-            self._missing[key] = kept
-        else:
-            del self._missing[key]
 
     def _setup_curve(self, ctx: zmq.Context, sock: zmq.Socket, curve: CurveConfig) -> None:
         """CURVE server keys from the secret-key file, and a ZAP handler (started before bind) that
@@ -359,33 +300,17 @@ class ZmqReceiver:
             return
         resource, records = decoded  # type: ignore[misc]
         key = (header.publisher, topic)
+        # The checkpoint, and what may be acknowledged once this batch is committed (batches
+        # commit in order): everything below the first range still missing (sequence.py).
+        safe = self._seq.observe(key, parsed[0], header.seq, header.count)
+        if safe is None:
+            # More records than every buffer between an app and us can hold: not a loss but a
+            # forged or corrupt sequence number (counted, and the publisher's numbering kept).
+            self._reject("bad_sequence", header.count)
+            return
         with self._lock:
-            expected = self._next.get(key)
-            if expected is None and header.seq <= MAX_GAP:
-                # Numbering starts at 0 per publisher and topic: a first message further on means
-                # its predecessors are not in this store (a collector that died before committing
-                # them): a gap, until the app's resend fills it.
-                expected = 0
-            if expected is not None and header.seq - expected > MAX_GAP:
-                # More records than every buffer between an app and us can hold: not a loss but a
-                # forged or corrupt sequence number (counted, and the publisher's numbering kept).
-                self.rejected["bad_sequence"] = self.rejected.get("bad_sequence", 0) + header.count
-                return
             self.messages += 1
             self.received += header.count
-            if expected is not None and header.seq > expected:
-                self._gap(key, parsed[0], expected, header.seq)
-            elif expected is not None and header.seq < expected:
-                self.replayed += 1
-                self._fill(key, parsed[0], header.seq, header.seq + header.count)
-            new_next = max(expected or 0, header.seq + header.count)
-            self._next[key] = new_next
-            # The checkpoint, and what may be acknowledged once this batch is committed: everything
-            # below the first range still missing (batches commit in order, so all of that is
-            # committed by then). A collector started later expects that number, so a range
-            # missing when this one died is a gap there too, and the apps still hold it.
-            missing = self._missing.get(key)
-            safe = min(lo for lo, _ in missing) if missing else new_next
         kind = wire.KIND_NAMES[header.kind]
         # Flagged frames: the app left redaction to us. Others were redacted in the app (redacted
         # again only with redaction.redact_zmq).
@@ -398,23 +323,15 @@ class ZmqReceiver:
             log.debug("invalid records in %s: %s", topic, first)
             self._reject("invalid_record", bad)
         # An empty batch still carries the checkpoint, so the rejected range is not a gap later.
-        self._submit(kind, resource, records, rows, {key: safe}, lambda: self._committed({key: safe}))
+        self._submit(kind, resource, records, rows, {key: safe}, lambda: self._acks.committed({key: safe}))
 
     def _bye(self, publisher: bytes, next_seqs: dict[str, int]) -> None:
         with self._lock:
             self.byes += 1
-            for topic, final in next_seqs.items():
-                parsed = cats.parse_topic(topic)
-                key = (publisher, topic)
-                expected = self._next.get(key)
-                if parsed is None or expected is None:
-                    continue
-                if final - expected > MAX_GAP:
-                    self.rejected["bad_sequence"] = self.rejected.get("bad_sequence", 0) + 1
-                    continue
-                if final > expected:
-                    self._gap(key, parsed[0], expected, final)
-                    self._next[key] = final
+        for topic, final in next_seqs.items():
+            parsed = cats.parse_topic(topic)
+            if parsed is not None and not self._seq.bye((publisher, topic), parsed[0], final):
+                self._reject("bad_sequence")
         log.debug("publisher %s said goodbye", publisher.hex()[:8])
 
     def _submit(self, kind: str, resource: dict[str, Any], records: list[Any], rows: list[tuple[Any, ...]],

@@ -1,0 +1,67 @@
+"""Sequence numbers in the ZeroMQ receiver (issue 15 items 2 and 11): gaps counted when seen and
+taken back when a resend fills them; checkpoints and acknowledgements never pass a missing range;
+a publisher this store has never seen is numbered from 0."""
+
+from __future__ import annotations
+
+from otel_telemetry import wire
+from otel_telemetry.collector.receivers.sequence import MAX_GAP, MAX_MISSING, Acks, Sequences
+
+K = (b"p" * 16, "telemetry.ai_behavior.app")
+
+
+def test_a_gap_is_counted_then_recovered_by_a_resend() -> None:
+    s = Sequences({K: 100})
+    assert s.observe(K, "ai_behavior", 100, 10) == 110
+    assert s.observe(K, "ai_behavior", 150, 10) == 110  # 110..150 missing: not acknowledged past it
+    assert s.counters()["gaps"] == {"ai_behavior": 40}
+    assert s.observe(K, "ai_behavior", 110, 20) == 130  # part of it comes again
+    assert s.observe(K, "ai_behavior", 100, 50) == 160  # a resend from before the gap fills the rest
+    c = s.counters()
+    assert c["gaps_total"] == 0 and c["recovered"] == 40 and c["replayed"] == 2
+
+
+def test_an_unknown_publishers_first_message_past_zero_is_a_gap() -> None:
+    """Item 11: a collector that never stored this publisher counts what came before as missing."""
+    s = Sequences({})
+    assert s.observe(K, "ai_behavior", 500, 10) == 0
+    assert s.counters()["gaps_total"] == 500
+    assert s.observe(K, "ai_behavior", 0, 500) == 510
+    assert s.counters()["gaps_total"] == 0 and s.counters()["recovered"] == 500
+
+
+def test_impossible_numbers_are_refused_and_old_ranges_stay_counted() -> None:
+    s = Sequences({K: 10})
+    assert s.observe(K, "ai_behavior", 10 + MAX_GAP + 1, 1) is None
+    assert s.counters()["gaps_total"] == 0
+    far = Sequences({})
+    assert far.observe(K, "ai_behavior", MAX_GAP + 5, 1) == MAX_GAP + 6  # a long-lived publisher, new store
+    s = Sequences({K: 0})
+    seq = 0
+    for _ in range(MAX_MISSING + 1):
+        seq += 2
+        s.observe(K, "ai_behavior", seq, 1)
+        seq += 1
+    assert s.counters()["gaps_total"] == 2 + 2 * MAX_MISSING
+    assert s.observe(K, "ai_behavior", 0, 2) == 3  # the forgotten first range: stays a gap
+    assert s.counters()["gaps_total"] == 2 + 2 * MAX_MISSING and s.counters()["recovered"] == 0
+
+
+def test_goodbye_counts_the_tail_and_acks_keep_the_highest() -> None:
+    s = Sequences({K: 10})
+    assert s.bye(K, "ai_behavior", 25) and s.counters()["gaps_total"] == 15
+    assert not s.bye(K, "ai_behavior", 25 + MAX_GAP + 1)
+    acks = Acks()
+    acks.committed({K: 5})
+    acks.committed({K: 9})
+    acks.committed({K: 7})
+    assert acks.take() == {K[0]: {K[1].encode(): 9}} and acks.take() == {}
+
+
+def test_ack_frames_round_trip_and_garbage_is_ignored() -> None:
+    msg = wire.encode_ack(b"x" * 16, {b"telemetry.a.b": 42})
+    assert msg[:1] not in (b"\x00", b"\x01")  # never read as a (un)subscription by XPUB
+    assert wire.decode_ack(msg) == (b"x" * 16, {b"telemetry.a.b": 42})
+    for bad in (b"", b"OA", msg[:-1], b"OA\x02" + msg[3:], b"OA\x01" + b"x" * 16 + b"\xc1",
+                wire.ACK_MAGIC + b"\x01" + b"x" * 16 + b"\x81\xa1a\xa1b", b"\x01telemetry."):
+        assert wire.decode_ack(bad) is None
