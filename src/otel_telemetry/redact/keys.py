@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import hmac
+import re
 from typing import Any
 
 from . import rules
@@ -16,8 +17,10 @@ PSEUDONYM_HEX = 24  # 96 bits of HMAC-SHA256
 _CACHE_MAX = 4096
 _CACHE_STR_MAX = 256
 
-# Key actions (cached per key).
-_SCAN, _SENSITIVE, _DENIED, _NOT_ALLOWED, _PSEUDO = 0, 1, 2, 3, 4
+# Key actions (cached per key). _JSON: an attribute that holds a JSON document (record_telemetry's
+# data and metadata), redacted as the map it encodes, by the same key rules as attributes.
+_SCAN, _SENSITIVE, _DENIED, _NOT_ALLOWED, _PSEUDO, _JSON = 0, 1, 2, 3, 4, 5
+JSON_ATTRS = frozenset(("telemetry.data", "telemetry.metadata"))
 _KEY_RULE = {_SENSITIVE: "sensitive_key", _DENIED: "denied_key", _NOT_ALLOWED: "not_allowed"}
 _ONE_PSEUDONYM = {"pseudonym": 1}
 _mark = mark
@@ -37,6 +40,7 @@ class KeyRules:
     _pseudo_top: set[Any]
     _plain_or_pseudo: set[Any]
     _pseudo_keys: frozenset[str]
+    _pair_rx: Any = None  # _pseudo_pairs' pattern, built on first use
     _deny_exact: frozenset[str]
     _deny_glob: tuple[str, ...]
     _allow_exact: frozenset[str] | None
@@ -89,6 +93,21 @@ class KeyRules:
                 return None
         return tuple(pseudo)
 
+    def _pseudo_pairs(self, text: str) -> str:
+        """``user_id=42``, ``user.id: 42`` and ``"user_id": "42"`` in free text (a log body):
+        the value becomes its pseudonym, as the attribute would. Same thread rules as the rest."""
+        rx = self._pair_rx
+        if rx is None:
+            keys = sorted(self._pseudo_keys, key=len, reverse=True)
+            if not keys:
+                return text
+            alts = "|".join(re.escape(k).replace("_", "[_-]") for k in keys)
+            rx = self._pair_rx = re.compile(
+                r'(?i)(?<![\w.-])(["\']?)(?:' + alts + r')\1(\s*[:=]\s*)(["\']?)([^\s"\',;&)}\]]+)')
+        if not rx.search(text):
+            return text
+        return rx.sub(lambda m: m.group(0)[:m.start(4) - m.start(0)] + self._pseudonymize(m.group(4)), text)
+
     def count_pseudonyms(self, n: int) -> None:
         """Count ``n`` pseudonyms taken from :attr:`pseudonym_cache` by the caller (its thread)."""
         if n:
@@ -100,7 +119,9 @@ class KeyRules:
         ks = key if type(key) is str else str(key)
         norm = ks.lower().replace("-", "_")
         last = norm.rsplit(".", 1)[-1]
-        if norm in self._pseudo_keys or ks.lower() in self._pseudo_keys:
+        if top and ks in JSON_ATTRS:
+            act = _JSON
+        elif norm in self._pseudo_keys or ks.lower() in self._pseudo_keys:
             act = _PSEUDO
         elif norm in self._deny_exact or last in self._deny_exact or any(
                 fnmatch.fnmatchcase(norm, g) for g in self._deny_glob):

@@ -196,8 +196,8 @@ class Redactor(KeyRules, Walker):
         if self._short:
             ok = self._ok
             _t, _o, _n, sev, body, attrs, _tr, _sp, event, scope, sver = rec
-            if (ok(body) or body is None) and (not sev or ok(sev)) and (not event or ok(event)) and (
-                    not scope or ok(scope)) and (not sver or ok(sver)) and (
+            if (body is None or (ok(body) and self._pseudo_pairs(body) is body)) and (not sev or ok(sev)) and (
+                    not event or ok(event)) and (not scope or ok(scope)) and (not sver or ok(sver)) and (
                     not attrs or self._quiet_map(attrs, self._scan_keys)):
                 return rec
         out = list(rec)
@@ -206,6 +206,8 @@ class Redactor(KeyRules, Walker):
                 out[i] = self._field(out[i], label)
         if out[4] is not None:
             out[4] = self._value(out[4], "log.body", 0)
+            if out[4].__class__ is str:  # key=value pairs of pseudonymised keys, as attributes have them
+                out[4] = self._pseudo_pairs(out[4])
             if self._callback is not None:
                 out[4] = self._call("log.body", out[4])
         if out[5]:

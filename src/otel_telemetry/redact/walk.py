@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .keys import _CACHE_STR_MAX, _SCAN
+import orjson
+
+from .keys import _CACHE_STR_MAX, _JSON, _SCAN
 from .scan import mark, plain, scan
 
 MAX_DEPTH = 32
@@ -93,6 +95,10 @@ class Walker:
                     nv = self._value(v, k, depth + 1)
                 if cb is not None:
                     nv = self._call(str(k), nv)
+            elif act == _JSON:
+                nv = self._json_doc(v, depth) if v.__class__ is str and v not in clean else v
+                if cb is not None:
+                    nv = self._call(str(k), nv)
             else:
                 nv = self._keyed(act, v)
             if nv is not v:
@@ -100,6 +106,20 @@ class Walker:
                     out = dict(m)
                 out[k] = nv
         return m if out is None else out
+
+    def _json_doc(self, v: str, depth: int) -> str:
+        """A JSON document held in an attribute (``record_telemetry``'s ``data``): its keys get the
+        attribute rules (``user_id`` a pseudonym, ``password`` redacted) and its strings the
+        detectors; anything that is not JSON is scanned as text."""
+        try:
+            doc = orjson.loads(v)
+        except orjson.JSONDecodeError:
+            return self._text(v)
+        red = self._value(doc, "telemetry.data", depth)
+        if red is doc:
+            self._remember(v)
+            return v
+        return orjson.dumps(red, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
     def _quiet_map(self, m: dict[Any, Any], scan_keys: set[Any]) -> bool:
         """Short path: every key is a known plain key and every value a number, None or a string
