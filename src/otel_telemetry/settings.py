@@ -74,6 +74,13 @@ def _redact_in_app(v: Any) -> str:
     return v
 
 
+def _positive(v: Any) -> float:
+    f = float(v)
+    if not f > 0 or f == float("inf"):
+        raise ValueError(f"expected a number > 0, got {v!r}")
+    return f
+
+
 def _count(v: Any) -> int:
     n = int(v)
     if n < 0:
@@ -158,6 +165,10 @@ SETTINGS: dict[str, Setting] = {
         Setting("replay_buffer", "OTEL_TELEMETRY_REPLAY_BUFFER", lambda: 65536, _count,
                 "app: records kept until the collector confirms them stored, and held while no "
                 "collector listens; sent again to the next collector (0: off)"),
+        Setting("audit_log", "OTEL_TELEMETRY_AUDIT_LOG", lambda: None, _str,
+                "CLI/dashboard: the audit log file (default: beside the database, <db>.audit.jsonl)"),
+        Setting("audit_max_mb", "OTEL_TELEMETRY_AUDIT_MAX_MB", lambda: 8.0, _positive,
+                "CLI/dashboard: the audit log's bound; past it the oldest entries go first"),
         Setting("min_level", "OTEL_TELEMETRY_MIN_LEVEL", dict, _min_level,
                 "app: records below their category's level are dropped, counted below_level "
                 "('warning' or 'system_performance=warning,*=info')"),

@@ -54,7 +54,8 @@ def _check(c: CollectorProc, want: int) -> None:
     assert d["user.id"] == ph_uid2 and m["record"]["user_id"] == ph_uid2
     assert d["user_id"].startswith("ph_") and d["profile"]["customer_id"] == d["user_id"]
     assert d["password"] == "[REDACTED:sensitive_key]"
-    bodies = [json.loads(b)["body"] for (b,) in c.rows("SELECT data FROM records WHERE type = 'log' ORDER BY timestamp")]
+    logs = c.rows("SELECT data FROM records WHERE type = 'log' ORDER BY timestamp")
+    bodies = [json.loads(b)["body"] for (b,) in logs]
     assert f"user_id={d['user_id']} from the web" in bodies[0]
     assert bodies[1] == {"user.id": ph_uid2, "step": "mfa"}
 

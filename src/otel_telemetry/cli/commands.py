@@ -21,6 +21,9 @@ from . import (
     alerts as cli_alerts,
 )
 from . import (
+    audit as cli_audit,
+)
+from . import (
     dashboard as cli_dashboard,
 )
 from . import (
@@ -288,3 +291,4 @@ cli_retention.register(main)  # retention show|set|purge (and the design's reten
 cli_keys.register(main)  # keys generate
 cli_purge.register(main)  # purge
 cli_dashboard.register(main)  # dashboard
+cli_audit.register(main)  # audit [purge]

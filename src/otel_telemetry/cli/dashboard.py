@@ -14,6 +14,7 @@ from .. import settings
 from .output import _db_path, db_option, retention_policy
 
 TOKEN_ENV = "OTEL_TELEMETRY_DASHBOARD_TOKEN"
+VIEWER_TOKEN_ENV = "OTEL_TELEMETRY_DASHBOARD_VIEWER_TOKEN"
 MIN_TOKEN_CHARS = 16
 
 
@@ -46,6 +47,9 @@ def check_exposure(host: str, explicit_token: bool) -> None:
 @click.option("--token", default=None, metavar="TOKEN",
               help=f"Access token (at least {MIN_TOKEN_CHARS} characters). Default: ${TOKEN_ENV}, "
                    "else a random one printed with the URL.")
+@click.option("--viewer-token", default=None, metavar="TOKEN",
+              help=f"A second, read-only token (at least {MIN_TOKEN_CHARS} characters): its holder sees every "
+                   f"page but cannot change retention. Default: ${VIEWER_TOKEN_ENV}, else none.")
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
               help="Extra Host header name to accept (e.g. the machine's DNS name when bound off "
                    "loopback). Repeatable.")
@@ -54,15 +58,17 @@ def check_exposure(host: str, explicit_token: bool) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help=f"collector.yaml whose retention settings are the defaults shown "
                    f"(default: ${settings.SETTINGS['config'].env}, else built-in defaults).")
-def dashboard_cmd(db: str | None, port: int, host: str, token: str | None, allow_hosts: tuple[str, ...],
-                  alerts_db: str | None, config_path: str | None) -> None:
+def dashboard_cmd(db: str | None, port: int, host: str, token: str | None, viewer_token: str | None,
+                  allow_hosts: tuple[str, ...], alerts_db: str | None, config_path: str | None) -> None:
     """Serve the local web dashboard until Ctrl-C or SIGTERM.
 
     Pages: overview (collector counters, ingest, host metrics), AI (tokens, cost, latency, agents),
     errors (heat map by component and hour), traces (search and waterfall), live tail, sessions,
     alerts and retention. Read-only except a confirmed retention change. Binds 127.0.0.1; every
     request needs the token: open the printed URL once (it sets a cookie), or send
-    ``Authorization: Bearer TOKEN`` to the JSON API under /api/.
+    ``Authorization: Bearer TOKEN`` to the JSON API under /api/. With --viewer-token, that token
+    reads everything and changes nothing (admin: --token). Every API call is in the audit log
+    (``otel-telemetry audit``).
 
     \b
     Example:
@@ -73,11 +79,18 @@ def dashboard_cmd(db: str | None, port: int, host: str, token: str | None, allow
     from ..dashboard.server import Dashboard
 
     tok, explicit = _token(token)
+    viewer = viewer_token if viewer_token is not None else os.environ.get(VIEWER_TOKEN_ENV)
+    viewer = viewer.strip() if viewer and viewer.strip() else None
+    if viewer is not None and len(viewer) < MIN_TOKEN_CHARS:
+        raise click.UsageError(f"the viewer token must have at least {MIN_TOKEN_CHARS} characters")
+    if viewer is not None and viewer == tok:
+        raise click.UsageError("the viewer token must differ from the admin token")
     check_exposure(host, explicit)
     path = _db_path(db)
     policy = retention_policy(config_path)
     try:
-        dash = Dashboard(path, tok, host, port, alerts_path=alerts_db, policy=policy, allow_hosts=allow_hosts)
+        dash = Dashboard(path, tok, host, port, alerts_path=alerts_db, policy=policy, allow_hosts=allow_hosts,
+                         viewer_token=viewer)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     stop = threading.Event()

@@ -32,8 +32,67 @@ _TABLE_WIDTH = {"component": 24, "event": 28, "name": 32, "category": 22}
 DEFAULT_LAST_S = 86400
 
 
+# What the command that is running touched, for its audit entry (store/audit.py): the context of
+# the command that took --db (set by that option's callback) and the rows it printed.
+_audit_ctx: click.Context | None = None
+_audit_rows: int | None = None
+
+
+def count_rows(n: int) -> None:
+    """Rows a command returned or touched (its audit entry says how many)."""
+    global _audit_rows
+    _audit_rows = (_audit_rows or 0) + n
+
+
+def _remember_db(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    global _audit_ctx
+    _audit_ctx = ctx
+    return value
+
+
+def _audit(outcome: str) -> None:
+    """Append the entry of the command that just ran, if it opened the store (never raises)."""
+    global _audit_ctx, _audit_rows
+    ctx, rows = _audit_ctx, _audit_rows
+    _audit_ctx = _audit_rows = None
+    names: list[str] = []
+    c: click.Context | None = ctx
+    while c is not None and c.parent is not None:  # the command's words, without the program name
+        names.insert(0, c.info_name or "")
+        c = c.parent
+    if ctx is None or names[:1] in (["audit"], ["collector"]):
+        return  # the audit log's own commands (a purge records itself); the collector is no reader
+    from ..store import audit  # deferred like the store
+
+    try:
+        db = str(settings.resolve("db", ctx.params.get("db")))
+        path = audit.path_for(db)
+        if "://" not in db and not Path(db).is_file():
+            return  # no store was opened (and none may be created, not even its audit log)
+    except Exception:  # a bad --db: the command already said so
+        return
+    params = {k: v for k, v in ctx.params.items() if k not in ("db", "fmt")}
+    audit.append(path, audit.os_user(), " ".join(names), params, rows, outcome)
+
+
 class _OneLineGroup(click.Group):
-    """Top-level group whose errors are one stderr line (click's default adds a usage banner)."""
+    """Top-level group whose errors are one stderr line (click's default adds a usage banner).
+    Every command that opens the store leaves an audit entry (store/audit.py)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        outcome = "error"
+        try:
+            rv = super().invoke(ctx)
+            outcome = "ok"
+            return rv
+        except click.exceptions.Exit as exc:
+            outcome = "ok" if exc.exit_code == 0 else "error"
+            raise
+        except SystemExit as exc:
+            outcome = "ok" if not exc.code else "error"
+            raise
+        finally:
+            _audit(outcome)
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
@@ -81,7 +140,7 @@ TRACE_ID = _Parsed("HEX32", lambda text: query.Filters(trace_id=text).trace_id)
 
 def db_option(f: F) -> F:
     return click.option(
-        "--db", "db", type=click.Path(dir_okay=False), default=None, metavar="PATH|URL",
+        "--db", "db", type=click.Path(dir_okay=False), default=None, metavar="PATH|URL", callback=_remember_db,
         help=f"SQLite database file, or a libSQL server URL (http://, https://, libsql://; token "
              f"from $OTEL_TELEMETRY_DB_AUTH_TOKEN). Default: ${settings.SETTINGS['db'].env}, "
              "else ~/.local/share/otel-telemetry/telemetry.db.",
@@ -199,6 +258,8 @@ def _emit_csv(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 
 def _emit_json(obj: Any) -> None:
+    if isinstance(obj, list):
+        count_rows(len(obj))
     click.echo(orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode())
 
 
@@ -206,7 +267,9 @@ def _emit_rows(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[Any]],
                widths: dict[str, int] | None = None) -> None:
     if fmt == "json":
         _emit_json([dict(zip(headers, r, strict=True)) for r in rows])
-    elif fmt == "csv":
+        return
+    count_rows(len(rows))
+    if fmt == "csv":
         _emit_csv(headers, rows)
     else:
         _emit_table(headers, rows, widths or {})
@@ -215,15 +278,17 @@ def _emit_rows(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[Any]],
 def emit_purge_result(fmt: str, result: dict[str, Any], extra: Sequence[tuple[str, str]] = ()) -> None:
     """Print a purge/dry-run ``result`` ({dry_run, deleted|would_delete: {category: n}, total, ...}):
     the whole object for json, else one row per category, the total, then ``extra`` (label, key)."""
+    global _audit_rows
     if fmt == "json":
         _emit_json(result)
-        return
-    label = "would_delete" if result["dry_run"] else "deleted"
-    rows: list[tuple[Any, ...]] = [(c, n) for c, n in result[label].items()]
-    rows.append(("(total)", result["total"]))
-    if not result["dry_run"]:
-        rows += [(f"({name})", result[key]) for name, key in extra]
-    _emit_rows(fmt, ("category", label), rows)
+    else:
+        label = "would_delete" if result["dry_run"] else "deleted"
+        rows: list[tuple[Any, ...]] = [(c, n) for c, n in result[label].items()]
+        rows.append(("(total)", result["total"]))
+        if not result["dry_run"]:
+            rows += [(f"({name})", result[key]) for name, key in extra]
+        _emit_rows(fmt, ("category", label), rows)
+    _audit_rows = int(result.get("total") or 0)  # rows deleted (or that would be), not lines printed
 
 
 def retention_policy(config_path: str | None) -> Any:

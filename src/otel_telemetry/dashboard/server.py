@@ -6,9 +6,12 @@ port, holding an HMAC of the token and the port, never the token) and redirects 
 without it; after that the cookie, or ``Authorization: Bearer <token>``, authenticates
 every route — page, static files and API alike. Tokens are compared with ``hmac.compare_digest``
 and never logged (logged request lines carry no query string). Every response carries the CSP and
-the other security headers. The one write (``POST /api/retention``) needs a JSON body with a
-confirmation field and a header token: ``Authorization: Bearer`` or ``X-CSRF-Token`` (an HMAC of
-the token the page fetches from ``/api/csrf``), so a cookie alone never writes. Bad parameters are
+the other security headers. Two tokens, two roles: the admin token (``--token``) may do
+everything, an optional viewer token (``--viewer-token``) only read; the one write
+(``POST /api/retention``) needs the admin role, a JSON body with a confirmation field and a header
+token: ``Authorization: Bearer`` or ``X-CSRF-Token`` (an HMAC of the token the page fetches from
+``/api/csrf``), so a cookie alone never writes. Every API call leaves an entry in the audit log
+(``store/audit.py``): role, route, parameters, rows. Bad parameters are
 400 with a JSON error; unexpected failures 500 with a generic message, logged by exception type
 only, never with record values.
 """
@@ -33,6 +36,7 @@ from ..auth import bearer_matches, is_loopback_host
 from ..categories import CATEGORIES
 from ..query import export as rx
 from ..query import filters as query
+from ..store import audit
 from ..store import db as store_db
 from ..store.retention import RetentionPolicy
 from . import api, records_api
@@ -79,11 +83,16 @@ class Dashboard:
     def __init__(self, db_path: str, token: str, host: str = "127.0.0.1", port: int = 8000, *,
                  alerts_path: str | None = None, policy: RetentionPolicy | None = None,
                  allow_hosts: tuple[str, ...] = (), tail_interval: float = 0.5, tail_buffer: int = 1000,
-                 max_tail_clients: int = 16, keepalive_s: float = KEEPALIVE_S) -> None:
+                 max_tail_clients: int = 16, keepalive_s: float = KEEPALIVE_S,
+                 viewer_token: str | None = None) -> None:
         if not token:
             raise ValueError("the dashboard needs a token")
+        if viewer_token is not None and (not viewer_token or hmac.compare_digest(viewer_token, token)):
+            raise ValueError("the viewer token must be set and differ from the admin token")
         self.db_path = db_path
         self.token = token
+        self.tokens = {"admin": token, **({"viewer": viewer_token} if viewer_token else {})}
+        self.audit_path = audit.path_for(db_path)
         self.host = host
         self.ctx = api.Context(db_path=db_path, alerts_path=alerts_path or f"{db_path}.alerts.db",
                                policy=policy or RetentionPolicy())
@@ -102,8 +111,9 @@ class Dashboard:
         # Browsers send a host's cookies to every port on it, so the cookie never carries the token
         # (which also works as a bearer token, perhaps elsewhere): a value derived from it and this
         # port, good only as this dashboard's cookie.
-        self.cookie_value = hmac.new(token.encode(), f"otel-telemetry dashboard cookie {self.port}".encode(),
-                                     hashlib.sha256).hexdigest()
+        self.cookies = {role: hmac.new(t.encode(), f"otel-telemetry dashboard cookie {self.port}".encode(),
+                                       hashlib.sha256).hexdigest() for role, t in self.tokens.items()}
+        self.cookie_value = self.cookies["admin"]
         names = {"127.0.0.1", "localhost", "[::1]", *allow_hosts}
         if not is_loopback_host(host.strip("[]")):
             names.add(f"[{host.strip('[]')}]" if ":" in host else host)
@@ -144,6 +154,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     """Runs on one handler thread per connection (keep-alive: several requests in a row)."""
 
     protocol_version = "HTTP/1.1"
+    role: str | None = None  # "admin" or "viewer" once the request is authenticated
     server_version = "otel-telemetry-dashboard"
     sys_version = ""
     timeout = 60
@@ -194,15 +205,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _host_ok(self) -> bool:
         return (self.headers.get("Host") or "").strip().lower() in self.dash.allowed_hosts
 
-    def _cookie_ok(self) -> bool:
+    def _cookie_role(self) -> str | None:
         try:
             morsel = SimpleCookie(self.headers.get("Cookie") or "").get(self.dash.cookie_name)
         except CookieError:
-            return False
-        return morsel is not None and hmac.compare_digest(morsel.value.encode(), self.dash.cookie_value.encode())
+            return None
+        if morsel is None:
+            return None
+        for role, value in self.dash.cookies.items():  # every one compared: no early exit to time
+            if hmac.compare_digest(morsel.value.encode(), value.encode()):
+                return role
+        return None
+
+    def _bearer_role(self) -> str | None:
+        header = self.headers.get("Authorization")
+        found = [role for role, t in self.dash.tokens.items() if bearer_matches(header, t)]
+        return found[0] if found else None
+
+    def _cookie_ok(self) -> bool:
+        return self._cookie_role() == "admin"
 
     def _bearer_ok(self) -> bool:
-        return bearer_matches(self.headers.get("Authorization"), self.dash.token)
+        return self._bearer_role() == "admin"
+
+    def _audit(self, what: str, params: dict[str, Any], rows: int | None, outcome: str = "ok") -> None:
+        audit.append(self.dash.audit_path, f"dashboard:{self.role}", what, params, rows, outcome)
 
     def _origin_ok(self) -> bool:
         origin = self.headers.get("Origin")
@@ -243,7 +270,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if "token" in qs and not path.startswith("/api/") and self.command in ("GET", "HEAD"):
                 self._token_login(path, qs)
                 return
-            if not (self._cookie_ok() or self._bearer_ok()):
+            self.role = self._bearer_role() or self._cookie_role()
+            if self.role is None:
                 self._text(401, "401 unauthorized: open the URL printed by `otel-telemetry dashboard` "
                                 "(it carries ?token=...), or send Authorization: Bearer <token>\n")
                 return
@@ -263,12 +291,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _token_login(self, path: str, qs: dict[str, list[str]]) -> None:
         given = qs.get("token") or [""]
-        if len(given) != 1 or not hmac.compare_digest(given[0].encode(), self.dash.token.encode()):
+        roles = [r for r, t in self.dash.tokens.items()
+                 if len(given) == 1 and hmac.compare_digest(given[0].encode(), t.encode())]
+        if not roles:
             self._text(401, "401 unauthorized: wrong token\n")
             return
         rest = {k: v for k, v in qs.items() if k != "token"}
         location = path + (f"?{urlencode(rest, doseq=True)}" if rest else "")
-        cookie = f"{self.dash.cookie_name}={self.dash.cookie_value}; HttpOnly; SameSite=Strict; Path=/"
+        cookie = f"{self.dash.cookie_name}={self.dash.cookies[roles[0]]}; HttpOnly; SameSite=Strict; Path=/"
         self._send(303, b"", "text/plain", (("Location", location), ("Set-Cookie", cookie)))
 
     def _route(self, path: str, qs: dict[str, list[str]]) -> None:
@@ -291,8 +321,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         name = path[len("/api/"):]
         if name == "csrf":
             Params(qs, ())
-            self._json(200, {"csrf": self.dash.csrf})
+            self._json(200, {"csrf": self.dash.csrf, "role": self.role})
         elif name == "tail":
+            self._audit("GET /api/tail", {k: v for k, v in qs.items()}, None)
             self._tail(Params(qs, ("category", "level", "backlog")))
         elif name in ENDPOINTS:
             fn, allowed = ENDPOINTS[name]
@@ -302,6 +333,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 out = fn(conn, params, self.dash.ctx)
             finally:
                 conn.close()
+            self._audit(f"GET /api/{name}", {k: v[0] if len(v) == 1 else v for k, v in qs.items()}, _rows(out))
             self._json(200, out)
         else:
             self._json(404, {"error": f"no API endpoint {name[:64]!r}"})
@@ -309,6 +341,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _post_retention(self) -> None:
         if not self._origin_ok():
             self._json(403, {"error": "cross-origin request refused"})
+            return
+        if self.role != "admin":
+            self._audit("POST /api/retention", {}, None, "refused: viewer")
+            self._json(403, {"error": "retention changes need the admin token (this is the viewer's)"})
             return
         csrf = self.headers.get("X-CSRF-Token") or ""
         if not (self._bearer_ok() or (self._cookie_ok() and hmac.compare_digest(csrf.encode(),
@@ -331,6 +367,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise ApiError("body is not valid JSON") from None
         out = records_api.set_retention(body, self.dash.ctx)
         log.info("dashboard: retention of %s set to %s days", out["category"], out["days"])
+        self._audit("POST /api/retention", {"category": out.get("category"), "days": out.get("days")}, None)
         self._json(200, out)
 
     def _tail(self, p: Params) -> None:
@@ -372,6 +409,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             pass  # the browser went away
         finally:
             self.dash.tail.unsubscribe(sub)
+
+
+def _rows(out: Any) -> int | None:
+    """How many records an API answer carries, for the audit log (None when it is not a list)."""
+    if isinstance(out, list):
+        return len(out)
+    if isinstance(out, dict):
+        for key in ("records", "rows", "spans", "items", "sessions", "traces"):
+            if isinstance(out.get(key), list):
+                return len(out[key])
+    return None
 
 
 def _event(kind: str, data: Any, event_id: int | None = None) -> bytes:
