@@ -5,6 +5,7 @@ window. Browser tests of the same views: test_explore_browser.py."""
 from __future__ import annotations
 
 import http.client
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -95,3 +96,15 @@ def test_attr_payloads_are_data(seeded: Any) -> None:
         status, body = c.get("traces", [("attr", bad)])
         assert status == 400 and body["error"], bad
     assert _schema_and_count(path) == before
+
+
+@pytest.mark.parametrize("where", ["error", "duration>500ms", "gen_ai.agent.name=planner"])
+def test_compare_equals_cli(seeded: Any, where: str) -> None:
+    c, path = seeded
+    now = int(time.time())
+    since, until = str(now - 7200), str(now + 60)  # the same window for both, to the nanosecond
+    d = c.json("compare", [("since", since), ("until", until), ("where", where)])
+    q = cli("compare", "--db", path, "--where", where, "--since", since, "--until", until, "--format", "json")
+    assert d["attributes"] and q == d
+    status, body = c.get("compare", [("where", "slow")])
+    assert status == 400 and "where" in body["error"]

@@ -22,6 +22,9 @@ from . import (
     alerts as cli_alerts,
 )
 from . import (
+    compare as cli_compare,
+)
+from . import (
     dashboard as cli_dashboard,
 )
 from . import (
@@ -295,3 +298,4 @@ cli_retention.register(main)  # retention show|set|purge (and the design's reten
 cli_keys.register(main)  # keys generate
 cli_purge.register(main)  # purge
 cli_dashboard.register(main)  # dashboard
+cli_compare.register(main)  # compare

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import apsw
+
 from ..query import attr_search
+from ..query import compare as qc
 from ..query.filters import QueryError
-from .params import ApiError, Params
+from .params import WINDOW, ApiError, Params
 
 
 def attr_filters(p: Params) -> tuple[attr_search.AttrFilter, ...]:
@@ -29,5 +32,24 @@ def attr_filters(p: Params) -> tuple[attr_search.AttrFilter, ...]:
     return tuple(out)
 
 
+def compare(conn: apsw.Connection, p: Params, ctx: Any) -> dict[str, Any]:
+    """``otel-telemetry compare`` for the window: ``where`` (error, duration>500ms, key=value),
+    optional ``name``, ``service``, ``attr`` (repeatable), ``limit``; sampled beyond the
+    ``compare_max_spans`` setting, as the CLI."""
+    since, until = p.window("24h")
+    text = p.text("where")
+    if text is None:
+        raise ApiError("where is required: error, duration>500ms or key=value")
+    try:
+        where = qc.parse_where(text)
+        cap = qc.max_spans_setting()
+    except (QueryError, ValueError) as exc:
+        raise ApiError(str(exc)) from None
+    return qc.compare(conn, where, since, until, name=p.text("name"), service=p.text("service"),
+                      attrs=attr_filters(p), limit=p.integer("limit", 20, 1, 1000), max_spans=cap)
+
+
 # name -> (function, accepted parameters); the server routes /api/<name> here.
-EXPLORE: dict[str, tuple[Any, tuple[str, ...]]] = {}
+EXPLORE: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "compare": (compare, (*WINDOW, "where", "name", "service", "attr", "limit")),
+}
