@@ -108,3 +108,13 @@ def test_compare_equals_cli(seeded: Any, where: str) -> None:
     assert d["attributes"] and q == d
     status, body = c.get("compare", [("where", "slow")])
     assert status == 400 and "where" in body["error"]
+
+
+def test_conversation_equals_cli(seeded: Any) -> None:
+    c, path = seeded
+    call = cli("query", "--db", path, "--attr", "gen_ai.agent.name=coder", "--limit", "1", "--format", "json")[0]
+    d = c.json("conversation", [("trace_id", call["trace_id"])])
+    q = cli("conversation", call["trace_id"], "--db", path, "--format", "json")
+    assert d.pop("truncated") is False and d == q
+    assert d["steps"][0]["agent"] == "coder" and d["turns"][0]["content"] == "absent"
+    assert c.get("conversation", [("trace_id", "xyz")])[0] == 400

@@ -25,6 +25,9 @@ from . import (
     compare as cli_compare,
 )
 from . import (
+    conversation as cli_conversation,
+)
+from . import (
     dashboard as cli_dashboard,
 )
 from . import (
@@ -299,3 +302,4 @@ cli_keys.register(main)  # keys generate
 cli_purge.register(main)  # purge
 cli_dashboard.register(main)  # dashboard
 cli_compare.register(main)  # compare
+cli_conversation.register(main)  # conversation

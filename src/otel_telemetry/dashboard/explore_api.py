@@ -14,6 +14,8 @@ import apsw
 
 from ..query import attr_search
 from ..query import compare as qc
+from ..query import conversation as qv
+from ..query import filters as query
 from ..query.filters import QueryError
 from .params import WINDOW, ApiError, Params
 
@@ -49,7 +51,25 @@ def compare(conn: apsw.Connection, p: Params, ctx: Any) -> dict[str, Any]:
                       attrs=attr_filters(p), limit=p.integer("limit", 20, 1, 1000), max_spans=cap)
 
 
+MAX_TRACE_RECORDS = 5000  # as the waterfall (records_api.trace)
+
+
+def conversation(conn: apsw.Connection, p: Params, ctx: Any) -> dict[str, Any]:
+    """The LLM conversations (turns) and agent steps of one trace (``otel-telemetry conversation``)."""
+    trace_id = p.text("trace_id")
+    if trace_id is None:
+        raise ApiError("trace_id is required")
+    try:
+        flt = query.Filters(trace_id=trace_id, limit=MAX_TRACE_RECORDS + 1, order="asc")
+    except QueryError as exc:
+        raise ApiError(str(exc)) from None
+    records = query.query_records(conn, flt)
+    out = qv.trace_conversation(records[:MAX_TRACE_RECORDS])
+    return {"trace_id": flt.trace_id, **out, "truncated": len(records) > MAX_TRACE_RECORDS}
+
+
 # name -> (function, accepted parameters); the server routes /api/<name> here.
 EXPLORE: dict[str, tuple[Any, tuple[str, ...]]] = {
     "compare": (compare, (*WINDOW, "where", "name", "service", "attr", "limit")),
+    "conversation": (conversation, ("trace_id",)),
 }
