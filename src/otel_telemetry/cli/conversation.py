@@ -60,6 +60,8 @@ def conversation_cmd(trace_id: str, db: str | None, fmt: str) -> None:
     if fmt == "csv":
         _emit_csv(STEP_COLUMNS, rows)
         return
+    cost = STEP_COLUMNS.index("cost_usd")  # dollars of one call need more than the table's 3 decimals
+    rows = [[f"{v:.6f}" if i == cost and v is not None else v for i, v in enumerate(row)] for row in rows]
     if not r["steps"]:
         raise click.ClickException(f"no GenAI spans in trace {trace_id}")
     t = r["totals"]
