@@ -104,6 +104,16 @@ def test_large_window_is_sampled_repeatably(conn: apsw.Connection) -> None:
     assert any(line.startswith("sampled") for line in lines)
 
 
+def test_window_larger_than_the_bound_is_read_in_runs_and_estimated(conn: apsw.Connection) -> None:
+    r = qc.compare(conn, qc.parse_where("error"), T0, T0 + N * NS, max_spans=100)
+    assert r["sampled"] and r["estimated"] and r["rows_read"] == 200
+    assert 50 <= r["selection"]["spans"] <= 150 and 800 <= r["rest"]["spans"] <= 1000
+    assert r["rest"]["read"] <= 50 and r["selection"]["read"] <= 50
+    assert ("region", "eu-west") in [(a["key"], a["value"]) for a in r["attributes"]]
+    assert r == qc.compare(conn, qc.parse_where("error"), T0, T0 + N * NS, max_spans=100)
+    assert any("estimates" in line for line in qc.table_lines(r))
+
+
 @pytest.mark.parametrize("text", ["", "slow", "duration>abc", "duration>5h", "region", "n>x"])
 def test_bad_where(text: str) -> None:
     with pytest.raises(QueryError):

@@ -100,14 +100,20 @@ class AttrFilter:
             params += [*paths, self.value]
         equal = "(" + " OR ".join(tests) + ")"
         if self.op == "=":
-            return self._prefiltered(equal, params, quoted)
+            # A text value can only be stored as that JSON string: a second needle.
+            needle = orjson.dumps(self.value).decode() if len(tests) == 1 else None
+            return self._prefiltered(equal, params, quoted, needle)
         return f"coalesce(NOT {equal}, 1)", params
 
     @staticmethod
-    def _prefiltered(sql: str, params: list[Any], quoted: str) -> tuple[str, list[Any]]:
-        # A row whose JSON text does not contain the quoted key cannot match: instr() is a byte
-        # search, far cheaper than parsing the JSON, and it runs first (AND evaluates left to right).
-        return (f"((instr(data, ?) > 0 OR instr(metadata, ?) > 0) AND {sql})", [quoted, quoted, *params])
+    def _prefiltered(sql: str, params: list[Any], quoted: str, value: str | None = None) -> tuple[str, list[Any]]:
+        # A row whose JSON text does not contain the quoted key (and the quoted text value) cannot
+        # match: instr() is a byte search, far cheaper than parsing the JSON, and it runs first
+        # (AND evaluates left to right).
+        if value is None:
+            return (f"((instr(data, ?) > 0 OR instr(metadata, ?) > 0) AND {sql})", [quoted, quoted, *params])
+        return (f"(((instr(data, ?) > 0 AND instr(data, ?) > 0) OR (instr(metadata, ?) > 0 AND instr(metadata, ?) > 0))"
+                f" AND {sql})", [quoted, value, quoted, value, *params])
 
 
 def parse(text: str) -> AttrFilter:

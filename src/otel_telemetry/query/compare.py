@@ -8,9 +8,12 @@ attribute filters). For each ``key=value`` of the spans' attributes, resource at
 ``service``/``name``/``status`` columns: how many spans of each side carry it, and the share. Sorted by the
 difference of the shares (selection % − rest %), then by the selection count.
 
-Cost is bounded: when a side holds more than ``max_spans / 2`` spans, a deterministic sample of
-that size is read (rows picked by a permutation of their id, so the same window gives the same
-answer), and the result says so (``sampled``, counts of both the sample and the side).
+Cost is bounded (``max_spans``, setting ``compare_max_spans``): a window of up to ``5 * max_spans``
+rows is counted exactly, and a side above ``max_spans / 2`` spans has its pairs counted on a
+deterministic sample of that size (rows picked by a permutation of their id). A larger window is
+never scanned: ``2 * max_spans`` row ids are read in evenly spread runs of consecutive ids (rowid
+ranges), and the span counts are estimated from what they hold (``estimated``). The same window
+gives the same answer, and the result says when it sampled (``sampled``).
 
 Runs on the caller's thread over a read-only connection; never writes.
 """
@@ -35,6 +38,10 @@ DEFAULT_MAX_SPANS = 20_000
 MAX_VALUE_CHARS = 120  # longer values are mostly ids, texts and payloads: not a shared trait
 _PRIME = 1_000_003  # id -> (id mod p) * g mod p is a permutation of 0..p-1 for a generator-like g
 _MULT = 7919
+_EXACT_FACTOR = 5  # a window of up to 5 * max_spans rows is scanned; a larger one is read in runs of ids
+_BUDGET_FACTOR = 2  # ... 2 * max_spans row ids of it
+_RUN_IDS = 250  # consecutive ids per run at most: one short rowid range read each
+_MIN_RUNS = 40  # runs at least, spread over the window
 _DURATION_RE = re.compile(r"^\s*duration\s*(>=|<=|>|<)\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$", re.IGNORECASE)
 
 
@@ -75,34 +82,67 @@ def max_spans_setting(argument: int | None = None) -> int:
     return n
 
 
-def _pairs(data: Any, meta: Any, service: Any, name: Any, status: Any) -> set[tuple[str, str, str]]:
-    """(source, key, value) of one span: scalar attributes and resource attributes, service, name, status."""
-    out: set[tuple[str, str, str]] = set()
-    if status is not None:
-        out.add(("column", "status", str(status)))
-    if service is not None:
-        out.add(("column", "service", str(service)))
-    if name is not None:
-        out.add(("column", "name", str(name)))
-    for source, text, field in (("span", data, "attributes"), ("resource", meta, "resource")):
-        try:
-            obj = orjson.loads(text) if text else None
-        except orjson.JSONDecodeError:
-            continue
-        attrs = obj.get(field) if isinstance(obj, dict) else None
-        if not isinstance(attrs, dict):
-            continue
-        for key, value in attrs.items():
-            if isinstance(value, bool):
-                value = "true" if value else "false"
-            elif isinstance(value, float) and not math.isfinite(value):
+def _attr_pairs(source: str, attrs: Any, out: list[tuple[str, str, str]]) -> None:
+    """Append (source, key, value) for each scalar attribute (no lists/objects, no long values)."""
+    if attrs.__class__ is not dict:
+        return
+    for key, value in attrs.items():
+        cls = value.__class__
+        if cls is str:
+            if len(value) > MAX_VALUE_CHARS:
                 continue
-            elif not isinstance(value, str | int | float):
-                continue  # lists and objects: no single value to share
-            text_value = str(value)
-            if len(text_value) <= MAX_VALUE_CHARS and key != "service.name":  # service.name is `service`
-                out.add((source, key, text_value))
-    return out
+        elif cls is bool:
+            value = "true" if value else "false"
+        elif cls is int:
+            value = str(value)
+        elif cls is float:
+            if not math.isfinite(value):
+                continue
+            value = str(value)
+        else:
+            continue  # lists and objects: no single value to share
+        out.append((source, key, value))
+
+
+class _Pairs:
+    """(source, key, value) of one span: attributes, resource attributes, service, name, status.
+
+    A side reads thousands of spans of a few resources: each resource's pairs are made once."""
+
+    def __init__(self) -> None:
+        self._resources: dict[str, list[tuple[str, str, str]]] = {}
+
+    def resource(self, meta: Any) -> list[tuple[str, str, str]]:
+        pairs = self._resources.get(meta)
+        if pairs is None:
+            pairs = []
+            try:
+                obj = orjson.loads(meta) if meta else None
+            except orjson.JSONDecodeError:
+                obj = None
+            if obj.__class__ is dict:
+                _attr_pairs("resource", obj.get("resource"), pairs)
+            # service.name is the service column, counted as such
+            pairs = [p for p in pairs if p[1] != "service.name"]
+            if len(self._resources) < 10_000:
+                self._resources[meta] = pairs
+        return pairs
+
+    def of(self, data: Any, meta: Any, service: Any, name: Any, status: Any) -> list[tuple[str, str, str]]:
+        out = list(self.resource(meta))
+        if service is not None:
+            out.append(("column", "service", str(service)))
+        if name is not None:
+            out.append(("column", "name", str(name)))
+        if status is not None:
+            out.append(("column", "status", str(status)))
+        try:
+            obj = orjson.loads(data) if data else None
+        except orjson.JSONDecodeError:
+            return out
+        if obj.__class__ is dict:
+            _attr_pairs("span", obj.get("attributes"), out)
+        return out
 
 
 def _side(conn: apsw.Connection, base: str, params: list[Any], where: str, wparams: Sequence[Any],
@@ -116,38 +156,105 @@ def _side(conn: apsw.Connection, base: str, params: list[Any], where: str, wpara
         sparams = [_PRIME, _MULT, _PRIME, max(1, int(_PRIME * cap / total))]
     sql = f"SELECT data, metadata, service, name, status FROM records WHERE {base} AND {where}{sample} LIMIT ?"
     counts: Counter[tuple[str, str, str]] = Counter()
+    pairs = _Pairs()
     n = 0
     for data, meta, service, name, status in conn.execute(sql, (*params, *wparams, *sparams, cap)):
-        counts.update(_pairs(data, meta, service, name, status))
+        counts.update(pairs.of(data, meta, service, name, status))
         n += 1
     return counts, n
+
+
+def _id_range(conn: apsw.Connection, since_ns: int, until_ns: int) -> tuple[int, int]:
+    """Row ids of the window's first and last records by time: two probes of the timestamp index
+    (ids follow arrival, so the window's rows lie in about this range; rows outside the window
+    are skipped by their timestamp)."""
+    lo = conn.execute("SELECT id FROM records WHERE timestamp >= ? AND timestamp < ? ORDER BY timestamp, id "
+                      "LIMIT 1", (since_ns, until_ns)).fetchone()
+    hi = conn.execute("SELECT id FROM records WHERE timestamp >= ? AND timestamp < ? ORDER BY timestamp DESC, "
+                      "id DESC LIMIT 1", (since_ns, until_ns)).fetchone()
+    if lo is None or hi is None:
+        return 0, -1
+    return min(lo[0], hi[0]), max(lo[0], hi[0])
+
+
+def _exact(conn: apsw.Connection, where: Where, pop: str, params: list[Any], since_ns: int, until_ns: int,
+           half: int) -> tuple[Counter[Any], int, Counter[Any], int, dict[str, Any]]:
+    """A window of few rows: every span counted; a side above ``half`` spans read as a sample."""
+    base = f"timestamp >= ? AND timestamp < ? AND {pop}"
+    bparams = [since_ns, until_ns, *params]
+    sel_where = f"coalesce(({where.sql}), 0)"
+    row = conn.execute(f"SELECT count(*), sum({sel_where}) FROM records WHERE {base}",
+                       (*where.params, *bparams)).fetchone()
+    total, selected = int(row[0] or 0), int(row[1] or 0)
+    sel_counts, sel_n = _side(conn, base, bparams, sel_where, where.params, selected, half)
+    rest_counts, rest_n = _side(conn, base, bparams, f"NOT {sel_where}", where.params, total - selected, half)
+    return sel_counts, sel_n, rest_counts, rest_n, {"selection": selected, "rest": total - selected,
+                                                    "estimated": False}
+
+
+def _chunked(conn: apsw.Connection, where: Where, pop: str, params: list[Any], since_ns: int, until_ns: int,
+             lo: int, hi: int, half: int, budget: int) -> tuple[Counter[Any], int, Counter[Any], int, dict[str, Any]]:
+    """A large window: ``budget`` row ids read in evenly spread runs of consecutive ids (cheap rowid
+    ranges, no scan of the window), each side's pairs counted on up to ``half`` of its spans, and
+    the window's span counts estimated from the shares seen."""
+    run_ids = max(1, min(_RUN_IDS, budget // _MIN_RUNS))
+    runs = max(1, budget // run_ids)
+    stride = (hi - lo + 1) / runs
+    sql = (f"SELECT timestamp, ({pop}), coalesce(({where.sql}), 0), data, metadata, service, name, status "
+           "FROM records WHERE id >= ? AND id < ?")
+    counts: tuple[Counter[Any], Counter[Any]] = (Counter(), Counter())
+    read, matched = [0, 0], [0, 0]
+    in_window = probed = 0
+    pairs = _Pairs()
+    for k in range(runs):
+        first = lo + int(k * stride)
+        last = min(first + run_ids, hi + 1)
+        probed += last - first
+        for ts, member, chosen, data, meta, service, name, status in conn.execute(
+                sql, (*params, *where.params, first, last)):
+            if not since_ns <= ts < until_ns:
+                continue
+            in_window += 1
+            if not member:
+                continue
+            side = 0 if chosen else 1
+            matched[side] += 1
+            if read[side] < half:
+                read[side] += 1
+                counts[side].update(pairs.of(data, meta, service, name, status))
+    scale = (hi - lo + 1) / probed if probed else 0.0
+    return counts[0], read[0], counts[1], read[1], {
+        "selection": round(matched[0] * scale), "rest": round(matched[1] * scale), "estimated": True,
+        "rows_read": probed, "rows_in_window_estimated": round(in_window * scale)}
 
 
 def compare(conn: apsw.Connection, where: Where, since_ns: int, until_ns: int, *, name: str | None = None,
             service: str | None = None, attrs: Sequence[attr_search.AttrFilter] = (), limit: int = 20,
             max_spans: int = DEFAULT_MAX_SPANS) -> dict[str, Any]:
     """Attribute values over-represented in the spans matching ``where`` against the other spans of
-    ``[since_ns, until_ns)`` (same ``name``, ``service`` and ``attrs``); at most ``limit`` rows."""
+    ``[since_ns, until_ns)`` (same ``name``, ``service`` and ``attrs``); at most ``limit`` rows.
+
+    A window of up to ``5 * max_spans`` rows is counted exactly (each side's pairs on a sample of
+    ``max_spans / 2`` spans if larger); a larger one is read in spread runs of ids (``2 *
+    max_spans`` rows) and its span counts are estimates (``estimated``)."""
     if not 1 <= limit <= 1000:
         raise QueryError(f"limit {limit!r} is not from 1 to 1000")
-    base = "type = 'span' AND timestamp >= ? AND timestamp < ?"
-    params: list[Any] = [since_ns, until_ns]
+    pop = "type = 'span'"
+    params: list[Any] = []
     for column, value in (("name", name), ("service", service)):
         if value is not None:
-            base += f' AND "{column}" = ?'  # column names are these two constants
+            pop += f' AND "{column}" = ?'  # column names are these two constants
             params.append(value)
     extra, extra_params = attr_search.clauses(tuple(attrs))
-    base += extra
+    pop += extra
     params += extra_params
-    sel_where = f"coalesce(({where.sql}), 0)"
-    rest_where = f"NOT coalesce(({where.sql}), 0)"
-    row = conn.execute(f"SELECT count(*), sum({sel_where}) FROM records WHERE {base}",
-                       (*where.params, *params)).fetchone()
-    total, selected = int(row[0] or 0), int(row[1] or 0)
-    rest = total - selected
     half = max_spans // 2
-    sel_counts, sel_n = _side(conn, base, params, sel_where, where.params, selected, half)
-    rest_counts, rest_n = _side(conn, base, params, rest_where, where.params, rest, half)
+    lo, hi = _id_range(conn, since_ns, until_ns)
+    if hi - lo + 1 <= _EXACT_FACTOR * max_spans:
+        sel_counts, sel_n, rest_counts, rest_n, spans = _exact(conn, where, pop, params, since_ns, until_ns, half)
+    else:
+        sel_counts, sel_n, rest_counts, rest_n, spans = _chunked(conn, where, pop, params, since_ns, until_ns,
+                                                                 lo, hi, half, _BUDGET_FACTOR * max_spans)
     rows = []
     for pair, k in sel_counts.items():
         sel_share = k / sel_n
@@ -163,13 +270,17 @@ def compare(conn: apsw.Connection, where: Where, since_ns: int, until_ns: int, *
                      "rest_pct": round(100 * rest_share, 2), "score": round(sel_share - rest_share, 4),
                      "ratio": round(sel_share / rest_share, 2) if rest_share else None})
     rows.sort(key=lambda x: (-x["score"], -x["selection"], x["key"], x["value"]))
-    return {
+    out = {
         "where": where.text, "name": name, "service": service, "attrs": [str(a) for a in attrs],
         "since": iso_ns(since_ns), "until": iso_ns(until_ns), "since_ns": since_ns, "until_ns": until_ns,
-        "selection": {"spans": selected, "read": sel_n}, "rest": {"spans": rest, "read": rest_n},
-        "sampled": sel_n < selected or rest_n < rest, "max_spans": max_spans,
-        "attributes": rows[:limit],
+        "selection": {"spans": spans["selection"], "read": sel_n}, "rest": {"spans": spans["rest"], "read": rest_n},
+        "sampled": spans["estimated"] or sel_n < spans["selection"] or rest_n < spans["rest"],
+        "estimated": spans["estimated"], "max_spans": max_spans, "attributes": rows[:limit],
     }
+    if spans["estimated"]:
+        out["rows_read"] = spans["rows_read"]
+        out["rows_in_window_estimated"] = spans["rows_in_window_estimated"]
+    return out
 
 
 def table_lines(r: dict[str, Any]) -> list[str]:
@@ -177,7 +288,12 @@ def table_lines(r: dict[str, Any]) -> list[str]:
     lines = [f"window    {r['since']} .. {r['until']}",
              f"selection {r['where']}: {r['selection']['spans']} spans; rest: {r['rest']['spans']} spans"
              + (f"  (operation {r['name']})" if r["name"] else "")]
-    if r["sampled"]:
+    if r["estimated"]:
+        lines[1] = lines[1].replace(": ", ": ~", 1).replace("rest: ", "rest: ~")
+        lines.append(f"sampled   {r['rows_read']} row ids of a window of ~{r['rows_in_window_estimated']} records "
+                     f"read in spread runs; span counts are estimates; pairs counted on {r['selection']['read']} "
+                     f"selected and {r['rest']['read']} other spans")
+    elif r["sampled"]:
         lines.append(f"sampled   {r['selection']['read']} of the selection and {r['rest']['read']} of the rest "
                      f"(more than {r['max_spans']} spans in the window)")
     return lines

@@ -51,10 +51,13 @@ export async function compare(ctx) {
   const d = await get("compare", { last: ctx.last, where, name: p.name, service: p.service, attr: attrs });
   const summary = el("p", { "data-testid": "compare-summary" },
     "Selection ", el("code", { text: d.where }), ": ",
-    el("b", { "data-value": "selection", text: num(d.selection.spans) }), " spans; the rest of the window: ",
-    el("b", { "data-value": "rest", text: num(d.rest.spans) }), " spans.",
+    el("b", { "data-value": "selection", text: `${d.estimated ? "~" : ""}${num(d.selection.spans)}` }),
+    " spans; the rest of the window: ",
+    el("b", { "data-value": "rest", text: `${d.estimated ? "~" : ""}${num(d.rest.spans)}` }), " spans.",
     d.sampled ? el("span", { class: "pill", "data-testid": "compare-sampled",
-      text: ` sampled: ${num(d.selection.read)} + ${num(d.rest.read)} spans read (more than ${num(d.max_spans)})` }) : null);
+      text: d.estimated
+        ? ` sampled: ${num(d.rows_read)} rows of ~${num(d.rows_in_window_estimated)} read in spread runs; span counts estimated`
+        : ` sampled: ${num(d.selection.read)} + ${num(d.rest.read)} spans read (more than ${num(d.max_spans)})` }) : null);
   const head = el("tr", {}, ["key", "value", "source", "selection", "sel %", "rest", "rest %", "", "score"]
     .map((h, i) => el("th", { class: i >= 3 && i !== 7 ? "num" : null, text: h })));
   const body = d.attributes.map((a) => {
