@@ -36,7 +36,9 @@ def _where(text: str) -> qc.Where:
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="Most attribute values to print.")
 @click.option("--max-spans", type=click.IntRange(100, 10_000_000), default=None,
-              help="Most spans read (half per side); beyond it, a repeatable sample. "
+              help="Bound on the work: values are counted on at most this many spans (half per side, a "
+                   "repeatable sample beyond); a window of more than 5x as many records is read in spread "
+                   "runs of row ids and its span counts are estimates. "
                    "Default: $OTEL_TELEMETRY_COMPARE_MAX_SPANS, else 20000.")
 @common_options
 def compare_cmd(where_text: str, name: str | None, service: str | None, attrs: tuple[attr_search.AttrFilter, ...],
@@ -46,8 +48,7 @@ def compare_cmd(where_text: str, name: str | None, service: str | None, attrs: t
 
     For every key=value of the spans' attributes, resource attributes, service and name: how many
     spans of the selection and of the rest carry it, and the shares; sorted by the difference of
-    the shares. When a side holds more than half of --max-spans spans, a repeatable sample is read
-    and the output says so.
+    the shares. Past --max-spans the output says "sampled" (and "~" before estimated counts).
 
     \b
     Example:
