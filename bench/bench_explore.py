@@ -10,7 +10,7 @@ codes, logs, metrics), each span with a few more varying attributes: ``region`` 
   newest 50 matching spans of a 1-day window): a common value, a rare one, a value no span has
   (the whole window is read), a numeric comparison, ``!=``, and two filters together;
 * ``compare --where error`` and ``--where duration>1000ms`` over 1, 7 and 30 days (sampled
-  beyond ``compare_max_spans``, 20 000) and for one operation.
+  beyond ``compare_max_spans``, 10 000) and for one operation.
 
 The database lives in a temporary directory under /tmp and is deleted at the end.
 

@@ -39,7 +39,7 @@ def _where(text: str) -> qc.Where:
               help="Bound on the work: values are counted on at most this many spans (half per side, a "
                    "repeatable sample beyond); a window of more than 5x as many records is read in spread "
                    "runs of row ids and its span counts are estimates. "
-                   "Default: $OTEL_TELEMETRY_COMPARE_MAX_SPANS, else 20000.")
+                   "Default: $OTEL_TELEMETRY_COMPARE_MAX_SPANS, else 10000.")
 @common_options
 def compare_cmd(where_text: str, name: str | None, service: str | None, attrs: tuple[attr_search.AttrFilter, ...],
                 last: float | None, since: int | None, until: int | None, limit: int, max_spans: int | None,

@@ -34,7 +34,7 @@ from .. import settings
 from . import attr_search
 from .filters import QueryError, iso_ns
 
-DEFAULT_MAX_SPANS = 20_000
+DEFAULT_MAX_SPANS = 10_000  # 5 000 spans a side: a 10 % share within ±0.9 % (95 %)
 MAX_VALUE_CHARS = 120  # longer values are mostly ids, texts and payloads: not a shared trait
 _PRIME = 1_000_003  # id -> (id mod p) * g mod p is a permutation of 0..p-1 for a generator-like g
 _MULT = 7919
