@@ -118,3 +118,18 @@ def test_conversation_equals_cli(seeded: Any) -> None:
     assert d.pop("truncated") is False and d == q
     assert d["steps"][0]["agent"] == "coder" and d["turns"][0]["content"] == "absent"
     assert c.get("conversation", [("trace_id", "xyz")])[0] == 400
+
+
+def test_compare_past_the_bound_says_sampled_in_both(seeded: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    c, path = seeded
+    monkeypatch.setenv("OTEL_TELEMETRY_COMPARE_MAX_SPANS", "100")  # read per request by both
+    now = int(time.time())
+    since, until = str(now - 6 * 3600), str(now + 60)
+    d = c.json("compare", [("since", since), ("until", until), ("where", "error")])
+    q = cli("compare", "--db", path, "--where", "error", "--since", since, "--until", until, "--format", "json")
+    assert d == q and d["sampled"] and d["estimated"] and d["rows_read"] == 200 and d["max_spans"] == 100
+    r = CliRunner().invoke(main, ["compare", "--db", path, "--where", "error", "--since", since, "--until", until])
+    assert r.exit_code == 0 and "sampled" in r.stdout and "estimates" in r.stdout and ": ~" in r.stdout
+    monkeypatch.setenv("OTEL_TELEMETRY_COMPARE_MAX_SPANS", "5")
+    status, body = c.get("compare", [("where", "error")])
+    assert status == 400 and "at least 100" in body["error"]

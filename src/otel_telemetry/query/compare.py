@@ -11,8 +11,9 @@ difference of the shares (selection % − rest %), then by the selection count.
 Cost is bounded (``max_spans``, setting ``compare_max_spans``): a window of up to ``5 * max_spans``
 rows is counted exactly, and a side above ``max_spans / 2`` spans has its pairs counted on a
 deterministic sample of that size (rows picked by a permutation of their id). A larger window is
-never scanned: ``2 * max_spans`` row ids are read in evenly spread runs of consecutive ids (rowid
-ranges), and the span counts are estimated from what they hold (``estimated``). The same window
+never scanned (only counted in the timestamp index): ``2 * max_spans`` row ids are read in evenly
+spread runs of consecutive ids (rowid ranges), and the span counts are estimated from what they
+hold (``estimated``). The same window
 gives the same answer, and the result says when it sampled (``sampled``).
 
 Runs on the caller's thread over a read-only connection; never writes.
@@ -164,17 +165,12 @@ def _side(conn: apsw.Connection, base: str, params: list[Any], where: str, wpara
     return counts, n
 
 
-def _id_range(conn: apsw.Connection, since_ns: int, until_ns: int) -> tuple[int, int]:
-    """Row ids of the window's first and last records by time: two probes of the timestamp index
-    (ids follow arrival, so the window's rows lie in about this range; rows outside the window
-    are skipped by their timestamp)."""
-    lo = conn.execute("SELECT id FROM records WHERE timestamp >= ? AND timestamp < ? ORDER BY timestamp, id "
-                      "LIMIT 1", (since_ns, until_ns)).fetchone()
-    hi = conn.execute("SELECT id FROM records WHERE timestamp >= ? AND timestamp < ? ORDER BY timestamp DESC, "
-                      "id DESC LIMIT 1", (since_ns, until_ns)).fetchone()
-    if lo is None or hi is None:
-        return 0, -1
-    return min(lo[0], hi[0]), max(lo[0], hi[0])
+def _window_rows(conn: apsw.Connection, since_ns: int, until_ns: int) -> tuple[int, int, int]:
+    """(records in the window, lowest id, highest id): read from the timestamp index alone (no
+    table row), whatever order the rows arrived in (late or re-imported rows included)."""
+    n, lo, hi = conn.execute("SELECT count(*), min(id), max(id) FROM records WHERE timestamp >= ? AND timestamp < ?",
+                             (since_ns, until_ns)).fetchone()
+    return int(n or 0), int(lo or 0), int(hi or -1)
 
 
 def _exact(conn: apsw.Connection, where: Where, pop: str, params: list[Any], since_ns: int, until_ns: int,
@@ -193,10 +189,12 @@ def _exact(conn: apsw.Connection, where: Where, pop: str, params: list[Any], sin
 
 
 def _chunked(conn: apsw.Connection, where: Where, pop: str, params: list[Any], since_ns: int, until_ns: int,
-             lo: int, hi: int, half: int, budget: int) -> tuple[Counter[Any], int, Counter[Any], int, dict[str, Any]]:
+             window: tuple[int, int, int], half: int,
+             budget: int) -> tuple[Counter[Any], int, Counter[Any], int, dict[str, Any]]:
     """A large window: ``budget`` row ids read in evenly spread runs of consecutive ids (cheap rowid
     ranges, no scan of the window), each side's pairs counted on up to ``half`` of its spans, and
     the window's span counts estimated from the shares seen."""
+    window_rows, lo, hi = window
     run_ids = max(1, min(_RUN_IDS, budget // _MIN_RUNS))
     runs = max(1, budget // run_ids)
     stride = (hi - lo + 1) / runs
@@ -222,10 +220,10 @@ def _chunked(conn: apsw.Connection, where: Where, pop: str, params: list[Any], s
             if read[side] < half:
                 read[side] += 1
                 counts[side].update(pairs.of(data, meta, service, name, status))
-    scale = (hi - lo + 1) / probed if probed else 0.0
+    scale = window_rows / in_window if in_window else 0.0  # the window's rows are counted exactly
     return counts[0], read[0], counts[1], read[1], {
         "selection": round(matched[0] * scale), "rest": round(matched[1] * scale), "estimated": True,
-        "rows_read": probed, "rows_in_window_estimated": round(in_window * scale)}
+        "rows_read": probed, "rows_in_window": window_rows}
 
 
 def compare(conn: apsw.Connection, where: Where, since_ns: int, until_ns: int, *, name: str | None = None,
@@ -234,9 +232,10 @@ def compare(conn: apsw.Connection, where: Where, since_ns: int, until_ns: int, *
     """Attribute values over-represented in the spans matching ``where`` against the other spans of
     ``[since_ns, until_ns)`` (same ``name``, ``service`` and ``attrs``); at most ``limit`` rows.
 
-    A window of up to ``5 * max_spans`` rows is counted exactly (each side's pairs on a sample of
-    ``max_spans / 2`` spans if larger); a larger one is read in spread runs of ids (``2 *
-    max_spans`` rows) and its span counts are estimates (``estimated``)."""
+    A window of up to ``5 * max_spans`` records (counted in the timestamp index) is counted
+    exactly (each side's pairs on a sample of ``max_spans / 2`` spans if larger); a larger one is
+    read in spread runs of ids (``2 * max_spans`` rows) and its span counts are estimates
+    (``estimated``)."""
     if not 1 <= limit <= 1000:
         raise QueryError(f"limit {limit!r} is not from 1 to 1000")
     pop = "type = 'span'"
@@ -249,12 +248,13 @@ def compare(conn: apsw.Connection, where: Where, since_ns: int, until_ns: int, *
     pop += extra
     params += extra_params
     half = max_spans // 2
-    lo, hi = _id_range(conn, since_ns, until_ns)
-    if hi - lo + 1 <= _EXACT_FACTOR * max_spans:
+    window_rows, lo, hi = _window_rows(conn, since_ns, until_ns)
+    if window_rows <= _EXACT_FACTOR * max_spans:
         sel_counts, sel_n, rest_counts, rest_n, spans = _exact(conn, where, pop, params, since_ns, until_ns, half)
     else:
         sel_counts, sel_n, rest_counts, rest_n, spans = _chunked(conn, where, pop, params, since_ns, until_ns,
-                                                                 lo, hi, half, _BUDGET_FACTOR * max_spans)
+                                                                 (window_rows, lo, hi), half,
+                                                                 _BUDGET_FACTOR * max_spans)
     rows = []
     for pair, k in sel_counts.items():
         sel_share = k / sel_n
@@ -279,7 +279,7 @@ def compare(conn: apsw.Connection, where: Where, since_ns: int, until_ns: int, *
     }
     if spans["estimated"]:
         out["rows_read"] = spans["rows_read"]
-        out["rows_in_window_estimated"] = spans["rows_in_window_estimated"]
+        out["rows_in_window"] = spans["rows_in_window"]
     return out
 
 
@@ -290,7 +290,7 @@ def table_lines(r: dict[str, Any]) -> list[str]:
              + (f"  (operation {r['name']})" if r["name"] else "")]
     if r["estimated"]:
         lines[1] = lines[1].replace(": ", ": ~", 1).replace("rest: ", "rest: ~")
-        lines.append(f"sampled   {r['rows_read']} row ids of a window of ~{r['rows_in_window_estimated']} records "
+        lines.append(f"sampled   {r['rows_read']} row ids of a window of {r['rows_in_window']} records "
                      f"read in spread runs; span counts are estimates; pairs counted on {r['selection']['read']} "
                      f"selected and {r['rest']['read']} other spans")
     elif r["sampled"]:

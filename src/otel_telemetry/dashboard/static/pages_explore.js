@@ -56,7 +56,7 @@ export async function compare(ctx) {
     el("b", { "data-value": "rest", text: `${d.estimated ? "~" : ""}${num(d.rest.spans)}` }), " spans.",
     d.sampled ? el("span", { class: "pill", "data-testid": "compare-sampled",
       text: d.estimated
-        ? ` sampled: ${num(d.rows_read)} rows of ~${num(d.rows_in_window_estimated)} read in spread runs; span counts estimated`
+        ? ` sampled: ${num(d.rows_read)} of the window's ${num(d.rows_in_window)} records read in spread runs; span counts estimated`
         : ` sampled: ${num(d.selection.read)} + ${num(d.rest.read)} spans read (more than ${num(d.max_spans)})` }) : null);
   const head = el("tr", {}, ["key", "value", "source", "selection", "sel %", "rest", "rest %", "", "score"]
     .map((h, i) => el("th", { class: i >= 3 && i !== 7 ? "num" : null, text: h })));
