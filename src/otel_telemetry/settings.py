@@ -195,6 +195,8 @@ SETTINGS: dict[str, Setting] = {
                 "on first use"),
         Setting("config", "OTEL_TELEMETRY_CONFIG", lambda: None, _str,
                 "collector: path of collector.yaml"),
+        Setting("compare_max_spans", "OTEL_TELEMETRY_COMPARE_MAX_SPANS", lambda: 10_000, _int,
+                "compare (CLI, dashboard): most spans read; a larger window is sampled, and the answer says so"),
     )
 }
 

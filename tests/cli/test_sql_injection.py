@@ -154,6 +154,27 @@ def test_query(seeded: Path) -> None:
     assert not _attach(seeded).exists()
 
 
+def test_query_attr(seeded: Path) -> None:
+    """``--attr``: the payload as key, as value, and as the value of the ``service`` column key."""
+    for p in payloads(_attach(seeded)):
+        for spec, col in ((f"{p}=x", None), (f"k={p}", None), (f"k!={p}", "all"), (f"{p}>1", None),
+                          (f"service={p}", "service")):
+            r = run("query", "--attr", spec, "--last", "30d", "--db", str(seeded), "--format", "json",
+                    "--limit", "1000")
+            check_exit(r, (spec[:30],))
+            if r.exit_code != 0:
+                continue
+            rows = orjson.loads(r.stdout)
+            if col == "service" and "=" not in p:
+                _exact(rows, "service", p.strip())
+                assert len(rows) == expected("service", p), (spec[:30], len(rows))
+            elif col == "all":
+                assert len(rows) == 40 + len(LITERAL)  # no row has the attribute k: != keeps them all
+            elif col is None:
+                assert rows == [], spec[:30]
+    assert not _attach(seeded).exists()
+
+
 def test_stats(seeded: Path) -> None:
     for p in payloads(_attach(seeded)):
         for args in (["--category", p], ["--agent", p], ["--model", p], ["--agent", p, "--model", p],

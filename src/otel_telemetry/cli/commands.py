@@ -16,12 +16,19 @@ import click
 from .. import settings
 from .._version import __version__
 from ..categories import CATEGORIES
+from ..query import attr_search
 from ..query import filters as query
 from . import (
     alerts as cli_alerts,
 )
 from . import (
     audit as cli_audit,
+)
+from . import (
+    compare as cli_compare,
+)
+from . import (
+    conversation as cli_conversation,
 )
 from . import (
     dashboard as cli_dashboard,
@@ -40,6 +47,7 @@ from . import (
 )
 from .output import (
     _TABLE_WIDTH,
+    ATTR_FILTER,
     TABLE_COLUMNS,
     TRACE_ID,
     _emit_csv,
@@ -77,6 +85,9 @@ def main() -> None:
 @click.option("--session-id", help="Only records of this session (exact match).")
 @click.option("--service", help="Only records from this service.name (exact match).")
 @click.option("--instance", help="Only records stored by this collector instance (exact match).")
+@click.option("--attr", "attrs", multiple=True, type=ATTR_FILTER, metavar="KEY=VALUE",
+              help="Attribute or resource-attribute filter: key=value, key!=value, key>number (also <, "
+                   ">=, <=); service and name mean the columns. Repeatable; all must hold.")
 @window_options
 @click.option("--limit", type=click.IntRange(1, query.MAX_LIMIT), default=100, show_default=True,
               help="Most records to print.")
@@ -85,8 +96,8 @@ def main() -> None:
 @common_options
 def query_cmd(category: str | None, component: str | None, event: str | None, level: str | None,
               type_: str | None, trace_id: str | None, session_id: str | None, service: str | None,
-              instance: str | None, last: float | None, since: int | None, until: int | None, limit: int, order: str,
-              db: str | None, fmt: str) -> None:
+              instance: str | None, attrs: tuple[attr_search.AttrFilter, ...], last: float | None,
+              since: int | None, until: int | None, limit: int, order: str, db: str | None, fmt: str) -> None:
     """Print stored records that match every given filter.
 
     json prints an array of objects keyed by the schema's column names (plus ``time``);
@@ -97,12 +108,14 @@ def query_cmd(category: str | None, component: str | None, event: str | None, le
       otel-telemetry query --category ai_behavior --last 2h --limit 20
       otel-telemetry query --trace-id 4bf92f3577b34da6a3ce929d0e0e4736 --format json
       otel-telemetry query --level error --since 2026-01-01 --until 2026-01-02 --format csv
+      otel-telemetry query --type span --attr http.route=/checkout --attr 'http.response.status_code>=500'
     """
     start, end = _window(last, since, until)
     try:
         filters = query.Filters(category=category, component=component, event=event, level=level,
                                 type=type_, trace_id=trace_id, session_id=session_id, service=service,
-                                instance=instance, since_ns=start, until_ns=end, limit=limit, order=order)
+                                instance=instance, since_ns=start, until_ns=end, limit=limit, order=order,
+                                attrs=attrs)
     except query.QueryError as exc:
         raise click.UsageError(str(exc)) from None
     with _open(db) as conn:
@@ -292,3 +305,5 @@ cli_keys.register(main)  # keys generate
 cli_purge.register(main)  # purge
 cli_dashboard.register(main)  # dashboard
 cli_audit.register(main)  # audit [purge]
+cli_compare.register(main)  # compare
+cli_conversation.register(main)  # conversation

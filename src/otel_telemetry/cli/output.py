@@ -21,6 +21,7 @@ import click
 import orjson
 
 from .. import settings
+from ..query import attr_search
 from ..query import filters as query
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -136,6 +137,7 @@ class _Parsed(click.ParamType):
 DURATION = _Parsed("DURATION", query.parse_duration)
 TIME = _Parsed("TIME", query.parse_time)
 TRACE_ID = _Parsed("HEX32", lambda text: query.Filters(trace_id=text).trace_id)
+ATTR_FILTER = _Parsed("KEY=VALUE", attr_search.parse)
 
 
 def db_option(f: F) -> F:

@@ -22,6 +22,7 @@ from ..store import db as store_db
 from ..store import retention as ret
 from ..store.alert_state import LIST_STATES, list_alerts
 from .api import Context, Endpoint
+from .explore_api import attr_filters
 from .params import WINDOW, ApiError, Params
 
 STATUSES = ("unset", "ok", "error")
@@ -98,7 +99,7 @@ def _cursor(text: str | None) -> tuple[int, int] | None:
 
 
 def traces(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
-    """Spans matching service/category/component/name/status/min duration in the window, newest first,
+    """Spans matching service/category/component/name/status/min duration/attributes in the window, newest first,
     ``limit`` per page (≤ 200); ``next`` is the keyset cursor (``timestamp:id``) of the next page."""
     since, until = p.window("24h")
     limit = p.integer("limit", 50, 1, MAX_PAGE)
@@ -119,6 +120,10 @@ def traces(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     if min_ms is not None:
         where += " AND duration_ms >= ?"
         params.append(min_ms)
+    for flt in attr_filters(p):  # key=value, key!=value, key>n on attributes and resource attributes
+        sql, values = flt.clause()
+        where += f" AND {sql}"
+        params += values
     cur = _cursor(p.text("cursor"))
     if cur is not None:
         where += " AND (timestamp < ? OR (timestamp = ? AND id < ?))"
@@ -321,7 +326,7 @@ def set_retention(body: Any, ctx: Context) -> dict[str, Any]:
 
 RECORDS: dict[str, tuple[Endpoint, tuple[str, ...]]] = {
     "traces": (traces, (*WINDOW, "service", "category", "component", "event", "status", "min_duration_ms",
-                        "limit", "cursor")),
+                        "attr", "limit", "cursor")),
     "trace": (trace, ("trace_id",)),
     "sessions": (sessions, (*WINDOW, "limit")),
     "session": (session, ("session_id",)),

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import apsw
 import orjson
@@ -47,6 +47,12 @@ MAX_DURATION_S = 200 * 365 * 86400  # now minus this still fits in int64 ns
 
 class QueryError(ValueError):
     """Bad input to the read side (a duration, a time, a filter value)."""
+
+
+class Clause(Protocol):
+    """An extra condition, e.g. an attribute filter (``attr_search.AttrFilter``)."""
+
+    def clause(self) -> tuple[str, list[Any]]: ...
 
 
 def parse_duration(text: str) -> float:
@@ -130,6 +136,7 @@ class Filters:
     until_ns: int | None = None
     limit: int = 100
     order: str = "desc"
+    attrs: tuple[Clause, ...] = ()  # attribute filters (query/attr_search.py), all must hold
 
     def __post_init__(self) -> None:
         _check_choice("category", self.category, CATEGORIES)
@@ -196,6 +203,10 @@ def query_records(conn: apsw.Connection, filters: Filters) -> list[dict[str, Any
     Each dict has the keys of :data:`OUTPUT_COLUMNS`; ``data`` and ``metadata`` are parsed JSON.
     """
     where, params = _where(filters.equality(), filters.since_ns, filters.until_ns)
+    for extra in filters.attrs:
+        sql, values = extra.clause()
+        where += f" AND {sql}" if where else f" WHERE {sql}"
+        params += values
     direction = "ASC" if filters.order == "asc" else "DESC"
     columns = ", ".join(f'"{c}"' for c in RECORD_COLUMNS)
     sql = f"SELECT {columns} FROM records{where} ORDER BY timestamp {direction}, id {direction} LIMIT ?"

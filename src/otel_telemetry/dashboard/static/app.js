@@ -2,6 +2,7 @@
 // Pages set main[data-ready=<page>] once their data is on screen (the browser tests wait for it).
 import { clear, el, errorBox } from "./dom.js";
 import { ai, errors, overview } from "./pages_metrics.js";
+import { compare } from "./pages_explore.js";
 import { alerts, sessions, tail, traces } from "./pages_records.js";
 
 const PAGES = [
@@ -9,6 +10,7 @@ const PAGES = [
   ["ai", "AI", ai],
   ["errors", "Errors", errors],
   ["traces", "Traces", traces],
+  ["compare", "Compare", compare],
   ["tail", "Live tail", tail],
   ["sessions", "Sessions", sessions],
   ["alerts", "Alerts & retention", alerts],
@@ -25,7 +27,9 @@ function parseHash() {
 }
 
 export function navigate(name, params = {}) {
-  const qs = new URLSearchParams(params).toString();
+  const q = new URLSearchParams();  // an array value (attr filters) becomes repeated parameters
+  for (const [k, v] of Object.entries(params)) (Array.isArray(v) ? v : [v]).forEach((x) => q.append(k, x));
+  const qs = q.toString();
   location.hash = `#/${name}${qs ? `?${qs}` : ""}`;
 }
 

@@ -2,6 +2,8 @@
 import { get, post } from "./api.js";
 import { lineChart, timeline, waterfall } from "./charts.js";
 import { card, clear, el, errorBox, kvTable, ms, num, panel, put, shortTime, table } from "./dom.js";
+import { conversationPanels } from "./pages_conversation.js";
+import { attrInputs, formParams } from "./pages_explore.js";
 
 const CATEGORIES = ["system_performance", "ai_behavior", "user_interaction", "component_interactions",
   "error_patterns", "ai_research"];
@@ -20,6 +22,7 @@ function select(name, options, value) {
 export async function traces(ctx) {
   if (ctx.params.get("trace_id")) return traceView(ctx, ctx.params.get("trace_id"));
   const p = Object.fromEntries(ctx.params.entries());
+  p.attr = ctx.params.getAll("attr");
   const input = (name, label, type = "text") => el("label", {}, label, el("input", { name, type, value: p[name] || "" }));
   const form = el("form", { class: "filters", "data-testid": "trace-search" },
     input("service", "service"),
@@ -28,12 +31,11 @@ export async function traces(ctx) {
     input("event", "name / event"),
     el("label", {}, "status", select("status", ["unset", "ok", "error"], p.status)),
     input("min_duration_ms", "min duration ms", "number"),
+    attrInputs(p.attr),
     el("button", { type: "submit", class: "primary", text: "Search" }));
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const q = {};
-    for (const [k, v] of new FormData(form).entries()) if (v) q[k] = v;
-    ctx.navigate("traces", q);
+    ctx.navigate("traces", formParams(form));
   });
   const d = await get("traces", { last: ctx.last, limit: 50, ...p });
   put(ctx.main, el("h2", { text: "Traces" }), form, panel(`Spans (newest first, ${d.spans.length} shown)`,
@@ -77,6 +79,13 @@ async function traceView(ctx, traceId) {
       { key: "time", label: "time", fmt: shortTime }, { key: "type", label: "type" },
       { key: "level", label: "level", cls: lvl }, { key: "name", label: "name" }, { key: "span_id", label: "span" },
     ], d.others)) : null);
+  // GenAI spans: agent steps and conversations (a step row selects its span in the waterfall).
+  const genai = el("div", { "data-testid": "genai" });
+  ctx.main.insertBefore(genai, detail);
+  await conversationPanels(genai, traceId, (step) => {
+    const row = ctx.main.querySelector(`[data-span-id="${CSS.escape(step.span_id || "")}"]`);
+    if (row) row.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+  });
 }
 
 function renderSpan(node, rec) {
