@@ -47,6 +47,17 @@ def test_impossible_numbers_are_refused_and_old_ranges_stay_counted() -> None:
     assert s.counters()["gaps_total"] == 2 + 2 * MAX_MISSING and s.counters()["recovered"] == 0
 
 
+def test_a_range_nobody_resends_stops_holding_the_acknowledgements_back() -> None:
+    now = [100.0]
+    s = Sequences({K: 0}, clock=lambda: now[0])
+    assert s.observe(K, "ai_behavior", 10, 5) == 0  # 0..10 missing
+    now[0] += 5
+    assert s.observe(K, "ai_behavior", 15, 5) == 0
+    now[0] += 6  # past MISSING_WAIT: given up, still counted as a gap
+    assert s.observe(K, "ai_behavior", 20, 5) == 25
+    assert s.counters()["gaps_total"] == 10
+
+
 def test_goodbye_counts_the_tail_and_acks_keep_the_highest() -> None:
     s = Sequences({K: 10})
     assert s.bye(K, "ai_behavior", 25) and s.counters()["gaps_total"] == 15

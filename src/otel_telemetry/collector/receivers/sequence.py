@@ -11,12 +11,19 @@ the app keeps it until it arrives.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 # The largest gap a real publisher can leave: what its send pipe, its replay buffer and our receive
 # queue can hold, with room to spare. A larger jump is rejected, not counted.
 MAX_GAP = 1 << 24
 MAX_MISSING = 256  # missing ranges remembered per key; older ones stay counted as gaps
+# How long a missing range may hold the acknowledgements back. An app resends what it holds as soon
+# as it (re)subscribes, so a range still missing after this is one no app holds any more (lost, or
+# forgotten past the app's bound): it stays counted as a gap, and acknowledgements move past it,
+# or the app would keep everything after it until its bound and shutdown waited for nothing.
+MISSING_WAIT = 10.0
 
 Key = tuple[bytes, str]  # (publisher id, topic)
 
@@ -24,10 +31,11 @@ Key = tuple[bytes, str]  # (publisher id, topic)
 class Sequences:
     """Receive thread (``observe``, ``bye``); ``counters`` from any thread."""
 
-    def __init__(self, checkpoints: dict[Key, int]) -> None:
+    def __init__(self, checkpoints: dict[Key, int], clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self._next = dict(checkpoints)
-        self._missing: dict[Key, list[list[int]]] = {}  # [start, end) not received yet
+        self._missing: dict[Key, list[list[Any]]] = {}  # [start, end, seen at] not received yet
         self.gaps: dict[str, int] = {}
         self.replayed = 0  # messages that came again (a resend, or a range stored before)
         self.recovered = 0  # records of counted gaps that a resend delivered after all
@@ -52,7 +60,12 @@ class Sequences:
             new_next = max(expected or 0, seq + count)
             self._next[key] = new_next
             missing = self._missing.get(key)
-            return min(lo for lo, _ in missing) if missing else new_next
+            if missing:
+                cutoff = self._clock() - MISSING_WAIT
+                missing[:] = [r for r in missing if r[2] >= cutoff]  # given up: stay counted as gaps
+                if not missing:
+                    del self._missing[key]
+            return min(r[0] for r in missing) if missing else new_next
 
     def bye(self, key: Key, category: str, final: int) -> bool:
         """The publisher's last numbers (its goodbye): records it sent after ours are gaps.
@@ -76,7 +89,7 @@ class Sequences:
     def _gap(self, key: Key, category: str, start: int, end: int) -> None:
         self.gaps[category] = self.gaps.get(category, 0) + end - start
         ranges = self._missing.setdefault(key, [])
-        ranges.append([start, end])
+        ranges.append([start, end, self._clock()])
         if len(ranges) > MAX_MISSING:
             del ranges[0]  # forgotten: stays counted as a gap even if it arrives after all
 
@@ -84,18 +97,18 @@ class Sequences:
         ranges = self._missing.get(key)
         if not ranges:
             return
-        kept: list[list[int]] = []
+        kept: list[list[Any]] = []
         filled = 0
-        for lo, hi in ranges:
+        for lo, hi, seen in ranges:
             a, b = max(lo, start), min(hi, end)
             if a >= b:
-                kept.append([lo, hi])
+                kept.append([lo, hi, seen])
                 continue
             filled += b - a
             if lo < a:
-                kept.append([lo, a])
+                kept.append([lo, a, seen])
             if b < hi:
-                kept.append([b, hi])
+                kept.append([b, hi, seen])
         if filled:
             self.gaps[category] -= filled
             self.recovered += filled

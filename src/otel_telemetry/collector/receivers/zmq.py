@@ -283,11 +283,13 @@ class ZmqReceiver:
         claimed = max(1, min(header.count, len(frames[2])))
         if len(frames[2]) > self._max_bytes:
             self._reject("too_large", claimed)
+            self._settled(header, frames[0], claimed)
             return
         try:
             decoded = wire.decode_payload(header, frames[2])
         except wire.WireError as exc:
             self._reject(exc.reason, claimed)
+            self._settled(header, frames[0], claimed)
             return
         topic = frames[0].decode("utf-8", "replace")
         if header.kind == wire.KIND_BYE:
@@ -324,6 +326,21 @@ class ZmqReceiver:
             self._reject("invalid_record", bad)
         # An empty batch still carries the checkpoint, so the rejected range is not a gap later.
         self._submit(kind, resource, records, rows, {key: safe}, lambda: self._acks.committed({key: safe}))
+
+    def _settled(self, header: wire.Header, topic_frame: bytes, count: int) -> None:
+        """A data message rejected whole (and counted so): its numbers are taken, so the records are
+        not counted a second time as a gap, and acknowledged once committed (no resend for ever)."""
+        if header.kind == wire.KIND_BYE:
+            return
+        topic = topic_frame.decode("utf-8", "replace")
+        parsed = cats.parse_topic(topic)
+        if parsed is None:
+            return  # no topic to number it under: the next message's gap says nothing about it
+        key = (header.publisher, topic)
+        safe = self._seq.observe(key, parsed[0], header.seq, count)
+        if safe is not None:
+            self._submit(wire.KIND_NAMES.get(header.kind, "span"), {}, [], [], {key: safe},
+                         lambda: self._acks.committed({key: safe}))
 
     def _bye(self, publisher: bytes, next_seqs: dict[str, int]) -> None:
         with self._lock:
