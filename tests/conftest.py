@@ -130,3 +130,20 @@ def producer_result(proc: subprocess.Popen[bytes], timeout: float = 120) -> dict
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err.decode()
     return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def run_chain(endpoint: str, requests: int, fail_every: int = 5) -> dict[str, dict]:
+    """The three-service trace set of ``apps/chain_app.py``: frontend -> payments -> ledger, each a
+    separate instrumented process handing its calls' span ids to the next, as propagation would."""
+    app = str(HERE / "apps" / "chain_app.py")
+    out: dict[str, dict] = {}
+    handed = ""
+    for role in ("frontend", "payments", "ledger"):
+        r = subprocess.run([sys.executable, app, "--endpoint", endpoint, "--role", role, "--requests",
+                            str(requests), "--fail-every", str(fail_every)], input=handed.encode(),
+                           capture_output=True, timeout=120, env=dict(os.environ))
+        assert r.returncode == 0, r.stderr.decode()
+        out[role] = json.loads(r.stdout.decode().strip().splitlines()[-1])
+        assert out[role]["shutdown_ok"] and out[role]["counters"]["dropped"] == {}, out[role]
+        handed = "".join(json.dumps(h) + "\n" for h in out[role]["handed"])
+    return out

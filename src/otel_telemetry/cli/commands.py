@@ -35,6 +35,9 @@ from . import (
 from . import (
     retention as cli_retention,
 )
+from . import (
+    views as cli_views,
+)
 from .output import (
     _TABLE_WIDTH,
     TABLE_COLUMNS,
@@ -288,3 +291,4 @@ cli_retention.register(main)  # retention show|set|purge (and the design's reten
 cli_keys.register(main)  # keys generate
 cli_purge.register(main)  # purge
 cli_dashboard.register(main)  # dashboard
+cli_views.register(main)  # map, services, metrics
