@@ -210,3 +210,36 @@ def _rank(values: list[float], p: int) -> float | None:
         return None
     return values[max(-(-p * len(values) // 100), 1) - 1]
 
+
+
+# ---- the services page ----------------------------------------------------------------------------
+
+MAX_HOURLY_HOURS = 72
+
+
+def services(conn: apsw.Connection, since: int, until: int, category: str | None = None) -> dict[str, Any]:
+    """Per service, its entry spans (server or consumer kind, roots, spans called from another
+    service) over the window and per bucket (hours up to 72 h, else days): calls, errors (status
+    error), rate per second and p50/p95 duration (within 2 %). The window is widened to whole hours."""
+    bucket = ru.HOUR_NS if (until - since) // ru.HOUR_NS <= MAX_HOURLY_HOURS else ru.DAY_NS
+    first = since - since % bucket
+    starts = list(range(first, until, bucket))
+    per = edge_accs(conn, since, until, ed.ENTRY, category, bucket_ns=bucket)
+    totals = edge_accs(conn, since, until, ed.ENTRY, category)
+    seconds = (until - (since - since % ru.HOUR_NS)) / 1e9
+    index = {b: k for k, b in enumerate(starts)}
+    out = []
+    for (_, _src, name), a in totals.items():
+        series: dict[str, list[Any]] = {k: [None] * len(starts) for k in ("calls", "errors", "p50_ms", "p95_ms")}
+        for (b, _s, n), x in per.items():
+            if n == name and b in index:
+                k = index[b]
+                series["calls"][k], series["errors"][k] = x[0], x[1]
+                series["p50_ms"][k], series["p95_ms"][k] = _pct(x, 50), _pct(x, 95)
+        out.append({"service": name, "calls": a[0], "errors": a[1],
+                    "error_rate": a[1] / a[0] if a[0] else None,
+                    "rate_per_s": a[0] / seconds, "p50_ms": _pct(a, 50), "p95_ms": _pct(a, 95),
+                    "series": series})
+    out.sort(key=lambda x: (-x["calls"], x["service"]))
+    return {"since": iso_ns(since), "until": iso_ns(until), "bucket_ns": bucket, "buckets": starts,
+            "services": out}
