@@ -15,7 +15,7 @@ import json
 import random
 import sys
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 import otel_telemetry
@@ -35,6 +35,10 @@ def main() -> None:
     args = ap.parse_args()
     tel = otel_telemetry.configure(args.role, endpoint=args.endpoint, export_interval=3600)
     tracer = trace.get_tracer(f"{args.role}.handlers")
+    # payments also records its own metrics (exported at shutdown): a histogram and a counter.
+    meter = metrics.get_meter("payments.handlers")
+    pay_ms = meter.create_histogram("pay.duration", unit="ms", description="time to authorise a payment")
+    pay_n = meter.create_counter("pay.requests", description="payment requests")
     rnd = random.Random(7)
     handed: list[dict[str, str]] = []
     emitted = {"spans": 0, "errors": 0}
@@ -66,6 +70,9 @@ def main() -> None:
                     with tracer.start_as_current_span("ledger publish", kind=SpanKind.PRODUCER,
                                                       attributes={"messaging.system": "kafka"}) as pub:
                         handed.append(ids(pub))
+                    method = ("card", "wallet")[i % 2]
+                    pay_ms.record(rnd.lognormvariate(3 if method == "card" else 2, 0.6), {"method": method})
+                    pay_n.add(1, {"method": method})
                     if args.fail_every and i % args.fail_every == 0:
                         s.set_status(Status(StatusCode.ERROR, "card declined"))
                         emitted["errors"] += 1

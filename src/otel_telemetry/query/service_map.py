@@ -197,9 +197,13 @@ def node_detail(conn: apsw.Connection, since: int, until: int, by: str, name: st
     operations.sort(key=lambda x: (-x["calls"], x["name"]))
     errors = [{"time": iso_ns(ts), "name": op, "trace_id": t, "span_id": s, "message": m}
               for ts, op, t, s, _d, status, m in rows if status == "error"][:MAX_LIST]
+    # The latest traces, each shown by the node's longest span in it (its entry span, usually).
     traces: dict[str, dict[str, Any]] = {}
     for ts, op, t, _s, dur, status, _m in rows:
-        if t and t not in traces and len(traces) < MAX_LIST:
+        if not t or (t not in traces and len(traces) >= MAX_LIST):
+            continue
+        cur = traces.get(t)
+        if cur is None or (dur or 0) > (cur["duration_ms"] or 0):
             traces[t] = {"trace_id": t, "time": iso_ns(ts), "name": op, "duration_ms": dur, "status": status}
     return {"name": name, "by": by, "spans": len(rows), "sampled": sampled,
             "operations": operations[:MAX_OPERATIONS], "errors": errors, "traces": list(traces.values())}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 import apsw
@@ -71,58 +72,60 @@ _UPSERT = {t: (
 ) for t in TABLES}
 _WAIT_COLS = "trace_id, parent_span_id, timestamp, category, service, component, kind, duration_ms, error"
 
-_I = {c: COLUMNS.index(c) for c in ("type", "trace_id", "span_id", "parent_span_id", "timestamp", "category",
-                                     "service", "component", "kind", "duration_ms", "status")}
+_TYPE = COLUMNS.index("type")
 
-# A child as the aggregator sees it: (timestamp, category, service, component, kind, duration, error)
-Child = tuple[int, str, str, str, str, Any, int]
+# A child as the aggregator sees it: (bucket start, category, service, component, kind, duration
+# (None unless a finite number), error 0/1, histogram bin of the duration).
+Child = tuple[int, str, str, str, str, Any, int, Any]
 Aggs = dict[tuple[Any, ...], list[Any]]  # (bucket, by, category, source, target) -> [calls, errors, n, sum, hist]
 
 
-def _s(v: Any) -> str:
-    return "" if v is None else str(v)
+def make_child(ts: int, cat: Any, svc: Any, comp: Any, kind: Any, dur: Any, err: Any, bucket_ns: int | None) -> Child:
+    if dur is not None and (dur.__class__ is float or dur.__class__ is int) and math.isfinite(dur):
+        b = ZERO_BIN if dur < MIN_MS else math.ceil(math.log(dur) / _LOG_GAMMA)
+    else:
+        dur = b = None
+    return (0 if bucket_ns is None else ts - ts % bucket_ns, cat or "", svc or "", comp or "", kind or "", dur,
+            1 if err else 0, b)
 
 
-def add(aggs: Aggs, bucket_ns: int | None, by: str, source: str, child: Child) -> None:
+def add(aggs: Aggs, by: str, source: str, child: Child) -> None:
     """Count ``child`` on the edge ``source -> child's service/component`` (``by``). Hot path."""
-    ts, cat, svc, comp, _kind, dur, err = child
-    target = comp if by == "component" else svc
-    key = (0 if bucket_ns is None else ts - ts % bucket_ns, by, cat, source, target)
+    key = (child[0], by, child[1], source, child[3] if by == "component" else child[2])
     a = aggs.get(key)
     if a is None:
         a = aggs[key] = [0, 0, 0, 0.0, {}]
     a[0] += 1
-    a[1] += err
-    if dur is not None and (dur.__class__ is float or dur.__class__ is int) and math.isfinite(dur):
+    a[1] += child[6]
+    b = child[7]
+    if b is not None:
         a[2] += 1
-        a[3] += dur
-        b = ZERO_BIN if dur < MIN_MS else math.ceil(math.log(dur) / _LOG_GAMMA)
+        a[3] += child[5]
         h = a[4]
         h[b] = h.get(b, 0) + 1
 
 
-def pair(aggs: Aggs, bucket_ns: int | None, parent: tuple[str, str], child: Child) -> None:
+def pair(aggs: Aggs, parent: tuple[str, str], child: Child) -> None:
     """Count the edges of one parent (service, component) -> child pair, and the child as an entry
     span when its parent is in another service."""
     psvc, pcomp = parent
     if psvc != child[2]:
-        add(aggs, bucket_ns, "service", psvc, child)
+        add(aggs, "service", psvc, child)
         if child[4] not in _ENTRY_KINDS:  # server/consumer spans were counted as entries already
-            add(aggs, bucket_ns, ENTRY, "", child)
+            add(aggs, ENTRY, "", child)
     if pcomp != child[3]:
-        add(aggs, bucket_ns, "component", pcomp, child)
+        add(aggs, "component", pcomp, child)
 
 
-def own(aggs: Aggs, bucket_ns: int | None, child: Child, has_parent: bool) -> None:
+def own(aggs: Aggs, child: Child, has_parent: bool) -> None:
     """What one span counts before its parent is known: an entry if server/consumer kind or a root."""
     if child[4] in _ENTRY_KINDS or not has_parent:
-        add(aggs, bucket_ns, ENTRY, "", child)
+        add(aggs, ENTRY, "", child)
 
 
-def child_of(r: Sequence[Any]) -> Child:
-    i = _I
-    return (r[i["timestamp"]], _s(r[i["category"]]), _s(r[i["service"]]), _s(r[i["component"]]),
-            _s(r[i["kind"]]), r[i["duration_ms"]], int(r[i["status"]] == "error"))
+_FIELDS = itemgetter(*(COLUMNS.index(c) for c in (
+    "timestamp", "category", "service", "component", "kind", "duration_ms", "status", "trace_id", "span_id",
+    "parent_span_id")))
 
 
 def roll_up(aggs: Aggs, bucket_ns: int) -> Aggs:
@@ -147,14 +150,18 @@ def _upsert(conn: apsw.Connection, hourly: Aggs) -> None:
 
 # ---- writer side -------------------------------------------------------------------------------
 
-def _stored_parents(conn: apsw.Connection, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
-    """(trace, span) -> (service, component) of already stored spans, through the trace index."""
+def _stored_parents(conn: apsw.Connection, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
+    """(trace, span) -> (service, component) of already stored spans: the spans of the wanted
+    traces, read through the trace index a chunk of traces per statement."""
     out: dict[tuple[str, str], tuple[str, str]] = {}
-    for trace, span in wanted:
-        row = conn.execute("SELECT service, component FROM records WHERE trace_id = ? AND span_id = ? "
-                           "AND type = 'span' LIMIT 1", (trace, span)).fetchone()
-        if row is not None:
-            out[(trace, span)] = (_s(row[0]), _s(row[1]))
+    traces = sorted({t for t, _ in wanted})
+    for k in range(0, len(traces), _CHUNK):
+        chunk = traces[k:k + _CHUNK]
+        sql = (f"SELECT trace_id, span_id, service, component FROM records WHERE trace_id IN "
+               f"({', '.join('?' * len(chunk))}) AND type = 'span'")
+        for trace, span, svc, comp in conn.execute(sql, chunk):
+            if (trace, span) in wanted:
+                out[(trace, span)] = (svc or "", comp or "")
     return out
 
 
@@ -174,39 +181,44 @@ def _waiting_for(conn: apsw.Connection, keys: list[tuple[str, str]]) -> list[tup
 def update(conn: apsw.Connection, rows: Sequence[Sequence[Any]]) -> int:
     """Add the edges of newly stored rows (writer thread, inside its transaction); returns the
     number of waiting children evicted to keep ``edge_waiting`` bounded."""
-    i = _I
-    spans = [r for r in rows if r[i["type"]] == "span" and r[i["span_id"]] and r[i["trace_id"]]]
+    ti = _TYPE
+    spans = [_FIELDS(r) for r in rows if r[ti] == "span"]
     if not spans:
         return 0
-    local = {(r[i["trace_id"]], r[i["span_id"]]): (_s(r[i["service"]]), _s(r[i["component"]])) for r in spans}
+    local: dict[tuple[str, str], tuple[str, str]] = {}
+    for f in spans:
+        if f[8] and f[7]:
+            local[(f[7], f[8])] = (f[2] or "", f[3] or "")
     hourly: Aggs = {}
-    unresolved: list[tuple[str, str, Child]] = []
-    for r in spans:
-        child = child_of(r)
-        parent_id = r[i["parent_span_id"]]
-        own(hourly, HOUR_NS, child, bool(parent_id))
+    unresolved: list[tuple[str, str, Child, tuple[Any, ...]]] = []
+    for f in spans:
+        trace, sid, parent_id = f[7], f[8], f[9]
+        if not (trace and sid):
+            continue
+        child = make_child(f[0], f[1], f[2], f[3], f[4], f[5], f[6] == "error", HOUR_NS)
+        own(hourly, child, bool(parent_id))
         if parent_id:
-            parent = local.get((r[i["trace_id"]], parent_id))
+            parent = local.get((trace, parent_id))
             if parent is not None:
-                pair(hourly, HOUR_NS, parent, child)
+                pair(hourly, parent, child)
             else:
-                unresolved.append((r[i["trace_id"]], parent_id, child))
+                unresolved.append((trace, parent_id, child, f))
     # Children that waited for a span of this batch.
     resolved = _waiting_for(conn, list(local))
     for _id, trace, parent_id, ts, cat, svc, comp, kind, dur, err in resolved:
-        pair(hourly, HOUR_NS, local[(trace, parent_id)], (ts, cat, svc, comp, kind, dur, err))
+        pair(hourly, local[(trace, parent_id)], make_child(ts, cat, svc, comp, kind, dur, err, HOUR_NS))
     if resolved:
         conn.executemany("DELETE FROM edge_waiting WHERE id = ?", [(r[0],) for r in resolved])
     evicted = 0
     if unresolved:
-        stored = _stored_parents(conn, {(t, p) for t, p, _ in unresolved})
+        stored = _stored_parents(conn, {(t, p) for t, p, _, _ in unresolved})
         waiting = []
-        for trace, parent_id, child in unresolved:
+        for trace, parent_id, child, f in unresolved:
             parent = stored.get((trace, parent_id))
             if parent is not None:
-                pair(hourly, HOUR_NS, parent, child)
+                pair(hourly, parent, child)
             else:
-                waiting.append((trace, parent_id, *child))
+                waiting.append((trace, parent_id, f[0], child[1], child[2], child[3], child[4], child[5], child[6]))
         if waiting:
             conn.executemany(f"INSERT INTO edge_waiting({_WAIT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", waiting)
             top = conn.execute("SELECT max(id) FROM edge_waiting").fetchone()[0]
@@ -222,11 +234,11 @@ def edges_of_trace(aggs: Aggs, bucket_ns: int | None, spans: Sequence[Sequence[A
     the backfill of an older database and the read side's raw path share this."""
     by_id = {s[0]: (s[4], s[5]) for s in spans}
     for s in spans:
-        child: Child = tuple(s[2:9])  # type: ignore[assignment]
-        own(aggs, bucket_ns, child, bool(s[1]))
+        child = make_child(*s[2:9], bucket_ns)
+        own(aggs, child, bool(s[1]))
         parent = by_id.get(s[1]) if s[1] else None
         if parent is not None:
-            pair(aggs, bucket_ns, parent, child)
+            pair(aggs, parent, child)
 
 
 # Spans grouped by trace, through the trace index: the backfill's and the raw read path's input.

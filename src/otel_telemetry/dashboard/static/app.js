@@ -2,12 +2,17 @@
 // Pages set main[data-ready=<page>] once their data is on screen (the browser tests wait for it).
 import { clear, el, errorBox } from "./dom.js";
 import { ai, errors, overview } from "./pages_metrics.js";
+import { map } from "./pages_map.js";
 import { alerts, sessions, tail, traces } from "./pages_records.js";
+import { metrics, services } from "./pages_views.js";
 
 const PAGES = [
   ["overview", "Overview", overview],
   ["ai", "AI", ai],
   ["errors", "Errors", errors],
+  ["map", "Map", map],
+  ["services", "Services", services],
+  ["metrics", "Metrics", metrics],
   ["traces", "Traces", traces],
   ["tail", "Live tail", tail],
   ["sessions", "Sessions", sessions],
