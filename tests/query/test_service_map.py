@@ -215,3 +215,27 @@ def test_cli_map_formats(tmp_path: Path) -> None:
     assert {e["source"] for e in comp["edges"]} == {"web.lib", "api.lib"}
     r = CliRunner().invoke(main, ["map", "--by", "host", "--db", path])
     assert r.exit_code == 2
+
+
+def test_purge_takes_the_edges_along(tmp_path: Path) -> None:
+    from otel_telemetry.store import purge
+    from otel_telemetry.store.writer import open_admin
+
+    ts, want = traces(20)
+    path = str(tmp_path / "t.db")
+    orphan = span(f"{999:032x}", "00000000000000aa", "00000000000000ff", "api", T0, 1.0)
+    write(path, [[s for t in ts for s in t] + [orphan]])
+    conn = open_admin(path)
+    try:
+        # The called spans are component_interactions: purging that category removes every edge,
+        # and the waiting orphan; the user_interaction server spans of web stay as entries.
+        out = purge.purge(conn, purge.PurgeSpec(categories=("component_interactions",)))
+        assert out["edge_rows"] > 0
+        m = service_map.service_map(conn, T0 - H, T0 + H)
+        assert m["edges"] == [] and conn.execute("SELECT count(*) FROM edge_waiting").fetchone()[0] == 0
+        assert {k[2]: a[0] for k, a in service_map.edge_accs(conn, T0 - H, T0 + H, "entry").items()} == {"web": 20}
+        # A cutoff inside an hour rebuilds that hour from the spans left in it.
+        purge.purge(conn, purge.PurgeSpec(before_ns=T0 + 30 * 60 * NS))
+        assert service_map.edge_accs(conn, T0 - H, T0 + H, "entry") == {}
+    finally:
+        conn.close()
