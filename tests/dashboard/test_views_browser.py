@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CollectorProc, run_chain, wait_for
+from conftest import CollectorProc, otlp_fixture_collector, run_chain, wait_for
 from test_dashboard_browser import TOKEN, Page, browser, cli  # noqa: F401 - browser is a fixture
 
 from otel_telemetry.dashboard.server import Dashboard
@@ -130,3 +130,32 @@ def test_metrics_page_histogram_p95_equals_cli(vpage: Page, chain_site: Any) -> 
     assert s["groups"][0]["value"] == N
     got = p.locator('[data-testid="table-metric"] tbody tr td[data-k="value"]').get_attribute("data-v")
     assert float(got or "nan") == N
+
+
+def test_jaeger_fixtures_render_on_the_map(browser: Any, tmp_path: Path) -> None:  # noqa: F811 - the fixture
+    """The multi-service fixtures, posted over OTLP/HTTP to a real collector, on the map page (their
+    own past windows, given in the route)."""
+    c = otlp_fixture_collector(tmp_path, ("jaeger-example_trace.json", "jaeger-ui-multi-resource.json"))
+    dash = Dashboard(c.db, TOKEN, "127.0.0.1", 0, tail_interval=0.1, keepalive_s=1)
+    dash.start()
+    pg = Page(browser, dash, tmp_path)
+    try:
+        for since, until, by in (("2017-01-26", "2017-01-27", "service"), ("2024-03-22", "2024-03-23", "service"),
+                                 ("2024-03-22", "2024-03-23", "component")):
+            p = pg.open(f"map?since={since}&until={until}&by={by}", "map")
+            m = cli("map", "--db", c.db, "--since", since, "--until", until, "--by", by, "--format", "json")
+            nodes = _attrs(p, "svg.map g.node", ("name", "calls", "errors"))
+            assert sorted((n["name"], int(n["calls"])) for n in nodes) == sorted(
+                (n["name"], n["calls"]) for n in m["nodes"])
+            edges = _attrs(p, "svg.map g.edge", ("source", "target", "calls"))
+            assert sorted((e["source"], e["target"], int(e["calls"])) for e in edges) == sorted(
+                (e["source"], e["target"], e["calls"]) for e in m["edges"])
+        # The last one: the component map of jaeger-ui-multi-resource.json, widgets -> ohboy twice.
+        assert [(e["source"], e["target"], e["calls"]) for e in edges] == [("widgets", "ohboy", "2")]
+        pg.shot("map-jaeger-components")
+        p = pg.open("map?since=2017-01-26&until=2017-01-27", "map")
+        assert sorted(_attrs(p, "svg.map g.node", ("name",)), key=str) == [
+            {"name": "example-service-1"}, {"name": "example-service-2"}, {"name": "example-service-3"}]
+    finally:
+        pg.close()
+        dash.shutdown()

@@ -5,13 +5,12 @@ edges and counts; expected figures come from what the producers emitted."""
 
 from __future__ import annotations
 
-import http.client
 from pathlib import Path
 from typing import Any
 
 import orjson
 from click.testing import CliRunner
-from conftest import SHARED_OTLP, CollectorProc, run_chain, wait_for
+from conftest import CollectorProc, otlp_fixture_collector, run_chain, wait_for
 
 from otel_telemetry.cli.commands import main
 
@@ -48,30 +47,8 @@ def test_three_service_chain_map(collector: CollectorProc) -> None:
     assert [(e["source"], e["target"]) for e in cats["component_interactions"]["edges"]] == [("payments", "ledger")]
 
 
-def _post(port: int, body: bytes) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    finally:
-        conn.close()
-
-
 def test_jaeger_fixtures_over_otlp_http(tmp_path: Path) -> None:
-    c = CollectorProc(tmp_path)
-    c.config.write_text("store: {flush_interval: 0.02}\nreceivers:\n  otlp_http: {endpoint: '127.0.0.1:0'}\n")
-    c.start()
-    try:
-        # The status can name the receiver before it has bound its port (still ":0" then).
-        wait_for(lambda: not c.status().get("otlp_http", {}).get("endpoint", ":0").endswith(":0"),
-                 what="status with the bound OTLP endpoint")
-        port = int(c.status()["otlp_http"]["endpoint"].rsplit(":", 1)[1])
-        for name in ("jaeger-example_trace.json", "jaeger-ui-multi-resource.json"):
-            assert _post(port, (SHARED_OTLP / name).read_bytes()) == 200
-    finally:
-        assert c.stop() == 0
+    c = otlp_fixture_collector(tmp_path, ("jaeger-example_trace.json", "jaeger-ui-multi-resource.json"))
     # jaeger-example_trace.json: three services in one trace, 2017; its spans carry no parent ids
     # (Jaeger's fixture keeps references outside OTLP), so the map has its nodes and no edges.
     old = cli_json("map", "--db", c.db, "--since", "2017-01-26", "--until", "2017-01-27", "--format", "json")

@@ -76,12 +76,15 @@ function graph(m, onSelect) {
 export async function map(ctx) {
   const by = ctx.params.get("by") || "service";
   const category = ctx.params.get("category") || "";
-  const m = await get("map", { last: ctx.last, by, category });
+  // since/until in the route (a link to a past window, e.g. imported traces) win over the header's window.
+  const win = ctx.params.get("since") ? { since: ctx.params.get("since"), until: ctx.params.get("until") || "" }
+    : { last: ctx.last };
+  const m = await get("map", { ...win, by, category });
   const detail = el("div", { "data-testid": "node-detail" });
   const select = async (name, g) => {
     document.querySelectorAll("svg.map g.node.selected").forEach((x) => x.classList.remove("selected"));
     g.classList.add("selected");
-    const d = await get("map_node", { last: ctx.last, by, name });
+    const d = await get("map_node", { ...win, by, name });
     if (!ctx.alive()) return;
     while (detail.firstChild) detail.removeChild(detail.firstChild);
     put(detail, panel(`${by} ${name}`,
@@ -103,12 +106,15 @@ export async function map(ctx) {
   const byBox = el("select", { "data-testid": "map-by" }, ["service", "component"].map((b) =>
     el("option", { value: b, text: b, selected: b === by })));
   const catBox = catSelect(category, "map-category");
-  const apply = () => ctx.navigate("map", { by: byBox.value, ...(catBox.value ? { category: catBox.value } : {}) });
+  const apply = () => ctx.navigate("map", { by: byBox.value, ...(catBox.value ? { category: catBox.value } : {}),
+    ...(win.since ? win : {}) });
   byBox.addEventListener("change", apply);
   catBox.addEventListener("change", apply);
   put(ctx.main,
     el("h2", { text: "Component map" }),
     el("div", { class: "filters" }, el("label", {}, "nodes", byBox), el("label", {}, "category", catBox)),
+    win.since ? el("p", { "data-testid": "map-window" }, `Window ${win.since} .. ${win.until || "now"} `,
+      el("a", { href: "#/map", text: "(use the header's window)" })) : null,
     el("p", { class: "muted", text: `${m.nodes.length} nodes, ${m.edges.length} edges. Edges are parent → child `
       + "spans across two nodes (calls, errors, p50/p95 of the called spans); node figures count the node's spans. "
       + "Click a node for its operations, errors and traces." }),
