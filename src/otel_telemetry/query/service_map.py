@@ -49,23 +49,19 @@ def parts(since: int, until: int) -> list[tuple[str, int, int]]:
     return out
 
 
-Acc = list[Any]  # [calls, errors, dur_count, dur_sum, hist dict]
+Acc = list[Any]  # edges.new_acc(): [calls, errors, dur_count, dur_sum, hist dict, dur_min, dur_max]
 
 
-def _merge(into: dict[Any, Acc], key: Any, calls: int, errors: int, n: int, total: float, hist: Any) -> None:
+def _merge(into: dict[Any, Acc], key: Any, calls: int, errors: int, n: int, total: float, hist: Any,
+           lo: float | None, hi: float | None) -> None:
     a = into.get(key)
     if a is None:
-        a = into[key] = [0, 0, 0, 0.0, {}]
-    a[0] += calls
-    a[1] += errors
-    a[2] += n
-    a[3] += total
-    if isinstance(hist, dict):
-        h = a[4]
-        for k, c in hist.items():
-            h[k] = h.get(k, 0) + c
-    else:
-        ru.hist_add(a[4], hist)
+        a = into[key] = ed.new_acc()
+    if not isinstance(hist, dict):
+        parsed: dict[int, int] = {}
+        ru.hist_add(parsed, hist)
+        hist = parsed
+    ed.merge_acc(a, calls, errors, n, total, hist, lo, hi)
 
 
 def edge_accs(conn: apsw.Connection, since: int, until: int, by: str, category: str | None = None,
@@ -87,20 +83,22 @@ def edge_accs(conn: apsw.Connection, since: int, until: int, by: str, category: 
     ranges = parts(since, until) if bucket_ns is None or bucket_ns >= ru.DAY_NS else [
         ("hourly", since - since % ru.HOUR_NS, until)]
     for suffix, lo, hi in ranges:
-        sql = (f"SELECT bucket_start_ns, source, target, calls, errors, dur_count, dur_sum, hist FROM edge_{suffix} "
-               "WHERE bucket_start_ns >= ? AND bucket_start_ns < ? AND by = ?")
+        sql = (f"SELECT bucket_start_ns, source, target, calls, errors, dur_count, dur_sum, hist, dur_min, dur_max "
+               f"FROM edge_{suffix} WHERE bucket_start_ns >= ? AND bucket_start_ns < ? AND by = ?")
         params: list[Any] = [lo, hi, by]
         if category is not None:
             sql += " AND category = ?"
             params.append(category)
-        for b, src, dst, calls, errors, n, total, hist in conn.execute(sql, params):
+        for b, src, dst, calls, errors, n, total, hist, lo, hi in conn.execute(sql, params):
             key_b = 0 if bucket_ns is None else b - b % bucket_ns
-            _merge(out, (key_b, src, dst), calls, errors, n, total, hist)
+            _merge(out, (key_b, src, dst), calls, errors, n, total, hist, lo, hi)
     return out
 
 
 def _pct(a: Acc, p: int) -> float | None:
-    return None if not a[4] else round(ru.hist_percentile(a[4], p, None, None) or 0.0, 3)
+    """Percentile ``p`` of an accumulator's histogram, clamped to the exact min/max (so a single
+    value, or an edge whose spans all took the same time, is exact)."""
+    return None if not a[4] else round(ru.hist_percentile(a[4], p, a[5], a[6]) or 0.0, 3)
 
 
 def _node_counts(conn: apsw.Connection, since: int, until: int, by: str, category: str | None) -> dict[str, list[int]]:

@@ -8,7 +8,7 @@ the spans where work enters a service (kind server or consumer, a root span, or 
 parent is in another service), ``source = ''``: the services page reads them. Every row is keyed
 by (bucket_start_ns, by, category, source, target) where the category is the child's, and holds
 the child spans' calls, errors (status error), duration count/sum and a log-scale duration
-histogram (``rollups``' DDSketch bins: percentiles within 2 %).
+histogram (``rollups``' DDSketch bins: percentiles within 2 %, clamped to the exact min/max).
 
 A child whose parent is not in the same batch is looked up among the stored spans of its trace
 (``records`` by ``trace_id``); if the parent has not arrived yet the child waits in
@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS {t} (
     source TEXT NOT NULL,                -- the parent's service/component ('' for entry rows)
     target TEXT NOT NULL,                -- the child's service/component
     calls INTEGER NOT NULL, errors INTEGER NOT NULL,  -- child spans, those with status error
-    dur_count INTEGER NOT NULL, dur_sum REAL NOT NULL,
+    dur_count INTEGER NOT NULL, dur_sum REAL NOT NULL, dur_min REAL, dur_max REAL,
     hist TEXT NOT NULL,                  -- JSON [bin, count, ...] of child durations (rollups' bins)
     PRIMARY KEY (bucket_start_ns, by, category, source, target)
 ) WITHOUT ROWID;
@@ -65,9 +65,12 @@ CREATE INDEX IF NOT EXISTS edge_waiting_parent ON edge_waiting(trace_id, parent_
 """
 _KEY = "bucket_start_ns, by, category, source, target"
 _UPSERT = {t: (
-    f"INSERT INTO {t}({_KEY}, calls, errors, dur_count, dur_sum, hist) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO {t}({_KEY}, calls, errors, dur_count, dur_sum, hist, dur_min, dur_max) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     f"ON CONFLICT({_KEY}) DO UPDATE SET calls = calls + excluded.calls, errors = errors + excluded.errors, "
     "dur_count = dur_count + excluded.dur_count, dur_sum = dur_sum + excluded.dur_sum, "
+    "dur_min = min(coalesce(dur_min, excluded.dur_min), coalesce(excluded.dur_min, dur_min)), "
+    "dur_max = max(coalesce(dur_max, excluded.dur_max), coalesce(excluded.dur_max, dur_max)), "
     "hist = rollup_hist_merge(hist, excluded.hist)"
 ) for t in TABLES}
 _WAIT_COLS = "trace_id, parent_span_id, timestamp, category, service, component, kind, duration_ms, error"
@@ -77,7 +80,8 @@ _TYPE = COLUMNS.index("type")
 # A child as the aggregator sees it: (bucket start, category, service, component, kind, duration
 # (None unless a finite number), error 0/1, histogram bin of the duration).
 Child = tuple[int, str, str, str, str, Any, int, Any]
-Aggs = dict[tuple[Any, ...], list[Any]]  # (bucket, by, category, source, target) -> [calls, errors, n, sum, hist]
+# (bucket, by, category, source, target) -> [calls, errors, dur count, dur sum, hist, dur min, dur max]
+Aggs = dict[tuple[Any, ...], list[Any]]
 
 
 def make_child(ts: int, cat: Any, svc: Any, comp: Any, kind: Any, dur: Any, err: Any, bucket_ns: int | None) -> Child:
@@ -89,20 +93,45 @@ def make_child(ts: int, cat: Any, svc: Any, comp: Any, kind: Any, dur: Any, err:
             1 if err else 0, b)
 
 
+def new_acc() -> list[Any]:
+    return [0, 0, 0, 0.0, {}, None, None]
+
+
+def merge_acc(into: list[Any], calls: int, errors: int, n: int, total: float, hist: dict[int, int],
+              lo: float | None, hi: float | None) -> None:
+    """Add one accumulator's figures into ``into`` (the read side merges stored rows this way too)."""
+    into[0] += calls
+    into[1] += errors
+    into[2] += n
+    into[3] += total
+    h = into[4]
+    for k, c in hist.items():
+        h[k] = h.get(k, 0) + c
+    if lo is not None and (into[5] is None or lo < into[5]):
+        into[5] = lo
+    if hi is not None and (into[6] is None or hi > into[6]):
+        into[6] = hi
+
+
 def add(aggs: Aggs, by: str, source: str, child: Child) -> None:
     """Count ``child`` on the edge ``source -> child's service/component`` (``by``). Hot path."""
     key = (child[0], by, child[1], source, child[3] if by == "component" else child[2])
     a = aggs.get(key)
     if a is None:
-        a = aggs[key] = [0, 0, 0, 0.0, {}]
+        a = aggs[key] = new_acc()
     a[0] += 1
     a[1] += child[6]
     b = child[7]
     if b is not None:
+        d = child[5]
         a[2] += 1
-        a[3] += child[5]
+        a[3] += d
         h = a[4]
         h[b] = h.get(b, 0) + 1
+        if a[5] is None or d < a[5]:
+            a[5] = d
+        if a[6] is None or d > a[6]:
+            a[6] = d
 
 
 def pair(aggs: Aggs, parent: tuple[str, str], child: Child) -> None:
@@ -134,18 +163,19 @@ def roll_up(aggs: Aggs, bucket_ns: int) -> Aggs:
         full = (ts - ts % bucket_ns, *key)
         b = out.get(full)
         if b is None:
-            out[full] = b = [0, 0, 0, 0.0, {}]
-        for j in range(4):
-            b[j] += a[j]
-        h = b[4]
-        for k, n in a[4].items():
-            h[k] = h.get(k, 0) + n
+            out[full] = b = new_acc()
+        merge_acc(b, *a)
     return out
 
 
 def _upsert(conn: apsw.Connection, hourly: Aggs) -> None:
     for table, aggs in (("edge_hourly", hourly), ("edge_daily", roll_up(hourly, DAY_NS))):
-        conn.executemany(_UPSERT[table], [(*k, *a[:4], hist_dumps(a[4])) for k, a in aggs.items()])
+        conn.executemany(_UPSERT[table], upsert_args(aggs))
+
+
+def upsert_args(aggs: Aggs) -> list[tuple[Any, ...]]:
+    """Bindings of ``_UPSERT`` for ``aggs``."""
+    return [(*k, *a[:4], hist_dumps(a[4]), a[5], a[6]) for k, a in aggs.items()]
 
 
 # ---- writer side -------------------------------------------------------------------------------

@@ -152,7 +152,7 @@ def _purge_edges(conn: apsw.Connection, spec: PurgeSpec) -> int:
             edges.by_trace(rows, aggs, size)
             if spec.categories:  # only the purged categories' rows were deleted above
                 aggs = {k: a for k, a in aggs.items() if k[2] in spec.categories}
-            conn.executemany(edges._UPSERT[table], [(*k, *a[:4], rollups.hist_dumps(a[4])) for k, a in aggs.items()])
+            conn.executemany(edges._UPSERT[table], edges.upsert_args(aggs))
         deleted = conn.total_changes() - before
     return deleted
 
