@@ -130,3 +130,48 @@ def producer_result(proc: subprocess.Popen[bytes], timeout: float = 120) -> dict
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err.decode()
     return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def run_chain(endpoint: str, requests: int, fail_every: int = 5) -> dict[str, dict]:
+    """The three-service trace set of ``apps/chain_app.py``: frontend -> payments -> ledger, each a
+    separate instrumented process handing its calls' span ids to the next, as propagation would."""
+    app = str(HERE / "apps" / "chain_app.py")
+    out: dict[str, dict] = {}
+    handed = ""
+    for role in ("frontend", "payments", "ledger"):
+        r = subprocess.run([sys.executable, app, "--endpoint", endpoint, "--role", role, "--requests",
+                            str(requests), "--fail-every", str(fail_every)], input=handed.encode(),
+                           capture_output=True, timeout=120, env=dict(os.environ))
+        assert r.returncode == 0, r.stderr.decode()
+        out[role] = json.loads(r.stdout.decode().strip().splitlines()[-1])
+        assert out[role]["shutdown_ok"] and out[role]["counters"]["dropped"] == {}, out[role]
+        handed = "".join(json.dumps(h) + "\n" for h in out[role]["handed"])
+    return out
+
+
+def otlp_fixture_collector(tmp: Path, names: tuple[str, ...]) -> CollectorProc:
+    """A real collector process that received the ``../shared/data/otlp`` files ``names`` over
+    OTLP/HTTP (JSON), stopped again so every row is committed."""
+    import http.client
+
+    c = CollectorProc(tmp)
+    c.config.write_text("store: {flush_interval: 0.02}\nreceivers:\n  otlp_http: {endpoint: '127.0.0.1:0'}\n")
+    c.start()
+    try:
+        # The status can name the receiver before it has bound its port (still ":0" then).
+        wait_for(lambda: not c.status().get("otlp_http", {}).get("endpoint", ":0").endswith(":0"),
+                 what="status with the bound OTLP endpoint")
+        port = int(c.status()["otlp_http"]["endpoint"].rsplit(":", 1)[1])
+        for name in names:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("POST", "/v1/traces", body=(SHARED_OTLP / name).read_bytes(),
+                             headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+                assert resp.status == 200, (name, resp.status)
+            finally:
+                conn.close()
+    finally:
+        assert c.stop() == 0
+    return c

@@ -45,6 +45,9 @@ from . import (
 from . import (
     retention as cli_retention,
 )
+from . import (
+    views as cli_views,
+)
 from .output import (
     _TABLE_WIDTH,
     ATTR_FILTER,
@@ -307,3 +310,4 @@ cli_dashboard.register(main)  # dashboard
 cli_audit.register(main)  # audit [purge]
 cli_compare.register(main)  # compare
 cli_conversation.register(main)  # conversation
+cli_views.register(main)  # map, services, metrics

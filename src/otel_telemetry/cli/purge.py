@@ -71,7 +71,8 @@ def purge_cmd(categories: tuple[str, ...], before: int | None, older_than: float
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         counts = done["deleted"]
         result = {"dry_run": False, "deleted": counts, "total": done["total"],
-                  "rollup_rows": done["rollup_rows"], "bytes_reclaimed": done["pages_freed"] * page_size,
+                  "rollup_rows": done["rollup_rows"], "edge_rows": done["edge_rows"],
+                  "bytes_reclaimed": done["pages_freed"] * page_size,
                   "wal_truncated": done["wal_truncated"]}
         if done["wal_truncated"] is None:
             click.echo("note: on a libSQL server the rows and their rollups are deleted, but scrubbing "
@@ -79,5 +80,6 @@ def purge_cmd(categories: tuple[str, ...], before: int | None, older_than: float
         elif not done["wal_truncated"]:
             click.echo("warning: the WAL could not be truncated (a reader kept it busy); purged data may "
                        "remain in it until the collector's next checkpoint; run purge again", err=True)
-    emit_purge_result(fmt, result, [("rollup rows", "rollup_rows"), ("bytes reclaimed", "bytes_reclaimed"),
+    emit_purge_result(fmt, result, [("rollup rows", "rollup_rows"), ("edge rows", "edge_rows"),
+                                    ("bytes reclaimed", "bytes_reclaimed"),
                                     ("wal truncated", "wal_truncated")])

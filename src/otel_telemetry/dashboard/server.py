@@ -39,7 +39,7 @@ from ..query import filters as query
 from ..store import audit
 from ..store import db as store_db
 from ..store.retention import RetentionPolicy
-from . import api, explore_api, records_api
+from . import api, explore_api, records_api, views_api
 from .params import ApiError, Params
 from .tail import DbTail, TooManyClients, tail_record
 
@@ -54,7 +54,7 @@ _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=
           ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
 MAX_BODY = 16 * 1024
 KEEPALIVE_S = 5.0
-ENDPOINTS = {**api.PANELS, **records_api.RECORDS, **explore_api.EXPLORE}
+ENDPOINTS = {**api.PANELS, **records_api.RECORDS, **explore_api.EXPLORE, **views_api.VIEWS}
 
 
 def load_static() -> dict[str, tuple[bytes, str]]:

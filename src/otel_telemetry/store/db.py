@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import apsw
 
-from . import location, rollups
+from . import edges, location, rollups
 from .schema import CENTRAL_DDL, apply_ddl
 
 if TYPE_CHECKING:
@@ -144,6 +144,7 @@ def _open_rw(path: str, extra_pragma: str) -> apsw.Connection:
         conn.execute("PRAGMA secure_delete=FAST").fetchall()
         apply_ddl(conn)  # creates, or upgrades an older records table
         rollups.ensure(conn)  # rollup tables; rebuilt from the records of an older database
+        edges.ensure(conn)  # call edges (the component map); likewise rebuilt
         conn.execute(extra_pragma).fetchall()  # callers pass literals / allow-listed values only
     except BaseException:
         conn.close()

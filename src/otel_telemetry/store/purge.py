@@ -7,8 +7,8 @@ How the bytes go away:
   (table and every index: category, trace/session ids ...) and freed pages with zeros;
 * rows go in batches (``batch_rows``, one short ``BEGIN IMMEDIATE`` transaction each), so a running
   collector's writer interleaves its own transactions instead of stalling (same rule as retention);
-* the rollup rows of the purged records are deleted too (a bucket only partly purged is rebuilt
-  from the records that remain in it);
+* the rollup rows and call edges of the purged records are deleted too (a bucket only partly
+  purged is rebuilt from the records that remain in it), and so are children waiting for a parent;
 * ``PRAGMA incremental_vacuum`` returns the freed (zeroed) pages to the file system, then
   ``wal_checkpoint(TRUNCATE)`` copies the zeroed pages into the database file and cuts the WAL to
   zero bytes, so the old page images with the purged data in them are gone from the WAL too.
@@ -32,7 +32,7 @@ from typing import Any
 import apsw
 
 from ..categories import CATEGORIES, CATEGORY_SET
-from . import rollups
+from . import edges, rollups
 from .retention import transaction, vacuum_step
 
 
@@ -79,14 +79,14 @@ def count(conn: apsw.Connection, spec: PurgeSpec) -> dict[str, int]:
 
 
 def _rollup_where(spec: PurgeSpec, table: str) -> tuple[str, list[Any], int | None]:
-    """Condition for rollup rows wholly covered by the purge, and the partial bucket start (if any)."""
+    """Condition for rollup (or edge) rows wholly covered by the purge, and the partial bucket start (if any)."""
     parts, params = [], []
     partial = None
     if spec.categories:
         parts.append(f"category IN ({', '.join('?' * len(spec.categories))})")
         params += list(spec.categories)
     if spec.before_ns is not None:
-        size = rollups.TABLES[table]
+        size = {**rollups.TABLES, **edges.TABLES}[table]
         partial = spec.before_ns - spec.before_ns % size
         parts.append("bucket_start_ns < ?")
         params.append(partial)  # buckets ending at or before the cutoff
@@ -123,6 +123,40 @@ def _purge_rollups(conn: apsw.Connection, spec: PurgeSpec) -> int:
     return deleted
 
 
+def _purge_edges(conn: apsw.Connection, spec: PurgeSpec) -> int:
+    """Delete the purged spans' call edges and waiting children; a bucket the cutoff cuts through
+    is rebuilt from the spans left in it (an edge whose parent lies outside that bucket is not
+    counted again). One transaction; nothing on a server, which has no edge tables."""
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not set(edges.TABLES) <= names:
+        return 0
+    deleted = 0
+    cat_sql, cat_params = "", list(spec.categories)
+    if spec.categories:
+        cat_sql = f" AND category IN ({', '.join('?' * len(spec.categories))})"
+    with transaction(conn):
+        before = conn.total_changes()
+        if spec.before_ns is None:
+            conn.execute(f"DELETE FROM edge_waiting WHERE 1{cat_sql}", cat_params)
+        else:
+            conn.execute(f"DELETE FROM edge_waiting WHERE timestamp < ?{cat_sql}", [spec.before_ns, *cat_params])
+        for table, size in edges.TABLES.items():  # identifiers from the module's allow-list
+            where, params, partial = _rollup_where(spec, table)
+            conn.execute(f"DELETE FROM {table} WHERE {where}", params)
+            if partial is None:
+                continue
+            conn.execute(f"DELETE FROM {table} WHERE bucket_start_ns = ?{cat_sql}", [partial, *cat_params])
+            aggs: edges.Aggs = {}
+            rows = conn.execute(edges.TRACE_SPANS_SQL.format(where="AND timestamp >= ? AND timestamp < ?"),
+                                (partial, partial + size))
+            edges.by_trace(rows, aggs, size)
+            if spec.categories:  # only the purged categories' rows were deleted above
+                aggs = {k: a for k, a in aggs.items() if k[2] in spec.categories}
+            conn.executemany(edges._UPSERT[table], edges.upsert_args(aggs))
+        deleted = conn.total_changes() - before
+    return deleted
+
+
 def truncate_wal(conn: apsw.Connection, timeout_s: float) -> bool:
     """``wal_checkpoint(TRUNCATE)`` until it completes or ``timeout_s`` passes; True if it did."""
     deadline = time.monotonic() + timeout_s
@@ -139,7 +173,8 @@ def purge(conn: apsw.Connection, spec: PurgeSpec, *, batch_rows: int = 5000, vac
           checkpoint_timeout_s: float = 10.0) -> dict[str, Any]:
     """Delete, scrub, vacuum and truncate the WAL on ``conn`` (a read-write connection; its thread).
 
-    Returns ``{"deleted": {category: rows}, "total", "rollup_rows", "pages_freed", "wal_truncated"}``.
+    Returns ``{"deleted": {category: rows}, "total", "rollup_rows", "edge_rows", "pages_freed",
+    "wal_truncated"}``.
     """
     if batch_rows < 1:
         raise ValueError("batch_rows must be >= 1")
@@ -160,12 +195,13 @@ def purge(conn: apsw.Connection, spec: PurgeSpec, *, batch_rows: int = 5000, vac
         for _, category in ids:
             deleted[str(category)] = deleted.get(str(category), 0) + 1
     rollup_rows = _purge_rollups(conn, spec)
+    edge_rows = _purge_edges(conn, spec)
     freed = 0
     while n := vacuum_step(conn, vacuum_pages):
         freed += n
     truncated = None if remote else truncate_wal(conn, checkpoint_timeout_s)
     return {"deleted": deleted, "total": sum(deleted.values()), "rollup_rows": rollup_rows,
-            "pages_freed": freed, "wal_truncated": truncated}
+            "edge_rows": edge_rows, "pages_freed": freed, "wal_truncated": truncated}
 
 
 def parse_categories(values: Sequence[str]) -> tuple[str, ...]:

@@ -7,8 +7,8 @@ That keeps the store out of SQLite's two-writers/checkpointers races (FINDINGS Â
 
 Rows and their publisher checkpoints commit in the same transaction, so after a crash a stored
 checkpoint always has all of its rows and no row outlives the checkpoint that covers it. The hourly
-and daily rollups (``rollups.py``) are updated in that same transaction from exactly the rows it
-stored (not from duplicates), so they always agree with what was committed.
+and daily rollups (``rollups.py``) and call edges (``edges.py``) are updated in that same transaction
+from exactly the rows it stored (not from duplicates), so they always agree with what was committed.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 import apsw
 import orjson
 
+from . import edges, rollups
 from . import retention as ret
-from . import rollups
 
 # Connections are opened by ``db``; re-exported so callers need only the store's name.
 from .db import _SYNCHRONOUS, BUSY_TIMEOUT_MS, open_admin, open_reader, open_writer
@@ -115,7 +115,8 @@ class StoreWriter:
         self._conn: apsw.Connection | None = None
         self._stats: dict[str, int] = dict.fromkeys(
             ("stored", "duplicates", "received", "batches", "commits", "errors", "dropped_rows",
-             "rejected", "purged", "vacuumed_pages", "retention_runs", "last_commit_ns"), 0)
+             "rejected", "purged", "vacuumed_pages", "retention_runs", "edge_children_evicted",
+             "last_commit_ns"), 0)
 
     # ---- any thread -------------------------------------------------------------------------
 
@@ -350,9 +351,12 @@ class StoreWriter:
                 inst = self._instance
                 conn.executemany(_INSERT, (r + inst for b in group for r in b.rows))
             stored = conn.total_changes() - before
+            evicted = 0
             if stored:
                 rows = [r for b in group for r in b.rows]
-                rollups.update(conn, rows if stored == n_rows else rollups.inserted(conn, rows, max_id))
+                fresh = rows if stored == n_rows else rollups.inserted(conn, rows, max_id)
+                rollups.update(conn, fresh)
+                evicted = edges.update(conn, fresh)
             if checkpoints:
                 conn.executemany(_UPSERT_CHECKPOINT,
                                  [(p, t, s, now_ns) for (p, t), s in checkpoints.items()])
@@ -363,6 +367,7 @@ class StoreWriter:
             s["received"] += sum(b.received for b in group)
             s["batches"] += len(group)
             s["commits"] += 1
+            s["edge_children_evicted"] += evicted
             s["last_commit_ns"] = now_ns
         for b in group:
             if b.on_commit is not None:
@@ -376,6 +381,7 @@ class StoreWriter:
         try:
             now = self._clock()
             rollups.purge(self._conn, now, self._rollup_days)  # small: one row per key and bucket
+            edges.purge(self._conn, now - self._rollup_days * rollups.DAY_NS)  # edges live as long
             return ret.RetentionRun.begin(self._conn, self._retention, now)
         except apsw.Error:
             log.exception("reading retention settings failed")

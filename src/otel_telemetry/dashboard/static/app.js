@@ -3,12 +3,17 @@
 import { clear, el, errorBox } from "./dom.js";
 import { ai, errors, overview } from "./pages_metrics.js";
 import { compare } from "./pages_explore.js";
+import { map } from "./pages_map.js";
 import { alerts, sessions, tail, traces } from "./pages_records.js";
+import { metrics, services } from "./pages_views.js";
 
 const PAGES = [
   ["overview", "Overview", overview],
   ["ai", "AI", ai],
   ["errors", "Errors", errors],
+  ["map", "Map", map],
+  ["services", "Services", services],
+  ["metrics", "Metrics", metrics],
   ["traces", "Traces", traces],
   ["compare", "Compare", compare],
   ["tail", "Live tail", tail],
