@@ -17,6 +17,7 @@ from .. import settings
 from .._version import __version__
 from ..categories import CATEGORIES
 from ..query import filters as query
+from ..store.alert_state import default_path as default_state_path
 from . import (
     alerts as cli_alerts,
 )
@@ -200,7 +201,7 @@ def stats_cmd(last: float | None, since: int | None, until: int | None, period: 
                                "of --period/--agent/--model")
     from ..query import ai_stats
 
-    alerts_path = alerts_db or f"{settings.resolve('db', db)}.alerts.db"
+    alerts_path = alerts_db or default_state_path(str(settings.resolve('db', db)))
     with _open(db) as conn:
         r = ai_stats.report(conn, start, end, agent=agent, model=model, category=category,
                             alerts_path=alerts_path, period=period, include_rollups=with_rollups)

@@ -34,6 +34,7 @@ from ..categories import CATEGORIES
 from ..query import export as rx
 from ..query import filters as query
 from ..store import db as store_db
+from ..store.alert_state import default_path as default_state_path
 from ..store.retention import RetentionPolicy
 from . import api, records_api
 from .params import ApiError, Params
@@ -85,7 +86,7 @@ class Dashboard:
         self.db_path = db_path
         self.token = token
         self.host = host
-        self.ctx = api.Context(db_path=db_path, alerts_path=alerts_path or f"{db_path}.alerts.db",
+        self.ctx = api.Context(db_path=db_path, alerts_path=alerts_path or default_state_path(db_path),
                                policy=policy or RetentionPolicy())
         self.csrf = hmac.new(token.encode(), b"otel-telemetry dashboard csrf", hashlib.sha256).hexdigest()
         self.static = load_static()

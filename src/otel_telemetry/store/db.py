@@ -24,6 +24,7 @@ from . import location, rollups
 from .schema import CENTRAL_DDL, apply_ddl
 
 if TYPE_CHECKING:
+    from .libsql_batch import BufferedConnection
     from .libsql_conn import Connection as RemoteConnection
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
@@ -184,6 +185,16 @@ def open_remote(url: str) -> RemoteConnection:
         conn.close()
         raise
     return conn
+
+
+def open_remote_writer(url: str, timeout: float = 10.0) -> BufferedConnection:
+    """The store writer's connection to a server (``location.parse`` gave ``url``): statements
+    between BEGIN and COMMIT go as one request. Nothing is sent here: the writer creates the schema
+    (:func:`ensure_remote_schema`) when the server first answers, so a server that is down at
+    start-up delays writes instead of failing the collector."""
+    from .libsql_batch import BufferedConnection
+
+    return BufferedConnection(url, location.read_token(), timeout)
 
 
 def open_reader(path: str) -> apsw.Connection:
