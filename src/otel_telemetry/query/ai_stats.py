@@ -66,7 +66,7 @@ def has_rollups(conn: apsw.Connection) -> bool:
 
 def _filter_sql(flt: dict[str, str]) -> tuple[str, list[Any]]:
     clauses, params = [], []
-    for col in ("agent", "model", "category"):  # identifiers from this allow-list only
+    for col in ("agent", "model", "category", "instance"):  # identifiers from this allow-list only
         if flt.get(col) is not None:
             clauses.append(f"{col} = ?")
             params.append(flt[col])
@@ -249,24 +249,27 @@ def _alerts(path: str | None) -> dict[str, Any]:
 def report(conn: apsw.Connection, since_ns: int, until_ns: int | None = None, *, agent: str | None = None,
            model: str | None = None, category: str | None = None, alerts_path: str | None = None,
            period: str | None = None, now_ns: int | None = None, include_rollups: bool = True,
-           source: str = "auto") -> dict[str, Any]:
+           source: str = "auto", instance: str | None = None) -> dict[str, Any]:
     """The agent/dev metrics report over ``[since_ns, until_ns)`` (until default: now).
 
     ``source="raw"`` forces the exact raw-row path for the call figures (slow on long windows).
+    ``instance`` (a central server's view: one collector's rows) reads raw rows only, through the
+    server's (instance, timestamp) index: the rollups sum over every instance.
     """
     if source not in ("auto", "raw"):
         raise QueryError(f"source must be auto or raw, not {source!r}")
-    for name, value in (("agent", agent), ("model", model), ("category", category)):
+    for name, value in (("agent", agent), ("model", model), ("category", category), ("instance", instance)):
         if value is not None and not value.strip():
             raise QueryError(f"--{name} must not be empty")
     until = (time.time_ns() if now_ns is None else now_ns) if until_ns is None else until_ns
     if since_ns >= until:
         raise QueryError("the window is empty: since must be before until")
-    flt = {k: v for k, v in (("agent", agent), ("model", model), ("category", category)) if v is not None}
+    flt = {k: v for k, v in (("agent", agent), ("model", model), ("category", category), ("instance", instance))
+           if v is not None}
     # A GenAI call is one whatever its category: a failed one is filed under error_patterns, so
     # "the calls of ai_behavior" must not lose it (the rollup listings keep the plain filter).
     call_flt = {k: v for k, v in flt.items() if not (k == "category" and v == "ai_behavior")}
-    rollups_ok = has_rollups(conn)
+    rollups_ok = instance is None and has_rollups(conn)
     aggs: Aggs = {}
     durations: list[tuple[tuple[Any, ...], float]] | None = None
     if source == "auto" and rollups_ok and until - since_ns >= SHORT_WINDOW_NS:
@@ -285,6 +288,8 @@ def report(conn: apsw.Connection, since_ns: int, until_ns: int | None = None, *,
         "period": period, "filters": {"agent": agent, "model": model, "category": category},
         "source": source,
     }
+    if instance is not None:
+        out["filters"]["instance"] = instance
     out.update(summarise(aggs, durations))
     out["alerts"] = _alerts(alerts_path)
     rollup_lists: dict[str, list[dict[str, Any]]] = {"hourly": [], "daily": []}

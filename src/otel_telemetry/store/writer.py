@@ -451,6 +451,8 @@ class StoreWriter(remote.RemoteStore):
             except Exception:
                 log.exception("status source failed")
         body.update(self.stats())
+        if self._instance[0] is not None:
+            body.setdefault("instance", self._instance[0])  # ``status --instance`` finds it by this
         try:
             with ret.transaction(conn):
                 text = orjson.dumps(body, default=str).decode()
