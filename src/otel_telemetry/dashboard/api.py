@@ -171,15 +171,19 @@ def overview(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     if instance is not None and status is not None and "instances" in status:
         status = status["instances"].get(instance)  # a server: that collector's own status
     clause, args = _inst(instance)
-    last_minute = conn.execute(_RATE_SQL.format(inst=clause), (until - 60 * NS, until, *args)).fetchone()[0]
-    series = count_series(conn, since, until, instance)
+    found: dict[str, list[Any]] = {}
+    jobs: list[ai_stats.Job] = [(_RATE_SQL.format(inst=clause), [until - 60 * NS, until, *args],
+                                 lambda rows: found.__setitem__("rate", rows))]
     # Only a central server keeps the (instance, timestamp) index; a device's file has one instance.
     # At most the window's last 24 h: counting index entries costs ~60 ms per million rows.
-    by_instance: list[dict[str, Any]] = []
+    start = max(since, until - 24 * 3600 * NS)
     if getattr(conn, "remote", False):
-        start = max(since, until - 24 * 3600 * NS)
-        by_instance = [{"instance": name, "records": n, "since": query.iso_ns(start)}
-                       for name, n in conn.execute(_BY_INSTANCE_SQL, (start, until))]
+        jobs.append((_BY_INSTANCE_SQL, [start, until], lambda rows: found.__setitem__("by_instance", rows)))
+    ai_stats.fetch_all(conn, jobs)  # one round trip to a server
+    last_minute = found["rate"][0][0]
+    series = count_series(conn, since, until, instance)
+    by_instance = [{"instance": name, "records": n, "since": query.iso_ns(start)}
+                   for name, n in found.get("by_instance", ())]
     return {"window": _window_out(since, until), "status": status, "counters": counters(status),
             "ingest_per_s": last_minute / 60, "records": series,
             "total": sum(series["count"]), "errors": sum(series["errors"]), "by_instance": by_instance}
