@@ -93,7 +93,9 @@ def test_direct_round_trip_books_exact_and_cli_as_on_a_file(tmp_path: Path, serv
     stored = _central(server.url, "SELECT count(*) FROM records")[0][0]
     emitted = sum(r["emitted"].values())
     assert emitted == stored + _app_drops(r) + _collector_drops(st), (emitted, stored, st)
-    assert stored > 0 and st["stored"] == stored and st["store_retries"] == 0
+    # errors 0: status rows and the retention run (on the server too) went through as well
+    assert stored > 0 and st["stored"] == stored and st["store_retries"] == 0 and st["errors"] == 0
+    assert st["retention_runs"] >= 1
     assert st["commits"] < stored  # batches, not rows
     assert {row[0] for row in _central(server.url, "SELECT DISTINCT instance FROM records")} == {"kiosk-1"}
 
