@@ -17,9 +17,9 @@ encoded beforehand exactly as shipping encodes them (rows + rollups + cursor, on
 ``--batch-rows``), are sent to a second, fresh sqld with nothing else to do on our side: rows/s of
 the server alone (HTTP, JSON, SQL), and of the same inserts into a local file through apsw.
 
-Prints medians and the server/file ratio of each. The database and the server's data live in a
-temporary directory under /tmp and are deleted at the end. The machine is shared and noisy: read
-the ratios, which are taken within one run.
+Prints medians (file and server runs alternate) and the server/file ratio of each. The database
+and the server's data live in a temporary directory under /tmp and are deleted at the end. The
+machine is shared and noisy: read the ratios, which are taken within one run.
 
     .venv/bin/python bench/bench_libsql.py --records 1000000 --runs 10 [--json FILE]
 """
@@ -152,14 +152,18 @@ def sqlite3_rows_per_s(path: Path, rows: list[Any], batch_rows: int, apsw: Any, 
     return out
 
 
-def median_ms(fn: Any, runs: int) -> float:
-    fn()  # warm-up
-    out = []
+def paired_ms(file_fn: Any, server_fn: Any, runs: int) -> tuple[float, float]:
+    """Medians of file and server runs taken alternately, so a burst of load from other processes
+    on this shared machine falls on both sides alike (the ratio is what is read)."""
+    file_fn()
+    server_fn()
+    f, r = [], []
     for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return statistics.median(out)
+        for fn, out in ((file_fn, f), (server_fn, r)):
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1000)
+    return statistics.median(f), statistics.median(r)
 
 
 def report_once(db: str, now: int) -> None:
@@ -177,22 +181,23 @@ def cli_once(db: str) -> float:
     return (time.perf_counter() - t) * 1000
 
 
-def panel_ms(dash: Dashboard, path: str, runs: int) -> float:
-    conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=120)
+def panel_fn(dash: Dashboard, path: str) -> Any:
+    """One GET of ``path`` (a fresh HTTP connection each, as a browser tab's fetches may be)."""
     headers = {"Host": f"127.0.0.1:{dash.port}", "Authorization": f"Bearer {TOKEN}"}
 
     def one() -> None:
-        conn.request("GET", path, headers=headers)
-        resp = conn.getresponse()
-        body = resp.read()
+        conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=120)
+        try:
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
         if resp.status != 200:
             raise RuntimeError(f"{path}: HTTP {resp.status}: {body[:200]!r}")
         orjson.loads(body)
 
-    try:
-        return median_ms(one, runs)
-    finally:
-        conn.close()
+    return one
 
 
 def main() -> None:
@@ -231,8 +236,7 @@ def main() -> None:
         if args.no_reads:
             return
         rows = []
-        file_ms = median_ms(lambda: report_once(path, now), args.runs)
-        server_ms = median_ms(lambda: report_once(url, now), args.runs)
+        file_ms, server_ms = paired_ms(lambda: report_once(path, now), lambda: report_once(url, now), args.runs)
         rows.append(("stats --period 1d (in process, open + report)", file_ms, server_ms))
         rows.append(("stats --period 1d (the CLI as a process, 1 run)", cli_once(path), cli_once(url)))
         dashes = [Dashboard(db, TOKEN, "127.0.0.1", 0) for db in (path, url)]
@@ -240,8 +244,8 @@ def main() -> None:
             d.start()
         try:
             for panel in PANELS:
-                rows.append((f"dashboard {panel}", panel_ms(dashes[0], panel, args.runs),
-                             panel_ms(dashes[1], panel, args.runs)))
+                rows.append((f"dashboard {panel}", *paired_ms(panel_fn(dashes[0], panel), panel_fn(dashes[1], panel),
+                                                             args.runs)))
         finally:
             for d in dashes:
                 d.shutdown()

@@ -77,3 +77,25 @@ def test_insert_new_guard(conn: lb.BufferedConnection) -> None:
     with pytest.raises(lb.NotAllNew), ret.transaction(conn):  # type: ignore[arg-type]
         conn.insert_new(sql, [(i, f"v{i}") for i in range(499, 800)])
     assert _count(conn) == 500  # the whole transaction was undone
+
+
+def test_reader_pool_reuses_a_connection_and_its_stream(server: Sqld) -> None:
+    from otel_telemetry.store import db as dbmod
+    from otel_telemetry.store.libsql_conn import ReaderPool
+
+    pool = ReaderPool(lambda: dbmod.open_remote(server.url), idle_s=3600)
+    a = pool.get()
+    assert a.execute("SELECT 1").fetchone() == (1,)
+    before = a.client.round_trips
+    pool.put(a)
+    b = pool.get()
+    assert b is a and b.execute("SELECT 2").fetchone() == (2,)
+    assert b.client.round_trips - before == 1  # no opening probe, no close: the query alone
+    pool.put(b, ok=False)  # a failed request: its connection is not reused
+    assert pool.get() is not a
+    old = ReaderPool(lambda: dbmod.open_remote(server.url), idle_s=3600, max_age_s=0)
+    c = old.get()
+    old.put(c)
+    assert old.get() is not c  # too old: opened afresh (its table list renewed)
+    pool.close()
+    old.close()

@@ -34,6 +34,7 @@ from ..categories import CATEGORIES
 from ..query import export as rx
 from ..query import filters as query
 from ..store import db as store_db
+from ..store import location
 from ..store.alert_state import default_path as default_state_path
 from ..store.retention import RetentionPolicy
 from . import api, records_api
@@ -84,6 +85,13 @@ class Dashboard:
         if not token:
             raise ValueError("the dashboard needs a token")
         self.db_path = db_path
+        # On a server, read connections outlive a request (see libsql_conn.ReaderPool).
+        self._pool: Any = None
+        loc = location.parse(db_path)
+        if loc.url is not None:
+            from ..store.libsql_conn import ReaderPool
+
+            self._pool = ReaderPool(lambda: store_db.open_remote(str(loc.url)))
         self.token = token
         self.host = host
         self.ctx = api.Context(db_path=db_path, alerts_path=alerts_path or default_state_path(db_path),
@@ -139,6 +147,18 @@ class Dashboard:
             self.httpd.shutdown()
             self._thread.join(timeout)
         self.httpd.server_close()
+        if self._pool is not None:
+            self._pool.close()
+
+    def reader(self) -> Any:
+        """A read connection for one request (handler thread); give it back with :meth:`release`."""
+        return self._pool.get() if self._pool is not None else store_db.open_reader(self.db_path)
+
+    def release(self, conn: Any, ok: bool) -> None:
+        if self._pool is not None:
+            self._pool.put(conn, ok)
+        else:
+            conn.close()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -298,11 +318,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif name in ENDPOINTS:
             fn, allowed = ENDPOINTS[name]
             params = Params(qs, allowed)
-            conn = store_db.open_reader(self.dash.db_path)
+            conn = self.dash.reader()
+            ok = False
             try:
                 out = fn(conn, params, self.dash.ctx)
+                ok = True
             finally:
-                conn.close()
+                self.dash.release(conn, ok)
             self._json(200, out)
         else:
             self._json(404, {"error": f"no API endpoint {name[:64]!r}"})
