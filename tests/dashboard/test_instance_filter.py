@@ -115,3 +115,31 @@ def test_cli_report_and_status_by_instance(env: Any) -> None:
     assert code == 0 and json.loads(out)["instance"] == "dev-a"
     code, out = _cli("status", "--db", url, "--instance", "nobody")
     assert code == 1 and "nobody" in out
+
+
+def test_live_tail_by_instance(env: Any) -> None:
+    import http.client
+
+    from test_dashboard_api import _sse_events
+
+    from otel_telemetry.dashboard.tail import Subscription
+    from otel_telemetry.query.filters import RECORD_COLUMNS
+
+    def row(instance: str | None) -> tuple[Any, ...]:
+        values = dict.fromkeys(RECORD_COLUMNS)
+        values.update(category="ai_behavior", level="info", instance=instance)
+        return tuple(values[c] for c in RECORD_COLUMNS)
+
+    sub = Subscription((), (), 10, "dev-a")
+    assert sub.matches(row("dev-a")) and not sub.matches(row("dev-b")) and not sub.matches(row(None))
+    assert Subscription((), (), 10).matches(row("dev-b"))
+
+    _, remote, _, _, _ = env
+    conn = http.client.HTTPConnection("127.0.0.1", remote.dash.port, timeout=30)
+    conn.request("GET", "/api/tail?backlog=3&instance=dev-b",
+                 headers={"Host": f"127.0.0.1:{remote.dash.port}", "Authorization": f"Bearer {TOKEN}"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert [k for k, _ in _sse_events(resp, 3)] == ["record"] * 3  # the backlog, read with the filter
+    resp.close()
+    conn.close()

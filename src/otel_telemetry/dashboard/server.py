@@ -314,7 +314,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             Params(qs, ())
             self._json(200, {"csrf": self.dash.csrf})
         elif name == "tail":
-            self._tail(Params(qs, ("category", "level", "backlog")))
+            self._tail(Params(qs, ("category", "level", "backlog", "instance")))
         elif name in ENDPOINTS:
             fn, allowed = ENDPOINTS[name]
             params = Params(qs, allowed)
@@ -360,8 +360,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Server-Sent Events on this handler thread until the client leaves or the server stops."""
         categories, levels = p.many("category", CATEGORIES), p.many("level", query.LEVELS)
         backlog = p.integer("backlog", 0, 0, 500)
+        instance = p.text("instance")
         try:
-            sub, seen = self.dash.tail.subscribe(categories, levels)
+            sub, seen = self.dash.tail.subscribe(categories, levels, instance)
         except TooManyClients as exc:
             self._json(503, {"error": str(exc)})
             return
@@ -374,7 +375,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             first = [b"retry: 2000\n\n"]
             if backlog:
-                equal = {k: v for k, v in (("category", categories), ("level", levels)) if v}
+                equal = {k: v for k, v in (("category", categories), ("level", levels),
+                                           ("instance", (instance,) if instance else ())) if v}
                 conn = store_db.open_reader(self.dash.db_path)
                 try:
                     rows = rx.latest(conn, rx.Selection(equal), seen, backlog)
