@@ -33,6 +33,8 @@ def _direct_collector(tmp: Path, url: str, instance: str, name: str = "c") -> Co
     c.db = url  # CollectorProc passes --db; a URL makes it a direct-mode collector
     cfg = yaml.safe_load(c.config.read_text())
     cfg["instance"] = instance
+    # Without a database file the alert state goes to the runtime directory; keep it in the test's.
+    cfg["alerts"] = {"state_db": str(tmp / f"{name}.alerts.db")}
     c.config.write_text(yaml.safe_dump(cfg))
     return c
 
@@ -256,3 +258,42 @@ def test_server_down_at_shutdown_counts_what_it_could_not_write(tmp_path: Path) 
     assert sum(r["emitted"].values()) == _app_drops(r) + collector_drops, (r, line)
     if int(last["dropped_rows"]):
         assert "could not be written (counted as dropped_unavailable)" in c.log.read_text()
+
+
+def test_otlp_clients_are_pushed_back_while_the_server_is_down(tmp_path: Path) -> None:
+    """OTLP/HTTP against a direct-mode collector whose server is down: 503 (not stored in time),
+    then 429 once the writer's queue is full; after the server is back every retried span is
+    stored exactly once (the held batches commit too; the retries find their uids stored)."""
+    from test_otlp_receivers import post, span_request
+
+    from otel_telemetry.collector.config import load
+    from otel_telemetry.collector.service import Collector
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("store: {flush_interval: 0.02, queue_batches: 1}\nretention: {interval: 3600}\n"
+                   "receivers:\n  zmq: {enabled: false}\n  otlp_grpc: {enabled: false}\n"
+                   "  otlp_http: {endpoint: '127.0.0.1:0'}\n"
+                   f"alerts: {{default_rules: false, state_db: '{tmp_path}/c.alerts.db'}}\n")
+    c = Collector(load(str(cfg), db=url, endpoint=f"ipc://{tmp_path}/c.ipc"))
+    c.start()
+    server = None
+    try:
+        http_port = int(c.otlp_http.endpoint.rsplit(":", 1)[1])
+        bodies = [span_request(f"svc-{k}", 20).SerializeToString() for k in range(3)]
+        statuses = [post(http_port, "/v1/traces", b)[0] for b in bodies]
+        # the first is held by the writer, the second waits in its queue (1 batch), the third finds it full
+        assert statuses == [503, 503, 429], statuses
+        assert c.writer.stats()["store_retries"] >= 1 and c.writer.stats()["stored"] == 0
+        server = Sqld(tmp_path, port=port).start()
+        for b in bodies:  # the client retries, as OTLP exporters do on 429/503
+            wait_for(lambda b=b: post(http_port, "/v1/traces", b)[0] == 200, 60, "stored once the server is back")
+        assert c.shutdown(10)
+        assert _central(url, "SELECT count(*), count(DISTINCT uid) FROM records") == [(60, 60)]
+        s = c.writer.stats()
+        assert s["stored"] == 60 and s["dropped_rows"] == 0 and s["store_unavailable"] == 0
+    finally:
+        c.shutdown(10)
+        if server is not None:
+            server.stop()
