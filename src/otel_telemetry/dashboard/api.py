@@ -104,15 +104,22 @@ def aggregate(conn: apsw.Connection, since: int, until: int, flt: dict[str, str]
               group: tuple[str, ...]) -> tuple[int, ai_stats.Aggs, str]:
     """Per-bucket aggregates ``{(bucket, *rollup key): acc}`` of the window (bucket size, aggs, source):
     rollups summed per ``group`` for long windows, raw rows (full keys) for short ones."""
+    bucket, aggs, source, jobs = aggregate_jobs(conn, since, until, flt, calls_only, group)
+    ai_stats.fetch_all(conn, jobs)
+    return bucket, aggs, source
+
+
+def aggregate_jobs(conn: apsw.Connection, since: int, until: int, flt: dict[str, str], calls_only: bool,
+                   group: tuple[str, ...]) -> tuple[int, ai_stats.Aggs, str, list[ai_stats.Job]]:
+    """:func:`aggregate` as queries still to run (``aggs`` fills when they have run)."""
     aggs: ai_stats.Aggs = {}
     if INSTANCE not in flt and use_rollups(conn, since, until):
         table, bucket = rollup_table(since, until)
         first = since - since % bucket
-        ai_stats._rollup_aggs(conn, table, first, until, flt, calls_only, aggs, group, keep_bucket=True)
-        return bucket, aggs, "rollups"
+        return bucket, aggs, "rollups", ai_stats._rollup_jobs(table, first, until, flt, calls_only, aggs, group,
+                                                               keep_bucket=True)
     bucket = raw_bucket_ns(until - since)
-    ai_stats._raw_aggs(conn, since, until, flt, calls_only, aggs, bucket)
-    return bucket, aggs, "raw"
+    return bucket, aggs, "raw", ai_stats._raw_jobs(since, until, flt, calls_only, aggs, bucket)
 
 
 def _top(totals: dict[str, float], n: int = MAX_SERIES) -> set[str]:
@@ -255,13 +262,14 @@ def ai(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     cost, calls and latency p50/p95 per bucket, per model and per agent (busiest six, rest as (other))."""
     since, until = p.window("24h")
     agent, model, instance = p.text("agent"), p.text("model"), p.text(INSTANCE)
+    flt = {k: v for k, v in (("agent", agent), ("model", model), (INSTANCE, instance)) if v is not None}
+    # The series' queries go with the report's: one request to a server.
+    bucket, aggs, source, jobs = aggregate_jobs(conn, since, until, flt, True, ("model", "agent"))
     try:
         report = ai_stats.report(conn, since, until, agent=agent, model=model, alerts_path=ctx.alerts_path,
-                                 include_rollups=False, instance=instance)
+                                 include_rollups=False, instance=instance, extra=jobs)
     except query.QueryError as exc:
         raise ApiError(str(exc)) from None
-    flt = {k: v for k, v in (("agent", agent), ("model", model), (INSTANCE, instance)) if v is not None}
-    bucket, aggs, source = aggregate(conn, since, until, flt, True, ("model", "agent"))
     starts = bucket_starts(since, until, bucket)
     index = {b: i for i, b in enumerate(starts)}
     totals: dict[str, dict[str, float]] = {"model": {}, "agent": {}}

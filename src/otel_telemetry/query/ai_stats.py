@@ -295,12 +295,13 @@ def _alerts(path: str | None) -> dict[str, Any]:
 def report(conn: apsw.Connection, since_ns: int, until_ns: int | None = None, *, agent: str | None = None,
            model: str | None = None, category: str | None = None, alerts_path: str | None = None,
            period: str | None = None, now_ns: int | None = None, include_rollups: bool = True,
-           source: str = "auto", instance: str | None = None) -> dict[str, Any]:
+           source: str = "auto", instance: str | None = None, extra: Sequence[Job] = ()) -> dict[str, Any]:
     """The agent/dev metrics report over ``[since_ns, until_ns)`` (until default: now).
 
     ``source="raw"`` forces the exact raw-row path for the call figures (slow on long windows).
     ``instance`` (a central server's view: one collector's rows) reads raw rows only, through the
-    server's (instance, timestamp) index: the rollups sum over every instance.
+    server's (instance, timestamp) index: the rollups sum over every instance. ``extra``: the
+    caller's own queries, sent with the report's (the dashboard's AI panel: one round trip).
     """
     if source not in ("auto", "raw"):
         raise QueryError(f"source must be auto or raw, not {source!r}")
@@ -335,7 +336,7 @@ def report(conn: apsw.Connection, since_ns: int, until_ns: int | None = None, *,
         jobs += _listing_jobs(ru.HOUR_NS, max(since_ns, until - LISTING_HOURS_NS), until, flt, rollups_ok,
                               lists["hourly"])
         jobs += _listing_jobs(ru.DAY_NS, since_ns, until, flt, rollups_ok, lists["daily"])
-    fetch_all(conn, jobs)
+    fetch_all(conn, [*jobs, *extra])
     out: dict[str, Any] = {
         "since": iso_ns(since_ns), "until": iso_ns(until), "since_ns": since_ns, "until_ns": until,
         "period": period, "filters": {"agent": agent, "model": model, "category": category},
