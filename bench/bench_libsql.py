@@ -12,9 +12,14 @@ then:
 3. times the dashboard's heaviest panels (``/api/ai?last=30d`` and others) on two dashboards, one
    on the file and one on the server, over HTTP.
 
-Prints medians and the server/file ratio of each. The database and the server's data live in a
-temporary directory under /tmp and are deleted at the end. The machine is shared and noisy: read
-the ratios, which are taken within one run.
+With ``--ceiling N``, first measures the server's own ceiling for this workload: the first N rows,
+encoded beforehand exactly as shipping encodes them (rows + rollups + cursor, one transaction per
+``--batch-rows``), are sent to a second, fresh sqld with nothing else to do on our side: rows/s of
+the server alone (HTTP, JSON, SQL), and of the same inserts into a local file through apsw.
+
+Prints medians (file and server runs alternate) and the server/file ratio of each. The database
+and the server's data live in a temporary directory under /tmp and are deleted at the end. The
+machine is shared and noisy: read the ratios, which are taken within one run.
 
     .venv/bin/python bench/bench_libsql.py --records 1000000 --runs 10 [--json FILE]
 """
@@ -92,14 +97,73 @@ def ship(path: str, url: str, batch_rows: int) -> dict[str, Any]:
             "client_cpu_s": cpu}
 
 
-def median_ms(fn: Any, runs: int) -> float:
-    fn()  # warm-up
-    out = []
-    for _ in range(runs):
+def ceiling(path: str, data: Path, n: int, batch_rows: int) -> dict[str, Any]:
+    """The server alone: pre-encoded shipping requests for the first ``n`` rows, timed end to end."""
+    import apsw
+
+    from otel_telemetry.collector.sync import shipper as sh
+    from otel_telemetry.store import libsql_http as lh
+    from otel_telemetry.store.schema import apply_ddl
+
+    reader = store_db.open_reader(path)
+    rows = reader.execute(sh._SELECT, (0, n)).fetchall()
+    reader.close()
+    t = time.perf_counter()
+    chunks = [sh.ship_statements(rows[k:k + batch_rows], "ceiling", rows[k - 1][0] if k else 0, time.time_ns())
+              for k in range(0, len(rows), batch_rows)]
+    bodies = [orjson.dumps({"baton": None, "requests": lh.batch_requests(c, begin=True, end="commit")[0]
+                            + [{"type": "close"}]}) for c in chunks]
+    encode_s = time.perf_counter() - t
+    data.mkdir()
+    proc, url = start_sqld(data)
+    try:
+        conn = store_db.open_admin(url)
+        conn.close()
+        client = lh.Client(url)
         t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return statistics.median(out)
+        for body in bodies:
+            client._send(body)
+            status, answer = client._receive()
+            if status != 200 or b'"error"' in answer[:20000] and b'"step_errors":[null' not in answer:
+                raise RuntimeError(answer[:300])
+        server_s = time.perf_counter() - t
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    local = sqlite3_rows_per_s(data / "local.db", [r[1:] for r in rows], batch_rows, apsw, apply_ddl)
+    return {"rows": len(rows), "encode_us_per_row": encode_s / len(rows) * 1e6,
+            "server_rows_per_s": len(rows) / server_s, "local_apsw_inserts_rows_per_s": local}
+
+
+def sqlite3_rows_per_s(path: Path, rows: list[Any], batch_rows: int, apsw: Any, apply_ddl: Any) -> float:
+    """The same inserts (no rollups) into a local file with the same schema, apsw, WAL."""
+    from otel_telemetry.collector.sync import shipper as sh
+
+    conn = apsw.Connection(str(path))
+    conn.execute("PRAGMA journal_mode=WAL").fetchall()
+    apply_ddl(conn)
+    t = time.perf_counter()
+    for k in range(0, len(rows), batch_rows):
+        with conn:
+            conn.executemany(sh._INSERT, rows[k:k + batch_rows])
+    out = len(rows) / (time.perf_counter() - t)
+    conn.close()
+    return out
+
+
+def paired_ms(file_fn: Any, server_fn: Any, runs: int) -> tuple[float, float]:
+    """Medians of file and server runs taken alternately, so a burst of load from other processes
+    on this shared machine falls on both sides alike (the ratio is what is read)."""
+    file_fn()
+    server_fn()
+    f, r = [], []
+    for _ in range(runs):
+        for fn, out in ((file_fn, f), (server_fn, r)):
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1000)
+    return statistics.median(f), statistics.median(r)
 
 
 def report_once(db: str, now: int) -> None:
@@ -117,22 +181,23 @@ def cli_once(db: str) -> float:
     return (time.perf_counter() - t) * 1000
 
 
-def panel_ms(dash: Dashboard, path: str, runs: int) -> float:
-    conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=120)
+def panel_fn(dash: Dashboard, path: str) -> Any:
+    """One GET of ``path`` (a fresh HTTP connection each, as a browser tab's fetches may be)."""
     headers = {"Host": f"127.0.0.1:{dash.port}", "Authorization": f"Bearer {TOKEN}"}
 
     def one() -> None:
-        conn.request("GET", path, headers=headers)
-        resp = conn.getresponse()
-        body = resp.read()
+        conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=120)
+        try:
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
         if resp.status != 200:
             raise RuntimeError(f"{path}: HTTP {resp.status}: {body[:200]!r}")
         orjson.loads(body)
 
-    try:
-        return median_ms(one, runs)
-    finally:
-        conn.close()
+    return one
 
 
 def main() -> None:
@@ -141,6 +206,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--batch-rows", type=int, default=2000)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--ceiling", type=int, default=0, metavar="N",
+                    help="also measure the server alone on the first N rows (pre-encoded requests)")
+    ap.add_argument("--no-reads", action="store_true", help="shipping only: skip the read comparison")
     args = ap.parse_args()
     if not SQLD.is_file():
         sys.exit(f"sqld missing at {SQLD}: run `make sqld`")
@@ -153,6 +221,11 @@ def main() -> None:
         now = time.time_ns()
         out["build"] = build(path, args.records, now, 5000)
         print(f"built {args.records} rows in {out['build']['build_s']:.1f} s", flush=True)
+        if args.ceiling:
+            c = out["ceiling"] = ceiling(path, tmp / "ceiling", args.ceiling, args.batch_rows)
+            print(f"ceiling: the server alone {c['server_rows_per_s']:.0f} rows/s on {c['rows']} rows "
+                  f"(encoded beforehand, {c['encode_us_per_row']:.1f} us/row); the same inserts into a "
+                  f"local file {c['local_apsw_inserts_rows_per_s']:.0f} rows/s", flush=True)
         (tmp / "sqld").mkdir()
         proc, url = start_sqld(tmp / "sqld")
         out["ship"] = ship(path, url, args.batch_rows)
@@ -160,9 +233,10 @@ def main() -> None:
         print(f"shipped {s['rows']} rows in {s['batches']} requests, {s['wall_s']:.1f} s: "
               f"{s['rows_per_s']:.0f} rows/s (this process's CPU {s['client_cpu_s']:.1f} s)", flush=True)
 
+        if args.no_reads:
+            return
         rows = []
-        file_ms = median_ms(lambda: report_once(path, now), args.runs)
-        server_ms = median_ms(lambda: report_once(url, now), args.runs)
+        file_ms, server_ms = paired_ms(lambda: report_once(path, now), lambda: report_once(url, now), args.runs)
         rows.append(("stats --period 1d (in process, open + report)", file_ms, server_ms))
         rows.append(("stats --period 1d (the CLI as a process, 1 run)", cli_once(path), cli_once(url)))
         dashes = [Dashboard(db, TOKEN, "127.0.0.1", 0) for db in (path, url)]
@@ -170,8 +244,8 @@ def main() -> None:
             d.start()
         try:
             for panel in PANELS:
-                rows.append((f"dashboard {panel}", panel_ms(dashes[0], panel, args.runs),
-                             panel_ms(dashes[1], panel, args.runs)))
+                rows.append((f"dashboard {panel}", *paired_ms(panel_fn(dashes[0], panel), panel_fn(dashes[1], panel),
+                                                             args.runs)))
         finally:
             for d in dashes:
                 d.shutdown()
@@ -185,8 +259,8 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
         shutil.rmtree(tmp, ignore_errors=True)
-    if args.json:
-        Path(args.json).write_text(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        if args.json:
+            Path(args.json).write_text(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
 
 
 if __name__ == "__main__":

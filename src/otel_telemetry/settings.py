@@ -26,6 +26,11 @@ def _runtime_dir() -> Path:
     return Path("/tmp") / f"otel-telemetry-{os.getuid()}"
 
 
+def runtime_dir() -> Path:
+    """Per-user runtime directory (ipc socket, alert state of a collector without a database file)."""
+    return _runtime_dir()
+
+
 def _data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "otel-telemetry"

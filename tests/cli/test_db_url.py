@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 from sqld import free_port
 
 
@@ -26,11 +27,32 @@ def _one_line(text: str) -> str:
 
 
 def test_collector_with_a_server_url_as_db_creates_no_file(tmp_path: Path) -> None:
+    """Direct mode to a server that is down: the collector starts (batches wait for the server)
+    and never takes the URL for a path."""
     url = f"http://127.0.0.1:{free_port()}"
-    r = _run(["collector", "run", "--endpoint", f"ipc://{tmp_path}/c.ipc"], tmp_path, OTEL_TELEMETRY_DB=url)
-    assert r.returncode == 2
-    assert "sync.url" in _one_line(r.stderr)
-    assert list(tmp_path.iterdir()) == []  # no "http:" directory, no file
+    e = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_TELEMETRY_")}
+    e.update(OTEL_TELEMETRY_DB=url, XDG_RUNTIME_DIR=str(tmp_path / "run"))
+    (tmp_path / "run").mkdir(mode=0o700)
+    sock = tmp_path / "run" / "c.ipc"
+    proc = subprocess.Popen([sys.executable, "-m", "otel_telemetry", "collector", "run", "--endpoint",
+                             f"ipc://{sock}"], cwd=tmp_path, env=e, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: sock.exists() or proc.poll() is not None, 60, "collector bind")
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "unreachable at start-up" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no "http:" directory, no file
+
+
+def test_sync_beside_a_server_db_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sync:\n  url: http://127.0.0.1:1\n")
+    r = _run(["collector", "run", "--config", str(cfg), "--db", "http://127.0.0.1:2", "--endpoint",
+              f"ipc://{tmp_path}/c.ipc"], tmp_path)
+    assert r.returncode == 2 and "direct mode" in _one_line(r.stderr)
 
 
 @pytest.mark.parametrize("how", ["--db", "env"])

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from .. import settings
+from ..store.alert_state import default_path as default_state_path
 from .output import (
     _emit_json,
     _emit_rows,
@@ -56,7 +57,7 @@ def alerts() -> None:
 def _state_file(alerts_db: str | None, db: str | None) -> str:
     import os.path
 
-    path = alerts_db or f"{settings.resolve('db', db)}.alerts.db"
+    path = alerts_db or default_state_path(str(settings.resolve('db', db)))
     if not os.path.isfile(path):
         raise click.UsageError(f"no alerts database at {path}; the collector creates it when it starts "
                                "(or pass --alerts-db)")

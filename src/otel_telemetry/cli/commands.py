@@ -18,6 +18,7 @@ from .._version import __version__
 from ..categories import CATEGORIES
 from ..query import attr_search
 from ..query import filters as query
+from ..store.alert_state import default_path as default_state_path
 from . import (
     alerts as cli_alerts,
 )
@@ -213,16 +214,16 @@ def stats_cmd(last: float | None, since: int | None, until: int | None, period: 
         else:
             _print_stats_table(s)
         return
-    if instance is not None or by_instance:
-        # The report reads rollups, which sum over every instance (no per-instance buckets).
-        raise click.UsageError("--instance and --by-instance apply to the counts, not to the report "
-                               "of --period/--agent/--model")
+    if by_instance:
+        raise click.UsageError("--by-instance applies to the counts, not to the report of "
+                               "--period/--agent/--model (use --instance NAME for one instance's report)")
     from ..query import ai_stats
 
-    alerts_path = alerts_db or f"{settings.resolve('db', db)}.alerts.db"
+    alerts_path = alerts_db or default_state_path(str(settings.resolve('db', db)))
     with _open(db) as conn:
         r = ai_stats.report(conn, start, end, agent=agent, model=model, category=category,
-                            alerts_path=alerts_path, period=period, include_rollups=with_rollups)
+                            alerts_path=alerts_path, period=period, include_rollups=with_rollups,
+                            instance=instance)
     if fmt == "json":
         _emit_json(r)
     elif fmt == "csv":
@@ -232,16 +233,19 @@ def stats_cmd(last: float | None, since: int | None, until: int | None, period: 
 
 
 @main.command("status")
+@click.option("--instance", default=None,
+              help="Only this collector instance's status (on a server where several write or ship).")
 @common_options
-def status_cmd(db: str | None, fmt: str) -> None:
+def status_cmd(instance: str | None, db: str | None, fmt: str) -> None:
     """Show the collector's counters as it last wrote them, and how long ago that was.
 
-    Exits 1 when no collector has ever written status to the database.
+    Exits 1 when no collector has ever written status to the database (or none of --instance).
 
     \b
     Example:
       otel-telemetry status
       otel-telemetry status --db /var/lib/app/telemetry.db --format json
+      otel-telemetry status --db http://central:8080 --instance kiosk-7
     """
     with _open(db) as conn:
         s = query.status(conn)
@@ -249,6 +253,13 @@ def status_cmd(db: str | None, fmt: str) -> None:
         raise click.ClickException(
             f"no collector status in {settings.resolve('db', db)}; no collector has written to it yet "
             "(start one with: otel-telemetry collector run)")
+    if instance is not None:
+        # A server holds one status per instance; a file, the one of the collector writing it.
+        one = (s.get("instances") or {}).get(instance) if "instances" in s else (
+            s if s.get("instance") == instance else None)
+        if one is None:
+            raise click.ClickException(f"no status from instance {instance!r} in {settings.resolve('db', db)}")
+        s = one
     if fmt == "json":
         _emit_json(s)
         return

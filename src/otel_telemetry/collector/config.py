@@ -266,13 +266,16 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
     try:
         cfg = CollectorConfig(endpoint=settings.resolve("endpoint", endpoint, raw),
                               db=settings.resolve("db", db, raw))
-        if location.parse(cfg.db).is_remote:
-            raise ValueError(f"db {cfg.db!r}: the collector keeps a local file; to store on a libSQL "
-                             "server, set sync.url (or $OTEL_TELEMETRY_SYNC_URL) to it")
+        db_loc = location.parse(cfg.db)
+        if db_loc.is_remote:
+            cfg.db = str(db_loc.url)  # direct to a server: the writer's transactions go there
         cfg.instance = str(settings.resolve("instance", None, raw)).strip()
         if not cfg.instance or len(cfg.instance) > 255:
             raise ValueError("instance must be a name of 1 to 255 characters")
         cfg.sync = parse_sync(raw.get("sync"), settings.resolve("sync_url"), "sync")
+        if cfg.sync is not None and db_loc.is_remote:
+            raise ValueError(f"db {cfg.db!r} is a server already (direct mode): sync ships a local "
+                             "file to a server; drop sync, or give db a file path")
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     if "log_level" in raw:

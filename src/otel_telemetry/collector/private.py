@@ -16,6 +16,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..store import location
 from ..store.alert_state import ack_path
 from .alerts.engine import state_path
 from .config import CollectorConfig
@@ -27,7 +28,8 @@ PRIVATE_UMASK = 0o077
 
 def telemetry_paths(cfg: CollectorConfig) -> list[str]:
     """Every file and directory the collector keeps telemetry in, whether it exists yet or not."""
-    paths = [cfg.db + suffix for suffix in ("", "-wal", "-shm")]
+    remote = location.parse(cfg.db).is_remote  # direct to a server: no database file here
+    paths = [] if remote else [cfg.db + suffix for suffix in ("", "-wal", "-shm")]
     if cfg.alerts is not None:
         state = state_path(cfg.db, cfg.alerts)
         paths += [state + suffix for suffix in ("", "-wal", "-shm")]
@@ -65,6 +67,8 @@ def make_private(cfg: CollectorConfig) -> None:
     changed = tighten(telemetry_paths(cfg))
     if changed:
         log.info("made %d telemetry file(s) readable by their owner only: %s", len(changed), ", ".join(changed))
+    if location.parse(cfg.db).is_remote:
+        return
     parent = os.path.dirname(os.path.abspath(cfg.db))
     with contextlib.suppress(OSError):  # not there: created (0700) when the store opens
         if stat.S_IMODE(os.stat(parent).st_mode) & 0o077:

@@ -226,5 +226,11 @@ def run_collector(config_path: str | None = None, db: str | None = None, endpoin
         pass
     ok = collector.shutdown()
     stats = collector.writer.stats()
-    log.info("collector stopped: stored=%s duplicates=%s clean=%s", stats.get("stored"), stats.get("duplicates"), ok)
+    # The last word on what was lost, also when the status could not be written (a server that
+    # is down at shutdown, direct mode): rows the store dropped, records the ZeroMQ receiver could
+    # not hand over, and sequence gaps.
+    zmq_c = collector.zmq.counters() if collector.zmq is not None else {}
+    log.info("collector stopped: stored=%s duplicates=%s dropped_rows=%s zmq_dropped=%s zmq_gaps=%s clean=%s",
+             stats.get("stored"), stats.get("duplicates"), stats.get("dropped_rows"),
+             sum((zmq_c.get("dropped") or {}).values()), zmq_c.get("gaps_total", 0), ok)
     return 0 if ok else 1

@@ -35,10 +35,13 @@ _SYSTEM_SQL = (
     "SELECT timestamp - timestamp % ? AS b, name, json_extract(data, '$.attributes') AS attrs, "
     "avg(metric_value), max(metric_value) FROM records "
     "WHERE category = 'system_performance' AND timestamp >= ? AND timestamp < ? AND type = 'metric' "
-    "AND name IN (?, ?, ?, ?) GROUP BY b, name, attrs ORDER BY b LIMIT 20000")
+    "AND name IN (?, ?, ?, ?){inst} GROUP BY b, name, attrs ORDER BY b LIMIT 20000")
 _RAW_COUNT_SQL = ("SELECT timestamp - timestamp % ? AS b, count(*), sum(level IN ('error', 'critical')) "
-                  "FROM records WHERE timestamp >= ? AND timestamp < ? GROUP BY b ORDER BY b")
-_RATE_SQL = "SELECT count(*) FROM records WHERE timestamp >= ? AND timestamp < ?"
+                  "FROM records WHERE timestamp >= ? AND timestamp < ?{inst} GROUP BY b ORDER BY b")
+_RATE_SQL = "SELECT count(*) FROM records WHERE timestamp >= ? AND timestamp < ?{inst}"
+# ``instance=NAME`` on a panel: one collector's rows (a central server's view). Rollups sum over
+# every instance, so a filtered panel reads raw rows (through the server's (instance, timestamp) index).
+INSTANCE = "instance"
 # Records per collector instance in the window (a central server's view). The instances are found
 # by hopping through the (instance, timestamp) index, one probe each, instead of grouping every row.
 _BY_INSTANCE_SQL = (
@@ -88,6 +91,11 @@ def use_rollups(conn: apsw.Connection, since: int, until: int) -> bool:
     return until - since >= ai_stats.SHORT_WINDOW_NS and ai_stats.has_rollups(conn)
 
 
+def _inst(instance: str | None) -> tuple[str, tuple[str, ...]]:
+    """The SQL clause and parameter of an instance filter ('' and () without one)."""
+    return (" AND instance = ?", (instance,)) if instance is not None else ("", ())
+
+
 def _window_out(since: int, until: int) -> dict[str, Any]:
     return {"since_ns": since, "until_ns": until, "since": query.iso_ns(since), "until": query.iso_ns(until)}
 
@@ -96,15 +104,22 @@ def aggregate(conn: apsw.Connection, since: int, until: int, flt: dict[str, str]
               group: tuple[str, ...]) -> tuple[int, ai_stats.Aggs, str]:
     """Per-bucket aggregates ``{(bucket, *rollup key): acc}`` of the window (bucket size, aggs, source):
     rollups summed per ``group`` for long windows, raw rows (full keys) for short ones."""
+    bucket, aggs, source, jobs = aggregate_jobs(conn, since, until, flt, calls_only, group)
+    ai_stats.fetch_all(conn, jobs)
+    return bucket, aggs, source
+
+
+def aggregate_jobs(conn: apsw.Connection, since: int, until: int, flt: dict[str, str], calls_only: bool,
+                   group: tuple[str, ...]) -> tuple[int, ai_stats.Aggs, str, list[ai_stats.Job]]:
+    """:func:`aggregate` as queries still to run (``aggs`` fills when they have run)."""
     aggs: ai_stats.Aggs = {}
-    if use_rollups(conn, since, until):
+    if INSTANCE not in flt and use_rollups(conn, since, until):
         table, bucket = rollup_table(since, until)
         first = since - since % bucket
-        ai_stats._rollup_aggs(conn, table, first, until, flt, calls_only, aggs, group, keep_bucket=True)
-        return bucket, aggs, "rollups"
+        return bucket, aggs, "rollups", ai_stats._rollup_jobs(table, first, until, flt, calls_only, aggs, group,
+                                                               keep_bucket=True)
     bucket = raw_bucket_ns(until - since)
-    ai_stats._raw_aggs(conn, since, until, flt, calls_only, aggs, bucket)
-    return bucket, aggs, "raw"
+    return bucket, aggs, "raw", ai_stats._raw_jobs(since, until, flt, calls_only, aggs, bucket)
 
 
 def _top(totals: dict[str, float], n: int = MAX_SERIES) -> set[str]:
@@ -135,10 +150,10 @@ def counters(status: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def count_series(conn: apsw.Connection, since: int, until: int) -> dict[str, Any]:
+def count_series(conn: apsw.Connection, since: int, until: int, instance: str | None = None) -> dict[str, Any]:
     """Records (and errors) per bucket by record time: rollups for long windows, raw counts otherwise."""
     by: dict[int, list[int]] = {}
-    if use_rollups(conn, since, until):
+    if instance is None and use_rollups(conn, since, until):
         bucket, aggs, source = aggregate(conn, since, until, {}, False, ())
         for key, acc in aggs.items():
             c = by.setdefault(key[0], [0, 0])
@@ -146,7 +161,8 @@ def count_series(conn: apsw.Connection, since: int, until: int) -> dict[str, Any
             c[1] += acc[1]
     else:
         bucket, source = raw_bucket_ns(until - since), "raw"
-        for b, n, errors in conn.execute(_RAW_COUNT_SQL, (bucket, since, until)):
+        clause, args = _inst(instance)
+        for b, n, errors in conn.execute(_RAW_COUNT_SQL.format(inst=clause), (bucket, since, until, *args)):
             by[b] = [n, errors or 0]
     starts = bucket_starts(since, until, bucket)
     return {"bucket_ns": bucket, "source": source, "buckets": starts,
@@ -157,16 +173,24 @@ def overview(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     """Collector status and counters, ingest rate (records timestamped in the last minute / 60 s) and
     records per bucket over the window."""
     since, until = p.window("24h")
+    instance = p.text(INSTANCE)
     status = query.status(conn)
-    last_minute = conn.execute(_RATE_SQL, (until - 60 * NS, until)).fetchone()[0]
-    series = count_series(conn, since, until)
+    if instance is not None and status is not None and "instances" in status:
+        status = status["instances"].get(instance)  # a server: that collector's own status
+    clause, args = _inst(instance)
+    found: dict[str, list[Any]] = {}
+    jobs: list[ai_stats.Job] = [(_RATE_SQL.format(inst=clause), [until - 60 * NS, until, *args],
+                                 lambda rows: found.__setitem__("rate", rows))]
     # Only a central server keeps the (instance, timestamp) index; a device's file has one instance.
     # At most the window's last 24 h: counting index entries costs ~60 ms per million rows.
-    by_instance: list[dict[str, Any]] = []
+    start = max(since, until - 24 * 3600 * NS)
     if getattr(conn, "remote", False):
-        start = max(since, until - 24 * 3600 * NS)
-        by_instance = [{"instance": name, "records": n, "since": query.iso_ns(start)}
-                       for name, n in conn.execute(_BY_INSTANCE_SQL, (start, until))]
+        jobs.append((_BY_INSTANCE_SQL, [start, until], lambda rows: found.__setitem__("by_instance", rows)))
+    ai_stats.fetch_all(conn, jobs)  # one round trip to a server
+    last_minute = found["rate"][0][0]
+    series = count_series(conn, since, until, instance)
+    by_instance = [{"instance": name, "records": n, "since": query.iso_ns(start)}
+                   for name, n in found.get("by_instance", ())]
     return {"window": _window_out(since, until), "status": status, "counters": counters(status),
             "ingest_per_s": last_minute / 60, "records": series,
             "total": sum(series["count"]), "errors": sum(series["errors"]), "by_instance": by_instance}
@@ -186,11 +210,13 @@ def system(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     import orjson
 
     since, until = p.window("24h")
+    clause, args = _inst(p.text(INSTANCE))
     bucket = raw_bucket_ns(until - since)
     cpu: dict[int, float] = {}
     mem: dict[int, float] = {}
     cum: dict[tuple[str, str], dict[int, float]] = {}  # (name, series attrs) -> bucket -> max
-    for b, name, attrs_text, avg, mx in conn.execute(_SYSTEM_SQL, (bucket, since, until, _CPU, _MEM, _DISK, _NET)):
+    for b, name, attrs_text, avg, mx in conn.execute(_SYSTEM_SQL.format(inst=clause),
+                                                       (bucket, since, until, _CPU, _MEM, _DISK, _NET, *args)):
         try:
             attrs = orjson.loads(attrs_text) if attrs_text else {}
         except orjson.JSONDecodeError:
@@ -235,14 +261,15 @@ def ai(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     """``ai_stats.report`` for the window (what ``stats --period/--agent/--model`` prints) plus tokens,
     cost, calls and latency p50/p95 per bucket, per model and per agent (busiest six, rest as (other))."""
     since, until = p.window("24h")
-    agent, model = p.text("agent"), p.text("model")
+    agent, model, instance = p.text("agent"), p.text("model"), p.text(INSTANCE)
+    flt = {k: v for k, v in (("agent", agent), ("model", model), (INSTANCE, instance)) if v is not None}
+    # The series' queries go with the report's: one request to a server.
+    bucket, aggs, source, jobs = aggregate_jobs(conn, since, until, flt, True, ("model", "agent"))
     try:
         report = ai_stats.report(conn, since, until, agent=agent, model=model, alerts_path=ctx.alerts_path,
-                                 include_rollups=False)
+                                 include_rollups=False, instance=instance, extra=jobs)
     except query.QueryError as exc:
         raise ApiError(str(exc)) from None
-    flt = {k: v for k, v in (("agent", agent), ("model", model)) if v is not None}
-    bucket, aggs, source = aggregate(conn, since, until, flt, True, ("model", "agent"))
     starts = bucket_starts(since, until, bucket)
     index = {b: i for i, b in enumerate(starts)}
     totals: dict[str, dict[str, float]] = {"model": {}, "agent": {}}
@@ -303,8 +330,10 @@ def errors(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     ``ai_stats.listing``) and the latest error_patterns records with their exception."""
     since, until = p.window("24h")
     limit = p.integer("limit", 50, 1, 200)
+    instance = p.text(INSTANCE)
     bucket = ru.HOUR_NS if until - since <= 10 * ru.DAY_NS else ru.DAY_NS
-    items = ai_stats.listing(conn, bucket, since, until, {"category": "error_patterns"}, ai_stats.has_rollups(conn))
+    flt = {"category": "error_patterns"} | ({INSTANCE: instance} if instance is not None else {})
+    items = ai_stats.listing(conn, bucket, since, until, flt, instance is None and ai_stats.has_rollups(conn))
     starts = bucket_starts(since, until, bucket)
     index = {b: i for i, b in enumerate(starts)}
     cells: dict[str, list[int]] = {}
@@ -316,7 +345,7 @@ def errors(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
         row[i] += it["count"]
     top = sorted(cells, key=lambda c: (-sum(cells[c]), c))[:MAX_COMPONENTS]
     latest = query.query_records(conn, query.Filters(category="error_patterns", since_ns=since, until_ns=until,
-                                                     limit=limit))
+                                                     limit=limit, instance=instance))
     keep = ("id", "time", "type", "component", "event", "level", "name", "service", "trace_id", "span_id",
             "session_id", "status_message")
     return {"window": _window_out(since, until), "bucket_ns": bucket, "buckets": starts,
@@ -328,8 +357,8 @@ def errors(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
 
 # name -> (function, accepted parameters); the server routes /api/<name> here.
 PANELS: dict[str, tuple[Endpoint, tuple[str, ...]]] = {
-    "overview": (overview, WINDOW),
-    "system": (system, WINDOW),
-    "ai": (ai, (*WINDOW, "agent", "model")),
-    "errors": (errors, (*WINDOW, "limit")),
+    "overview": (overview, (*WINDOW, INSTANCE)),
+    "system": (system, (*WINDOW, INSTANCE)),
+    "ai": (ai, (*WINDOW, "agent", "model", INSTANCE)),
+    "errors": (errors, (*WINDOW, "limit", INSTANCE)),
 }

@@ -46,7 +46,7 @@ _HEALTH_CORE = {"latency_ms", "frontend_fps", "network_status", "token_usage", "
 _ERR, _WARN = "'error', 'critical'", "'warning'"
 _SESSIONS_SQL = ("SELECT session_id, count(*), min(timestamp), max(timestamp), "
                  f"sum(level IN ({_ERR})), sum(level IN ({_WARN})) FROM records "
-                 "WHERE session_id IS NOT NULL AND timestamp >= ? AND timestamp < ? "
+                 "WHERE session_id IS NOT NULL AND timestamp >= ? AND timestamp < ?{inst} "
                  "GROUP BY session_id ORDER BY max(timestamp) DESC LIMIT ?")
 
 
@@ -69,7 +69,7 @@ def _list_len_sql(key: str) -> str:
 _LISTS_SQL = ("SELECT session_id, sum(coalesce(e, 0)), sum(e IS NOT NULL AND level IN ({err})), "
               "sum(coalesce(w, 0)), sum(w IS NOT NULL AND level IN ({warn})) FROM ("
               "SELECT session_id, level, {e} AS e, {w} AS w FROM records "
-              "WHERE session_id IN ({{marks}}) AND timestamp >= ? AND timestamp < ? "
+              "WHERE session_id IN ({{marks}}) AND timestamp >= ? AND timestamp < ?{{inst}} "
               "AND (instr(data, 'errors') > 0 OR instr(data, 'warnings') > 0)) GROUP BY session_id"
               ).format(err=_ERR, warn=_WARN, e=_list_len_sql("errors"), w=_list_len_sql("warnings"))
 
@@ -107,7 +107,7 @@ def traces(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     category = p.choice("category", CATEGORIES)
     if category:
         equal["category"] = (category,)
-    for name in ("service", "component", "event"):
+    for name in ("service", "component", "event", "instance"):
         values = _text_filter(p, name)
         if values:
             equal[name] = values
@@ -183,11 +183,13 @@ def sessions(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     (counted as in :func:`session`)."""
     since, until = p.window("24h")
     limit = p.integer("limit", 50, 1, MAX_PAGE)
-    rows = conn.execute(_SESSIONS_SQL, (since, until, limit)).fetchall()
+    instance = p.text("instance")  # the sessions one collector instance stored (a central server)
+    clause, args = (" AND instance = ?", (instance,)) if instance is not None else ("", ())
+    rows = conn.execute(_SESSIONS_SQL.format(inst=clause), (since, until, *args, limit)).fetchall()
     lists: dict[str, tuple[int, int, int, int]] = {}
     if rows:
-        sql = _LISTS_SQL.replace("{marks}", ", ".join("?" * len(rows)))
-        for sid, e_len, e_seen, w_len, w_seen in conn.execute(sql, (*(r[0] for r in rows), since, until)):
+        sql = _LISTS_SQL.replace("{marks}", ", ".join("?" * len(rows))).replace("{inst}", clause)
+        for sid, e_len, e_seen, w_len, w_seen in conn.execute(sql, (*(r[0] for r in rows), since, until, *args)):
             lists[sid] = (e_len or 0, e_seen or 0, w_len or 0, w_seen or 0)
     out = []
     for sid, n, a, b, e, w in rows:
@@ -326,9 +328,9 @@ def set_retention(body: Any, ctx: Context) -> dict[str, Any]:
 
 RECORDS: dict[str, tuple[Endpoint, tuple[str, ...]]] = {
     "traces": (traces, (*WINDOW, "service", "category", "component", "event", "status", "min_duration_ms",
-                        "attr", "limit", "cursor")),
+                        "attr", "limit", "cursor", "instance")),
     "trace": (trace, ("trace_id",)),
-    "sessions": (sessions, (*WINDOW, "limit")),
+    "sessions": (sessions, (*WINDOW, "limit", "instance")),
     "session": (session, ("session_id",)),
     "record": (record, ("id",)),
     "alerts": (alerts, ("state", "limit", "rule")),

@@ -36,8 +36,9 @@ from ..auth import bearer_matches, is_loopback_host
 from ..categories import CATEGORIES
 from ..query import export as rx
 from ..query import filters as query
-from ..store import audit
+from ..store import audit, location
 from ..store import db as store_db
+from ..store.alert_state import default_path as default_state_path
 from ..store.retention import RetentionPolicy
 from . import api, explore_api, records_api, views_api
 from .params import ApiError, Params
@@ -90,11 +91,18 @@ class Dashboard:
         if viewer_token is not None and (not viewer_token or hmac.compare_digest(viewer_token, token)):
             raise ValueError("the viewer token must be set and differ from the admin token")
         self.db_path = db_path
+        # On a server, read connections outlive a request (see libsql_conn.ReaderPool).
+        self._pool: Any = None
+        loc = location.parse(db_path)
+        if loc.url is not None:
+            from ..store.libsql_conn import ReaderPool
+
+            self._pool = ReaderPool(lambda: store_db.open_remote(str(loc.url)))
         self.token = token
         self.tokens = {"admin": token, **({"viewer": viewer_token} if viewer_token else {})}
         self.audit_path = audit.path_for(db_path)
         self.host = host
-        self.ctx = api.Context(db_path=db_path, alerts_path=alerts_path or f"{db_path}.alerts.db",
+        self.ctx = api.Context(db_path=db_path, alerts_path=alerts_path or default_state_path(db_path),
                                policy=policy or RetentionPolicy())
         self.csrf = hmac.new(token.encode(), b"otel-telemetry dashboard csrf", hashlib.sha256).hexdigest()
         self.static = load_static()
@@ -148,6 +156,18 @@ class Dashboard:
             self.httpd.shutdown()
             self._thread.join(timeout)
         self.httpd.server_close()
+        if self._pool is not None:
+            self._pool.close()
+
+    def reader(self) -> Any:
+        """A read connection for one request (handler thread); give it back with :meth:`release`."""
+        return self._pool.get() if self._pool is not None else store_db.open_reader(self.db_path)
+
+    def release(self, conn: Any, ok: bool) -> None:
+        if self._pool is not None:
+            self._pool.put(conn, ok)
+        else:
+            conn.close()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -324,15 +344,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._json(200, {"csrf": self.dash.csrf, "role": self.role})
         elif name == "tail":
             self._audit("GET /api/tail", {k: v for k, v in qs.items()}, None)
-            self._tail(Params(qs, ("category", "level", "backlog")))
+            self._tail(Params(qs, ("category", "level", "backlog", "instance")))
         elif name in ENDPOINTS:
             fn, allowed = ENDPOINTS[name]
             params = Params(qs, allowed)
-            conn = store_db.open_reader(self.dash.db_path)
+            conn = self.dash.reader()
+            ok = False
             try:
                 out = fn(conn, params, self.dash.ctx)
+                ok = True
             finally:
-                conn.close()
+                self.dash.release(conn, ok)
             self._audit(f"GET /api/{name}", {k: v[0] if len(v) == 1 else v for k, v in qs.items()}, _rows(out))
             self._json(200, out)
         else:
@@ -374,8 +396,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Server-Sent Events on this handler thread until the client leaves or the server stops."""
         categories, levels = p.many("category", CATEGORIES), p.many("level", query.LEVELS)
         backlog = p.integer("backlog", 0, 0, 500)
+        instance = p.text("instance")
         try:
-            sub, seen = self.dash.tail.subscribe(categories, levels)
+            sub, seen = self.dash.tail.subscribe(categories, levels, instance)
         except TooManyClients as exc:
             self._json(503, {"error": str(exc)})
             return
@@ -388,7 +411,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             first = [b"retry: 2000\n\n"]
             if backlog:
-                equal = {k: v for k, v in (("category", categories), ("level", levels)) if v}
+                equal = {k: v for k, v in (("category", categories), ("level", levels),
+                                           ("instance", (instance,) if instance else ())) if v}
                 conn = store_db.open_reader(self.dash.db_path)
                 try:
                     rows = rx.latest(conn, rx.Selection(equal), seen, backlog)

@@ -27,6 +27,7 @@ TAIL_FIELDS = ("id", "timestamp", "type", "category", "component", "event", "lev
                "duration_ms", "status", "trace_id", "session_id")
 _IDX = {c: RECORD_COLUMNS.index(c) for c in TAIL_FIELDS}
 _CAT, _LVL = _IDX["category"], _IDX["level"]
+_INST = RECORD_COLUMNS.index("instance")
 
 
 def tail_record(row: Sequence[Any]) -> dict[str, Any]:
@@ -40,9 +41,11 @@ class Subscription:
     """One SSE client's bounded buffer. ``offer`` runs on the poller thread, ``get`` on the client's
     handler thread; both under one condition variable."""
 
-    def __init__(self, categories: Sequence[str], levels: Sequence[str], buffer: int) -> None:
+    def __init__(self, categories: Sequence[str], levels: Sequence[str], buffer: int,
+                 instance: str | None = None) -> None:
         self.categories = frozenset(categories)
         self.levels = frozenset(levels)
+        self.instance = instance  # one collector's rows (a central server), None: all
         self._buf: collections.deque[dict[str, Any]] = collections.deque()
         self._max = max(1, buffer)
         self._cond = threading.Condition()
@@ -52,7 +55,8 @@ class Subscription:
 
     def matches(self, row: Sequence[Any]) -> bool:
         return ((not self.categories or row[_CAT] in self.categories)
-                and (not self.levels or row[_LVL] in self.levels))
+                and (not self.levels or row[_LVL] in self.levels)
+                and (self.instance is None or row[_INST] == self.instance))
 
     def offer(self, rec: dict[str, Any]) -> None:
         """Poller thread: queue ``rec``, or count it dropped when the buffer is full."""
@@ -119,13 +123,14 @@ class DbTail:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def subscribe(self, categories: Sequence[str], levels: Sequence[str]) -> tuple[Subscription, int]:
+    def subscribe(self, categories: Sequence[str], levels: Sequence[str],
+                  instance: str | None = None) -> tuple[Subscription, int]:
         """Handler thread: a new subscription and the last row id already seen (records above it will
         arrive through the subscription; a backlog may be read up to it)."""
         with self._lock:
             if len(self._subs) >= self._max_clients:
                 raise TooManyClients(f"at most {self._max_clients} live-tail clients")
-            sub = Subscription(categories, levels, self._buffer)
+            sub = Subscription(categories, levels, self._buffer, instance)
             self._subs.append(sub)
             return sub, self._seen or 0
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import apsw
@@ -60,13 +60,15 @@ _CALL_GROUP = ("model", "agent", "call", "error_type")  # all a report's call fi
 
 
 def has_rollups(conn: apsw.Connection) -> bool:
-    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    names = getattr(conn, "tables", None)  # a server connection knows them from its opening
+    if names is None:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     return set(ru.TABLES) <= names
 
 
 def _filter_sql(flt: dict[str, str]) -> tuple[str, list[Any]]:
     clauses, params = [], []
-    for col in ("agent", "model", "category"):  # identifiers from this allow-list only
+    for col in ("agent", "model", "category", "instance"):  # identifiers from this allow-list only
         if flt.get(col) is not None:
             clauses.append(f"{col} = ?")
             params.append(flt[col])
@@ -79,12 +81,35 @@ _SUMS_SQL = ", ".join(
 _HIST_SQL = "'[' || coalesce(group_concat(nullif(substr(hist, 2, length(hist) - 2), ''), ','), '') || ']'"
 
 
+# A query and what to do with its rows: the report sends all of its queries at once
+# (``fetch_all``: one round trip to a libSQL server), then consumes their rows.
+Job = tuple[str, list[Any], Callable[[list[Any]], None]]
+
+
+def fetch_all(conn: apsw.Connection, jobs: Sequence[Job]) -> None:
+    """Run ``jobs``' queries, then hand each its rows: one request on a server, a loop on a file."""
+    many = getattr(conn, "execute_all", None)
+    if many is not None:
+        cursors = many([(sql, params) for sql, params, _ in jobs])
+        for (_, _, consume), cur in zip(jobs, cursors, strict=True):
+            consume(cur.fetchall())
+        return
+    for sql, params, consume in jobs:
+        consume(conn.execute(sql, params).fetchall())
+
+
 def _rollup_aggs(conn: apsw.Connection, table: str, a: int, b: int, flt: dict[str, str],
                  calls_only: bool, out: Aggs, group: Sequence[str], keep_bucket: bool) -> None:
     """Add the rollup rows of buckets in [a, b) into ``out``, summed in SQL per ``group`` columns
     (the other key columns read as ``''``; the bucket as 0 unless ``keep_bucket``)."""
+    fetch_all(conn, _rollup_jobs(table, a, b, flt, calls_only, out, group, keep_bucket))
+
+
+def _rollup_jobs(table: str, a: int, b: int, flt: dict[str, str], calls_only: bool, out: Aggs,
+                 group: Sequence[str], keep_bucket: bool) -> list[Job]:
+    """:func:`_rollup_aggs` as a job (none for an empty range)."""
     if table not in ru.TABLES or a >= b or not set(group) <= set(ru.KEY_COLUMNS):
-        return
+        return []
     extra, params = _filter_sql(flt)
     if calls_only:
         extra += " AND call != ''"
@@ -94,32 +119,45 @@ def _rollup_aggs(conn: apsw.Connection, table: str, a: int, b: int, flt: dict[st
     sql = (f"SELECT {', '.join(keys)}, {_SUMS_SQL}, {_HIST_SQL} FROM {table} "
            f"WHERE bucket_start_ns >= ? AND bucket_start_ns < ?{extra}" + (f" GROUP BY {by}" if by else ""))
     nk = 1 + len(ru.KEY_COLUMNS)
-    for row in conn.execute(sql, (a, b, *params)):
-        if row[nk] is None:  # no rows at all (aggregate without GROUP BY)
-            continue
-        key = tuple(row[:nk])
-        vals = list(row[nk:])
-        hist: dict[int, int] = {}
-        ru.hist_add(hist, vals[14])
-        vals[14] = hist
-        acc = out.get(key)
-        if acc is None:
-            out[key] = vals
-        else:
-            ru.merge_agg(acc, vals)
+
+    def consume(rows: list[Any]) -> None:
+        for row in rows:
+            if row[nk] is None:  # no rows at all (aggregate without GROUP BY)
+                continue
+            key = tuple(row[:nk])
+            vals = list(row[nk:])
+            hist: dict[int, int] = {}
+            ru.hist_add(hist, vals[14])
+            vals[14] = hist
+            acc = out.get(key)
+            if acc is None:
+                out[key] = vals
+            else:
+                ru.merge_agg(acc, vals)
+
+    return [(sql, [a, b, *params], consume)]
 
 
 def _raw_aggs(conn: apsw.Connection, a: int, b: int, flt: dict[str, str], calls_only: bool,
               out: Aggs, bucket_ns: int | None,
               durations: list[tuple[tuple[Any, ...], float]] | None = None) -> None:
+    fetch_all(conn, _raw_jobs(a, b, flt, calls_only, out, bucket_ns, durations))
+
+
+def _raw_jobs(a: int, b: int, flt: dict[str, str], calls_only: bool, out: Aggs, bucket_ns: int | None,
+              durations: list[tuple[tuple[Any, ...], float]] | None = None) -> list[Job]:
     if a >= b:
-        return
+        return []
     extra, params = _filter_sql(flt)
     if calls_only:
         extra += f" AND {CALL_SQL}"
     sql = f"SELECT {ru.SELECT_INPUT} FROM records WHERE timestamp >= ? AND timestamp < ?{extra}"
-    for r in conn.execute(sql, (a, b, *params)):
-        ru.add_input(out, r, bucket_ns, durations)
+
+    def consume(rows: list[Any]) -> None:
+        for r in rows:
+            ru.add_input(out, r, bucket_ns, durations)
+
+    return [(sql, [a, b, *params], consume)]
 
 
 def decompose(since: int, until: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]],
@@ -211,14 +249,22 @@ def summarise(aggs: Aggs, durations: list[tuple[tuple[Any, ...], float]] | None)
 def listing(conn: apsw.Connection, bucket_ns: int, since: int, until: int, flt: dict[str, str],
             rollups_ok: bool) -> list[dict[str, Any]]:
     """Whole buckets overlapping [since, until) per category/component/service: count, errors, p95."""
+    aggs: Aggs = {}
+    fetch_all(conn, _listing_jobs(bucket_ns, since, until, flt, rollups_ok, aggs))
+    return _listing_items(aggs)
+
+
+def _listing_jobs(bucket_ns: int, since: int, until: int, flt: dict[str, str], rollups_ok: bool,
+                  aggs: Aggs) -> list[Job]:
     table = "rollup_hourly" if bucket_ns == ru.HOUR_NS else "rollup_daily"
     a = since // bucket_ns * bucket_ns
     b = -(-until // bucket_ns) * bucket_ns
-    aggs: Aggs = {}
     if rollups_ok:
-        _rollup_aggs(conn, table, a, b, flt, False, aggs, ("category", "component", "service"), keep_bucket=True)
-    else:
-        _raw_aggs(conn, a, b, flt, False, aggs, bucket_ns)
+        return _rollup_jobs(table, a, b, flt, False, aggs, ("category", "component", "service"), keep_bucket=True)
+    return _raw_jobs(a, b, flt, False, aggs, bucket_ns)
+
+
+def _listing_items(aggs: Aggs) -> list[dict[str, Any]]:
     groups: dict[tuple[Any, ...], list[Any]] = {}
     for key, acc in aggs.items():  # rollup rows come grouped already; raw ones are regrouped here
         g = groups.get(key[:4])
@@ -249,50 +295,58 @@ def _alerts(path: str | None) -> dict[str, Any]:
 def report(conn: apsw.Connection, since_ns: int, until_ns: int | None = None, *, agent: str | None = None,
            model: str | None = None, category: str | None = None, alerts_path: str | None = None,
            period: str | None = None, now_ns: int | None = None, include_rollups: bool = True,
-           source: str = "auto") -> dict[str, Any]:
+           source: str = "auto", instance: str | None = None, extra: Sequence[Job] = ()) -> dict[str, Any]:
     """The agent/dev metrics report over ``[since_ns, until_ns)`` (until default: now).
 
     ``source="raw"`` forces the exact raw-row path for the call figures (slow on long windows).
+    ``instance`` (a central server's view: one collector's rows) reads raw rows only, through the
+    server's (instance, timestamp) index: the rollups sum over every instance. ``extra``: the
+    caller's own queries, sent with the report's (the dashboard's AI panel: one round trip).
     """
     if source not in ("auto", "raw"):
         raise QueryError(f"source must be auto or raw, not {source!r}")
-    for name, value in (("agent", agent), ("model", model), ("category", category)):
+    for name, value in (("agent", agent), ("model", model), ("category", category), ("instance", instance)):
         if value is not None and not value.strip():
             raise QueryError(f"--{name} must not be empty")
     until = (time.time_ns() if now_ns is None else now_ns) if until_ns is None else until_ns
     if since_ns >= until:
         raise QueryError("the window is empty: since must be before until")
-    flt = {k: v for k, v in (("agent", agent), ("model", model), ("category", category)) if v is not None}
+    flt = {k: v for k, v in (("agent", agent), ("model", model), ("category", category), ("instance", instance))
+           if v is not None}
     # A GenAI call is one whatever its category: a failed one is filed under error_patterns, so
     # "the calls of ai_behavior" must not lose it (the rollup listings keep the plain filter).
     call_flt = {k: v for k, v in flt.items() if not (k == "category" and v == "ai_behavior")}
-    rollups_ok = has_rollups(conn)
+    rollups_ok = instance is None and has_rollups(conn)
     aggs: Aggs = {}
     durations: list[tuple[tuple[Any, ...], float]] | None = None
+    jobs: list[Job] = []  # every query of the report, sent together (one round trip to a server)
     if source == "auto" and rollups_ok and until - since_ns >= SHORT_WINDOW_NS:
         source = "rollups"
         raw, hourly, daily = decompose(since_ns, until)
         for a, b in raw:
-            _raw_aggs(conn, a, b, call_flt, True, aggs, None)
+            jobs += _raw_jobs(a, b, call_flt, True, aggs, None)
         for table, ranges in (("rollup_hourly", hourly), ("rollup_daily", daily)):
             for a, b in ranges:
-                _rollup_aggs(conn, table, a, b, call_flt, True, aggs, _CALL_GROUP, keep_bucket=False)
+                jobs += _rollup_jobs(table, a, b, call_flt, True, aggs, _CALL_GROUP, keep_bucket=False)
     else:
         source, durations = "raw", []
-        _raw_aggs(conn, since_ns, until, call_flt, True, aggs, None, durations)
+        jobs += _raw_jobs(since_ns, until, call_flt, True, aggs, None, durations)
+    lists: dict[str, Aggs] = {"hourly": {}, "daily": {}}
+    if include_rollups:
+        jobs += _listing_jobs(ru.HOUR_NS, max(since_ns, until - LISTING_HOURS_NS), until, flt, rollups_ok,
+                              lists["hourly"])
+        jobs += _listing_jobs(ru.DAY_NS, since_ns, until, flt, rollups_ok, lists["daily"])
+    fetch_all(conn, [*jobs, *extra])
     out: dict[str, Any] = {
         "since": iso_ns(since_ns), "until": iso_ns(until), "since_ns": since_ns, "until_ns": until,
         "period": period, "filters": {"agent": agent, "model": model, "category": category},
         "source": source,
     }
+    if instance is not None:
+        out["filters"]["instance"] = instance
     out.update(summarise(aggs, durations))
     out["alerts"] = _alerts(alerts_path)
-    rollup_lists: dict[str, list[dict[str, Any]]] = {"hourly": [], "daily": []}
-    if include_rollups:
-        rollup_lists["hourly"] = listing(conn, ru.HOUR_NS, max(since_ns, until - LISTING_HOURS_NS), until,
-                                         flt, rollups_ok)
-        rollup_lists["daily"] = listing(conn, ru.DAY_NS, since_ns, until, flt, rollups_ok)
-    out["rollups"] = rollup_lists
+    out["rollups"] = {name: _listing_items(a) if include_rollups else [] for name, a in lists.items()}
     return out
 
 

@@ -304,20 +304,29 @@ def status(conn: apsw.Connection, now_ns: int | None = None) -> dict[str, Any] |
     On a central server (no collector writes there) the last status each shipping collector sent,
     under ``instances``, and ``updated``/``age_s`` of the newest.
     """
+    tables = getattr(conn, "tables", None)  # a server's (db.open_remote): both tables in one request
+    if tables is not None and {"collector_status", "sync_status"} <= tables:
+        own, shipped = conn.execute_all([(_OWN_STATUS, ()), (_SHIPPED_STATUS, ())])  # type: ignore[attr-defined]
+        row = own.fetchone()
+        return _status_body(row, now_ns) if row is not None else _instances_status(shipped.fetchall(), now_ns)
     try:
-        row = conn.execute("SELECT updated, body FROM collector_status WHERE id = 1").fetchone()
+        row = conn.execute(_OWN_STATUS).fetchone()
     except apsw.SQLError:
         row = None  # a database from before status existed has no such table
     if row is None:
-        return _instances_status(conn, now_ns)
+        try:
+            rows = conn.execute(_SHIPPED_STATUS).fetchall()
+        except apsw.SQLError:
+            return None  # not a central server either
+        return _instances_status(rows, now_ns)
     return _status_body(row, now_ns)
 
 
-def _instances_status(conn: apsw.Connection, now_ns: int | None) -> dict[str, Any] | None:
-    try:
-        rows = conn.execute("SELECT instance, updated, body FROM sync_status ORDER BY instance").fetchall()
-    except apsw.SQLError:
-        return None  # not a central server either
+_OWN_STATUS = "SELECT updated, body FROM collector_status WHERE id = 1"
+_SHIPPED_STATUS = "SELECT instance, updated, body FROM sync_status ORDER BY instance"
+
+
+def _instances_status(rows: list[Any], now_ns: int | None) -> dict[str, Any] | None:
     if not rows:
         return None
     instances = {str(name): _status_body((updated, body), now_ns) for name, updated, body in rows}

@@ -10,10 +10,25 @@ from typing import Any
 
 import apsw
 
+from .. import settings
+from . import location
 from .db import open_sqlite
 from .writer import open_reader
 
 _NS = 1_000_000_000
+
+
+def default_path(db: str) -> str:
+    """The alert state file of a collector whose store is ``db``: ``<db>.alerts.db`` beside a
+    file; for a server URL (direct mode, no database file here) one per server in the runtime
+    directory, where the ZeroMQ socket lives too (tmpfs on most systems)."""
+    loc = location.parse(db)
+    if loc.url is None:
+        return f"{db}.alerts.db"
+    name = "".join(c if c.isalnum() or c in "-." else "_" for c in loc.url.split("://", 1)[1])
+    return str(settings.runtime_dir() / f"alerts-{name}.db")
+
+
 LIST_STATES = ("firing", "resolved", "pending", "all", "rules")
 
 STATE_DDL = """

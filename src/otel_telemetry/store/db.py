@@ -24,6 +24,7 @@ from . import edges, location, rollups
 from .schema import CENTRAL_DDL, apply_ddl
 
 if TYPE_CHECKING:
+    from .libsql_batch import BufferedConnection
     from .libsql_conn import Connection as RemoteConnection
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
@@ -175,16 +176,29 @@ def open_writer(path: str, synchronous: str = "normal") -> apsw.Connection:
 
 def open_remote(url: str) -> RemoteConnection:
     """A connection to a libSQL server (``location.parse`` gave ``url``), token from the
-    environment; proves the server answers and accepts the token, so errors surface here."""
+    environment; proves the server answers and accepts the token, so errors surface here, and
+    notes its tables (``conn.tables``)."""
     from .libsql_conn import Connection as RemoteConnection  # only a server URL needs the HTTP client
 
     conn = RemoteConnection(url, location.read_token())
     try:
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        # The proof doubles as the list of tables, which the read side asks for (has the server
+        # rollups?): a round trip less per report or dashboard panel.
+        conn.tables = frozenset(r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def open_remote_writer(url: str, timeout: float = 10.0) -> BufferedConnection:
+    """The store writer's connection to a server (``location.parse`` gave ``url``): statements
+    between BEGIN and COMMIT go as one request. Nothing is sent here: the writer creates the schema
+    (:func:`ensure_remote_schema`) when the server first answers, so a server that is down at
+    start-up delays writes instead of failing the collector."""
+    from .libsql_batch import BufferedConnection
+
+    return BufferedConnection(url, location.read_token(), timeout)
 
 
 def open_reader(path: str) -> apsw.Connection:

@@ -95,6 +95,41 @@ def encode_value(v: Any) -> dict[str, Any]:
     raise TypeError(f"cannot bind a {type(v).__name__} value")
 
 
+_TEXT: dict[str, dict[str, Any]] = {}  # short texts repeat (category, service, level): one dict each
+_TEXT_CACHED, _TEXT_CACHE_SIZE = 64, 4096
+_LO, _HI = -(2**63), 2**63 - 1
+
+
+def encode_args(args: Sequence[Any]) -> list[dict[str, Any]]:
+    """``encode_value`` of each of ``args``, inlined for the common types: shipping and direct
+    writes encode ~35 values per row (this halved the client's CPU per row)."""
+    out: list[dict[str, Any]] = []
+    app = out.append
+    cache = _TEXT
+    for a in args:
+        c = a.__class__
+        if c is str:
+            d = cache.get(a)
+            if d is None:
+                d = {"type": "text", "value": a}
+                if len(a) <= _TEXT_CACHED:
+                    if len(cache) >= _TEXT_CACHE_SIZE:
+                        cache.clear()
+                    cache[a] = d
+            app(d)
+        elif a is None:
+            app(_NULL)
+        elif c is int:
+            if not _LO <= a <= _HI:
+                raise OverflowError(f"integer {a} does not fit in 64 bits")
+            app({"type": "integer", "value": str(a)})  # a decimal string: int64 stays exact
+        elif c is float:
+            app(_NULL if a != a else {"type": "float", "value": a})
+        else:
+            app(encode_value(a))
+    return out
+
+
 def _blob_value(v: Mapping[str, Any]) -> bytes:
     raw = v.get("base64") or ""
     return base64.b64decode(raw + "=" * (-len(raw) % 4))
@@ -119,8 +154,60 @@ def stmt(sql: str, args: Sequence[Any] | Mapping[str, Any] = (), want_rows: bool
         out["named_args"] = [{"name": k if k[:1] in ":@$" else f":{k}", "value": encode_value(v)}
                              for k, v in args.items()]
     elif args:
-        get = _ENCODE.get
-        out["args"] = [(get(a.__class__) or encode_value)(a) for a in args]
+        out["args"] = encode_args(args)
+    return out
+
+
+def batch_requests(stmts: Sequence[dict[str, Any]], *, begin: bool, end: str | None,
+                   first_sql_id: int = 1) -> tuple[list[dict[str, Any]], int]:
+    """``stmts`` as one Hrana batch (each step runs only if the one before it succeeded), after
+    ``store_sql`` requests for the statements it repeats; (requests, number of store_sql requests).
+
+    ``begin``: BEGIN IMMEDIATE is step 0. ``end``: ``"commit"`` appends COMMIT (then a ROLLBACK
+    that runs only if COMMIT did not), ``"rollback"`` a ROLLBACK, None nothing (the transaction
+    stays open on the stream). Step ``i`` of the batch is statement ``i - begin``.
+    """
+    # A statement sent many times (one INSERT per row) is stored once on the stream and named
+    # by id: the request shrinks by the SQL text times the row count.
+    seen: dict[str, int] = {}
+    for s in stmts:
+        seen[s["sql"]] = seen.get(s["sql"], 0) + 1
+    ids = {sql: i for i, sql in enumerate((sql for sql, n in seen.items()
+                                           if n > 1 and len(sql.encode()) <= MAX_STORED_SQL), start=first_sql_id)}
+    requests: list[dict[str, Any]] = [{"type": "store_sql", "sql_id": i, "sql": sql} for sql, i in ids.items()]
+    steps: list[dict[str, Any]] = [{"stmt": {"sql": "BEGIN IMMEDIATE", "want_rows": False}}] if begin else []
+    for s in stmts:
+        sql_id = ids.get(s["sql"])
+        if sql_id is not None:
+            s = {k: v for k, v in s.items() if k != "sql"} | {"sql_id": sql_id}
+        step: dict[str, Any] = {"stmt": s}
+        if steps:
+            step["condition"] = {"type": "ok", "step": len(steps) - 1}
+        steps.append(step)
+    if end == "commit":
+        commit: dict[str, Any] = {"stmt": {"sql": "COMMIT", "want_rows": False}}
+        if steps:
+            commit["condition"] = {"type": "ok", "step": len(steps) - 1}
+        steps.append(commit)
+        steps.append({"stmt": {"sql": "ROLLBACK", "want_rows": False},
+                      "condition": {"type": "not", "cond": {"type": "ok", "step": len(steps) - 1}}})
+    elif end == "rollback":
+        steps.append({"stmt": {"sql": "ROLLBACK", "want_rows": False}})
+    requests.append({"type": "batch", "batch": {"steps": steps}})
+    return requests, len(ids)
+
+
+def multi_row(sql: str, rows: Sequence[Sequence[Any]], per: int) -> list[dict[str, Any]]:
+    """``INSERT ... VALUES (?, ...) <tail>`` for every row, as statements of up to ``per`` rows each
+    (``VALUES (...), (...), ...``: the same rows, the same conflict clause, applied row by row)."""
+    start = sql.index("VALUES (") + len("VALUES ")
+    end = sql.index(")", start) + 1
+    head, one, tail = sql[:start], sql[start:end], sql[end:]
+    out = []
+    for k in range(0, len(rows), per):
+        chunk = rows[k:k + per]
+        out.append(stmt(head + ", ".join([one] * len(chunk)) + tail, [v for r in chunk for v in r],
+                        want_rows=False))
     return out
 
 
@@ -250,26 +337,9 @@ class Client:
         """The first half of :meth:`transaction`: the request is on its way when this returns, so
         the caller can prepare the next one while the server works; then
         :meth:`finish_transaction`. One transaction in flight per Client."""
-        # A statement sent many times (one INSERT per row) is stored once on the stream and named
-        # by id: the request shrinks by the SQL text times the row count.
-        seen: dict[str, int] = {}
-        for s in stmts:
-            seen[s["sql"]] = seen.get(s["sql"], 0) + 1
-        ids = {sql: i for i, sql in enumerate((sql for sql, n in seen.items()
-                                               if n > 1 and len(sql.encode()) <= MAX_STORED_SQL), start=1)}
-        requests: list[dict[str, Any]] = [{"type": "store_sql", "sql_id": i, "sql": sql} for sql, i in ids.items()]
-        steps: list[dict[str, Any]] = [{"stmt": {"sql": "BEGIN IMMEDIATE", "want_rows": False}}]
-        for s in stmts:
-            sql_id = ids.get(s["sql"])
-            if sql_id is not None:
-                s = {k: v for k, v in s.items() if k != "sql"} | {"sql_id": sql_id}
-            steps.append({"stmt": s, "condition": {"type": "ok", "step": len(steps) - 1}})
-        last = len(steps) - 1
-        steps.append({"stmt": {"sql": "COMMIT", "want_rows": False}, "condition": {"type": "ok", "step": last}})
-        steps.append({"stmt": {"sql": "ROLLBACK", "want_rows": False},
-                      "condition": {"type": "not", "cond": {"type": "ok", "step": len(steps) - 1}}})
-        requests += [{"type": "batch", "batch": {"steps": steps}}, {"type": "close"}]
-        self._pending = (len(requests), len(ids), len(steps) - 2)
+        requests, n_stored = batch_requests(stmts, begin=True, end="commit")
+        requests.append({"type": "close"})
+        self._pending = (len(requests), n_stored, len(stmts) + 1)
         self._send(orjson.dumps({"baton": None, "requests": requests}))
 
     def finish_transaction(self) -> list[dict[str, Any]]:

@@ -9,6 +9,11 @@ Rows and their publisher checkpoints commit in the same transaction, so after a 
 checkpoint always has all of its rows and no row outlives the checkpoint that covers it. The hourly
 and daily rollups (``rollups.py``) and call edges (``edges.py``) are updated in that same transaction
 from exactly the rows it stored (not from duplicates), so they always agree with what was committed.
+
+The store may be a libSQL server URL ("direct to a server"): the same transaction then goes as
+one request, and an unreachable server holds batches back instead of dropping them (the queue
+fills and the receivers push back as with a full store); see ``writer_remote``. A server keeps no
+call edges (their upkeep reads, which would cost round trips): its map is read from raw spans.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ from typing import Any
 import apsw
 import orjson
 
-from . import edges, rollups
+from . import edges, location, rollups
 from . import retention as ret
+from . import writer_remote as remote
 
 # Connections are opened by ``db``; re-exported so callers need only the store's name.
-from .db import _SYNCHRONOUS, BUSY_TIMEOUT_MS, open_admin, open_reader, open_writer
+from .db import _SYNCHRONOUS, BUSY_TIMEOUT_MS, open_admin, open_reader, open_remote_writer, open_writer
 from .schema import STORED_COLUMNS
 
 __all__ = ["BUSY_TIMEOUT_MS", "StoreWriter", "WriteBatch", "open_admin", "open_reader", "open_writer"]
@@ -68,7 +74,7 @@ class WriteBatch:
 _WAKE = object()  # queue sentinel: stop coalescing and commit now (flush, purge, shutdown)
 
 
-class StoreWriter:
+class StoreWriter(remote.RemoteStore):
     """Owns the database connection on its own thread; other threads only ``submit``."""
 
     def __init__(
@@ -91,6 +97,7 @@ class StoreWriter:
         if str(synchronous).lower() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
         self._path = path
+        self._url = location.parse(path).url  # None: a local file
         self._synchronous = synchronous
         self._batch_rows = max(1, batch_rows)
         self._flush_interval = flush_interval
@@ -112,11 +119,14 @@ class StoreWriter:
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
         self._thread: threading.Thread | None = None
-        self._conn: apsw.Connection | None = None
-        self._stats: dict[str, int] = dict.fromkeys(
+        self._conn: Any = None  # apsw.Connection, or libsql_batch.BufferedConnection for a URL
+        self._init_remote()
+        self._stats: dict[str, Any] = dict.fromkeys(
             ("stored", "duplicates", "received", "batches", "commits", "errors", "dropped_rows",
              "rejected", "purged", "vacuumed_pages", "retention_runs", "edge_children_evicted",
              "last_commit_ns"), 0)
+        if self._url is not None:
+            self._stats.update(remote.STATS)
 
     # ---- any thread -------------------------------------------------------------------------
 
@@ -176,7 +186,7 @@ class StoreWriter:
         self._purge_requested.set()
         self._wake()
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         """Snapshot of exact counters (any thread)."""
         with self._cond:
             out = dict(self._stats)
@@ -185,6 +195,8 @@ class StoreWriter:
 
     def load_checkpoints(self) -> dict[tuple[bytes, str], int]:
         """Committed (publisher, topic) -> next_seq, via its own read-only connection (any thread)."""
+        if self._url is not None:
+            return remote.load_checkpoints(self._url)
         if not os.path.exists(self._path):
             return {}
         conn = open_reader(self._path)
@@ -204,6 +216,7 @@ class StoreWriter:
         with self._cond:
             self._stopping = True
             thread = self._thread
+        self._stop_remote(timeout)
         if thread is None:
             with self._cond:
                 pending = self._accepted - self._processed
@@ -230,7 +243,11 @@ class StoreWriter:
     def _run(self) -> None:
         """Writer thread main loop."""
         try:
-            self._conn = open_writer(self._path, self._synchronous)
+            if self._url is not None:
+                self._conn = open_remote_writer(self._url)
+                self._ensure_schema(at_start=True)
+            else:
+                self._conn = open_writer(self._path, self._synchronous)
         except BaseException as exc:  # reported to start() instead of dying silently
             log.exception("cannot open store %s", self._path)
             self._open_error = exc
@@ -282,6 +299,9 @@ class StoreWriter:
         finally:
             self._write_status()
             self._checkpoint(apsw.SQLITE_CHECKPOINT_TRUNCATE)
+            if self._url is not None and self.stats()["dropped_unavailable"]:
+                log.error("store %s unreachable at shutdown: %d rows could not be written (counted "
+                          "as dropped_unavailable)", self._url, self.stats()["dropped_unavailable"])
             try:
                 self._conn.close()
             except apsw.Error:
@@ -322,9 +342,16 @@ class StoreWriter:
                 return group
 
     def _commit(self, group: list[WriteBatch]) -> None:
-        """Commit a group; if it fails, retry batch by batch so one bad batch loses only itself."""
+        """Commit a group; if it fails, retry batch by batch so one bad batch loses only itself.
+
+        On a server: while it is unreachable, keep the group and retry with backoff (the queue
+        fills meanwhile: push-back); a row already stored there means a careful second attempt.
+        """
         try:
-            self._write(group)
+            if self._url is None:
+                self._write(group)
+            else:
+                self._write_remote(group)
         except Exception:
             self._bump(errors=1)
             if len(group) > 1:
@@ -336,7 +363,7 @@ class StoreWriter:
                 log.exception("store transaction failed; dropping %d rows", len(group[0].rows))
                 self._bump(dropped_rows=len(group[0].rows))
 
-    def _write(self, group: list[WriteBatch]) -> None:
+    def _write(self, group: list[WriteBatch], careful: bool = False) -> None:
         conn = self._conn
         assert conn is not None
         n_rows = sum(len(b.rows) for b in group)
@@ -345,18 +372,17 @@ class StoreWriter:
             checkpoints.update(b.checkpoints)  # later batches carry later sequence numbers
         now_ns = self._clock()
         with ret.transaction(conn):
-            before = conn.total_changes()
-            if n_rows:
-                max_id = conn.execute("SELECT max(id) FROM records").fetchone()[0] or 0
-                inst = self._instance
-                conn.executemany(_INSERT, (r + inst for b in group for r in b.rows))
-            stored = conn.total_changes() - before
+            rows = [r for b in group for r in b.rows]
+            if self._url is not None:  # reads nothing unless careful: the whole of it is one request
+                new = remote.insert(conn, _INSERT, rows, self._instance, careful) if n_rows else []
+            else:
+                new = self._insert_local(conn, rows)
+            stored = len(new)
             evicted = 0
             if stored:
-                rows = [r for b in group for r in b.rows]
-                fresh = rows if stored == n_rows else rollups.inserted(conn, rows, max_id)
-                rollups.update(conn, fresh)
-                evicted = edges.update(conn, fresh)
+                rollups.update(conn, new)
+                if self._url is None:  # a server keeps no edges (see the module docstring)
+                    evicted = edges.update(conn, new)
             if checkpoints:
                 conn.executemany(_UPSERT_CHECKPOINT,
                                  [(p, t, s, now_ns) for (p, t), s in checkpoints.items()])
@@ -376,13 +402,29 @@ class StoreWriter:
                 except Exception:
                     log.exception("on_commit callback failed")
 
+    def _insert_local(self, conn: apsw.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Insert ``rows`` (ON CONFLICT(uid) DO NOTHING); the ones actually stored."""
+        if not rows:
+            return []
+        before = conn.total_changes()
+        max_id = conn.execute("SELECT max(id) FROM records").fetchone()[0] or 0
+        inst = self._instance
+        conn.executemany(_INSERT, (r + inst for r in rows))
+        stored = conn.total_changes() - before
+        return rows if stored == len(rows) else rollups.inserted(conn, rows, max_id)
+
     def _begin_retention(self) -> ret.RetentionRun | None:
         assert self._conn is not None and self._retention is not None
+        if self._unavailable or not self._schema_ready:
+            return None
         try:
             now = self._clock()
             rollups.purge(self._conn, now, self._rollup_days)  # small: one row per key and bucket
             edges.purge(self._conn, now - self._rollup_days * rollups.DAY_NS)  # edges live as long
             return ret.RetentionRun.begin(self._conn, self._retention, now)
+        except remote.UNAVAILABLE as exc:
+            self._unreachable(exc)
+            return None
         except apsw.Error:
             log.exception("reading retention settings failed")
             self._bump(errors=1)
@@ -391,8 +433,13 @@ class StoreWriter:
     def _retention_step(self, run: ret.RetentionRun) -> ret.RetentionRun | None:
         """One small retention step between ingest transactions; None when the run is over."""
         assert self._conn is not None
+        if self._unavailable:
+            return None
         try:
             rows, pages = run.step(self._conn)
+        except remote.UNAVAILABLE as exc:
+            self._unreachable(exc)
+            return None
         except apsw.Error:
             log.exception("retention step (%s) failed", run.phase)
             self._bump(errors=1)
@@ -402,7 +449,7 @@ class StoreWriter:
 
     def _write_status(self) -> None:
         conn = self._conn
-        if conn is None:
+        if conn is None or self._unavailable or not self._schema_ready:
             return
         body: dict[str, Any] = {}
         if self._status_source is not None:
@@ -411,9 +458,17 @@ class StoreWriter:
             except Exception:
                 log.exception("status source failed")
         body.update(self.stats())
+        if self._instance[0] is not None:
+            body.setdefault("instance", self._instance[0])  # ``status --instance`` finds it by this
         try:
             with ret.transaction(conn):
-                conn.execute(_STATUS, (self._clock(), orjson.dumps(body, default=str).decode()))
+                text = orjson.dumps(body, default=str).decode()
+                if self._url is not None:  # many collectors may write one server: a row each
+                    conn.execute(remote.STATUS, (self._instance[0] or "", self._clock(), text))
+                else:
+                    conn.execute(_STATUS, (self._clock(), text))
+        except remote.UNAVAILABLE as exc:
+            self._unreachable(exc)
         except apsw.Error:
             log.exception("writing collector status failed")
             self._bump(errors=1)

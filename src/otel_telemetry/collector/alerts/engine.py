@@ -30,6 +30,7 @@ from typing import Any
 import apsw
 
 from ...store.alert_state import LIST_STATES, STATE_DDL, list_alerts, open_state
+from ...store.alert_state import default_path as default_state_path
 from ...store.writer import open_reader
 from . import callwindow, summary
 from .callwindow import CallWindow
@@ -43,8 +44,9 @@ __all__ = ["LIST_STATES", "STATE_DDL", "AlertConfig", "AlertEngine", "AlertRule"
 log = logging.getLogger("otel_telemetry.collector.alerts.engine")
 _NS = 1_000_000_000
 def state_path(db_path: str, config: AlertConfig) -> str:
-    """Where alert state lives: ``state_db`` from the config, else ``<db>.alerts.db``."""
-    return config.state_db or f"{db_path}.alerts.db"
+    """Where alert state lives: ``state_db`` from the config, else ``<db>.alerts.db`` (for a
+    server URL: ``alert_state.default_path``)."""
+    return config.state_db or default_state_path(db_path)
 
 
 @dataclass

@@ -71,17 +71,7 @@ def ship_statements(rows: Sequence[Sequence[Any]], instance: str, expected_curso
 
 
 def multi_row(sql: str, rows: Sequence[Sequence[Any]], per: int = ROWS_PER_STATEMENT) -> list[dict[str, Any]]:
-    """``INSERT ... VALUES (?, ...) <tail>`` for every row, as statements of up to ``per`` rows each
-    (``VALUES (...), (...), ...``: the same rows, the same conflict clause)."""
-    start = sql.index("VALUES (") + len("VALUES ")
-    end = sql.index(")", start) + 1
-    head, one, tail = sql[:start], sql[start:end], sql[end:]
-    out = []
-    for k in range(0, len(rows), per):
-        chunk = rows[k:k + per]
-        out.append(lh.stmt(head + ", ".join([one] * len(chunk)) + tail, [v for r in chunk for v in r],
-                           want_rows=False))
-    return out
+    return lh.multi_row(sql, rows, per)
 
 
 @dataclass

@@ -1,7 +1,17 @@
 // JSON API client: same-origin fetches carry the HttpOnly session cookie; writes add X-CSRF-Token.
 
+// The panels that take the header's instance filter (the API refuses it elsewhere).
+const WITH_INSTANCE = new Set(["overview", "system", "ai", "errors", "traces", "sessions"]);
+
+function instanceFilter() {
+  const input = document.getElementById("instance");
+  return input ? input.value.trim() : "";
+}
+
 export async function get(name, params = {}) {
   const qs = new URLSearchParams();
+  const instance = instanceFilter();
+  if (instance && WITH_INSTANCE.has(name) && !("instance" in params)) qs.append("instance", instance);
   for (const [k, v] of Object.entries(params)) {
     if (v === undefined || v === null || v === "") continue;
     if (Array.isArray(v)) v.forEach((x) => qs.append(k, x));

@@ -68,6 +68,7 @@ function init() {
   const nav = document.getElementById("nav");
   for (const [name, label] of PAGES) nav.appendChild(el("a", { href: `#/${name}`, "data-page": name, text: label }));
   document.getElementById("window").addEventListener("change", render);
+  document.getElementById("instance").addEventListener("change", render);
   window.addEventListener("hashchange", render);
   render();
 }

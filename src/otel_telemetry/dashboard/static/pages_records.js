@@ -133,6 +133,8 @@ export async function tail(ctx) {
   const qs = new URLSearchParams({ backlog: "50" });
   chosen.category.forEach((c) => qs.append("category", c));
   chosen.level.forEach((l) => qs.append("level", l));
+  const instance = (document.getElementById("instance") || {}).value;  // the header's filter
+  if (instance && instance.trim()) qs.append("instance", instance.trim());
   const es = new EventSource(`/api/tail?${qs}`);
   es.addEventListener("open", () => { state.textContent = "live"; });
   es.addEventListener("error", () => { state.textContent = "reconnecting"; });
