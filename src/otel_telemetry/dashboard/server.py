@@ -24,7 +24,6 @@ import http.server
 import logging
 import socket
 import threading
-from http.cookies import CookieError, SimpleCookie
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -32,7 +31,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import apsw
 import orjson
 
-from ..auth import bearer_matches, is_loopback_host
+from ..auth import is_loopback_host
 from ..categories import CATEGORIES
 from ..query import export as rx
 from ..query import filters as query
@@ -41,6 +40,7 @@ from ..store import db as store_db
 from ..store.alert_state import default_path as default_state_path
 from ..store.retention import RetentionPolicy
 from . import api, explore_api, records_api, views_api
+from .access import Access, _rows
 from .params import ApiError, Params
 from .tail import DbTail, TooManyClients, tail_record
 
@@ -53,7 +53,6 @@ SECURITY_HEADERS = (("Content-Security-Policy", CSP), ("X-Content-Type-Options",
                     ("Cross-Origin-Opener-Policy", "same-origin"), ("Cross-Origin-Resource-Policy", "same-origin"))
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
-MAX_BODY = 16 * 1024
 KEEPALIVE_S = 5.0
 ENDPOINTS = {**api.PANELS, **records_api.RECORDS, **explore_api.EXPLORE, **views_api.VIEWS}
 
@@ -170,7 +169,7 @@ class Dashboard:
             conn.close()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(Access, http.server.BaseHTTPRequestHandler):
     """Runs on one handler thread per connection (keep-alive: several requests in a row)."""
 
     protocol_version = "HTTP/1.1"
@@ -224,36 +223,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _host_ok(self) -> bool:
         return (self.headers.get("Host") or "").strip().lower() in self.dash.allowed_hosts
-
-    def _cookie_role(self) -> str | None:
-        try:
-            morsel = SimpleCookie(self.headers.get("Cookie") or "").get(self.dash.cookie_name)
-        except CookieError:
-            return None
-        if morsel is None:
-            return None
-        for role, value in self.dash.cookies.items():  # every one compared: no early exit to time
-            if hmac.compare_digest(morsel.value.encode(), value.encode()):
-                return role
-        return None
-
-    def _bearer_role(self) -> str | None:
-        header = self.headers.get("Authorization")
-        found = [role for role, t in self.dash.tokens.items() if bearer_matches(header, t)]
-        return found[0] if found else None
-
-    def _cookie_ok(self) -> bool:
-        return self._cookie_role() == "admin"
-
-    def _bearer_ok(self) -> bool:
-        return self._bearer_role() == "admin"
-
-    def _audit(self, what: str, params: dict[str, Any], rows: int | None, outcome: str = "ok") -> None:
-        audit.append(self.dash.audit_path, f"dashboard:{self.role}", what, params, rows, outcome)
-
-    def _origin_ok(self) -> bool:
-        origin = self.headers.get("Origin")
-        return origin is None or origin.lower().removeprefix("http://") in self.dash.allowed_hosts
 
     # ---- entry points --------------------------------------------------------------------------
 
@@ -309,18 +278,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             log.error("dashboard %s %s failed: %s", self.command, path[:200], type(exc).__name__)
             self._json(500, {"error": "internal error (see the dashboard's log)"})
 
-    def _token_login(self, path: str, qs: dict[str, list[str]]) -> None:
-        given = qs.get("token") or [""]
-        roles = [r for r, t in self.dash.tokens.items()
-                 if len(given) == 1 and hmac.compare_digest(given[0].encode(), t.encode())]
-        if not roles:
-            self._text(401, "401 unauthorized: wrong token\n")
-            return
-        rest = {k: v for k, v in qs.items() if k != "token"}
-        location = path + (f"?{urlencode(rest, doseq=True)}" if rest else "")
-        cookie = f"{self.dash.cookie_name}={self.dash.cookies[roles[0]]}; HttpOnly; SameSite=Strict; Path=/"
-        self._send(303, b"", "text/plain", (("Location", location), ("Set-Cookie", cookie)))
-
     def _route(self, path: str, qs: dict[str, list[str]]) -> None:
         method = self.command
         if method == "POST" and path == "/api/retention":
@@ -359,38 +316,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._json(200, out)
         else:
             self._json(404, {"error": f"no API endpoint {name[:64]!r}"})
-
-    def _post_retention(self) -> None:
-        if not self._origin_ok():
-            self._json(403, {"error": "cross-origin request refused"})
-            return
-        if self.role != "admin":
-            self._audit("POST /api/retention", {}, None, "refused: viewer")
-            self._json(403, {"error": "retention changes need the admin token (this is the viewer's)"})
-            return
-        csrf = self.headers.get("X-CSRF-Token") or ""
-        if not (self._bearer_ok() or (self._cookie_ok() and hmac.compare_digest(csrf.encode(),
-                                                                                self.dash.csrf.encode()))):
-            self._json(403, {"error": "a write needs Authorization: Bearer <token> or the X-CSRF-Token header"})
-            return
-        if (self.headers.get("Content-Type") or "").split(";")[0].strip().lower() != "application/json":
-            self._json(415, {"error": "send the body as application/json"})
-            return
-        try:
-            length = int(self.headers.get("Content-Length") or "")
-        except ValueError:
-            raise ApiError("Content-Length is required") from None
-        if not 0 < length <= MAX_BODY:
-            self.close_connection = True
-            raise ApiError(f"body must be 1..{MAX_BODY} bytes", 413)
-        try:
-            body = orjson.loads(self.rfile.read(length))
-        except orjson.JSONDecodeError:
-            raise ApiError("body is not valid JSON") from None
-        out = records_api.set_retention(body, self.dash.ctx)
-        log.info("dashboard: retention of %s set to %s days", out["category"], out["days"])
-        self._audit("POST /api/retention", {"category": out.get("category"), "days": out.get("days")}, None)
-        self._json(200, out)
 
     def _tail(self, p: Params) -> None:
         """Server-Sent Events on this handler thread until the client leaves or the server stops."""
@@ -433,17 +358,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             pass  # the browser went away
         finally:
             self.dash.tail.unsubscribe(sub)
-
-
-def _rows(out: Any) -> int | None:
-    """How many records an API answer carries, for the audit log (None when it is not a list)."""
-    if isinstance(out, list):
-        return len(out)
-    if isinstance(out, dict):
-        for key in ("records", "rows", "spans", "items", "sessions", "traces"):
-            if isinstance(out.get(key), list):
-                return len(out[key])
-    return None
 
 
 def _event(kind: str, data: Any, event_id: int | None = None) -> bytes:
