@@ -14,6 +14,7 @@ from .. import categories as cats
 from .. import settings
 from ..store import location
 from ..store.retention import KEYS as RETENTION_KEYS
+from ..store.retention import MAX_DAYS as RETENTION_MAX_DAYS
 from ..store.retention import TYPES as RETENTION_TYPES
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES
 from .alerts.config import AlertConfig, parse_alert_config
@@ -315,6 +316,9 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
                               f"{', '.join(cats.CATEGORIES)}; a type: {', '.join(RETENTION_TYPES)}; "
                               "or category.type, e.g. ai_behavior.span)")
         cfg.retention.days[key] = _num(f"{where}: retention.days.{key}", n, int, 1)
+        if n > RETENTION_MAX_DAYS:
+            raise ConfigError(f"{where}: retention.days.{key}: must be at most "
+                              f"{RETENTION_MAX_DAYS}, got {n!r}")
     rc = raw.get("receivers") or {}
     _check_keys(f"{where}: receivers", rc, {"zmq", "otlp_grpc", "otlp_http"})
     zr = rc.get("zmq") or {}

@@ -222,9 +222,14 @@ def run_collector(config_path: str | None = None, db: str | None = None, endpoin
     log.info("collector running: endpoint=%s db=%s otlp_http=%s otlp_grpc=%s", cfg.endpoint, cfg.db,
              collector.otlp_http.endpoint if collector.otlp_http else "off",
              collector.otlp_grpc.endpoint if collector.otlp_grpc else "off")
+    failure = None
     while not stop.wait(0.5):
-        pass
+        failure = collector.writer.failure
+        if failure is not None:  # a dead writer must not leave receivers answering 429 forever
+            log.error("collector stopping: the store writer stopped: %s", failure)
+            break
     ok = collector.shutdown()
     stats = collector.writer.stats()
-    log.info("collector stopped: stored=%s duplicates=%s clean=%s", stats.get("stored"), stats.get("duplicates"), ok)
-    return 0 if ok else 1
+    log.info("collector stopped: stored=%s duplicates=%s clean=%s", stats.get("stored"), stats.get("duplicates"),
+             ok and failure is None)
+    return 0 if ok and failure is None else 1

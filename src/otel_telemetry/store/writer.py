@@ -31,6 +31,7 @@ from . import rollups
 # Connections are opened by ``db``; re-exported so callers need only the store's name.
 from .db import _SYNCHRONOUS, BUSY_TIMEOUT_MS, open_admin, open_reader, open_writer
 from .schema import STORED_COLUMNS
+from .writer_faults import _FATAL_ERRORS, WriterFaults
 
 __all__ = ["BUSY_TIMEOUT_MS", "StoreWriter", "WriteBatch", "open_admin", "open_reader", "open_writer"]
 
@@ -68,7 +69,7 @@ class WriteBatch:
 _WAKE = object()  # queue sentinel: stop coalescing and commit now (flush, purge, shutdown)
 
 
-class StoreWriter:
+class StoreWriter(WriterFaults):
     """Owns the database connection on its own thread; other threads only ``submit``."""
 
     def __init__(
@@ -111,6 +112,8 @@ class StoreWriter:
         self._purge_requested = threading.Event()
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
+        self.failure: str | None = None  # why the writer stopped for good (writer_faults)
+        self._disk_full = False
         self._thread: threading.Thread | None = None
         self._conn: apsw.Connection | None = None
         self._stats: dict[str, int] = dict.fromkeys(
@@ -139,7 +142,7 @@ class StoreWriter:
         On False nothing was queued and the caller still owns the batch.
         """
         with self._cond:
-            if self._stopping:
+            if self._stopping or self.failure is not None:
                 self._stats["rejected"] += 1
                 return False
             self._submitting += 1
@@ -180,6 +183,7 @@ class StoreWriter:
         with self._cond:
             out = dict(self._stats)
         out["queue_depth"] = self._queue.qsize()
+        out["disk_full"] = int(self._disk_full)
         return out
 
     def load_checkpoints(self) -> dict[tuple[bytes, str], int]:
@@ -203,6 +207,7 @@ class StoreWriter:
         with self._cond:
             self._stopping = True
             thread = self._thread
+            self._cond.notify_all()  # a writer waiting out a full disk stops waiting
         if thread is None:
             with self._cond:
                 pending = self._accepted - self._processed
@@ -241,10 +246,19 @@ class StoreWriter:
         next_checkpoint = now + self._checkpoint_interval
         next_retention = now if self._retention is not None else float("inf")
         run: ret.RetentionRun | None = None
+        held: list[WriteBatch] = []  # batches the full disk holds back, tried again first
+        damaged = False
         try:
             while True:
                 with self._cond:
                     stopping = self._stopping
+                if held:
+                    held = self._retry_held(held, stopping)
+                    if held and not stopping:
+                        continue
+                    if held:  # shutting down with the disk still full: say what is not stored
+                        self._drop_unstored(held, "shutdown with the disk full")
+                        break
                 now = time.monotonic()
                 if stopping:
                     wait = 0.01  # short, so a submit still in flight is not busy-waited on
@@ -255,9 +269,9 @@ class StoreWriter:
                     wait = min(max(wait, 0.0), 1.0)
                 group = self._collect(wait, hurry=stopping or run is not None)
                 if group:
-                    self._commit(group)
+                    held = self._commit(group)
                     with self._cond:
-                        self._processed += len(group)
+                        self._processed += len(group) - len(held)
                         self._cond.notify_all()
                 if stopping and self._drained():
                     break
@@ -272,15 +286,19 @@ class StoreWriter:
                 if now >= next_status:
                     next_status = now + self._status_interval
                     self._write_status()
-                if now >= next_checkpoint:
+                if now >= next_checkpoint and not self._disk_full:
                     next_checkpoint = now + self._checkpoint_interval
                     self._checkpoint(apsw.SQLITE_CHECKPOINT_PASSIVE)
-        except BaseException:  # only bugs reach here; keep the database consistent on the way out
+        except _FATAL_ERRORS as exc:  # the file is damaged: every later batch would fail the same way
+            damaged = True
+            self._fail(f"the database is damaged ({exc}); stop the collector and restore or move the file")
+        except BaseException as exc:  # a bug; keep the database consistent on the way out
             log.exception("store writer loop failed")
-            self._bump(errors=1)
+            self._fail(f"{type(exc).__name__}: {exc}")
         finally:
             self._write_status()
-            self._checkpoint(apsw.SQLITE_CHECKPOINT_TRUNCATE)
+            if not damaged:  # never copy more pages into a damaged file
+                self._checkpoint(apsw.SQLITE_CHECKPOINT_TRUNCATE)
             try:
                 self._conn.close()
             except apsw.Error:
@@ -320,20 +338,32 @@ class StoreWriter:
             except queue.Empty:
                 return group
 
-    def _commit(self, group: list[WriteBatch]) -> None:
-        """Commit a group; if it fails, retry batch by batch so one bad batch loses only itself."""
+    def _commit(self, group: list[WriteBatch]) -> list[WriteBatch]:
+        """Commit a group; if it fails, retry batch by batch so one bad batch loses only itself.
+
+        Returns the batches a full disk holds back (to be tried again; never dropped). Damaged-file
+        errors propagate: they end the writer."""
         try:
             self._write(group)
+        except apsw.FullError as exc:
+            self._disk_full_now(exc)
+            return group
+        except _FATAL_ERRORS:
+            raise
         except Exception:
             self._bump(errors=1)
             if len(group) > 1:
                 log.warning("store transaction of %d batches failed; retrying one by one", len(group),
                             exc_info=True)
-                for batch in group:
-                    self._commit([batch])
+                for i, batch in enumerate(group):
+                    if self._commit([batch]):
+                        return group[i:]
             else:
                 log.exception("store transaction failed; dropping %d rows", len(group[0].rows))
                 self._bump(dropped_rows=len(group[0].rows))
+            return []
+        self._disk_ok_now()
+        return []
 
     def _write(self, group: list[WriteBatch]) -> None:
         conn = self._conn
@@ -387,6 +417,11 @@ class StoreWriter:
         assert self._conn is not None
         try:
             rows, pages = run.step(self._conn)
+        except apsw.FullError as exc:
+            self._disk_full_now(exc)
+            return None
+        except _FATAL_ERRORS:
+            raise
         except apsw.Error:
             log.exception("retention step (%s) failed", run.phase)
             self._bump(errors=1)
@@ -405,10 +440,15 @@ class StoreWriter:
             except Exception:
                 log.exception("status source failed")
         body.update(self.stats())
+        body["store_state"] = self.state
+        if self.failure is not None:
+            body["store_failure"] = self.failure
         try:
             with ret.transaction(conn):
                 conn.execute(_STATUS, (self._clock(), orjson.dumps(body, default=str).decode()))
         except apsw.Error:
+            if self._disk_full or self.failure is not None:
+                return  # already said once; the status row catches up when it can be written
             log.exception("writing collector status failed")
             self._bump(errors=1)
 
@@ -420,6 +460,10 @@ class StoreWriter:
             conn.wal_checkpoint(mode=mode)
         except apsw.BusyError:
             pass  # readers are in the way; the next periodic checkpoint catches up
+        except apsw.FullError as exc:
+            self._disk_full_now(exc)
         except apsw.Error:
+            if self.failure is not None:
+                return  # already reported: the writer is stopping on a damaged file
             log.exception("WAL checkpoint failed")
             self._bump(errors=1)
