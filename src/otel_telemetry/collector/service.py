@@ -14,7 +14,11 @@ import threading
 import time
 from typing import Any
 
+import apsw
+
 from ..store import db as dbmod
+from ..store import preflight
+from ..store.preflight import StoreFileError
 from ..store.retention import RetentionPolicy
 from ..store.writer import StoreWriter
 from .alerts.engine import AlertEngine
@@ -178,6 +182,28 @@ class Collector:
         return ok
 
 
+def check_store(path: str) -> None:
+    """Main thread, before any thread opens the store: a regular file (never open a FIFO), on a
+    writable file system, and not damaged (``PRAGMA quick_check`` on its own read-only connection,
+    closed again so the writer starts with a cold cache). StoreFileError says why in one line."""
+    preflight.check_regular(path)
+    preflight.check_writable(path)
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return  # created by the writer
+    started = time.monotonic()
+    try:
+        conn = dbmod.open_sqlite(path, apsw.SQLITE_OPEN_READONLY)
+    except dbmod.DatabaseKeyError:
+        raise
+    except apsw.Error as exc:
+        raise StoreFileError(f"{path} cannot be opened as a database ({exc})") from None
+    try:
+        preflight.quick_check(conn, path)
+    finally:
+        conn.close()
+    log.info("store %s checked (quick_check) in %.1f s", path, time.monotonic() - started)
+
+
 def run_collector(config_path: str | None = None, db: str | None = None, endpoint: str | None = None) -> int:
     """Foreground collector; logs to stderr; SIGTERM/SIGINT stop it cleanly. Returns an exit code."""
     try:
@@ -196,11 +222,18 @@ def run_collector(config_path: str | None = None, db: str | None = None, endpoin
             os.nice(cfg.nice)
         except OSError as exc:
             log.warning("could not lower the collector's CPU priority (nice %d): %s", cfg.nice, exc)
+    try:  # before anything touches the path: chmod and stat only, never an open of a FIFO
+        preflight.check_regular(cfg.db)
+        preflight.check_writable(cfg.db)
+    except StoreFileError as exc:
+        print(f"otel-telemetry: {exc}", file=sys.stderr)
+        return 2
     make_private(cfg)  # before the first file is opened or created
     collector = Collector(cfg)
     try:  # a bad key file is a one-line start-up error, before any thread opens the database
         dbmod.resolve_key()
-    except dbmod.DatabaseKeyError as exc:
+        check_store(cfg.db)
+    except (dbmod.DatabaseKeyError, StoreFileError) as exc:
         print(f"otel-telemetry: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
