@@ -22,6 +22,8 @@ import yaml
 from conftest import CollectorProc
 from test_store_faults import _damage_records, _spans, http_port, post
 
+from otel_telemetry.store import preflight
+
 CLI = [sys.executable, "-m", "otel_telemetry"]
 
 
@@ -66,6 +68,17 @@ def test_damaged_file_is_refused_at_start(tmp_path: Path) -> None:
     junk.chmod(0o600)  # (else one more line: the collector makes it private)
     out = _collector_run(tmp_path, str(junk))
     assert out.returncode == 2 and "junk.db" in _one_line(out.stderr), out.stderr
+
+
+def test_quick_check_stops_at_its_budget(tmp_path: Path) -> None:
+    path = str(tmp_path / "big.db")
+    conn = apsw.Connection(path)
+    conn.execute("CREATE TABLE t(x, y); CREATE INDEX ty ON t(y)")
+    with conn:
+        conn.executemany("INSERT INTO t VALUES (?, ?)", ((os.urandom(100), os.urandom(20)) for _ in range(100_000)))
+    assert preflight.quick_check(conn, path, 1e-6) is False  # cut short: not a verdict
+    assert preflight.quick_check(conn, path, 600) is True
+    conn.close()
 
 
 def test_fifo_as_db_is_refused_without_blocking(tmp_path: Path) -> None:

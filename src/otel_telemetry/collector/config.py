@@ -35,6 +35,8 @@ class StoreConfig:
     flush_interval: float = 0.2
     queue_batches: int = 64
     key_file: str | None = None  # encryption at rest; $OTEL_TELEMETRY_DB_KEY(_FILE) win over it
+    # PRAGMA quick_check at start, stopped after this many seconds (~3 s per 1M rows; 0 = off)
+    check_seconds: float = 10.0
 
 
 @dataclass
@@ -289,7 +291,7 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
         cfg.nice = nice
     st = raw.get("store") or {}
     _check_keys(f"{where}: store", st, {"synchronous", "batch_rows", "flush_interval", "queue_batches",
-                                        "key_file"})
+                                        "key_file", "check_seconds"})
     if st.get("key_file") is not None:
         if not isinstance(st["key_file"], str) or not st["key_file"]:
             raise ConfigError(f"{where}: store.key_file must be a file path")
@@ -298,7 +300,8 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
         if st["synchronous"] not in ("normal", "full"):
             raise ConfigError(f"{where}: store.synchronous must be normal|full, got {st['synchronous']!r}")
         cfg.store.synchronous = st["synchronous"]
-    for key, kind, lo in (("batch_rows", int, 1), ("flush_interval", float, 0.001), ("queue_batches", int, 1)):
+    for key, kind, lo in (("batch_rows", int, 1), ("flush_interval", float, 0.001), ("queue_batches", int, 1),
+                          ("check_seconds", float, 0)):
         if key in st:
             setattr(cfg.store, key, _num(f"{where}: store.{key}", st[key], kind, lo))
     rt = raw.get("retention") or {}

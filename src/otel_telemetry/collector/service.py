@@ -182,14 +182,14 @@ class Collector:
         return ok
 
 
-def check_store(path: str) -> None:
+def check_store(path: str, budget_s: float = 10.0) -> None:
     """Main thread, before any thread opens the store: a regular file (never open a FIFO), on a
     writable file system, and not damaged (``PRAGMA quick_check`` on its own read-only connection,
     closed again so the writer starts with a cold cache). StoreFileError says why in one line."""
     preflight.check_regular(path)
     preflight.check_writable(path)
-    if not os.path.isfile(path) or os.path.getsize(path) == 0:
-        return  # created by the writer
+    if not os.path.isfile(path) or os.path.getsize(path) == 0 or budget_s <= 0:
+        return  # created by the writer, or the check is off (store.check_seconds: 0)
     started = time.monotonic()
     try:
         conn = dbmod.open_sqlite(path, apsw.SQLITE_OPEN_READONLY)
@@ -198,10 +198,14 @@ def check_store(path: str) -> None:
     except apsw.Error as exc:
         raise StoreFileError(f"{path} cannot be opened as a database ({exc})") from None
     try:
-        preflight.quick_check(conn, path)
+        whole = preflight.quick_check(conn, path, budget_s)
     finally:
         conn.close()
-    log.info("store %s checked (quick_check) in %.1f s", path, time.monotonic() - started)
+    if whole:
+        log.info("store %s checked (quick_check) in %.1f s", path, time.monotonic() - started)
+    else:
+        log.warning("store %s: quick_check stopped after store.check_seconds (%g s); the rest of the file "
+                    "was not checked", path, budget_s)
 
 
 def run_collector(config_path: str | None = None, db: str | None = None, endpoint: str | None = None) -> int:
@@ -232,7 +236,7 @@ def run_collector(config_path: str | None = None, db: str | None = None, endpoin
     collector = Collector(cfg)
     try:  # a bad key file is a one-line start-up error, before any thread opens the database
         dbmod.resolve_key()
-        check_store(cfg.db)
+        check_store(cfg.db, cfg.store.check_seconds)
     except (dbmod.DatabaseKeyError, StoreFileError) as exc:
         print(f"otel-telemetry: {exc}", file=sys.stderr)
         return 2
