@@ -241,6 +241,7 @@ class StoreWriter(WriterFaults):
             self._ready.set()
             return
         self._ready.set()
+        self._reserve()  # writer_faults: space given back when the disk fills
         now = time.monotonic()
         next_status = now
         next_checkpoint = now + self._checkpoint_interval
@@ -252,13 +253,13 @@ class StoreWriter(WriterFaults):
             while True:
                 with self._cond:
                     stopping = self._stopping
-                if held:
+                if held or self._disk_full:  # nothing new is taken until the disk has room
                     held = self._retry_held(held, stopping)
-                    if held and not stopping:
-                        continue
-                    if held:  # shutting down with the disk still full: say what is not stored
+                    if held and stopping:  # shutting down with the disk still full: say what is lost
                         self._drop_unstored(held, "shutdown with the disk full")
                         break
+                    if self._disk_full and not stopping:
+                        continue
                 now = time.monotonic()
                 if stopping:
                     wait = 0.01  # short, so a submit still in flight is not busy-waited on
