@@ -88,6 +88,7 @@ class Collector:
             body["sync"] = self.sync.stats()
         body["genai_unknown_models"] = genai.unknown_models()
         body["redaction"] = self.redaction.counters()
+        body["adjusted"] = self.pipeline.adjusted()  # future timestamps clamped, absurd durations set aside
         if self.pipeline.volume is not None:
             body["volume"] = self.pipeline.volume.counters()
         for name in ("otlp_http", "otlp_grpc"):
