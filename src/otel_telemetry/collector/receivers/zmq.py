@@ -7,6 +7,7 @@ cannot hold. Nothing is dropped here except frames that are rejected (counted by
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
 import logging
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
 
 from ... import categories as cats
 from ... import wire
@@ -32,6 +34,11 @@ log = logging.getLogger("otel_telemetry.collector.zmq")
 # The largest gap a real publisher can leave: what its send pipe and our receive queue can hold
 # (HWM messages x records per message, with room to spare). A larger jump is rejected, not counted.
 MAX_GAP = 1 << 24
+# libzmq drops the connection of a peer whose frame passes ZMQ_MAXMSGSIZE, and says nothing. Up to
+# this many times ``max_message_bytes`` a frame is taken and rejected (``too_large``, counted) and its
+# sender stays connected; past it the disconnect shows in ``disconnects_without_goodbye`` (from the
+# socket monitor), with apps that died without saying goodbye.
+OVERSIZE_FACTOR = 2
 
 
 class EndpointInUse(RuntimeError):
@@ -90,6 +97,11 @@ class ZmqReceiver:
         self.replayed = 0
         self.dropped: dict[str, int] = {}
         self.byes = 0
+        self.disconnects = 0
+        self.disconnects_without_goodbye = 0
+        self._bye_fds: set[int] = set()  # connections (their fd) whose publisher said goodbye
+        # With CURVE: publisher id -> the client key (ZAP user id) that first used it in this process.
+        self._owners: dict[bytes, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -156,6 +168,7 @@ class ZmqReceiver:
                 "received": self.received, "messages": self.messages, "rejected": dict(self.rejected),
                 "gaps": dict(self.gaps), "gaps_total": sum(self.gaps.values()), "replayed": self.replayed,
                 "dropped": dict(self.dropped), "publishers": len({p for p, _ in self._next}), "byes": self.byes,
+                "disconnects": self.disconnects, "disconnects_without_goodbye": self.disconnects_without_goodbye,
             }
 
     # -- receive thread -------------------------------------------------------------------------
@@ -166,7 +179,7 @@ class ZmqReceiver:
             if self._curve is not None:
                 self._setup_curve(ctx, sock, self._curve)
             sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
-            sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes + 4096)
+            sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_FACTOR * self._max_bytes + 4096)
             sock.setsockopt(zmq.LINGER, 0)
             sock.bind(self.endpoint)
             path = _ipc_path(self.endpoint)
@@ -182,31 +195,70 @@ class ZmqReceiver:
             return
         self._ready.set()
         log.info("listening on %s", self.endpoint)
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                if not sock.poll(100):
+                if not poller.poll(100):
                     continue
+                self._receive(sock)
+                # After the data socket is drained: a goodbye sent before a disconnect is seen first.
                 while not self._stop.is_set():
                     try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                        event = recv_monitor_message(monitor, zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self.handle(frames)
+                    self._receive(sock)
+                    self._disconnected(int(event["value"]))
             self._drain(sock)
         finally:
+            sock.disable_monitor()
+            monitor.close(0)
             sock.close(0)
             self._stop_auth()
             ctx.term()
+
+    def _receive(self, sock: zmq.Socket) -> None:
+        """Receive thread: handle every message the socket holds now."""
+        while not self._stop.is_set() and self._receive_one(sock):
+            pass
+
+    def _receive_one(self, sock: zmq.Socket) -> bool:
+        """Receive thread: handle one message if there is one."""
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        first = frames[0]
+        # The connection (its fd) ties a goodbye to a disconnect; with CURVE, the ZAP user id
+        # (the client's public key) ties a publisher id to the key that may use it.
+        user = fd = None
+        with contextlib.suppress(zmq.ZMQError):
+            fd = first.get(zmq.SRCFD)
+        if self._curve is not None:
+            try:
+                user = first.get("User-Id")
+            except zmq.ZMQError:
+                user = ""  # CURVE without a user id: never matches a key, so it cannot take one's publisher id
+        self.handle([f.bytes for f in frames], user=user, fd=fd)
+        return True
+
+    def _disconnected(self, fd: int) -> None:
+        with self._lock:
+            self.disconnects += 1
+            if fd in self._bye_fds:
+                self._bye_fds.discard(fd)
+            else:  # an app that died, or a frame past OVERSIZE_FACTOR x the limit (libzmq cut it off)
+                self.disconnects_without_goodbye += 1
 
     def _drain(self, sock: zmq.Socket) -> None:
         """Receive thread, at shutdown: handle every message already queued in the socket."""
         drained = 0
         while time.monotonic() < self._drain_until:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            if not self._receive_one(sock):
                 break
-            self.handle(frames)
             drained += 1
         if drained:
             log.info("drained %d queued messages before closing", drained)
@@ -244,15 +296,16 @@ class ZmqReceiver:
         with self._lock:
             self.rejected[reason] = self.rejected.get(reason, 0) + n
 
-    def handle(self, frames: list[bytes]) -> None:
-        """Process one message; never raises (every failure is a counted rejection)."""
+    def handle(self, frames: list[bytes], user: str | None = None, fd: int | None = None) -> None:
+        """Process one message; never raises (every failure is a counted rejection). ``user``: the
+        CURVE client key it came with (ZAP user id); ``fd``: its connection."""
         try:
-            self._handle(frames)
+            self._handle(frames, user, fd)
         except Exception:
             log.exception("unexpected error handling a message; rejected")
             self._reject("internal_error")
 
-    def _handle(self, frames: list[bytes]) -> None:
+    def _handle(self, frames: list[bytes], user: str | None, fd: int | None) -> None:
         try:
             header = wire.decode_header(frames)
         except wire.WireError as exc:
@@ -262,6 +315,12 @@ class ZmqReceiver:
         # A count from an undecoded header is a claim: a record takes at least one byte of payload,
         # so no frame can make a counter grow by more than its own size.
         claimed = max(1, min(header.count, len(frames[2])))
+        if user is not None:
+            with self._lock:
+                owner = self._owners.setdefault(header.publisher, user)
+            if owner != user:  # another key using this publisher id: forged sequences, goodbyes, uids
+                self._reject("publisher_key_mismatch", claimed)
+                return
         if len(frames[2]) > self._max_bytes:
             self._reject("too_large", claimed)
             return
@@ -274,6 +333,9 @@ class ZmqReceiver:
         if header.kind == wire.KIND_BYE:
             assert isinstance(decoded, dict)
             self._bye(header.publisher, decoded)
+            if fd is not None:
+                with self._lock:
+                    self._bye_fds.add(fd)
             return
         parsed = cats.parse_topic(topic)
         if parsed is None:
