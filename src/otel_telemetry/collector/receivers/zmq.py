@@ -323,6 +323,10 @@ class ZmqReceiver:
                 return
         if len(frames[2]) > self._max_bytes:
             self._reject("too_large", claimed)
+            key = (header.publisher, frames[0].decode("utf-8", "replace"))
+            with self._lock:  # counted here: the next message must not count these records again as a gap
+                if self._next.get(key) == header.seq:
+                    self._next[key] = header.seq + claimed
             return
         try:
             decoded = wire.decode_payload(header, frames[2])
