@@ -129,6 +129,9 @@ SETTINGS: dict[str, Setting] = {
                 "on first use"),
         Setting("config", "OTEL_TELEMETRY_CONFIG", lambda: None, _str,
                 "collector: path of collector.yaml"),
+        Setting("metrics_endpoint", "OTEL_TELEMETRY_METRICS_ENDPOINT", lambda: None, _str,
+                "collector: HOST:PORT for an opt-in Prometheus /metrics of its own counters (off by default; "
+                "e.g. 127.0.0.1:8888)"),
     )
 }
 

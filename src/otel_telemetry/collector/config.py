@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import yaml
 
 from .. import categories as cats
 from .. import settings
+from ..auth import is_loopback_host
 from ..store import location
 from ..store.retention import KEYS as RETENTION_KEYS
 from ..store.retention import MAX_DAYS as RETENTION_MAX_DAYS
@@ -122,10 +124,11 @@ class CollectorConfig:
     volume: VolumeConfig = field(default_factory=VolumeConfig)  # min levels, tail sampling (collector/volume.py)
     instance: str = ""  # stamped on every stored row; settings "instance" (host name by default)
     sync: SyncConfig | None = None  # collector/sync: ship stored rows to a central libSQL server
+    metrics_endpoint: str | None = None  # host:port of the opt-in Prometheus /metrics (collector/metrics.py)
 
 
 _TOP = {"endpoint", "db", "log_level", "shutdown_timeout", "nice", "store", "retention", "receivers", "categories",
-        "forward", "alerts", "prices", "redaction", "volume", "instance", "sync"}
+        "forward", "alerts", "prices", "redaction", "volume", "instance", "sync", "metrics_endpoint"}
 
 
 def _check_prices(raw: Any) -> None:
@@ -276,6 +279,13 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
         if not cfg.instance or len(cfg.instance) > 255:
             raise ValueError("instance must be a name of 1 to 255 characters")
         cfg.sync = parse_sync(raw.get("sync"), settings.resolve("sync_url"), "sync")
+        cfg.metrics_endpoint = settings.resolve("metrics_endpoint", None, raw)
+        if cfg.metrics_endpoint is not None:
+            host, _ = split_endpoint(cfg.metrics_endpoint)
+            if not is_loopback_host(host):
+                logging.getLogger("otel_telemetry.collector").warning(
+                    "metrics_endpoint %s is reachable from other hosts (no TLS, no token): the counters say "
+                    "how much telemetry this device makes", cfg.metrics_endpoint)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     if "log_level" in raw:

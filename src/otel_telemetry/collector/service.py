@@ -26,6 +26,7 @@ from .config import CollectorConfig, ConfigError, check_otlp_exposure, load
 from .forward.forwarder import Forwarder
 from .genai import normalise as genai
 from .genai import prices
+from .metrics import MetricsServer
 from .pipeline import Pipeline
 from .private import make_private
 from .receivers.zmq import EndpointInUse, ZmqReceiver
@@ -71,6 +72,7 @@ class Collector:
         self.zmq: ZmqReceiver | None = None
         self.otlp_http: Any = None  # OtlpHttpReceiver, imported when enabled
         self.otlp_grpc: Any = None  # OtlpGrpcReceiver, imported when enabled (needs grpcio)
+        self.metrics: MetricsServer | None = None  # the opt-in Prometheus /metrics
         self._stopped = False
 
     def status(self) -> dict[str, Any]:
@@ -95,7 +97,13 @@ class Collector:
             receiver = getattr(self, name)
             if receiver is not None:
                 body[name] = receiver.counters()
+        if self.metrics is not None:
+            body["metrics_endpoint"] = self.metrics.endpoint
         return body
+
+    def _metrics_body(self) -> dict[str, Any]:
+        """The status row's body as it would be written now (the metrics server's thread)."""
+        return {**self.status(), **self.writer.stats(), "store_state": self.writer.state}
 
     def start(self) -> None:
         """Caller's thread: store writer first, then the receivers (OTLP, then ZeroMQ). A receiver
@@ -113,6 +121,9 @@ class Collector:
                 # Reads the store only; its state lives in its own file (single-writer rule).
                 self.alerts = AlertEngine(self.cfg.db, self.cfg.alerts)
                 self.alerts.start()
+            if self.cfg.metrics_endpoint is not None:
+                self.metrics = MetricsServer(self.cfg.metrics_endpoint, self._metrics_body)
+                self.metrics.start()
             # OTLP binds first: the ZeroMQ socket subscribes as it binds, and apps hand records to a
             # subscription as sent. A collector that then failed on an OTLP port lost them silently.
             self._start_otlp()
@@ -126,6 +137,8 @@ class Collector:
         except BaseException:
             self._stop_receivers(time.monotonic() + 2.0)
             self._stop_consumers(time.monotonic() + self.cfg.shutdown_timeout)
+            if self.metrics is not None:
+                self.metrics.shutdown(1.0)
             raise
 
     def _start_otlp(self) -> None:
@@ -165,7 +178,10 @@ class Collector:
         self._stopped = True
         deadline = time.monotonic() + (self.cfg.shutdown_timeout if timeout is None else timeout)
         ok = self._stop_receivers(deadline)
-        return self._stop_consumers(deadline) and ok
+        ok = self._stop_consumers(deadline) and ok
+        if self.metrics is not None:
+            ok = self.metrics.shutdown(1.0) and ok
+        return ok
 
     def _stop_consumers(self, deadline: float) -> bool:
         ok = True
