@@ -305,7 +305,7 @@ class ZmqReceiver:
             log.exception("unexpected error handling a message; rejected")
             self._reject("internal_error")
 
-    def _handle(self, frames: list[bytes], user: str | None, fd: int | None) -> None:
+    def _handle(self, frames: list[bytes], user: str | None = None, fd: int | None = None) -> None:
         try:
             header = wire.decode_header(frames)
         except wire.WireError as exc:
