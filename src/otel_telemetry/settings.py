@@ -202,6 +202,9 @@ SETTINGS: dict[str, Setting] = {
                 "collector: path of collector.yaml"),
         Setting("compare_max_spans", "OTEL_TELEMETRY_COMPARE_MAX_SPANS", lambda: 10_000, _int,
                 "compare (CLI, dashboard): most spans read; a larger window is sampled, and the answer says so"),
+        Setting("metrics_endpoint", "OTEL_TELEMETRY_METRICS_ENDPOINT", lambda: None, _str,
+                "collector: HOST:PORT for an opt-in Prometheus /metrics of its own counters (off by default; "
+                "e.g. 127.0.0.1:8888)"),
     )
 }
 

@@ -266,11 +266,15 @@ SCOPE = c.InstrumentationScope(name="lib", version="9")
 TID, SID, PID = bytes(range(1, 17)), bytes(range(20, 28)), bytes(range(30, 38))
 
 
+# Large exact nanoseconds (2024): past, since the collector clamps rows dated in the future.
+BIG_T = 3 * 2**59
+
+
 def _trace_request() -> ExportTraceServiceRequest:
     spans = [t.Span(trace_id=TID, span_id=SID, parent_span_id=PID, name="root", kind=2,
-                    start_time_unix_nano=2**62, end_time_unix_nano=2**62 + 1_500_000, attributes=ATTRS,
+                    start_time_unix_nano=BIG_T, end_time_unix_nano=BIG_T + 1_500_000, attributes=ATTRS,
                     status=t.Status(code=2, message="bad"),
-                    events=[t.Span.Event(name="exception", time_unix_nano=2**62 + 5, attributes=ATTRS)],
+                    events=[t.Span.Event(name="exception", time_unix_nano=BIG_T + 5, attributes=ATTRS)],
                     links=[t.Span.Link(trace_id=TID[::-1], span_id=SID[::-1], attributes=ATTRS[:2])])]
     spans += [t.Span(trace_id=TID, span_id=bytes([k] * 8), name=f"k{k}", kind=k, status=t.Status(code=1))
               for k in range(6)]
@@ -281,8 +285,8 @@ def _trace_request() -> ExportTraceServiceRequest:
 
 
 def _metrics_request() -> ExportMetricsServiceRequest:
-    ts = {"time_unix_nano": 2**61, "start_time_unix_nano": 2**60, "attributes": ATTRS}
-    ex = m.Exemplar(trace_id=TID, span_id=SID, as_double=1.0, time_unix_nano=2**61)
+    ts = {"time_unix_nano": 2**59 * 3, "start_time_unix_nano": 2**60, "attributes": ATTRS}
+    ex = m.Exemplar(trace_id=TID, span_id=SID, as_double=1.0, time_unix_nano=2**59 * 3)
     metrics = [
         m.Metric(name="g", unit="ms", description="gauge", gauge=m.Gauge(data_points=[
             m.NumberDataPoint(as_int=7, exemplars=[ex], **ts), m.NumberDataPoint(as_double=0.5, **ts),
@@ -308,7 +312,7 @@ def _metrics_request() -> ExportMetricsServiceRequest:
 
 
 def _logs_request() -> ExportLogsServiceRequest:
-    recs = [logs_pb2.LogRecord(time_unix_nano=2**62, observed_time_unix_nano=2**62 + 1, severity_number=17,
+    recs = [logs_pb2.LogRecord(time_unix_nano=BIG_T, observed_time_unix_nano=BIG_T + 1, severity_number=17,
                                severity_text="ERROR", body=c.AnyValue(kvlist_value=c.KeyValueList(
                                    values=ATTRS)), attributes=ATTRS, trace_id=TID, span_id=SID,
                                event_name="gen_ai.choice"),
@@ -356,10 +360,10 @@ def test_protobuf_tuples_exact() -> None:
     (resource, spans, _), (_, (no_ids,), _) = res.batches
     assert resource == {"service.name": "svc"}
     root = spans[0]
-    assert root[:9] == ("root", TID, SID, PID, 2**62, 2**62 + 1_500_000, 1, 2, "bad")
+    assert root[:9] == ("root", TID, SID, PID, BIG_T, BIG_T + 1_500_000, 1, 2, "bad")
     assert root[9] == {"s": "x", "b": True, "i": -(2**62), "d": 1.5, "raw": "00ff", "arr": [1, "a"],
                        "map": {"k": 2.0}, "empty": None}
-    assert root[10] == [("exception", 2**62 + 5, root[9])]
+    assert root[10] == [("exception", BIG_T + 5, root[9])]
     assert root[11] == [(TID[::-1], SID[::-1], {"s": "x", "b": True})]
     assert root[12:] == ("lib", "9")
     assert [s[6] for s in spans[1:]] == [0, 0, 1, 2, 3, 4]  # OTLP UNSPECIFIED, INTERNAL..CONSUMER
@@ -375,7 +379,7 @@ def test_protobuf_tuples_exact() -> None:
         ("g", "gauge", 7), ("g", "gauge", 0.5), ("g", "gauge", None), ("s", "sum", 2**40),
         ("h", "histogram", 6.0), ("h", "histogram", None), ("e", "exponential_histogram", 9.0),
         ("q", "summary", 55.0)]
-    assert recs[0][1:3] == ("gauge", "ms") and recs[0][4:6] == (2**61, 2**60)
+    assert recs[0][1:3] == ("gauge", "ms") and recs[0][4:6] == (2**59 * 3, 2**60)
     assert recs[3][8] == {"monotonic": True, "temporality": 2}
     assert recs[5][8]["sum"] is None and recs[5][8]["min"] is None
     assert recs[6][8]["negative"] == {"offset": 3, "counts": [1]} and recs[6][8]["zero_threshold"] == 0.001
@@ -385,7 +389,7 @@ def test_protobuf_tuples_exact() -> None:
 
     res = otlp.decode_logs_pb(_logs_request().SerializeToString())
     first, second = res.batches[0][1]
-    assert first[:4] == (2**62, 2**62 + 1, 17, "ERROR") and first[4] == root[9]
+    assert first[:4] == (BIG_T, BIG_T + 1, 17, "ERROR") and first[4] == root[9]
     assert first[6:] == (TID, SID, "gen_ai.choice", "lib", "9")
     assert second[4] == "plain" and second[6:9] == (None, None, None)
     rows = _rows(res)

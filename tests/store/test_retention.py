@@ -161,8 +161,10 @@ def test_set_days_rejects_bad_input(conn: apsw.Connection, category: str, days: 
 def test_policy_validation() -> None:
     with pytest.raises(ValueError, match="unknown category"):
         RetentionPolicy(days={"bogus": 3})
-    with pytest.raises(ValueError, match=">= 1"):
+    with pytest.raises(ValueError, match="from 1 to 100000"):
         RetentionPolicy(days={"ai_research": 0})
+    with pytest.raises(ValueError, match="from 1 to 100000"):  # its cutoff would overflow int64
+        RetentionPolicy(days={"ai_research": 99_999_999_999})
     with pytest.raises(ValueError):
         RetentionPolicy(max_size_bytes=0)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import errno
 import io
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -201,6 +202,12 @@ def _db_path(db: str | None) -> str:
     if loc.url is not None:
         return loc.url
     # Checked here because opening a missing file, even read-only, must never create it.
+    from ..store import preflight
+
+    try:
+        preflight.check_regular(path)  # a FIFO: said as such (opening one would block)
+    except preflight.StoreFileError as exc:
+        raise click.UsageError(str(exc)) from None
     if not Path(path).is_file():
         raise click.UsageError(f"no database at {path}; start the collector first or pass --db")
     return path
@@ -217,7 +224,7 @@ def _open(db: str | None, admin: bool = False) -> Iterator[apsw.Connection]:
     except (dbmod.DatabaseKeyError, dbmod.location.LocationError) as exc:  # bad key or token file
         raise click.ClickException(str(exc)) from None
     except apsw.Error as exc:
-        raise click.ClickException(f"cannot open database {path}: {exc}") from None
+        raise click.ClickException(f"cannot open database {path}: {exc}{_media_hint(path)}") from None
     try:
         yield conn
     except apsw.Error as exc:
@@ -226,6 +233,17 @@ def _open(db: str | None, admin: bool = False) -> Iterator[apsw.Connection]:
         raise click.UsageError(str(exc)) from None
     finally:
         conn.close()
+
+
+def _media_hint(path: str) -> str:
+    """Why SQLite could not open a file on read-only media, when that is the reason."""
+    from ..store import preflight
+
+    if (preflight.read_only_fs(path) and os.path.exists(f"{path}-wal")
+            and not os.path.exists(f"{path}-shm")):
+        return ("; it is on a read-only file system with a -wal but no -shm beside it, which SQLite "
+                "cannot create there: copy the file and its -wal to writable storage and read the copy")
+    return ""
 
 
 def _cell(value: Any, exact: bool = False) -> str:

@@ -12,6 +12,7 @@ import click
 
 from .. import settings
 from ..categories import CATEGORIES
+from ..store.retention import MAX_DAYS
 from ..store.retention import TYPES as RETENTION_TYPES
 from .output import F, _emit_rows, _open, common_options, db_option, emit_purge_result, retention_policy
 
@@ -53,7 +54,7 @@ def _set_retention(category: str | None, rtype: str | None, days: int, db: str |
                                                  "and/or --type, and --days).")
 @click.option("--category", type=click.Choice(CATEGORIES), default=None, help="With --set: the category.")
 @click.option("--type", "rtype", type=click.Choice(RETENTION_TYPES), default=None, help="With --set: the type.")
-@click.option("--days", type=click.IntRange(min=1), default=None, help="With --set: days to keep.")
+@click.option("--days", type=click.IntRange(min=1, max=MAX_DAYS), default=None, help="With --set: days to keep.")
 @db_option
 @click.pass_context
 def retention(ctx: click.Context, set_: bool, category: str | None, rtype: str | None, days: int | None,
@@ -112,7 +113,7 @@ def retention_show(config_path: str | None, db: str | None, fmt: str) -> None:
               help="Category whose retention to change (with --type: only that type of it).")
 @click.option("--type", "rtype", type=click.Choice(RETENTION_TYPES), default=None,
               help="Record type whose retention to change: span, metric, log or event.")
-@click.option("--days", type=click.IntRange(min=1), required=True, help="Days to keep its records.")
+@click.option("--days", type=click.IntRange(min=1, max=MAX_DAYS), required=True, help="Days to keep its records.")
 @db_option
 def retention_set(category: str | None, rtype: str | None, days: int, db: str | None) -> None:
     """Store a retention override for a category, a record type or one type of a category; the

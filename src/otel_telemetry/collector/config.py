@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,8 +13,10 @@ import yaml
 
 from .. import categories as cats
 from .. import settings
+from ..auth import is_loopback_host
 from ..store import location
 from ..store.retention import KEYS as RETENTION_KEYS
+from ..store.retention import MAX_DAYS as RETENTION_MAX_DAYS
 from ..store.retention import TYPES as RETENTION_TYPES
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES
 from .alerts.config import AlertConfig, parse_alert_config
@@ -34,6 +37,8 @@ class StoreConfig:
     flush_interval: float = 0.2
     queue_batches: int = 64
     key_file: str | None = None  # encryption at rest; $OTEL_TELEMETRY_DB_KEY(_FILE) win over it
+    # PRAGMA quick_check at start, stopped after this many seconds (~3 s per 1M rows; 0 = off)
+    check_seconds: float = 10.0
 
 
 @dataclass
@@ -119,10 +124,11 @@ class CollectorConfig:
     volume: VolumeConfig = field(default_factory=VolumeConfig)  # min levels, tail sampling (collector/volume.py)
     instance: str = ""  # stamped on every stored row; settings "instance" (host name by default)
     sync: SyncConfig | None = None  # collector/sync: ship stored rows to a central libSQL server
+    metrics_endpoint: str | None = None  # host:port of the opt-in Prometheus /metrics (collector/metrics.py)
 
 
 _TOP = {"endpoint", "db", "log_level", "shutdown_timeout", "nice", "store", "retention", "receivers", "categories",
-        "forward", "alerts", "prices", "redaction", "volume", "instance", "sync"}
+        "forward", "alerts", "prices", "redaction", "volume", "instance", "sync", "metrics_endpoint"}
 
 
 def _check_prices(raw: Any) -> None:
@@ -276,6 +282,13 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
         if cfg.sync is not None and db_loc.is_remote:
             raise ValueError(f"db {cfg.db!r} is a server already (direct mode): sync ships a local "
                              "file to a server; drop sync, or give db a file path")
+        cfg.metrics_endpoint = settings.resolve("metrics_endpoint", None, raw)
+        if cfg.metrics_endpoint is not None:
+            host, _ = split_endpoint(cfg.metrics_endpoint)
+            if not is_loopback_host(host):
+                logging.getLogger("otel_telemetry.collector").warning(
+                    "metrics_endpoint %s is reachable from other hosts (no TLS, no token): the counters say "
+                    "how much telemetry this device makes", cfg.metrics_endpoint)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     if "log_level" in raw:
@@ -291,7 +304,7 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
         cfg.nice = nice
     st = raw.get("store") or {}
     _check_keys(f"{where}: store", st, {"synchronous", "batch_rows", "flush_interval", "queue_batches",
-                                        "key_file"})
+                                        "key_file", "check_seconds"})
     if st.get("key_file") is not None:
         if not isinstance(st["key_file"], str) or not st["key_file"]:
             raise ConfigError(f"{where}: store.key_file must be a file path")
@@ -300,7 +313,8 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
         if st["synchronous"] not in ("normal", "full"):
             raise ConfigError(f"{where}: store.synchronous must be normal|full, got {st['synchronous']!r}")
         cfg.store.synchronous = st["synchronous"]
-    for key, kind, lo in (("batch_rows", int, 1), ("flush_interval", float, 0.001), ("queue_batches", int, 1)):
+    for key, kind, lo in (("batch_rows", int, 1), ("flush_interval", float, 0.001), ("queue_batches", int, 1),
+                          ("check_seconds", float, 0)):
         if key in st:
             setattr(cfg.store, key, _num(f"{where}: store.{key}", st[key], kind, lo))
     rt = raw.get("retention") or {}
@@ -318,6 +332,9 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
                               f"{', '.join(cats.CATEGORIES)}; a type: {', '.join(RETENTION_TYPES)}; "
                               "or category.type, e.g. ai_behavior.span)")
         cfg.retention.days[key] = _num(f"{where}: retention.days.{key}", n, int, 1)
+        if n > RETENTION_MAX_DAYS:
+            raise ConfigError(f"{where}: retention.days.{key}: must be at most "
+                              f"{RETENTION_MAX_DAYS}, got {n!r}")
     rc = raw.get("receivers") or {}
     _check_keys(f"{where}: receivers", rc, {"zmq", "otlp_grpc", "otlp_http"})
     zr = rc.get("zmq") or {}

@@ -8,6 +8,7 @@ Documented for users in ``docs/schema.md``.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -141,15 +142,19 @@ def service_of(resource: Mapping[str, Any]) -> str | None:
 def rows_from_batch(
     kind: str, resource: Mapping[str, Any], records: Sequence[Sequence[Any]],
     topic: tuple[str, str] | None, uid_base: bytes, rules: Sequence[cats.Rule] = (),
+    adjusted: dict[str, int] | None = None,
 ) -> Iterator[tuple[Any, ...]]:
     """Map one decoded batch to rows.
 
     ``topic`` is (category, component) when the producer already chose them (ZeroMQ path);
     ``None`` means categorise here (OTLP path). ``uid_base`` makes uids of records without their
     own ids deterministic per delivery, e.g. publisher+topic+seq, so a redelivered batch is
-    ignored by the unique index instead of stored twice.
+    ignored by the unique index instead of stored twice. ``adjusted`` counts the rows whose time
+    or duration was set aside (``_sane``), by reason.
     """
     service = service_of(resource)
+    now = time.time_ns()
+    adjusted = {} if adjusted is None else adjusted
     metas: dict[tuple[Any, Any], str] = {}  # the batch shares one resource: its JSON once per scope
     for i, rec in enumerate(records):
         if kind == "span":
@@ -165,21 +170,23 @@ def rows_from_batch(
             meta = metas.get(scope_key)
             if meta is None:
                 meta = metas[scope_key] = _meta(resource, rec[12], rec[13])
-            yield _checked(span_row(rec, resource, category, component, service, sub, meta))
+            yield _sane(_checked(span_row(rec, resource, category, component, service, sub, meta)), now, adjusted)
         elif kind == "metric":
             attrs = rec[7]
             category, sub = cats.categorise_metric(rec[0], attrs, rules)
             component = component_of(attrs, rec[9], service)
             if topic is not None:
                 category, component = topic
-            yield _checked(metric_row(rec, resource, category, component, service, sub, _uid(uid_base, i)))
+            row = metric_row(rec, resource, category, component, service, sub, _uid(uid_base, i))
+            yield _sane(_checked(row), now, adjusted)
         elif kind == "log":
             attrs = rec[5]
             category, sub = cats.categorise_log(rec[2] or 0, attrs, rec[8] or "", rules)
             component = component_of(attrs, rec[9], service)
             if topic is not None:
                 category, component = topic
-            yield _checked(log_row(rec, resource, category, component, service, sub, _uid(uid_base, i)))
+            row = log_row(rec, resource, category, component, service, sub, _uid(uid_base, i))
+            yield _sane(_checked(row), now, adjusted)
         else:
             raise ValueError(f"unknown record kind {kind!r}")
 
@@ -198,6 +205,37 @@ def _checked(row: tuple[Any, ...]) -> tuple[Any, ...]:
     if value.__class__ is int and not -_I64 <= value < _I64:
         raise ValueError("metric value outside the signed 64-bit range")
     return row
+
+
+# A row dated further ahead of its arrival than any clock skew would sit in every ``--last``
+# window for years (a start time in 2200): its timestamp becomes the arrival time.
+FUTURE_SLACK_NS = 3600 * 10**9
+# A span shorter than zero or longer than this is a clock step or a bug, not a latency: kept out
+# of p95/p99/max (duration_ms NULL), its duration kept in the metadata.
+MAX_DURATION_MS = 7 * 86_400 * 1000.0
+
+
+def _sane(row: tuple[Any, ...], now: int, adjusted: dict[str, int]) -> tuple[Any, ...]:
+    """The row with a future timestamp clamped to ``now`` and an absurd span duration set aside;
+    what was changed is kept in the row's metadata (``adjusted``) and counted by reason."""
+    ts, duration = row[1], row[15]
+    future = ts > now + FUTURE_SLACK_NS
+    absurd = duration is not None and not 0.0 <= duration <= MAX_DURATION_MS
+    if not (future or absurd):
+        return row
+    out = list(row)
+    meta = orjson.loads(row[22])
+    kept = meta.setdefault("adjusted", {})
+    if future:
+        kept["timestamp"] = ts
+        out[1] = now
+        adjusted["future_timestamp"] = adjusted.get("future_timestamp", 0) + 1
+    if absurd:
+        kept["duration_ms"] = duration
+        out[15] = None
+        adjusted["absurd_duration"] = adjusted.get("absurd_duration", 0) + 1
+    out[22] = _dumps(meta)
+    return tuple(out)
 
 
 def _uid(base: bytes, index: int) -> bytes:

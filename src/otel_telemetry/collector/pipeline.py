@@ -17,6 +17,7 @@ the redacted records.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -44,6 +45,8 @@ class Pipeline:
         self.consumers = list(consumers)
         self.redaction = redaction
         self.volume = Volume(volume, self._deliver) if volume is not None and volume.active else None
+        self._lock = threading.Lock()
+        self._adjusted: dict[str, int] = {}
 
     def redact(self, kind: str, resource: dict[str, Any], records: list[Any],
                source: str, requested: bool = False) -> tuple[dict[str, Any], list[Any], int]:
@@ -58,7 +61,18 @@ class Pipeline:
     def map(self, kind: str, resource: dict[str, Any], records: list[Any], topic: tuple[str, str] | None,
             uid_base: bytes) -> list[tuple[Any, ...]]:
         """Rows for one batch; raises (ValueError, TypeError, IndexError, …) on a malformed record."""
-        return list(mapping.rows_from_batch(kind, resource, records, topic, uid_base, self.rules))
+        adjusted: dict[str, int] = {}
+        rows = list(mapping.rows_from_batch(kind, resource, records, topic, uid_base, self.rules, adjusted))
+        if adjusted:  # rare: a future timestamp or an absurd duration (mapping._sane)
+            with self._lock:
+                for reason, n in adjusted.items():
+                    self._adjusted[reason] = self._adjusted.get(reason, 0) + n
+        return rows
+
+    def adjusted(self) -> dict[str, int]:
+        """Rows stored with their timestamp clamped or their duration set aside, by reason (any thread)."""
+        with self._lock:
+            return dict(self._adjusted)
 
     def map_each(self, kind: str, resource: dict[str, Any], records: list[Any], topic: tuple[str, str] | None,
                  uid_base: bytes) -> tuple[list[tuple[Any, ...]], list[Any], int, str | None]:

@@ -14,7 +14,11 @@ import threading
 import time
 from typing import Any
 
+import apsw
+
 from ..store import db as dbmod
+from ..store import preflight
+from ..store.preflight import StoreFileError
 from ..store.retention import RetentionPolicy
 from ..store.writer import StoreWriter
 from .alerts.engine import AlertEngine
@@ -22,6 +26,7 @@ from .config import CollectorConfig, ConfigError, check_otlp_exposure, load
 from .forward.forwarder import Forwarder
 from .genai import normalise as genai
 from .genai import prices
+from .metrics import MetricsServer
 from .pipeline import Pipeline
 from .private import make_private
 from .receivers.zmq import EndpointInUse, ZmqReceiver
@@ -67,6 +72,7 @@ class Collector:
         self.zmq: ZmqReceiver | None = None
         self.otlp_http: Any = None  # OtlpHttpReceiver, imported when enabled
         self.otlp_grpc: Any = None  # OtlpGrpcReceiver, imported when enabled (needs grpcio)
+        self.metrics: MetricsServer | None = None  # the opt-in Prometheus /metrics
         self._stopped = False
 
     def status(self) -> dict[str, Any]:
@@ -84,13 +90,20 @@ class Collector:
             body["sync"] = self.sync.stats()
         body["genai_unknown_models"] = genai.unknown_models()
         body["redaction"] = self.redaction.counters()
+        body["adjusted"] = self.pipeline.adjusted()  # future timestamps clamped, absurd durations set aside
         if self.pipeline.volume is not None:
             body["volume"] = self.pipeline.volume.counters()
         for name in ("otlp_http", "otlp_grpc"):
             receiver = getattr(self, name)
             if receiver is not None:
                 body[name] = receiver.counters()
+        if self.metrics is not None:
+            body["metrics_endpoint"] = self.metrics.endpoint
         return body
+
+    def _metrics_body(self) -> dict[str, Any]:
+        """The status row's body as it would be written now (the metrics server's thread)."""
+        return {**self.status(), **self.writer.stats(), "store_state": self.writer.state}
 
     def start(self) -> None:
         """Caller's thread: store writer first, then the receivers (OTLP, then ZeroMQ). A receiver
@@ -108,6 +121,9 @@ class Collector:
                 # Reads the store only; its state lives in its own file (single-writer rule).
                 self.alerts = AlertEngine(self.cfg.db, self.cfg.alerts)
                 self.alerts.start()
+            if self.cfg.metrics_endpoint is not None:
+                self.metrics = MetricsServer(self.cfg.metrics_endpoint, self._metrics_body)
+                self.metrics.start()
             # OTLP binds first: the ZeroMQ socket subscribes as it binds, and apps hand records to a
             # subscription as sent. A collector that then failed on an OTLP port lost them silently.
             self._start_otlp()
@@ -121,6 +137,8 @@ class Collector:
         except BaseException:
             self._stop_receivers(time.monotonic() + 2.0)
             self._stop_consumers(time.monotonic() + self.cfg.shutdown_timeout)
+            if self.metrics is not None:
+                self.metrics.shutdown(1.0)
             raise
 
     def _start_otlp(self) -> None:
@@ -160,7 +178,10 @@ class Collector:
         self._stopped = True
         deadline = time.monotonic() + (self.cfg.shutdown_timeout if timeout is None else timeout)
         ok = self._stop_receivers(deadline)
-        return self._stop_consumers(deadline) and ok
+        ok = self._stop_consumers(deadline) and ok
+        if self.metrics is not None:
+            ok = self.metrics.shutdown(1.0) and ok
+        return ok
 
     def _stop_consumers(self, deadline: float) -> bool:
         ok = True
@@ -176,6 +197,32 @@ class Collector:
         if self.sync is not None:  # after the writer: its last commits get shipped too
             ok = self.sync.shutdown(max(0.0, deadline - time.monotonic())) and ok
         return ok
+
+
+def check_store(path: str, budget_s: float = 10.0) -> None:
+    """Main thread, before any thread opens the store: a regular file (never open a FIFO), on a
+    writable file system, and not damaged (``PRAGMA quick_check`` on its own read-only connection,
+    closed again so the writer starts with a cold cache). StoreFileError says why in one line."""
+    preflight.check_regular(path)
+    preflight.check_writable(path)
+    if not os.path.isfile(path) or os.path.getsize(path) == 0 or budget_s <= 0:
+        return  # created by the writer, or the check is off (store.check_seconds: 0)
+    started = time.monotonic()
+    try:
+        conn = dbmod.open_sqlite(path, apsw.SQLITE_OPEN_READONLY)
+    except dbmod.DatabaseKeyError:
+        raise
+    except apsw.Error as exc:
+        raise StoreFileError(f"{path} cannot be opened as a database ({exc})") from None
+    try:
+        whole = preflight.quick_check(conn, path, budget_s)
+    finally:
+        conn.close()
+    if whole:
+        log.info("store %s checked (quick_check) in %.1f s", path, time.monotonic() - started)
+    else:
+        log.warning("store %s: quick_check stopped after store.check_seconds (%g s); the rest of the file "
+                    "was not checked", path, budget_s)
 
 
 def run_collector(config_path: str | None = None, db: str | None = None, endpoint: str | None = None) -> int:
@@ -196,11 +243,18 @@ def run_collector(config_path: str | None = None, db: str | None = None, endpoin
             os.nice(cfg.nice)
         except OSError as exc:
             log.warning("could not lower the collector's CPU priority (nice %d): %s", cfg.nice, exc)
+    try:  # before anything touches the path: chmod and stat only, never an open of a FIFO
+        preflight.check_regular(cfg.db)
+        preflight.check_writable(cfg.db)
+    except StoreFileError as exc:
+        print(f"otel-telemetry: {exc}", file=sys.stderr)
+        return 2
     make_private(cfg)  # before the first file is opened or created
     collector = Collector(cfg)
     try:  # a bad key file is a one-line start-up error, before any thread opens the database
         dbmod.resolve_key()
-    except dbmod.DatabaseKeyError as exc:
+        check_store(cfg.db, cfg.store.check_seconds)
+    except (dbmod.DatabaseKeyError, StoreFileError) as exc:
         print(f"otel-telemetry: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
@@ -222,8 +276,12 @@ def run_collector(config_path: str | None = None, db: str | None = None, endpoin
     log.info("collector running: endpoint=%s db=%s otlp_http=%s otlp_grpc=%s", cfg.endpoint, cfg.db,
              collector.otlp_http.endpoint if collector.otlp_http else "off",
              collector.otlp_grpc.endpoint if collector.otlp_grpc else "off")
+    failure = None
     while not stop.wait(0.5):
-        pass
+        failure = collector.writer.failure
+        if failure is not None:  # a dead writer must not leave receivers answering 429 forever
+            log.error("collector stopping: the store writer stopped: %s", failure)
+            break
     ok = collector.shutdown()
     stats = collector.writer.stats()
     # The last word on what was lost, also when the status could not be written (a server that
@@ -232,5 +290,5 @@ def run_collector(config_path: str | None = None, db: str | None = None, endpoin
     zmq_c = collector.zmq.counters() if collector.zmq is not None else {}
     log.info("collector stopped: stored=%s duplicates=%s dropped_rows=%s zmq_dropped=%s zmq_gaps=%s clean=%s",
              stats.get("stored"), stats.get("duplicates"), stats.get("dropped_rows"),
-             sum((zmq_c.get("dropped") or {}).values()), zmq_c.get("gaps_total", 0), ok)
-    return 0 if ok else 1
+             sum((zmq_c.get("dropped") or {}).values()), zmq_c.get("gaps_total", 0), ok and failure is None)
+    return 0 if ok and failure is None else 1

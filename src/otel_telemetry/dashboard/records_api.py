@@ -314,8 +314,8 @@ def set_retention(body: Any, ctx: Context) -> dict[str, Any]:
     category, days, confirm = body.get("category"), body.get("days"), body.get("confirm")
     if category not in CATEGORIES:
         raise ApiError(f"category must be one of {', '.join(CATEGORIES)}")
-    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 100_000:
-        raise ApiError("days must be an integer from 1 to 100000")
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= ret.MAX_DAYS:
+        raise ApiError(f"days must be an integer from 1 to {ret.MAX_DAYS}")
     if confirm != category:
         raise ApiError('"confirm" must repeat the category to change')
     conn = store_db.open_admin(ctx.db_path)

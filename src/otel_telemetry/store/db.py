@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import apsw
 
-from . import edges, location, rollups
+from . import edges, location, preflight, rollups
 from .schema import CENTRAL_DDL, apply_ddl
 
 if TYPE_CHECKING:
@@ -120,10 +120,11 @@ def _keyed(conn: apsw.Connection, path: str, key: bytes | None) -> None:
                                "store.key_file") from None
 
 
-def open_sqlite(path: str, flags: int) -> apsw.Connection:
-    """apsw connection keyed like the store (used for the side files too) with the busy timeout."""
+def open_sqlite(path: str, flags: int, name: str | None = None) -> apsw.Connection:
+    """apsw connection keyed like the store (used for the side files too) with the busy timeout;
+    ``name`` (a ``file:`` URI for ``path``) is what SQLite opens when given."""
     key = resolve_key()
-    conn = apsw.Connection(path, flags=flags)
+    conn = apsw.Connection(name or path, flags=flags | (apsw.SQLITE_OPEN_URI if name else 0))
     try:
         conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         _keyed(conn, path, key)
@@ -134,6 +135,8 @@ def open_sqlite(path: str, flags: int) -> apsw.Connection:
 
 
 def _open_rw(path: str, extra_pragma: str) -> apsw.Connection:
+    preflight.check_regular(path)
+    preflight.check_writable(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     conn = open_sqlite(path, apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
     try:
@@ -210,7 +213,9 @@ def open_reader(path: str) -> apsw.Connection:
     loc = location.parse(path)
     if loc.is_remote:
         return open_remote(loc.url)  # type: ignore[return-value]  # apsw's subset, duck-typed
-    return open_sqlite(path, apsw.SQLITE_OPEN_READONLY)
+    preflight.check_regular(path)  # a FIFO would block the open forever
+    # On read-only media a WAL file's -shm cannot be created: immutable where that is safe.
+    return open_sqlite(path, apsw.SQLITE_OPEN_READONLY, preflight.reader_name(path))
 
 
 def open_admin(path: str) -> apsw.Connection:

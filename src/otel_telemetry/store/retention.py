@@ -33,6 +33,9 @@ NS_PER_DAY = 86_400 * 10**9
 TYPES: tuple[str, ...] = ("span", "metric", "log", "event")
 PAIRS: tuple[str, ...] = tuple(f"{c}.{t}" for c in CATEGORIES for t in TYPES)
 KEYS = frozenset((*CATEGORIES, *TYPES, *PAIRS))  # every valid retention key
+# The most days a key may keep (~273 years). Cutoffs are ``now_ns - days * NS_PER_DAY`` in int64
+# nanoseconds (SQLite's integers): past ~127,000 days that overflows, which once killed the writer.
+MAX_DAYS = 100_000
 
 
 def resolve(days: Mapping[str, int], category: str, rtype: str) -> tuple[int, str] | None:
@@ -89,8 +92,8 @@ def _validate(key: str, days: Any) -> None:
         raise ValueError(f"unknown category or type {key!r}; expected a category ({', '.join(CATEGORIES)}), "
                          f"a type ({', '.join(TYPES)}) or category.type")
     # bool is an int subclass; "True days" is a config mistake, not 1 day.
-    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-        raise ValueError(f"retention days for {key} must be an integer >= 1, got {days!r}")
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
+        raise ValueError(f"retention days for {key} must be an integer from 1 to {MAX_DAYS}, got {days!r}")
 
 
 @contextmanager
@@ -112,10 +115,10 @@ def transaction(conn: apsw.Connection) -> Iterator[None]:
 
 def effective_days(conn: apsw.Connection, policy: RetentionPolicy) -> dict[str, int]:
     """Policy days by key, overridden by the ``retention`` table (whose ``category`` column holds
-    the key); unknown/invalid table rows are ignored."""
+    the key); unknown/invalid table rows (written by an older version or by hand) are ignored."""
     days = dict(policy.days)
     for key, value in conn.execute("SELECT category, days FROM retention"):
-        if key in KEYS and isinstance(value, int) and value >= 1:
+        if key in KEYS and isinstance(value, int) and 1 <= value <= MAX_DAYS:
             days[key] = value
     return days
 
@@ -139,7 +142,7 @@ def effective_table(conn: apsw.Connection, policy: RetentionPolicy) -> list[dict
 
 def set_days(conn: apsw.Connection, category: str, days: int) -> None:
     """Persist an override (CLI ``retention set``) for a key: a category, a type or
-    ``category.type``; ValueError for an unknown key or days < 1."""
+    ``category.type``; ValueError for an unknown key or days outside 1..MAX_DAYS."""
     _validate(category, days)
     with transaction(conn):
         conn.execute(

@@ -37,6 +37,7 @@ from . import writer_remote as remote
 # Connections are opened by ``db``; re-exported so callers need only the store's name.
 from .db import _SYNCHRONOUS, BUSY_TIMEOUT_MS, open_admin, open_reader, open_remote_writer, open_writer
 from .schema import STORED_COLUMNS
+from .writer_faults import _FATAL_ERRORS, WriterFaults
 
 __all__ = ["BUSY_TIMEOUT_MS", "StoreWriter", "WriteBatch", "open_admin", "open_reader", "open_writer"]
 
@@ -74,7 +75,7 @@ class WriteBatch:
 _WAKE = object()  # queue sentinel: stop coalescing and commit now (flush, purge, shutdown)
 
 
-class StoreWriter(remote.RemoteStore):
+class StoreWriter(WriterFaults, remote.RemoteStore):
     """Owns the database connection on its own thread; other threads only ``submit``."""
 
     def __init__(
@@ -118,6 +119,8 @@ class StoreWriter(remote.RemoteStore):
         self._purge_requested = threading.Event()
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
+        self.failure: str | None = None  # why the writer stopped for good (writer_faults)
+        self._disk_full = False
         self._thread: threading.Thread | None = None
         self._conn: Any = None  # apsw.Connection, or libsql_batch.BufferedConnection for a URL
         self._init_remote()
@@ -150,7 +153,7 @@ class StoreWriter(remote.RemoteStore):
         On False nothing was queued and the caller still owns the batch.
         """
         with self._cond:
-            if self._stopping:
+            if self._stopping or self.failure is not None:
                 self._stats["rejected"] += 1
                 return False
             self._submitting += 1
@@ -191,6 +194,7 @@ class StoreWriter(remote.RemoteStore):
         with self._cond:
             out = dict(self._stats)
         out["queue_depth"] = self._queue.qsize()
+        out["disk_full"] = int(self._disk_full)
         return out
 
     def load_checkpoints(self) -> dict[tuple[bytes, str], int]:
@@ -216,6 +220,7 @@ class StoreWriter(remote.RemoteStore):
         with self._cond:
             self._stopping = True
             thread = self._thread
+            self._cond.notify_all()  # a writer waiting out a full disk stops waiting
         self._stop_remote(timeout)
         if thread is None:
             with self._cond:
@@ -254,15 +259,25 @@ class StoreWriter(remote.RemoteStore):
             self._ready.set()
             return
         self._ready.set()
+        self._reserve()  # writer_faults: space given back when the disk fills
         now = time.monotonic()
         next_status = now
         next_checkpoint = now + self._checkpoint_interval
         next_retention = now if self._retention is not None else float("inf")
         run: ret.RetentionRun | None = None
+        held: list[WriteBatch] = []  # batches the full disk holds back, tried again first
+        damaged = False
         try:
             while True:
                 with self._cond:
                     stopping = self._stopping
+                if held or self._disk_full:  # nothing new is taken until the disk has room
+                    held = self._retry_held(held, stopping)
+                    if held and stopping:  # shutting down with the disk still full: say what is lost
+                        self._drop_unstored(held, "shutdown with the disk full")
+                        break
+                    if self._disk_full and not stopping:
+                        continue
                 now = time.monotonic()
                 if stopping:
                     wait = 0.01  # short, so a submit still in flight is not busy-waited on
@@ -273,9 +288,9 @@ class StoreWriter(remote.RemoteStore):
                     wait = min(max(wait, 0.0), 1.0)
                 group = self._collect(wait, hurry=stopping or run is not None)
                 if group:
-                    self._commit(group)
+                    held = self._commit(group)
                     with self._cond:
-                        self._processed += len(group)
+                        self._processed += len(group) - len(held)
                         self._cond.notify_all()
                 if stopping and self._drained():
                     break
@@ -290,15 +305,19 @@ class StoreWriter(remote.RemoteStore):
                 if now >= next_status:
                     next_status = now + self._status_interval
                     self._write_status()
-                if now >= next_checkpoint:
+                if now >= next_checkpoint and not self._disk_full:
                     next_checkpoint = now + self._checkpoint_interval
                     self._checkpoint(apsw.SQLITE_CHECKPOINT_PASSIVE)
-        except BaseException:  # only bugs reach here; keep the database consistent on the way out
+        except _FATAL_ERRORS as exc:  # the file is damaged: every later batch would fail the same way
+            damaged = True
+            self._fail(f"the database is damaged ({exc}); stop the collector and restore or move the file")
+        except BaseException as exc:  # a bug; keep the database consistent on the way out
             log.exception("store writer loop failed")
-            self._bump(errors=1)
+            self._fail(f"{type(exc).__name__}: {exc}")
         finally:
             self._write_status()
-            self._checkpoint(apsw.SQLITE_CHECKPOINT_TRUNCATE)
+            if not damaged:  # never copy more pages into a damaged file
+                self._checkpoint(apsw.SQLITE_CHECKPOINT_TRUNCATE)
             if self._url is not None and self.stats()["dropped_unavailable"]:
                 log.error("store %s unreachable at shutdown: %d rows could not be written (counted "
                           "as dropped_unavailable)", self._url, self.stats()["dropped_unavailable"])
@@ -341,27 +360,37 @@ class StoreWriter(remote.RemoteStore):
             except queue.Empty:
                 return group
 
-    def _commit(self, group: list[WriteBatch]) -> None:
+    def _commit(self, group: list[WriteBatch]) -> list[WriteBatch]:
         """Commit a group; if it fails, retry batch by batch so one bad batch loses only itself.
 
-        On a server: while it is unreachable, keep the group and retry with backoff (the queue
-        fills meanwhile: push-back); a row already stored there means a careful second attempt.
-        """
+        Returns the batches a full disk holds back (to be tried again; never dropped). Damaged-file
+        errors propagate: they end the writer. On a server: while it is unreachable, keep the group
+        and retry with backoff (the queue fills meanwhile: push-back); a row already stored there
+        means a careful second attempt."""
         try:
             if self._url is None:
                 self._write(group)
             else:
                 self._write_remote(group)
+        except apsw.FullError as exc:
+            self._disk_full_now(exc)
+            return group
+        except _FATAL_ERRORS:
+            raise
         except Exception:
             self._bump(errors=1)
             if len(group) > 1:
                 log.warning("store transaction of %d batches failed; retrying one by one", len(group),
                             exc_info=True)
-                for batch in group:
-                    self._commit([batch])
+                for i, batch in enumerate(group):
+                    if self._commit([batch]):
+                        return group[i:]
             else:
                 log.exception("store transaction failed; dropping %d rows", len(group[0].rows))
                 self._bump(dropped_rows=len(group[0].rows))
+            return []
+        self._disk_ok_now()
+        return []
 
     def _write(self, group: list[WriteBatch], careful: bool = False) -> None:
         conn = self._conn
@@ -440,6 +469,11 @@ class StoreWriter(remote.RemoteStore):
         except remote.UNAVAILABLE as exc:
             self._unreachable(exc)
             return None
+        except apsw.FullError as exc:
+            self._disk_full_now(exc)
+            return None
+        except _FATAL_ERRORS:
+            raise
         except apsw.Error:
             log.exception("retention step (%s) failed", run.phase)
             self._bump(errors=1)
@@ -460,6 +494,9 @@ class StoreWriter(remote.RemoteStore):
         body.update(self.stats())
         if self._instance[0] is not None:
             body.setdefault("instance", self._instance[0])  # ``status --instance`` finds it by this
+        body["store_state"] = self.state
+        if self.failure is not None:
+            body["store_failure"] = self.failure
         try:
             with ret.transaction(conn):
                 text = orjson.dumps(body, default=str).decode()
@@ -470,6 +507,8 @@ class StoreWriter(remote.RemoteStore):
         except remote.UNAVAILABLE as exc:
             self._unreachable(exc)
         except apsw.Error:
+            if self._disk_full or self.failure is not None:
+                return  # already said once; the status row catches up when it can be written
             log.exception("writing collector status failed")
             self._bump(errors=1)
 
@@ -481,6 +520,10 @@ class StoreWriter(remote.RemoteStore):
             conn.wal_checkpoint(mode=mode)
         except apsw.BusyError:
             pass  # readers are in the way; the next periodic checkpoint catches up
+        except apsw.FullError as exc:
+            self._disk_full_now(exc)
         except apsw.Error:
+            if self.failure is not None:
+                return  # already reported: the writer is stopping on a damaged file
             log.exception("WAL checkpoint failed")
             self._bump(errors=1)

@@ -138,6 +138,8 @@ class AlertEngine:
         with self._stats_lock:
             out: dict[str, Any] = dict(self._stats)
         out["notify"] = self._notifier.stats()
+        # Each rule's state (ok | pending | firing); list() copies in one step under the GIL.
+        out["states"] = {rule: st.state for rule, st in list(self._states.items())}
         return out
 
     def evaluate_once(self, now_ns: int | None = None) -> list[RuleResult]:

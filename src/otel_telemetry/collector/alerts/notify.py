@@ -5,9 +5,11 @@ Every target has its own worker thread and bounded queue. ``Notifier.submit`` on
 waits), so a slow or hanging endpoint costs the alert engine nothing: its queue fills, further
 events for it are dropped and counted, and the other targets keep delivering.
 
-Delivery: HTTP POST of a JSON body with a timeout; 5xx, 429 and connection errors are retried a
-bounded number of times with exponential backoff and jitter; other 4xx are not retried. Redirects
-are refused, so requests only ever go to URLs from the configuration. An optional bearer token
+Delivery: HTTP POST of a JSON body within one deadline per attempt (``timeout``, for the whole
+attempt, not per read; the answer is read up to 64 KiB: ``webhook_post.py``); 5xx, 429 and
+connection errors are retried a bounded number of times with exponential backoff and jitter;
+other 4xx are not retried. Redirects are refused, so requests only ever go to URLs from the
+configuration. An optional bearer token
 (``Authorization: Bearer ...``) and HMAC-SHA256 signature (``X-Signature-256: sha256=<hex>`` over
 the exact body bytes) come from environment variables named in the configuration.
 """
@@ -22,8 +24,6 @@ import queue
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from . import email as email_channel
+from . import webhook_post
 from .email import EmailSettings
 
 log = logging.getLogger("otel_telemetry.collector.alerts.notify")
@@ -191,13 +192,6 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # the 3xx surfaces as an HTTPError: never follow a URL not in the config
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect())
-
 
 class _Worker:
     """One target's queue and delivery thread."""
@@ -350,17 +344,8 @@ class Notifier:
 
     @staticmethod
     def _post(target: NotifyTarget, body: bytes, headers: dict[str, str]) -> tuple[bool, str | None]:
-        """One attempt: (retryable, failure reason or None on 2xx)."""
-        req = urllib.request.Request(target.url, data=body, headers=headers, method="POST")
-        try:
-            with _OPENER.open(req, timeout=target.timeout) as resp:
-                resp.read()
-                return False, None
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            return exc.code >= 500 or exc.code == 429, f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            return True, f"{type(exc).__name__}: {exc}"
+        """One attempt within ``target.timeout`` in all, the answer read up to 64 KiB (webhook_post)."""
+        return webhook_post.post(target.url, body, headers, target.timeout)
 
 
 def _safe_url(url: str) -> str:

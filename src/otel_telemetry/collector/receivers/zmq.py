@@ -13,6 +13,7 @@ hold. A range a publisher skipped is counted as a gap when it is seen missing, a
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
 import logging
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
 
 from ... import categories as cats
 from ... import wire
@@ -37,6 +39,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("otel_telemetry.collector.zmq")
 
 ACK_EVERY = 0.05  # seconds between acknowledgement rounds while messages keep arriving
+# libzmq drops the connection of a peer whose frame passes ZMQ_MAXMSGSIZE, and says nothing. Up to
+# this many times ``max_message_bytes`` a frame is taken and rejected (``too_large``, counted) and its
+# sender stays connected; past it the disconnect shows in ``disconnects_without_goodbye`` (from the
+# socket monitor), with apps that died without saying goodbye.
+OVERSIZE_FACTOR = 2
 
 
 class EndpointInUse(RuntimeError):
@@ -95,6 +102,11 @@ class ZmqReceiver:
         self.dropped: dict[str, int] = {}
         self.byes = 0
         self.acks_sent = 0
+        self.disconnects = 0
+        self.disconnects_without_goodbye = 0
+        self._bye_fds: set[int] = set()  # connections (their fd) whose publisher said goodbye
+        # With CURVE: publisher id -> the client key (ZAP user id) that first used it in this process.
+        self._owners: dict[bytes, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -158,7 +170,9 @@ class ZmqReceiver:
         """Snapshot for the status table (any thread)."""
         with self._lock:
             mine = {"received": self.received, "messages": self.messages, "rejected": dict(self.rejected),
-                    "dropped": dict(self.dropped), "byes": self.byes, "acks_sent": self.acks_sent}
+                    "dropped": dict(self.dropped), "byes": self.byes, "acks_sent": self.acks_sent,
+                    "disconnects": self.disconnects,
+                    "disconnects_without_goodbye": self.disconnects_without_goodbye}
         return {**mine, **self._seq.counters()}
 
     # -- receive thread -------------------------------------------------------------------------
@@ -169,7 +183,7 @@ class ZmqReceiver:
             if self._curve is not None:
                 self._setup_curve(ctx, sock, self._curve)
             sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
-            sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes + 4096)
+            sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_FACTOR * self._max_bytes + 4096)
             sock.setsockopt(zmq.LINGER, 0)
             sock.bind(self.endpoint)
             path = _ipc_path(self.endpoint)
@@ -185,37 +199,75 @@ class ZmqReceiver:
             return
         self._ready.set()
         log.info("listening on %s", self.endpoint)
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 self._send_acks(sock)
-                if not sock.poll(int(ACK_EVERY * 1000)):
+                if not poller.poll(int(ACK_EVERY * 1000)):
                     continue
-                next_acks = time.monotonic() + ACK_EVERY
+                self._receive(sock)
+                # After the data socket is drained: a goodbye sent before a disconnect is seen first.
                 while not self._stop.is_set():
                     try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                        event = recv_monitor_message(monitor, zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self.handle(frames)
-                    if time.monotonic() >= next_acks:
-                        self._send_acks(sock)
-                        next_acks = time.monotonic() + ACK_EVERY
+                    self._receive(sock)
+                    self._disconnected(int(event["value"]))
             self._drain(sock)
             self._send_acks(sock)
         finally:
+            sock.disable_monitor()
+            monitor.close(0)
             sock.close(0)
             self._stop_auth()
             ctx.term()
+
+    def _receive(self, sock: zmq.Socket) -> None:
+        """Receive thread: handle every message the socket holds now (acknowledging as it goes)."""
+        next_acks = time.monotonic() + ACK_EVERY
+        while not self._stop.is_set() and self._receive_one(sock):
+            if time.monotonic() >= next_acks:
+                self._send_acks(sock)
+                next_acks = time.monotonic() + ACK_EVERY
+
+    def _receive_one(self, sock: zmq.Socket) -> bool:
+        """Receive thread: handle one message if there is one."""
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        first = frames[0]
+        # The connection (its fd) ties a goodbye to a disconnect; with CURVE, the ZAP user id
+        # (the client's public key) ties a publisher id to the key that may use it.
+        user = fd = None
+        with contextlib.suppress(zmq.ZMQError):
+            fd = first.get(zmq.SRCFD)
+        if self._curve is not None:
+            try:
+                user = first.get("User-Id")
+            except zmq.ZMQError:
+                user = ""  # CURVE without a user id: never matches a key, so it cannot take one's publisher id
+        self.handle([f.bytes for f in frames], user=user, fd=fd)
+        return True
+
+    def _disconnected(self, fd: int) -> None:
+        with self._lock:
+            self.disconnects += 1
+            if fd in self._bye_fds:
+                self._bye_fds.discard(fd)
+            else:  # an app that died, or a frame past OVERSIZE_FACTOR x the limit (libzmq cut it off)
+                self.disconnects_without_goodbye += 1
 
     def _drain(self, sock: zmq.Socket) -> None:
         """Receive thread, at shutdown: handle every message already queued in the socket."""
         drained = 0
         while time.monotonic() < self._drain_until:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            if not self._receive_one(sock):
                 break
-            self.handle(frames)
             drained += 1
         if drained:
             log.info("drained %d queued messages before closing", drained)
@@ -263,15 +315,16 @@ class ZmqReceiver:
         with self._lock:
             self.rejected[reason] = self.rejected.get(reason, 0) + n
 
-    def handle(self, frames: list[bytes]) -> None:
-        """Process one message; never raises (every failure is a counted rejection)."""
+    def handle(self, frames: list[bytes], user: str | None = None, fd: int | None = None) -> None:
+        """Process one message; never raises (every failure is a counted rejection). ``user``: the
+        CURVE client key it came with (ZAP user id); ``fd``: its connection."""
         try:
-            self._handle(frames)
+            self._handle(frames, user, fd)
         except Exception:
             log.exception("unexpected error handling a message; rejected")
             self._reject("internal_error")
 
-    def _handle(self, frames: list[bytes]) -> None:
+    def _handle(self, frames: list[bytes], user: str | None = None, fd: int | None = None) -> None:
         try:
             header = wire.decode_header(frames)
         except wire.WireError as exc:
@@ -281,6 +334,12 @@ class ZmqReceiver:
         # A count from an undecoded header is a claim: a record takes at least one byte of payload,
         # so no frame can make a counter grow by more than its own size.
         claimed = max(1, min(header.count, len(frames[2])))
+        if user is not None:
+            with self._lock:
+                owner = self._owners.setdefault(header.publisher, user)
+            if owner != user:  # another key using this publisher id: forged sequences, goodbyes, uids
+                self._reject("publisher_key_mismatch", claimed)
+                return
         if len(frames[2]) > self._max_bytes:
             self._reject("too_large", claimed)
             self._settled(header, frames[0], claimed)
@@ -295,6 +354,9 @@ class ZmqReceiver:
         if header.kind == wire.KIND_BYE:
             assert isinstance(decoded, dict)
             self._bye(header.publisher, decoded)
+            if fd is not None:
+                with self._lock:
+                    self._bye_fds.add(fd)
             return
         parsed = cats.parse_topic(topic)
         if parsed is None:
