@@ -449,7 +449,8 @@ class StoreWriter(WriterFaults, remote.RemoteStore):
         try:
             now = self._clock()
             rollups.purge(self._conn, now, self._rollup_days)  # small: one row per key and bucket
-            edges.purge(self._conn, now - self._rollup_days * rollups.DAY_NS)  # edges live as long
+            if self._url is None:  # a server keeps no edges
+                edges.purge(self._conn, now - self._rollup_days * rollups.DAY_NS)  # edges live as long
             return ret.RetentionRun.begin(self._conn, self._retention, now)
         except remote.UNAVAILABLE as exc:
             self._unreachable(exc)
