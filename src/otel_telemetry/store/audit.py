@@ -6,8 +6,8 @@ store and every dashboard API call appends one JSON line here: ``ts`` (unix ns),
 route), ``params`` (its filters; never a token), ``rows`` (rows returned or touched, when known)
 and ``outcome``.
 
-The log is a file beside the database (``<db>.audit.jsonl``; for a libSQL server URL, one file per
-server under the data directory), not a table: purge and retention never touch it, and a reader
+The log is a file beside the database (``<db>.audit.jsonl``; for a libSQL server URL or a database
+on read-only media, one file per store under the data directory), not a table: purge and retention never touch it, and a reader
 needs no write access to the store. It is 0600, appended under an ``flock`` (the collector, the
 dashboard and CLI processes may write at once), and bounded: past ``audit_max_mb`` the oldest
 entries go first, down to three quarters of the bound. Purging it is itself an entry.
@@ -48,8 +48,13 @@ def path_for(db: str) -> Path:
         return Path(configured)
     loc = location.parse(db)
     if loc.url is None:
-        return Path(db + ".audit.jsonl")
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", loc.url.split("://", 1)[-1])[:120]
+        beside = Path(db + ".audit.jsonl")
+        if os.access(beside.parent, os.W_OK) or not beside.parent.exists():
+            return beside
+        # Read-only media (a copied database read in place): the log goes to our data directory.
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(Path(db).resolve()))[-120:]
+    else:
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", loc.url.split("://", 1)[-1])[:120]
     return Path(settings.default_db_path()).parent / "audit" / f"{name}.jsonl"
 
 
