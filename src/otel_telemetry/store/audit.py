@@ -7,10 +7,11 @@ route), ``params`` (its filters; never a token), ``rows`` (rows returned or touc
 and ``outcome``.
 
 The log is a file beside the database (``<db>.audit.jsonl``; for a libSQL server URL or a database
-on read-only media, one file per store under the data directory), not a table: purge and retention never touch it, and a reader
-needs no write access to the store. It is 0600, appended under an ``flock`` (the collector, the
-dashboard and CLI processes may write at once), and bounded: past ``audit_max_mb`` the oldest
-entries go first, down to three quarters of the bound. Purging it is itself an entry.
+on read-only media, one file per store under the data directory), not a table: purge and retention
+never touch it, and a reader needs no write access to the store. It is 0600, appended under an
+``flock`` (the collector, the dashboard and CLI processes may write at once), and bounded: past
+``audit_max_mb`` the oldest entries go first, down to three quarters of the bound. Purging it is
+itself an entry.
 
 Appending never raises into the caller: an audit log that cannot be written is logged once per
 process and the command goes on (the operator sees why on stderr).
