@@ -4,8 +4,8 @@ The collector acknowledges what it has committed; the app keeps what it sent and
 has not acknowledged, holds what it emits while no collector listens (both bounded by
 ``replay_buffer``), and sends it all to the next collector. The store is idempotent on uid, so
 nothing is stored twice. A real app process emits at 3,000 spans/s while a real collector process
-is killed or restarted under it; every span must be stored exactly once and no drop, gap or
-"unacknowledged" record may remain.
+is killed or restarted under it; every span must be stored exactly once, with no drop, no gap
+and nothing left unacknowledged.
 """
 
 from __future__ import annotations
