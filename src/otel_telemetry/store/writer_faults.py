@@ -84,11 +84,9 @@ class WriterFaults:
         if "://" in self._path:
             return
         path = self._path + "-reserve"
-        try:
+        with contextlib.suppress(OSError):  # no reserve yet: made below
             if os.path.getsize(path) >= RESERVE_BYTES:
                 return
-        except OSError:
-            pass
         try:
             with open(path, "wb") as f:  # real bytes (a sparse file would free nothing); no fsync needed
                 f.write(b"\0" * RESERVE_BYTES)
