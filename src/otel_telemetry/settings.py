@@ -182,6 +182,9 @@ SETTINGS: dict[str, Setting] = {
                 "dropped whole, counted sampled_out ('0.1' or 'user_interaction=0.1,*=1')"),
         Setting("sample_logs", "OTEL_TELEMETRY_SAMPLE_LOGS", lambda: False, _bool,
                 "app: logs and record_telemetry events follow their trace's sampling decision"),
+        Setting("live_spans", "OTEL_TELEMETRY_LIVE_SPANS", lambda: False, _bool,
+                "app: announce spans still running after 0.1 s, so the dashboard and `watch "
+                "--in-progress` show them before they end (off: no cost)"),
         Setting("curve_server_key", "OTEL_TELEMETRY_CURVE_SERVER_KEY", lambda: None, _str,
                 "app side: the collector's CURVE public key (its .key file or the Z85 text); with "
                 "curve_client_key_file, the app connects with CURVE (needed for a tcp:// collector)"),

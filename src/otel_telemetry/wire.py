@@ -26,6 +26,12 @@ as unsigned 64-bit integers; the values of ``keys`` in that order). Attribute ke
 repeated per span, which is what makes this form cheaper to encode; :func:`decode_payload`
 expands it to SPAN tuples, so nothing downstream of the decoder sees the difference.
 
+A SPAN_STARTED message (opt-in ``live_spans``) carries spans that have started and not yet ended,
+as SPAN tuples with ``end_ns`` None and status unset, on the topic their span will use. Started
+records are not part of the numbered stream: ``seq`` is 0, they are never held for a resend, never
+acknowledged and never counted as records; losing one loses a preview, not telemetry. The span
+itself follows as usual when it ends.
+
 A control message (topic ``telemetry._control``, kind BYE) is sent on orderly shutdown; its
 payload maps every topic the publisher used to the next ``seq`` it would have sent, so records
 lost at the very end are counted too.
@@ -58,11 +64,11 @@ import msgpack
 
 VERSION = 1
 MAGIC = b"OT"
-KIND_SPANS, KIND_METRICS, KIND_LOGS, KIND_SPAN_SHAPES, KIND_BYE = 1, 2, 3, 4, 9
+KIND_SPANS, KIND_METRICS, KIND_LOGS, KIND_SPAN_SHAPES, KIND_SPAN_STARTED, KIND_BYE = 1, 2, 3, 4, 5, 9
 FLAG_REDACT = 0x80  # on the kind byte: the collector must redact these records
 _KIND_MASK = 0x7F
 KIND_NAMES = {KIND_SPANS: "span", KIND_METRICS: "metric", KIND_LOGS: "log", KIND_SPAN_SHAPES: "span",
-              KIND_BYE: "bye"}
+              KIND_SPAN_STARTED: "started", KIND_BYE: "bye"}
 
 _HEADER = struct.Struct("!2sBB16sQI")
 HEADER_SIZE = _HEADER.size

@@ -15,6 +15,7 @@ from .. import categories as cats
 from .. import settings
 from ..auth import is_loopback_host
 from ..store import location
+from ..store.in_progress import Limits as LiveSpanLimits
 from ..store.retention import KEYS as RETENTION_KEYS
 from ..store.retention import MAX_DAYS as RETENTION_MAX_DAYS
 from ..store.retention import TYPES as RETENTION_TYPES
@@ -125,10 +126,12 @@ class CollectorConfig:
     instance: str = ""  # stamped on every stored row; settings "instance" (host name by default)
     sync: SyncConfig | None = None  # collector/sync: ship stored rows to a central libSQL server
     metrics_endpoint: str | None = None  # host:port of the opt-in Prometheus /metrics (collector/metrics.py)
+    live_spans: LiveSpanLimits = field(default_factory=LiveSpanLimits)  # spans in progress (store/in_progress.py)
 
 
 _TOP = {"endpoint", "db", "log_level", "shutdown_timeout", "nice", "store", "retention", "receivers", "categories",
-        "forward", "alerts", "prices", "redaction", "volume", "instance", "sync", "metrics_endpoint"}
+        "forward", "alerts", "prices", "redaction", "volume", "instance", "sync", "metrics_endpoint",
+        "live_spans"}
 
 
 def _check_prices(raw: Any) -> None:
@@ -254,6 +257,17 @@ def _otlp_receiver(where: str, raw: Any, cfg: OtlpReceiverConfig) -> None:
             raise ConfigError(f"{where}.max_body_bytes: must be <= {_MAX_OTLP_BODY_BYTES}, got {value!r}")
 
 
+def _live_spans(where: str, raw: Any) -> LiveSpanLimits:
+    """``live_spans: {max_spans, abandon_after, max_age}`` (seconds): the bounds of the spans in
+    progress the store keeps."""
+    _check_keys(where, raw, {"max_spans", "abandon_after", "max_age"})
+    d = LiveSpanLimits()
+    max_spans = _num(f"{where}.max_spans", raw.get("max_spans", d.max_spans), int, 1)
+    abandon = _num(f"{where}.abandon_after", raw.get("abandon_after", d.abandon_after), float, 0.1)
+    max_age = _num(f"{where}.max_age", raw.get("max_age", max(d.max_age, abandon)), float, abandon)
+    return LiveSpanLimits(max_spans, abandon, max_age)
+
+
 def load(path: str | None = None, *, db: str | None = None, endpoint: str | None = None) -> CollectorConfig:
     """Read and validate; arguments win over env, env over the file, the file over defaults."""
     raw: dict[str, Any] = {}
@@ -302,6 +316,8 @@ def load(path: str | None = None, *, db: str | None = None, endpoint: str | None
         if type(nice) is not int or not 0 <= nice <= 19:
             raise ConfigError(f"{where}: nice must be an integer from 0 to 19, got {nice!r}")
         cfg.nice = nice
+    if raw.get("live_spans") is not None:
+        cfg.live_spans = _live_spans(f"{where}: live_spans", raw["live_spans"])
     st = raw.get("store") or {}
     _check_keys(f"{where}: store", st, {"synchronous", "batch_rows", "flush_interval", "queue_batches",
                                         "key_file", "check_seconds"})

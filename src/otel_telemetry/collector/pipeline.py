@@ -93,6 +93,24 @@ class Pipeline:
                 first = first or f"record {i}: {type(exc).__name__}: {exc}"[:500]
         return rows, kept, bad, first
 
+    def started(self, resource: dict[str, Any], records: list[Any],
+                topic: tuple[str, str] | None) -> tuple[list[tuple[Any, ...]], int]:
+        """(rows, rejected) for started spans (live spans; ``store.in_progress``), mapped like
+        spans. Receiver thread; never raises."""
+        rows: list[tuple[Any, ...]] = []
+        bad = 0
+        for rec in records:
+            try:
+                rows.extend(mapping.rows_from_batch("span", resource, [rec], topic, b"", self.rules, {}))
+            except Exception:
+                bad += 1
+        return rows, bad
+
+    def submit_started(self, rows: list[tuple[Any, ...]]) -> bool:
+        """Hand started rows to the store without waiting (receiver thread): a preview is never
+        worth pushing back on the apps. False: the store's queue was full (the caller counts it)."""
+        return self.writer.submit(WriteBatch(rows=[], started=rows), timeout=0)
+
     def submit(self, kind: str, resource: dict[str, Any], records: list[Any], rows: list[tuple[Any, ...]], *,
                checkpoints: dict[tuple[bytes, str], int] | None = None, timeout: float = 0.1,
                on_commit: Callable[[], None] | None = None) -> bool:

@@ -52,7 +52,7 @@ class Collector:
             cfg.db, synchronous=cfg.store.synchronous, batch_rows=cfg.store.batch_rows,
             flush_interval=cfg.store.flush_interval, queue_batches=cfg.store.queue_batches,
             retention=policy, retention_interval=cfg.retention.interval, status_source=self.status,
-            instance=cfg.instance or None, **kwargs,
+            instance=cfg.instance or None, live_spans=cfg.live_spans, **kwargs,
         )
         # Ships committed rows to a central server from its own cursor; nudged like a consumer.
         self.sync: Any = None

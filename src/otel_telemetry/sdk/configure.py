@@ -115,6 +115,8 @@ def configure(
     ``{"system_performance": "warning", "*": "info"}``: records below are dropped, counted
     ``below_level``), ``sampling`` (``{"user_interaction": 0.1}``: head sampling by the root span's
     category, a trace kept or dropped whole, counted ``sampled_out``) and ``sample_logs``.
+    ``live_spans=True`` announces spans still running after 0.1 s (``otel_telemetry.sdk.live``):
+    the dashboard and ``otel-telemetry watch --in-progress`` show them while they run.
     ``host_metrics=True`` (with ``metrics``) adds CPU, memory, disk, network and uptime metrics of
     the host and this process (``otel_telemetry.sdk.hostmetrics``; needs psutil).
 

@@ -75,6 +75,7 @@ def get_transport(endpoint: str | None = None, rules: Sequence[cats.Rule] = (),
                 curve_client_key_file=settings.resolve("curve_client_key_file", options.get("curve_client_key_file")),
                 categorise_drop=conv.drop_category, redaction_counts=conv.redaction_counts,
                 span_plans=conv.plans, redaction_site=at,
+                live_spans=settings.resolve("live_spans", options.get("live_spans")),
             )
             t.volume = volume
             attach(t.count_drop)  # a sampler made before this transport counts through it
@@ -166,6 +167,8 @@ class ZmqSpanProcessor(_SpanPublisher, SpanProcessor):
         self._attach_spans(transport or get_transport(endpoint, **options))
         if self._c_on_end is not None:
             self.on_end = self._c_on_end  # type: ignore[method-assign]
+        if self.transport.live_spans is not None:  # spans in progress (sdk.live), opt-in
+            self.on_start = self.transport.live_spans.on_start  # type: ignore[method-assign]
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         return None
@@ -188,12 +191,15 @@ class ZmqProviderSpanProcessor(_SpanPublisher, SynchronousMultiSpanProcessor):
     def __init__(self, transport: Transport) -> None:
         SynchronousMultiSpanProcessor.__init__(self)
         self._attach_spans(transport)
+        self._live = transport.live_spans  # spans in progress (sdk.live): opt-in, None when off
         # With the C fast path, on_start/on_end are C callables (no Python frame per span) until
         # add_span_processor: then the methods below, which also loop over the added processors.
+        # With live spans on, on_start stays the Python one below (it also remembers the span).
         c = speedups()
         if self._c_on_end is not None and c is not None:
             self.on_end = self._c_on_end  # type: ignore[method-assign]
-            self.on_start = c.Starter(_session, tag_span).on_start  # type: ignore[method-assign]
+            if self._live is None:
+                self.on_start = c.Starter(_session, tag_span).on_start  # type: ignore[method-assign]
 
     def add_span_processor(self, span_processor: SpanProcessor) -> None:
         self.__dict__.pop("on_end", None)
@@ -203,6 +209,8 @@ class ZmqProviderSpanProcessor(_SpanPublisher, SynchronousMultiSpanProcessor):
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         if _session.get() is not None:  # checked here: no call for the usual span without one
             tag_span(span)
+        if self._live is not None:
+            self._live.on_start(span)
         for sp in self._span_processors:
             sp.on_start(span, parent_context=parent_context)
 

@@ -21,6 +21,7 @@ from zmq.utils import z85
 
 from .. import wire
 from .batches import ReadyBatches, pop_up_to
+from .live import LiveSpans
 from .replay import ReplayBuffer
 
 log = logging.getLogger("otel_telemetry.sdk.transport")
@@ -76,6 +77,8 @@ class Sender:
     _resend: deque[tuple[bytes, tuple[int, int, list[bytes]]]]
     _resend_due: bool
     _max: int
+    _flags: int
+    live_spans: LiveSpans | None
     connected: bool
 
     def _drop_queue(self, reason: str) -> None:
@@ -170,9 +173,13 @@ class Sender:
         rb = self.batches
         replay = self._replay
         first_seen: float | None = None  # when a partial batch in the queue was first seen
+        live = self.live_spans
         while True:
             self._read_subscriptions(sock, subs)
             self.connected = bool(subs)
+            if live is not None and live.waiting():  # spans in progress (sdk.live), opt-in
+                live.announce(sock, packer, self._convert, self._listened, self._publisher,
+                              self._flags, bool(subs) and not self._stopping)
             now = time.monotonic()
             stopping = self._stopping
             if stopping and now >= self._deadline:

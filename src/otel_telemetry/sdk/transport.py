@@ -29,6 +29,7 @@ import zmq
 
 from .. import wire
 from .batches import ReadyBatches
+from .live import LiveSpans
 from .replay import ReplayBuffer
 from .sender import (  # noqa: F401  # Dropped, Prepared and the reasons are this module's API too
     ENCODE_ERROR,
@@ -64,8 +65,10 @@ class Transport(Sender):
                  curve_client_key_file: str | None = None,
                  redaction_counts: Callable[[], dict[str, int]] | None = None,
                  span_plans: SpanPlans | None = None, redaction_site: str = "app",
-                 replay_buffer: int = 65536) -> None:
+                 replay_buffer: int = 65536, live_spans: bool = False) -> None:
         self.endpoint = endpoint
+        # Spans in progress (sdk.live), opt-in: the span processors' on_start feeds it.
+        self.live_spans: LiveSpans | None = LiveSpans() if live_spans else None
         self.volume: AppVolume | None = None  # the app's levels and sampling (sdk.volume), if any
         # "collector": every data frame carries wire.FLAG_REDACT (see exporter.redaction_site).
         self.redaction_site = redaction_site
@@ -111,6 +114,8 @@ class Transport(Sender):
         self._resend: deque[tuple[bytes, tuple[int, int, list[bytes]]]] = deque()
         self._resend_due = False
         self._resent = 0  # records sent again
+        if getattr(self, "live_spans", None) is not None:
+            self.live_spans.clear()  # type: ignore[union-attr]  # the parent's spans, in a forked child
         # Span records converted and encoded on app threads (span_plans), waiting for the sender.
         if hasattr(self, "batches"):
             self.batches.reset(self._publisher)
@@ -224,6 +229,8 @@ class Transport(Sender):
                 "replay": {"unacknowledged": self._replay.records, "acknowledged": self._replay.acked,
                            "resent": self._resent, "evicted": self._replay.evicted,
                            "bound": self._replay.max_records},
+                # Started-span previews (sdk.live): not records, so outside the books above.
+                **({"live_spans": self.live_spans.counters()} if self.live_spans is not None else {}),
             }
 
     def acquire(self) -> None:

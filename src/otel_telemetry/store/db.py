@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import apsw
 
-from . import edges, location, preflight, rollups
+from . import edges, in_progress, location, preflight, rollups
 from .schema import CENTRAL_DDL, apply_ddl
 
 if TYPE_CHECKING:
@@ -149,6 +149,7 @@ def _open_rw(path: str, extra_pragma: str) -> apsw.Connection:
         apply_ddl(conn)  # creates, or upgrades an older records table
         rollups.ensure(conn)  # rollup tables; rebuilt from the records of an older database
         edges.ensure(conn)  # call edges (the component map); likewise rebuilt
+        conn.execute(in_progress.DDL)  # spans in progress (live spans)
         conn.execute(extra_pragma).fetchall()  # callers pass literals / allow-listed values only
     except BaseException:
         conn.close()
@@ -262,3 +263,4 @@ def ensure_remote_schema(conn: RemoteConnection) -> None:
     conn.execute(CENTRAL_DDL)
     conn.execute(rollups.DDL)
     conn.execute(SYNC_DDL)
+    conn.execute(in_progress.DDL)

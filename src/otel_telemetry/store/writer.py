@@ -18,6 +18,7 @@ call edges (their upkeep reads, which would cost round trips): its map is read f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -30,7 +31,7 @@ from typing import Any
 import apsw
 import orjson
 
-from . import edges, location, rollups
+from . import edges, in_progress, location, rollups
 from . import retention as ret
 from . import writer_remote as remote
 
@@ -70,6 +71,8 @@ class WriteBatch:
     received: int = 0
     # Called on the writer thread once the batch is committed (OTLP receivers acknowledge then).
     on_commit: Callable[[], None] | None = None
+    # Started spans (live spans, ``in_progress``), same columns: kept until their span is stored.
+    started: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 _WAKE = object()  # queue sentinel: stop coalescing and commit now (flush, purge, shutdown)
@@ -94,6 +97,7 @@ class StoreWriter(WriterFaults, remote.RemoteStore):
         checkpoint_interval: float = 5.0,
         rollup_days: int = rollups.DEFAULT_ROLLUP_DAYS,
         instance: str | None = None,
+        live_spans: in_progress.Limits | None = None,
     ) -> None:
         if str(synchronous).lower() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
@@ -110,6 +114,7 @@ class StoreWriter(WriterFaults, remote.RemoteStore):
         self._checkpoint_interval = checkpoint_interval
         self._rollup_days = max(1, rollup_days)
         self._instance = (instance,)  # appended to every row: the ``instance`` column
+        self._in_progress = in_progress.InProgress(live_spans)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_batches))
         self._cond = threading.Condition()
         self._accepted = 0  # batches accepted by submit
@@ -195,6 +200,7 @@ class StoreWriter(WriterFaults, remote.RemoteStore):
             out = dict(self._stats)
         out["queue_depth"] = self._queue.qsize()
         out["disk_full"] = int(self._disk_full)
+        out["live_spans"] = self._in_progress.stats()
         return out
 
     def load_checkpoints(self) -> dict[tuple[bytes, str], int]:
@@ -251,8 +257,12 @@ class StoreWriter(WriterFaults, remote.RemoteStore):
             if self._url is not None:
                 self._conn = open_remote_writer(self._url)
                 self._ensure_schema(at_start=True)
+                if self._schema_ready:
+                    with contextlib.suppress(Exception):  # an old server's table: sweeps miss it
+                        self._in_progress.load(self._conn)
             else:
                 self._conn = open_writer(self._path, self._synchronous)
+                self._in_progress.load(self._conn)
         except BaseException as exc:  # reported to start() instead of dying silently
             log.exception("cannot open store %s", self._path)
             self._open_error = exc
@@ -304,6 +314,7 @@ class StoreWriter(WriterFaults, remote.RemoteStore):
                     run = self._retention_step(run)
                 if now >= next_status:
                     next_status = now + self._status_interval
+                    self._sweep_in_progress()
                     self._write_status()
                 if now >= next_checkpoint and not self._disk_full:
                     next_checkpoint = now + self._checkpoint_interval
@@ -412,6 +423,11 @@ class StoreWriter(WriterFaults, remote.RemoteStore):
                 rollups.update(conn, new)
                 if self._url is None:  # a server keeps no edges (see the module docstring)
                     evicted = edges.update(conn, new)
+            if stored:
+                self._in_progress.ended(conn, new)
+            started = [r for b in group for r in b.started]
+            if started:
+                self._in_progress.add(conn, started, self._instance, now_ns)
             if checkpoints:
                 conn.executemany(_UPSERT_CHECKPOINT,
                                  [(p, t, s, now_ns) for (p, t), s in checkpoints.items()])
@@ -481,6 +497,18 @@ class StoreWriter(WriterFaults, remote.RemoteStore):
             return None
         self._bump(purged=rows, vacuumed_pages=pages, retention_runs=int(run.done))
         return None if run.done else run
+
+    def _sweep_in_progress(self) -> None:
+        """Spans in progress: mark the abandoned, drop the expired (writer thread, own transaction)."""
+        if self._conn is None or self._unavailable or not self._schema_ready or self._disk_full:
+            return
+        try:
+            self._in_progress.sweep(self._conn, self._clock())
+        except remote.UNAVAILABLE as exc:
+            self._unreachable(exc)
+        except apsw.Error:
+            log.exception("sweeping spans in progress failed")
+            self._bump(errors=1)
 
     def _write_status(self) -> None:
         conn = self._conn

@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import ipaddress
 import logging
 import os
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zmq
-import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
@@ -32,6 +29,14 @@ from ... import categories as cats
 from ... import wire
 from ..pipeline import Pipeline
 from .sequence import Acks, Sequences
+from .zmq_endpoint import (  # noqa: F401  # EndpointInUse, InsecureEndpoint, is_loopback_tcp: this module's API too
+    EndpointInUse,
+    InsecureEndpoint,
+    _ipc_path,
+    _tcp_host,
+    is_loopback_tcp,
+    setup_curve,
+)
 
 if TYPE_CHECKING:
     from ..config import CurveConfig
@@ -44,40 +49,6 @@ ACK_EVERY = 0.05  # seconds between acknowledgement rounds while messages keep a
 # sender stays connected; past it the disconnect shows in ``disconnects_without_goodbye`` (from the
 # socket monitor), with apps that died without saying goodbye.
 OVERSIZE_FACTOR = 2
-
-
-class EndpointInUse(RuntimeError):
-    """Another collector already holds this endpoint."""
-
-
-class InsecureEndpoint(RuntimeError):
-    """A tcp:// endpoint reachable from other hosts without CURVE authentication."""
-
-
-def _tcp_host(endpoint: str) -> str | None:
-    """Host part of a ``tcp://HOST:PORT`` endpoint (brackets stripped), else None."""
-    if not endpoint.startswith("tcp://"):
-        return None
-    host = endpoint[len("tcp://"):].rpartition(":")[0]
-    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
-
-
-def is_loopback_tcp(endpoint: str) -> bool:
-    host = _tcp_host(endpoint)
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # "*", an interface name or a DNS name: reachable from elsewhere
-
-
-def _ipc_path(endpoint: str) -> Path | None:
-    if endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):
-        return Path(endpoint[len("ipc://"):])
-    return None
 
 
 class ZmqReceiver:
@@ -101,6 +72,7 @@ class ZmqReceiver:
         self.rejected: dict[str, int] = {}
         self.dropped: dict[str, int] = {}
         self.byes = 0
+        self.live_spans = {"received": 0, "rejected": 0, "dropped": 0}  # started records: not records
         self.acks_sent = 0
         self.disconnects = 0
         self.disconnects_without_goodbye = 0
@@ -172,7 +144,8 @@ class ZmqReceiver:
             mine = {"received": self.received, "messages": self.messages, "rejected": dict(self.rejected),
                     "dropped": dict(self.dropped), "byes": self.byes, "acks_sent": self.acks_sent,
                     "disconnects": self.disconnects,
-                    "disconnects_without_goodbye": self.disconnects_without_goodbye}
+                    "disconnects_without_goodbye": self.disconnects_without_goodbye,
+                    "live_spans": dict(self.live_spans)}
         return {**mine, **self._seq.counters()}
 
     # -- receive thread -------------------------------------------------------------------------
@@ -181,7 +154,7 @@ class ZmqReceiver:
         sock = ctx.socket(zmq.XSUB)  # XSUB: it can also send (acknowledgements) to the publishers
         try:
             if self._curve is not None:
-                self._setup_curve(ctx, sock, self._curve)
+                self._auth = setup_curve(ctx, sock, self._curve, self.endpoint)
             sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
             sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_FACTOR * self._max_bytes + 4096)
             sock.setsockopt(zmq.LINGER, 0)
@@ -282,30 +255,6 @@ class ZmqReceiver:
                 continue
             self.acks_sent += 1
 
-    def _setup_curve(self, ctx: zmq.Context, sock: zmq.Socket, curve: CurveConfig) -> None:
-        """CURVE server keys from the secret-key file, and a ZAP handler (started before bind) that
-        admits only the client public keys in ``allowed_clients_dir`` (read once, at start-up)."""
-        try:
-            public, secret = zmq.auth.load_certificate(curve.secret_key_file)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"receivers.zmq.curve.secret_key_file {curve.secret_key_file}: {exc}") from None
-        if not secret:
-            raise ValueError(f"receivers.zmq.curve.secret_key_file {curve.secret_key_file}: no secret-key "
-                             "(pass the .key_secret file)")
-        allowed = zmq.auth.load_certificates(curve.allowed_clients_dir)
-        if not allowed:
-            log.warning("%s holds no client public keys: no app can publish", curve.allowed_clients_dir)
-        self._auth = ThreadAuthenticator(ctx, log=logging.getLogger("otel_telemetry.collector.zap"))
-        self._auth.start()
-        self._auth.configure_curve(domain="*", location=curve.allowed_clients_dir)
-        sock.setsockopt(zmq.CURVE_SERVER, 1)
-        sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
-        sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
-        # No ZAP_DOMAIN: the empty domain is the authenticator's '*' entry; libzmq asks ZAP for
-        # every CURVE handshake once a handler is bound (started above, before bind).
-        log.info("CURVE on %s: %d allowed client key(s) from %s", self.endpoint, len(allowed),
-                 curve.allowed_clients_dir)
-
     def _stop_auth(self) -> None:
         if self._auth is not None:
             self._auth.stop()
@@ -340,14 +289,21 @@ class ZmqReceiver:
             if owner != user:  # another key using this publisher id: forged sequences, goodbyes, uids
                 self._reject("publisher_key_mismatch", claimed)
                 return
+        live = header.kind == wire.KIND_SPAN_STARTED  # a preview, outside the numbered records
         if len(frames[2]) > self._max_bytes:
-            self._reject("too_large", claimed)
+            if live:
+                self._reject_started(claimed)
+            else:
+                self._reject("too_large", claimed)
             self._settled(header, frames[0], claimed)
             return
         try:
             decoded = wire.decode_payload(header, frames[2])
         except wire.WireError as exc:
-            self._reject(exc.reason, claimed)
+            if live:
+                self._reject_started(claimed)
+            else:
+                self._reject(exc.reason, claimed)
             self._settled(header, frames[0], claimed)
             return
         topic = frames[0].decode("utf-8", "replace")
@@ -360,9 +316,15 @@ class ZmqReceiver:
             return
         parsed = cats.parse_topic(topic)
         if parsed is None:
-            self._reject("bad_topic", header.count)
+            if live:
+                self._reject_started(header.count)
+            else:
+                self._reject("bad_topic", header.count)
             return
         resource, records = decoded  # type: ignore[misc]
+        if live:
+            self._started(header, parsed, resource, records)
+            return
         key = (header.publisher, topic)
         # The checkpoint, and what may be acknowledged once this batch is committed (batches
         # commit in order): everything below the first range still missing (sequence.py).
@@ -392,7 +354,7 @@ class ZmqReceiver:
     def _settled(self, header: wire.Header, topic_frame: bytes, count: int) -> None:
         """A data message rejected whole (and counted so): its numbers are taken, so the records are
         not counted a second time as a gap, and acknowledged once committed (no resend for ever)."""
-        if header.kind == wire.KIND_BYE:
+        if header.kind in (wire.KIND_BYE, wire.KIND_SPAN_STARTED):  # never numbered
             return
         topic = topic_frame.decode("utf-8", "replace")
         parsed = cats.parse_topic(topic)
@@ -403,6 +365,25 @@ class ZmqReceiver:
         if safe is not None:
             self._submit(wire.KIND_NAMES.get(header.kind, "span"), {}, [], [], {key: safe},
                          lambda: self._acks.committed({key: safe}))
+
+    def _started(self, header: wire.Header, topic: tuple[str, str], resource: dict[str, Any],
+                 records: list[Any]) -> None:
+        """Started spans (live spans): redacted and mapped like spans, kept by the store until
+        their span arrives. Never numbered, acknowledged or counted as records; a full store
+        queue drops them (counted) rather than slowing the apps."""
+        resource, records, failed = self._pipeline.redact("span", resource, records, "zmq", header.redact)
+        rows, bad = self._pipeline.started(resource, records, topic)
+        ok = bool(rows) and self._pipeline.submit_started(rows)
+        with self._lock:
+            c = self.live_spans
+            c["received"] += len(records) + failed
+            c["rejected"] += failed + bad
+            if rows and not ok:
+                c["dropped"] += len(rows)
+
+    def _reject_started(self, n: int) -> None:
+        with self._lock:
+            self.live_spans["rejected"] += n
 
     def _bye(self, publisher: bytes, next_seqs: dict[str, int]) -> None:
         with self._lock:
