@@ -24,7 +24,7 @@ from .output import TABLE_COLUMNS, TRACE_ID, F, _open, db_option, window_options
 
 COMPLETE_VAR = "_OTEL_TELEMETRY_COMPLETE"
 SHELLS = ("bash", "zsh", "fish")
-WATCH_FORMATS = ("table", "jsonl")
+WATCH_FORMATS = ("table", "jsonl", "json")
 # Fixed widths so a live table stays aligned without knowing the rows to come.
 _WATCH_WIDTH = {"time": 24, "type": 6, "category": 22, "component": 24, "event": 28, "level": 8,
                 "name": 32, "duration_ms": 11, "trace_id": 32}
@@ -180,12 +180,16 @@ def _watch_line(rec: dict[str, Any]) -> str:
 
 
 def cmd_watch(interval: float, fmt: str, backlog: int, max_records: int | None, timeout: float | None,
-              db: str | None, **filters: Any) -> None:
+              db: str | None, in_progress: bool, **filters: Any) -> None:
     """Live tail: print records as the collector stores them, until Ctrl-C.
 
     Polls the database read-only for rows newer than the last one seen (it never subscribes to
     the collector's socket, so a slow terminal cannot slow the applications down). Filters may be
     repeated to match any of several values. Ctrl-C, --max-records and --timeout all exit 0.
+
+    With --in-progress: the spans started and not yet ended instead (apps with live spans on),
+    with their elapsed time and state (running, or abandoned when the collector gave up on one);
+    --format jsonl prints started/abandoned/ended events, --format json the current set once.
 
     \b
     Example:
@@ -193,7 +197,15 @@ def cmd_watch(interval: float, fmt: str, backlog: int, max_records: int | None, 
       otel-telemetry watch --category error_patterns --category ai_behavior --level error
       otel-telemetry watch --component llm --format jsonl --interval 2
       otel-telemetry watch --max-records 1 --timeout 30
+      otel-telemetry watch --in-progress --service agent-app
     """
+    if in_progress:
+        from .watch_live import watch_in_progress
+
+        watch_in_progress(db, fmt, interval, max_records, timeout, filters)
+        return
+    if fmt == "json":
+        raise click.UsageError("--format json needs --in-progress (a live tail prints jsonl)")
     sel = _selection(filters)
     deadline = None if timeout is None else time.monotonic() + timeout
     shown = 0
@@ -279,7 +291,11 @@ def _watch_command() -> click.Command:
                      help="First print the N most recent matching records already stored.")(f)
     f = click.option("--format", "fmt", type=click.Choice(WATCH_FORMATS), default="table",
                      show_default=True, help="table: one aligned line per record; jsonl: one JSON "
-                                             "object per line, keyed like query --format json.")(f)
+                                             "object per line, keyed like query --format json; json: "
+                                             "the spans in progress once (with --in-progress).")(f)
+    f = click.option("--in-progress", "in_progress", is_flag=True, default=False,
+                     help="Show the spans started and not yet ended (apps with live spans on) and their "
+                          "elapsed time, instead of stored records.")(f)
     f = click.option("--interval", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
                      metavar="SECONDS", help="How often to look for new records.")(f)
     f = _filter_options(multiple=True)(f)

@@ -18,6 +18,7 @@ import orjson
 from ..categories import CATEGORIES
 from ..query import export as rx
 from ..query import filters as query
+from ..query import in_progress as live
 from ..store import db as store_db
 from ..store import retention as ret
 from ..store.alert_state import LIST_STATES, list_alerts
@@ -153,6 +154,13 @@ def trace(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     spans = [r for r in records if r["type"] == "span"]
     others = [r for r in records if r["type"] != "span"]
     ids = {s["span_id"] for s in spans}
+    # Spans still running (live spans): drawn up to now, with their state; ids below 0 (not records).
+    now = time.time_ns()
+    running = [s for s in live.spans(conn, trace_id=flt.trace_id, now_ns=now)["spans"] if s["span_id"] not in ids]
+    for i, s in enumerate(running):
+        s["id"] = -(i + 1)
+        spans.append(s)
+        ids.add(s["span_id"])
     children: dict[str | None, list[dict[str, Any]]] = {}
     for s in spans:
         parent = s["parent_span_id"] if s["parent_span_id"] in ids and s["parent_span_id"] != s["span_id"] else None
@@ -171,9 +179,18 @@ def trace(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     for s in spans:  # members of a cycle with no root: shown flat rather than lost
         if s["id"] not in seen:
             ordered.append({**s, "depth": 0, "offset_ms": (s["timestamp"] - start) / 1e6})
-    end = max((s["timestamp"] + int((s["duration_ms"] or 0) * 1e6) for s in spans), default=start)
+    end = max((s["timestamp"] + int((s["duration_ms"] or s.get("elapsed_ms") or 0) * 1e6) for s in spans),
+              default=start)
     return {"trace_id": flt.trace_id, "spans": ordered, "others": others, "start": query.iso_ns(start),
-            "duration_ms": (end - start) / 1e6, "truncated": truncated}
+            "duration_ms": (end - start) / 1e6, "truncated": truncated, "in_progress": len(running),
+            "now": query.iso_ns(now)}
+
+
+def in_progress(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
+    """``otel-telemetry watch --in-progress --format json``: spans started and not yet ended
+    (live spans), oldest first, with their state and elapsed time."""
+    return live.spans(conn, service=p.text("service"), instance=p.text("instance"),
+                      state=p.choice("state", live.STATES), limit=p.integer("limit", 200, 1, live.MAX_SPANS))
 
 
 # ---- sessions ------------------------------------------------------------------------------------
@@ -330,6 +347,7 @@ RECORDS: dict[str, tuple[Endpoint, tuple[str, ...]]] = {
     "traces": (traces, (*WINDOW, "service", "category", "component", "event", "status", "min_duration_ms",
                         "attr", "limit", "cursor", "instance")),
     "trace": (trace, ("trace_id",)),
+    "in_progress": (in_progress, ("service", "instance", "state", "limit")),
     "sessions": (sessions, (*WINDOW, "limit", "instance")),
     "session": (session, ("session_id",)),
     "record": (record, ("id",)),

@@ -1,6 +1,6 @@
 // Hand-written SVG charts (no libraries, no network): line chart, heat map, waterfall, timeline.
 // Everything is built with createElementNS; labels are text nodes.
-import { bucketLabel, el, svg } from "./dom.js";
+import { bucketLabel, el, stateLabel, svg } from "./dom.js";
 
 export const PALETTE = ["#2f6fde", "#d9822b", "#2f855a", "#c62e2e", "#805ad5", "#319795", "#718096", "#b83280"];
 
@@ -90,14 +90,18 @@ export function waterfall(spans, totalMs, onSelect) {
   spans.forEach((s, i) => {
     const y = i * rh + 2;
     const x0 = L + ((W - L - R) * s.offset_ms) / total;
-    const w = Math.max(2, ((W - L - R) * (s.duration_ms || 0)) / total);
+    // A span in progress (live spans) is drawn up to now: s.state "running" or "abandoned".
+    const shownMs = s.state ? s.elapsed_ms : s.duration_ms;
+    const w = Math.max(2, ((W - L - R) * (shownMs || 0)) / total);
     const name = s.name || s.event || "(span)";
-    const g = svg("g", { class: "row", "data-span-id": s.span_id, "data-depth": s.depth },
+    const label = s.state ? stateLabel(s) : `${(s.duration_ms || 0).toFixed(2)} ms`;
+    const cls = s.state ? `bar ${s.state}` : s.status === "error" ? "bar error" : "bar";
+    const g = svg("g", { class: "row", "data-span-id": s.span_id, "data-depth": s.depth, "data-state": s.state || null },
       svg("rect", { class: "bg", x: 0, y, width: W, height: rh }),
       svg("text", { class: "name", x: 6 + s.depth * 14, y: y + 14 }, name.length > 40 ? `${name.slice(0, 39)}…` : name),
-      svg("rect", { class: s.status === "error" ? "bar error" : "bar", x: x0, y: y + 4, width: w, height: rh - 8 }),
-      svg("text", { x: Math.min(x0 + w + 4, W - R + 4), y: y + 14 }, `${(s.duration_ms || 0).toFixed(2)} ms`),
-      svg("title", {}, `${name} (${s.component || ""}) ${(s.duration_ms || 0).toFixed(3)} ms`));
+      svg("rect", { class: cls, x: x0, y: y + 4, width: w, height: rh - 8 }),
+      svg("text", { class: "label", x: Math.min(x0 + w + 4, W - R + 4), y: y + 14 }, label),
+      svg("title", {}, `${name} (${s.component || ""}) ${s.state ? label : `${(s.duration_ms || 0).toFixed(3)} ms`}`));
     g.addEventListener("click", () => onSelect(s, g));
     root.appendChild(g);
   });

@@ -66,6 +66,18 @@ export function duration(s) {
   return `${(s / 86400).toFixed(1)} d`;
 }
 
+export function elapsed(msValue) {
+  const s = msValue / 1000;
+  if (s < 60) return `${s.toFixed(1)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} m ${Math.floor(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} m`;
+}
+
+// Spans in progress (live spans). What a waterfall bar of a span in progress says: "running 40.2 s" / "abandoned after 15 m 0 s".
+export function stateLabel(s) {
+  return s.state === "abandoned" ? `abandoned after ${elapsed(s.elapsed_ms)}` : `running ${elapsed(s.elapsed_ms)}`;
+}
+
 export const shortTime = (iso) => (iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "–");
 
 export function bucketLabel(ns, bucketNs) {

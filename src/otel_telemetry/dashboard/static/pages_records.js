@@ -4,6 +4,7 @@ import { lineChart, timeline, waterfall } from "./charts.js";
 import { card, clear, el, errorBox, kvTable, ms, num, panel, put, shortTime, table } from "./dom.js";
 import { conversationPanels } from "./pages_conversation.js";
 import { attrInputs, formParams } from "./pages_explore.js";
+import { followTrace, inProgressPanel } from "./pages_live.js";
 
 const CATEGORIES = ["system_performance", "ai_behavior", "user_interaction", "component_interactions",
   "error_patterns", "ai_research"];
@@ -58,33 +59,50 @@ async function traceView(ctx, traceId) {
   const detail = el("section", { class: "panel detail", "data-testid": "span-detail" },
     el("p", { class: "muted", text: "Click a span for its attributes, events and links." }));
   let selected = null;
+  let selectedSpan = null;
   const onSelect = async (span, row) => {
     if (selected) selected.classList.remove("selected");
     selected = row;
+    selectedSpan = span.span_id;
     row.classList.add("selected");
     clear(detail);
+    if (span.state) { renderSpan(detail, span); return; }  // in progress: not a stored record yet
     try {
       const { record } = await get("record", { id: span.id });
       renderSpan(detail, record);
     } catch (err) { detail.appendChild(errorBox(err)); }
   };
-  put(ctx.main, 
-    el("h2", {}, "Trace ", el("code", { text: d.trace_id })),
-    el("p", {}, el("a", { href: "#/traces", text: "← back to search" }),
-      ` · ${d.spans.length} spans · ${ms(d.duration_ms)} · started ${shortTime(d.start)}`,
-      d.truncated ? " · truncated" : ""),
-    d.spans.length ? panel("Waterfall", waterfall(d.spans, d.duration_ms, onSelect)) : el("p", { text: "No spans for this trace id." }),
-    detail,
-    d.others.length ? panel("Logs and events in this trace", table([
+  const head = el("p");
+  const wf = el("div");
+  const others = el("div");
+  const draw = (t) => {
+    put(clear(head), el("a", { href: "#/traces", text: "← back to search" }),
+      ` · ${t.spans.length} spans · ${ms(t.duration_ms)} · started ${shortTime(t.start)}`,
+      t.truncated ? " · truncated" : "",
+      t.in_progress ? el("span", { class: "pill st-running", "data-testid": "trace-in-progress",
+        text: ` ${t.in_progress} in progress` }) : null);
+    put(clear(wf), t.spans.length ? panel("Waterfall", waterfall(t.spans, t.duration_ms, onSelect))
+      : el("p", { text: "No spans for this trace id." }));
+    selected = selectedSpan ? wf.querySelector(`[data-span-id="${CSS.escape(selectedSpan)}"]`) : null;
+    if (selected) selected.classList.add("selected");
+    put(clear(others), t.others.length ? panel("Logs and events in this trace", table([
       { key: "time", label: "time", fmt: shortTime }, { key: "type", label: "type" },
       { key: "level", label: "level", cls: lvl }, { key: "name", label: "name" }, { key: "span_id", label: "span" },
-    ], d.others)) : null);
+    ], t.others)) : null);
+  };
+  draw(d);
   // GenAI spans: agent steps and conversations (a step row selects its span in the waterfall).
   const genai = el("div", { "data-testid": "genai" });
-  ctx.main.insertBefore(genai, detail);
-  await conversationPanels(genai, traceId, (step) => {
+  const conversation = () => conversationPanels(clear(genai), traceId, (step) => {
     const row = ctx.main.querySelector(`[data-span-id="${CSS.escape(step.span_id || "")}"]`);
     if (row) row.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+  });
+  put(ctx.main, el("h2", {}, "Trace ", el("code", { text: d.trace_id })), head, wf, genai, detail, others);
+  await conversation();
+  // Spans still running (live spans): follow the trace until they end, then show it whole.
+  return followTrace(ctx, traceId, d, (t) => {
+    draw(t);
+    if (!t.in_progress) conversation();
   });
 }
 
@@ -92,7 +110,7 @@ function renderSpan(node, rec) {
   const data = rec.data && typeof rec.data === "object" ? rec.data : { raw: rec.data };
   const meta = rec.metadata && typeof rec.metadata === "object" ? rec.metadata : {};
   const summary = {};
-  for (const k of ["name", "service", "component", "category", "kind", "status", "status_message", "duration_ms",
+  for (const k of ["name", "state", "elapsed_ms", "service", "component", "category", "kind", "status", "status_message", "duration_ms",
     "span_id", "parent_span_id", "session_id", "model", "agent", "input_tokens", "output_tokens", "cost_usd", "time"]) {
     if (rec[k] !== null && rec[k] !== undefined) summary[k] = rec[k];
   }
@@ -123,9 +141,12 @@ export async function tail(ctx) {
   const state = el("span", { class: "pill", "data-testid": "tail-state", text: "connecting" });
   const dropped = el("span", { "data-testid": "tail-dropped", text: "0" });
   const body = el("tbody");
+  const instance = (document.getElementById("instance") || {}).value;  // the header's filter
+  const running = inProgressPanel(ctx, instance && instance.trim());
   put(ctx.main, el("h2", { text: "Live tail" }),
     el("div", { class: "filters" }, el("label", {}, "categories", checks("category", CATEGORIES)),
       el("label", {}, "levels", checks("level", LEVELS))),
+    running.node,
     el("p", {}, state, " · dropped (slow browser): ", dropped),
     panel("Newest first (at most 500 kept)", el("div", { class: "scroll" }, el("table", { "data-testid": "tail-table" },
       el("thead", {}, el("tr", {}, ["time", "type", "category", "component", "level", "name", "duration", "trace"]
@@ -133,7 +154,6 @@ export async function tail(ctx) {
   const qs = new URLSearchParams({ backlog: "50" });
   chosen.category.forEach((c) => qs.append("category", c));
   chosen.level.forEach((l) => qs.append("level", l));
-  const instance = (document.getElementById("instance") || {}).value;  // the header's filter
   if (instance && instance.trim()) qs.append("instance", instance.trim());
   const es = new EventSource(`/api/tail?${qs}`);
   es.addEventListener("open", () => { state.textContent = "live"; });
@@ -149,7 +169,7 @@ export async function tail(ctx) {
     body.insertBefore(tr, body.firstChild);
     while (body.childNodes.length > 500) body.removeChild(body.lastChild);
   });
-  return () => es.close();
+  return () => { es.close(); running.stop(); };
 }
 
 // ---- sessions --------------------------------------------------------------------------------------

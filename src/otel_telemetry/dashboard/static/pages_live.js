@@ -1,0 +1,64 @@
+// Spans in progress (live spans, opt-in in the app): the live tail's "In progress" panel, and the
+// trace view's refresh while a trace still has running spans. The numbers are the API's
+// (`otel-telemetry watch --in-progress` prints the same); between polls a running span's elapsed
+// time is advanced by the browser's own clock.
+import { get } from "./api.js";
+import { clear, el, elapsed, panel, put, shortTime, table } from "./dom.js";
+
+// The live tail's panel: polls /api/in_progress every second until stop() is called.
+export function inProgressPanel(ctx, instance) {
+  const count = el("span", { "data-testid": "in-progress-count", text: "0" });
+  const box = el("div", { class: "scroll" });
+  const node = panel("In progress", el("p", { class: "muted" }, "Spans started and not yet ended: ", count,
+    " (apps announce spans running longer than 0.1 s when live spans are on)."), box);
+  let data = null;
+  let fetched = 0;
+  let stopped = false;
+  const draw = () => {
+    if (!data) return;
+    const since = Date.now() - fetched;
+    const rows = data.spans.map((s) => ({ ...s, shown_ms: s.state === "running" ? s.elapsed_ms + since : s.elapsed_ms }));
+    count.textContent = String(rows.length) + (data.truncated ? "+" : "");
+    put(clear(box), rows.length ? table([
+      { key: "time", label: "started", fmt: shortTime },
+      { key: "shown_ms", label: "elapsed", num: true, fmt: (v) => elapsed(v) },
+      { key: "state", label: "state", cls: (r) => `st-${r.state}` },
+      { key: "service", label: "service" },
+      { key: "component", label: "component" },
+      { key: "name", label: "name" },
+      { key: "span_id", label: "span" },
+      { key: "trace_id", label: "trace", fmt: (t) => (t ? `${t.slice(0, 12)}…` : "") },
+    ], rows, (row) => row.trace_id && ctx.navigate("traces", { trace_id: row.trace_id }), "table-in-progress")
+      : el("p", { class: "muted", text: "Nothing in progress." }));
+  };
+  const poll = async () => {
+    if (stopped) return;
+    try {
+      data = await get("in_progress", { instance: instance || undefined, limit: 200 });
+      fetched = Date.now();
+      draw();
+    } catch (err) { /* the tail's own state pill says when the server is gone */ }
+  };
+  poll();
+  const polling = setInterval(poll, 1000);
+  const ticking = setInterval(draw, 250);
+  return { node, stop: () => { stopped = true; clearInterval(polling); clearInterval(ticking); } };
+}
+
+// Re-fetch a trace every 2 s while it has spans in progress: `redraw(d)` gets each answer; returns
+// a function that stops it.
+export function followTrace(ctx, traceId, first, redraw) {
+  let timer = null;
+  let stopped = false;
+  const tick = async () => {
+    if (stopped || !ctx.alive()) return;
+    try {
+      const d = await get("trace", { trace_id: traceId });
+      if (stopped || !ctx.alive()) return;
+      redraw(d);
+      if (d.in_progress) timer = setTimeout(tick, 2000);
+    } catch (err) { timer = setTimeout(tick, 5000); }
+  };
+  if (first.in_progress) timer = setTimeout(tick, 2000);
+  return () => { stopped = true; clearTimeout(timer); };
+}

@@ -1,0 +1,64 @@
+"""Spans in progress (live spans), read side: what ``watch --in-progress``, the dashboard's live
+view and its trace view show. The collector keeps them in ``store.in_progress``'s table until their
+span is stored; each comes back as a record dict (``query --format json``'s keys) plus:
+
+- ``state``: ``running``, or ``abandoned`` once the collector gave up on it (``live_spans.abandon_after``);
+- ``elapsed_ms``: from its start to now (to when it was abandoned, for an abandoned one);
+- ``received`` / ``abandoned_at``: ISO times on the collector's clock.
+
+They are not records: ``id`` is None, and no count, export or statistic includes them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..store.in_progress import TABLE
+from .export import SELECT_COLUMNS, record
+from .filters import iso_ns
+
+STATES = ("running", "abandoned")
+MAX_SPANS = 1000
+_FILTERS = ("trace_id", "service", "instance")
+
+
+def has_table(conn: Any) -> bool:
+    """False on a store no collector with live spans has written yet (or an older one)."""
+    tables = getattr(conn, "tables", None)  # a server connection knows its tables
+    if tables is not None:
+        return TABLE in tables
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(sql, (TABLE,)).fetchone() is not None
+
+
+def spans(conn: Any, *, trace_id: str | None = None, service: str | None = None, instance: str | None = None,
+          state: str | None = None, limit: int = MAX_SPANS, now_ns: int | None = None) -> dict[str, Any]:
+    """``{"now", "spans", "truncated"}``: spans in progress, oldest start first (filters are
+    exact matches, bound as parameters)."""
+    now = time.time_ns() if now_ns is None else now_ns
+    out: dict[str, Any] = {"now": iso_ns(now), "spans": [], "truncated": False}
+    if not has_table(conn):
+        return out
+    where, params = "", []
+    for column, value in zip(_FILTERS, (trace_id, service, instance), strict=True):
+        if value is not None:
+            where += f" AND {column} = ?"  # column names from _FILTERS, never input
+            params.append(value)
+    if state == "running":
+        where += " AND abandoned IS NULL"
+    elif state == "abandoned":
+        where += " AND abandoned IS NOT NULL"
+    rows = conn.execute(f"SELECT {SELECT_COLUMNS}, received, abandoned FROM {TABLE} WHERE 1{where} "
+                        "ORDER BY timestamp, id LIMIT ?", (*params, max(1, limit) + 1)).fetchall()
+    out["truncated"] = len(rows) > limit
+    for row in rows[:limit]:
+        rec = record(row[:-2])
+        received, abandoned = row[-2], row[-1]
+        rec["id"] = None  # not a record: it has no row in records yet
+        rec["state"] = "abandoned" if abandoned is not None else "running"
+        rec["elapsed_ms"] = max(0.0, ((abandoned or now) - rec["timestamp"]) / 1e6)
+        rec["received"] = iso_ns(received)
+        rec["abandoned_at"] = iso_ns(abandoned) if abandoned is not None else None
+        out["spans"].append(rec)
+    return out
