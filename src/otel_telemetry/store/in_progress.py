@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import apsw
+
 from .retention import transaction
 from .schema import STORED_COLUMNS
 
@@ -83,10 +85,20 @@ class InProgress:
         fresh = [r for r in rows if r[_UID] not in self._open]
         if not fresh:
             return
-        conn.executemany(_INSERT, [(*r, *instance, now_ns) for r in fresh])
-        for r in fresh:
+        if isinstance(conn, apsw.Connection):  # a file: keep only what was inserted (few rows)
+            kept = []
+            for r in fresh:
+                conn.execute(_INSERT, (*r, *instance, now_ns))
+                if conn.changes():
+                    kept.append(r)
+        else:
+            # A server: part of the batch's one request, no reads. A start whose span was stored
+            # first is remembered here though not kept there, until it expires: harmless.
+            conn.executemany(_INSERT, [(*r, *instance, now_ns) for r in fresh])
+            kept = fresh
+        for r in kept:
             self._open[r[_UID]] = [now_ns, False]
-        self.counts["started"] += len(fresh)
+        self.counts["started"] += len(kept)
         over = len(self._open) - max(1, self.limits.max_spans)
         if over > 0:
             gone = [self._open.popitem(last=False)[0] for _ in range(over)]

@@ -1,0 +1,139 @@
+"""The store's spans in progress (``store.in_progress``) through the real writer on a real file,
+with a deterministic clock: bounded in number and age (each eviction counted), replaced by their
+span, never kept when their span came first, reloaded after a restart; and hostile started frames
+at a real collector are counted apart from the records' books."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import zmq
+from conftest import CollectorProc, wait_for
+
+from otel_telemetry import wire
+from otel_telemetry.collector.mapping import rows_from_batch
+from otel_telemetry.query import in_progress as live
+from otel_telemetry.store import db as store_db
+from otel_telemetry.store.in_progress import Limits
+from otel_telemetry.store.writer import StoreWriter, WriteBatch
+
+T0 = 1_800_000_000_000_000_000
+S = 1_000_000_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def span(i: int, end: int | None) -> tuple[Any, ...]:
+    return (f"op{i}", b"\x0a" * 16, i.to_bytes(8, "big"), None, T0 + i, end, 0, 0, None, {"i": i}, None, None,
+            "scope", None)
+
+
+def rows(*recs: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    return list(rows_from_batch("span", {"service.name": "svc"}, list(recs), ("ai_behavior", "c"), b""))
+
+
+def writer(path: str, clock: Clock, **limits: Any) -> StoreWriter:
+    w = StoreWriter(path, flush_interval=0.01, status_interval=0.02, clock=clock, live_spans=Limits(**limits))
+    w.start()
+    return w
+
+
+def put(w: StoreWriter, batch: WriteBatch) -> None:
+    assert w.submit(batch, timeout=5)
+    assert w.flush(10)
+
+
+def open_ids(path: str) -> list[str]:
+    conn = store_db.open_reader(path)
+    try:
+        return [s["span_id"] for s in live.spans(conn, now_ns=T0)["spans"]]
+    finally:
+        conn.close()
+
+
+def test_bounded_in_number_replaced_by_its_span_and_never_kept_after_it(tmp_path: Path) -> None:
+    path = str(tmp_path / "t.db")
+    clock = Clock()
+    w = writer(path, clock, max_spans=3)
+    try:
+        put(w, WriteBatch(rows=[], started=rows(*(span(i, None) for i in range(1, 6)))))
+        assert open_ids(path) == [f"{i:016x}" for i in (3, 4, 5)]  # the oldest two evicted
+        put(w, WriteBatch(rows=rows(span(4, T0 + 9 * S))))  # span 4 ends: its started row goes
+        assert open_ids(path) == [f"{i:016x}" for i in (3, 5)]
+        # A start that arrives after its span was stored is not kept.
+        put(w, WriteBatch(rows=rows(span(7, T0 + S))))
+        put(w, WriteBatch(rows=[], started=rows(span(7, None))))
+        assert open_ids(path) == [f"{i:016x}" for i in (3, 5)]
+        stats = w.stats()
+        assert stats["stored"] == 2  # started rows are never records
+        assert stats["live_spans"] == {"started": 5, "ended": 1, "evicted": 2, "abandoned": 0, "expired": 0,
+                                       "open": 2}
+    finally:
+        assert w.shutdown(10)
+
+
+def test_abandoned_after_the_timeout_then_expired_and_reloaded_after_restart(tmp_path: Path) -> None:
+    path = str(tmp_path / "t.db")
+    clock = Clock()
+    w = writer(path, clock, abandon_after=10, max_age=100)
+    try:
+        put(w, WriteBatch(rows=[], started=rows(span(1, None))))
+        clock.now = T0 + 5 * S
+        put(w, WriteBatch(rows=[], started=rows(span(2, None))))
+        clock.now = T0 + 11 * S  # span 1 is overdue, span 2 is not
+        wait_for(lambda: w.stats()["live_spans"]["abandoned"] == 1, what="span 1 abandoned")
+        conn = store_db.open_reader(path)
+        try:
+            states = {s["span_id"]: (s["state"], s["elapsed_ms"]) for s in live.spans(conn, now_ns=clock.now)["spans"]}
+            assert states[f"{1:016x}"][0] == "abandoned"
+            assert states[f"{2:016x}"][0] == "running"
+            assert [s["span_id"] for s in live.spans(conn, state="abandoned")["spans"]] == [f"{1:016x}"]
+        finally:
+            conn.close()
+    finally:
+        assert w.shutdown(10)
+    # A restart reads what is open back, so its span still replaces it and the sweep still sees it.
+    w = writer(path, clock, abandon_after=10, max_age=100)
+    try:
+        assert w.stats()["live_spans"]["open"] == 2
+        put(w, WriteBatch(rows=rows(span(2, T0 + 12 * S))))
+        assert open_ids(path) == [f"{1:016x}"]
+        clock.now = T0 + 101 * S  # span 1's start arrived more than max_age ago
+        wait_for(lambda: w.stats()["live_spans"]["expired"] == 1, what="span 1 expired")
+        assert open_ids(path) == []
+    finally:
+        assert w.shutdown(10)
+
+
+def test_hostile_started_frames_are_counted_apart_from_the_records(collector: CollectorProc) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.XPUB)
+    sock.setsockopt(zmq.XPUB_NODROP, 1)
+    sock.connect(collector.endpoint)
+    assert sock.poll(10000) and sock.recv() == b"\x01telemetry."
+    packer = wire.new_packer()
+    pub = b"L" * 16
+    topic = b"telemetry.ai_behavior.x"
+    good = span(1, None)
+    started = wire.KIND_SPAN_STARTED
+    sock.send_multipart([topic, wire.encode(packer, topic, started, pub, 0, {}, [good])[1], b"\xc1junk"])
+    sock.send_multipart([b"telemetry.nope.x", *wire.encode(packer, topic, started, pub, 0, {}, [good])[1:]])
+    sock.send_multipart(wire.encode(packer, topic, started, pub, 0, {}, [("too", "short")]))
+    sock.send_multipart(wire.encode(packer, topic, started, pub, 0, {"service.name": "raw"}, [good]))
+    # A started record takes no sequence number: this span, numbered 0 on its topic, is no gap.
+    sock.send_multipart(wire.encode(packer, topic, wire.KIND_SPANS, pub, 0, {"service.name": "raw"}, [span(2, T0 + S)]))
+    sock.close(linger=2000)
+    ctx.term()
+    wait_for(lambda: collector.rows("SELECT count(*) FROM records")[0][0] == 1, what="the span stored")
+    wait_for(lambda: open_ids(collector.db) == [f"{1:016x}"], what="the good started record kept")
+    assert collector.stop() == 0
+    z = collector.status()["zmq"]
+    assert z["live_spans"] == {"received": 2, "rejected": 3, "dropped": 0}
+    assert z["rejected"] == {} and z["gaps"] == {} and z["received"] == 1
