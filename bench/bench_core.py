@@ -29,6 +29,9 @@ Variants:
                  below its level, dropped on the sender thread (no fast path), counted below_level
   ours-noreplay  ours without the replay buffer (OTEL_TELEMETRY_REPLAY_BUFFER=0): what keeping
                  sent messages until the collector acknowledges them costs
+  ours-live      ours with spans in progress on (OTEL_TELEMETRY_LIVE_SPANS=true): every span start
+                 is remembered for 0.1 s, and one still running then is announced to the collector
+                 (``ours`` is the same with it off: the span start path of before, nothing of ours)
   ours-nice0     the same as ours with the collector at the app's CPU priority (`nice: 0` in its
                  config; by default the collector adds 10 to its niceness): shows how much of
                  ours' wall is the collector taking the app's core on a 2-core host
@@ -70,7 +73,7 @@ sys.path.insert(0, str(HERE))
 import workloads  # noqa: E402  (bench/workloads.py)
 
 ALL_VARIANTS = ("sdk-noop", "sdk-noop+hog", "bsp-noop", "bsp-otlp-grpc", "ours", "ours-py", "ours-app-redact",
-                "ours-nice0", "ours-sampled", "ours-levels", "ours-noreplay")
+                "ours-nice0", "ours-sampled", "ours-levels", "ours-noreplay", "ours-live")
 DEFAULT_VARIANTS = ("sdk-noop", "bsp-noop", "bsp-otlp-grpc", "ours", "ours-app-redact")
 CHILD_TIMEOUT = 180.0
 POLL = 0.01
@@ -353,7 +356,8 @@ def run_variant(variant: str, args: argparse.Namespace, profile: str | None = No
                        "ours-app-redact": {"OTEL_TELEMETRY_REDACT_IN_APP": "always"},
                        "ours-sampled": {"OTEL_TELEMETRY_SAMPLING": "0.1"},
                        "ours-levels": {"OTEL_TELEMETRY_MIN_LEVEL": "warning"},
-                       "ours-noreplay": {"OTEL_TELEMETRY_REPLAY_BUFFER": "0"}}.get(variant)
+                       "ours-noreplay": {"OTEL_TELEMETRY_REPLAY_BUFFER": "0"},
+                       "ours-live": {"OTEL_TELEMETRY_LIVE_SPANS": "true"}}.get(variant)
                 res = run_child("ours", args, tmp, ["--endpoint", f"ipc://{sock}", "--db", str(db), *extra], env)
                 res["variant"] = variant
             finally:
@@ -451,7 +455,8 @@ def report(summ: dict, results: dict, args: argparse.Namespace, mach: dict) -> t
         lines.append(f"ours app wall / sdk-noop = {r:.2f}  "
                      f"(target <= {target}: {'MET' if r <= target else 'MISSED'}); "
                      f"per repeat: {', '.join(f'{x:.2f}' for x in paired)}")
-    for other in ("ours-py", "ours-app-redact", "ours-nice0", "ours-sampled", "ours-levels", "ours-noreplay"):
+    for other in ("ours-py", "ours-app-redact", "ours-nice0", "ours-sampled", "ours-levels", "ours-noreplay",
+                  "ours-live"):
         if other in summ and "sdk-noop" in summ:
             r = summ[other]["app_wall_us"] / summ["sdk-noop"]["app_wall_us"]
             paired = [o["app_wall_us"] / b["app_wall_us"]

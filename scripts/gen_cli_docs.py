@@ -81,7 +81,11 @@ done < dump.otlp.jsonl
 
 `watch` polls the database read-only (every `--interval` seconds) for rows with an id above the
 last one it saw; it never subscribes to the collector's ZeroMQ socket, so it cannot back-pressure
-applications.
+applications. `watch --in-progress` reads the spans still running instead (apps with live spans
+on): `--format table` prints them with their elapsed time whenever the set or a state changes (on a
+terminal, redrawn every interval), `jsonl` one event per change (`started`, `abandoned`, `ended`
+with the stored span's `duration_ms` and `status`, or `gone` when the collector evicted it), and
+`json` the current set once, as the dashboard's `/api/in_progress` gives it.
 
 # Commands
 """

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -54,7 +55,9 @@ class LiveSpans:
         processor's ``on_start`` as it is."""
         q = self._q
         if len(q) < self._max:
-            q.append((self._clock(), span))
+            # A weak reference: a span that ends dies at once, as without live spans (held spans
+            # would be promoted through the GC's generations, the costliest part of a span).
+            q.append((self._clock(), weakref.ref(span)))
         else:
             self.untracked += 1
 
@@ -68,8 +71,8 @@ class LiveSpans:
         limit = self._clock() - self.after
         out = []
         while q and q[0][0] <= limit:
-            _, span = q.popleft()
-            if span.end_time is not None:
+            span = q.popleft()[1]()
+            if span is None or span.end_time is not None:
                 self.ended_first += 1
                 continue
             snap = started(span)
