@@ -463,6 +463,13 @@ def report(summ: dict, results: dict, args: argparse.Namespace, mach: dict) -> t
                       for o, b in zip(results[other], results["sdk-noop"], strict=False)]
             ratios[f"app_wall_{other.replace('-', '_')}_over_sdk_noop"] = r
             lines.append(f"{other} app wall / sdk-noop = {r:.2f}; per repeat: {', '.join(f'{x:.2f}' for x in paired)}")
+    if "ours-live" in summ and "ours" in summ:
+        r = summ["ours-live"]["app_thread_cpu_us"] / summ["ours"]["app_thread_cpu_us"]
+        paired = [o["app_thread_cpu_us"] / b["app_thread_cpu_us"]
+                  for o, b in zip(results["ours-live"], results["ours"], strict=False)]
+        ratios["app_thread_cpu_ours_live_over_ours"] = r
+        lines.append(f"live spans on / off (ours-live / ours), app thread CPU = {r:.2f}; "
+                     f"per repeat: {', '.join(f'{x:.2f}' for x in paired)}")
     if "ours" in results and not all(r.get("c_fast_path") for r in results["ours"]):
         lines.append("NOTE: ours ran without the C fast path (_fastspan not built?)")
     if "bsp-noop" in summ and "sdk-noop" in summ:
