@@ -64,6 +64,7 @@ def test_metrics_endpoint_scraped_and_parsed(tmp_path: Path) -> None:
         assert m[("otel_telemetry_store_state", (("state", "disk_full"),))] == 0
         assert m[("otel_telemetry_queue_depth", (("queue", "store"),))] >= 0
         assert m[("otel_telemetry_up", ())] == 1
+        assert m[("otel_telemetry_spans_in_progress", ())] == 0
         # The default AI alert rules are on: each has a state, exactly one of ok/pending/firing.
         rules = {dict(k[1])["rule"] for k in m if k[0] == "otel_telemetry_alert_state"}
         assert rules

@@ -119,6 +119,13 @@ def render(s: dict[str, Any]) -> str:
     out += _family("otel_telemetry_sync_pending_rows", "gauge",
                    "Committed rows not yet on the central server (the sync lag).",
                    [({}, float(sync.get("pending") or 0))] if sync else [])
+    live = s.get("live_spans") or {}
+    out += _family("otel_telemetry_spans_in_progress", "gauge",
+                   "Spans started and not yet ended (apps with live spans on), kept by the store.",
+                   [({}, float(live.get("open") or 0))])
+    out += _family("otel_telemetry_spans_in_progress_removed_total", "counter",
+                   "Spans in progress the store gave up on, by why (evicted: over max_spans; expired: max_age).",
+                   [({"reason": r}, float(live.get(r) or 0)) for r in ("evicted", "expired")])
     states = alerts.get("states") or {}
     out += _family("otel_telemetry_alert_state", "gauge", "1 for each alert rule's current state.",
                    [({"rule": rule, "state": st}, float(st == cur))
