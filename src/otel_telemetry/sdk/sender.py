@@ -17,34 +17,23 @@ from typing import Any
 
 import zmq
 import zmq.auth
-from zmq.utils import z85
 
 from .. import wire
 from .batches import ReadyBatches, pop_up_to
+from .curve import apply_curve
 from .live import LiveSpans
 from .replay import ReplayBuffer
+from .sender_prepare import ENCODE_ERROR, Converter, Dropped, Prepared, Preparer  # noqa: F401  # also this module's API
 
 log = logging.getLogger("otel_telemetry.sdk.transport")
 
 # Drop reasons (counter names).
-QUEUE_FULL, NO_COLLECTOR, SHUTDOWN, ENCODE_ERROR = "queue_full", "no_collector", "shutdown", "encode_error"
+QUEUE_FULL, NO_COLLECTOR, SHUTDOWN = "queue_full", "no_collector", "shutdown"
 MAX_DELAY = 0.05  # seconds a partial batch may wait in the queue before it is sent
 IDLE_WAIT = 0.05  # the sender's longest sleep; force_flush and shutdown wake it at once
 
-# (category, topic bytes, kind, resource attrs, record tuple)
-Prepared = tuple[str, bytes, int, dict[str, Any], tuple[Any, ...]]
-Converter = Callable[[Any], Prepared]
 
-
-class Dropped(Exception):
-    """Raised by a converter: count this item as dropped under (``category``, ``reason``)."""
-
-    def __init__(self, category: str, reason: str) -> None:
-        super().__init__(reason)
-        self.category, self.reason = category, reason
-
-
-class Sender:
+class Sender(Preparer):
     """The sender thread's half of ``Transport``."""
 
     endpoint: str
@@ -139,25 +128,7 @@ class Sender:
                 self._cond.notify_all()
 
     def _apply_curve(self, sock: zmq.Socket) -> bool:
-        """Set the CURVE client options when configured; False (logged once) if the keys are unusable."""
-        server, client = self._curve_server_key, self._curve_client_key_file
-        if not server and not client:
-            return True
-        try:
-            if not server or not client:
-                raise ValueError("both curve_server_key and curve_client_key_file are needed")
-            server_key = _server_public_key(server)
-            public, secret = zmq.auth.load_certificate(client)
-            if not secret:
-                raise ValueError(f"{client} holds no secret-key (pass the .key_secret file)")
-            sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
-            sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
-            sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
-        except (OSError, ValueError, zmq.ZMQError) as exc:
-            log.error("otel-telemetry: CURVE keys unusable (%s); not connecting to %s, records are dropped "
-                      "and counted as no_collector", exc, self.endpoint)
-            return False
-        return True
+        return apply_curve(sock, self._curve_server_key, self._curve_client_key_file, self.endpoint)
 
     def _loop(self, sock: zmq.Socket) -> None:
         subs = self._subs  # read by app threads under _sock_lock (Transport._send_ready)
@@ -348,67 +319,6 @@ class Sender:
                     for topic, next_seq in ack[1].items():
                         self._replay.ack(topic, next_seq)
 
-    def _prepare(self, q: deque[Any], packer: Any) -> list[tuple[str, bytes, list[bytes], int]]:
-        groups: dict[tuple[bytes, int, int], tuple[str, dict[str, Any], list[Any]]] = {}
-        bad: dict[str, int] = {}
-        refused: dict[tuple[str, str], int] = {}
-        convert = self._convert
-        self._in_hand = 1  # force_flush must not see an empty queue while we hold items
-        items = pop_up_to(q, self._batch)
-        if self._learn is not None:
-            try:
-                self._learn(items)
-            except Exception:  # only a missed speed-up: the items still go the long way
-                log.debug("learning span shapes failed", exc_info=True)
-        for item in items:
-            try:
-                cat, topic, kind, resource, rec = convert(item)
-            except Dropped as exc:
-                refused[(exc.category, exc.reason)] = refused.get((exc.category, exc.reason), 0) + 1
-                continue
-            except Exception:
-                log.debug("could not convert %r", type(item), exc_info=True)
-                bad["unknown"] = bad.get("unknown", 0) + 1
-                continue
-            key = (topic, kind, id(resource))
-            g = groups.get(key)
-            if g is None:
-                groups[key] = (cat, resource, [rec])
-            else:
-                g[2].append(rec)
-        out = []
-        pending_count: dict[str, int] = {}
-        for (topic, kind, _), (cat, resource, recs) in groups.items():
-            try:
-                frames = wire.encode(packer, topic, kind, self._publisher, 0, resource, recs)
-            except Exception:
-                # One record that cannot be encoded (an attribute whose str() raises) must not cost
-                # the batch: find it, count it, send the rest.
-                packer.reset()
-                good = _encodable(packer, recs)
-                bad[cat] = bad.get(cat, 0) + len(recs) - len(good)
-                try:
-                    frames = wire.encode(packer, topic, kind, self._publisher, 0, resource, good) if good else None
-                except Exception:  # the resource itself
-                    log.debug("could not encode a batch for %s", topic, exc_info=True)
-                    packer.reset()
-                    frames = None
-                if frames is None:
-                    bad[cat] += len(good)
-                    continue
-                recs = good
-            out.append((cat, topic, frames, len(recs)))
-            pending_count[cat] = pending_count.get(cat, 0) + len(recs)
-        with self._lock:
-            for cat, c in bad.items():
-                self._dropped[(cat, ENCODE_ERROR)] = self._dropped.get((cat, ENCODE_ERROR), 0) + c
-            for key, c in refused.items():
-                self._dropped[key] = self._dropped.get(key, 0) + c
-            for cat, c in pending_count.items():
-                self._pending_count[cat] = self._pending_count.get(cat, 0) + c
-            self._in_hand = 0
-        return out
-
     def _send_pending(self, sock: zmq.Socket, pending: list[tuple[str, bytes, list[bytes], int]]) -> bool:
         """Send what the pipe takes; True if everything went (or was counted)."""
         while pending:
@@ -468,32 +378,3 @@ class Sender:
         while time.monotonic() < end:
             if sock.poll(1, zmq.POLLOUT):
                 break
-
-
-def _server_public_key(value: str) -> bytes:
-    """The collector's public key from a key file (``.key`` or ``.key_secret``) or 40 Z85 characters."""
-    if os.path.isfile(value):
-        public, _ = zmq.auth.load_certificate(value)
-        key = public
-    else:
-        key = value.strip().encode("ascii", "replace")
-    if len(key) != 40:
-        raise ValueError(f"curve_server_key {value!r}: neither a key file nor a 40-character Z85 key")
-    try:
-        z85.decode(key)
-    except Exception:
-        raise ValueError(f"curve_server_key {value!r}: not valid Z85") from None
-    return key
-
-
-def _encodable(packer: Any, recs: list[Any]) -> list[Any]:
-    """The records of ``recs`` that msgpack can encode (sender thread, failure path only)."""
-    good = []
-    for rec in recs:
-        try:
-            packer.pack(rec)
-        except Exception:
-            packer.reset()
-            continue
-        good.append(rec)
-    return good
