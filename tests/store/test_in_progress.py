@@ -137,3 +137,30 @@ def test_hostile_started_frames_are_counted_apart_from_the_records(collector: Co
     z = collector.status()["zmq"]
     assert z["live_spans"] == {"received": 2, "rejected": 3, "dropped": 0}
     assert z["rejected"] == {} and z["gaps"] == {} and z["received"] == 1
+
+
+def test_on_a_server_direct_mode(tmp_path: Path) -> None:
+    """Direct to a libSQL server (a real sqld): the same table, kept in the batch's one request,
+    and the read side answers from the server as from a file."""
+    from sqld import Sqld
+
+    from otel_telemetry.store import libsql_conn
+
+    server = Sqld(tmp_path).start()
+    try:
+        clock = Clock()
+        w = writer(server.url, clock, max_spans=2)
+        try:
+            put(w, WriteBatch(rows=[], started=rows(*(span(i, None) for i in range(1, 4)))))
+            put(w, WriteBatch(rows=rows(span(3, T0 + S))))
+        finally:
+            assert w.shutdown(10)
+        conn = libsql_conn.Connection(server.url)
+        try:
+            assert [s["span_id"] for s in live.spans(conn, now_ns=T0)["spans"]] == [f"{2:016x}"]
+            assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 1
+        finally:
+            conn.close()
+        assert w.stats()["live_spans"]["evicted"] == 1 and w.stats()["live_spans"]["ended"] == 1
+    finally:
+        server.stop()
