@@ -11,7 +11,7 @@ Privacy: argument values are never recorded unless ``capture_args=True``; result
 
 Call-time keywords of the original designs are taken by the wrapper and never reach the wrapped
 function: ``_trace_id=`` (M1's trace id propagation, ``child_function(_trace_id=trace_id)``) puts
-the call's span into that trace (see :func:`trace_context`).
+the call's span into that trace (see ``trace_ref.trace_context``).
 
 Every wrapper runs on the caller's thread (or task). Our own work never raises into the app and
 never blocks: only the wrapped function's own exception is re-raised, unchanged.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib
 import inspect
 import logging
@@ -33,6 +32,7 @@ from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from .trace_ref import TRACE_REF_ATTR, trace_context  # noqa: F401  # trace_context: this module's API too
 from .usage import get_field as _get
 from .usage import usage_attributes
 
@@ -46,8 +46,6 @@ OPERATIONS = {"model_call": "chat", "tool_call": "execute_tool", "agent_call": "
 # Keywords a caller may pass to any traced function (the design documents' spellings); the
 # wrapper pops them, so the wrapped function never sees them.
 TRACE_ID_KWARG = "_trace_id"
-TRACE_REF_ATTR = "telemetry.trace_ref"  # the caller's own trace id when it was not an OTel one
-_HEX = frozenset("0123456789abcdef")
 
 
 # --- the decorator ---------------------------------------------------------------------------
@@ -56,39 +54,6 @@ def _tracer() -> trace_api.Tracer:
     # The module, not the package attribute (``otel_telemetry.configure`` is the function there).
     cfg = importlib.import_module(".configure", __package__)
     return cfg.api_tracer_provider().get_tracer(SCOPE)
-
-
-def trace_context(trace_ref: Any) -> tuple[context_api.Context | None, str | None]:
-    """The parent context for a call given ``_trace_id=trace_ref``, and the attribute to note.
-
-    A W3C trace id (32 hex digits, not all zero) is used as is. Any other value (M1 passes
-    ``f"trace_{int(time.time())}"``) is hashed to a trace id, so every call given the same
-    reference lands in the same trace, and the reference itself is kept in
-    ``telemetry.trace_ref``. The parent is a remote span context of that trace whose span id is
-    derived from the reference too (the caller had no span of its own). A reference that names
-    the trace already current changes nothing. Never raises; ``(None, None)`` for ``None``.
-    """
-    if trace_ref is None:
-        return None, None
-    try:
-        ref = str(trace_ref)
-        low = ref.lower()
-        if len(low) == 32 and _HEX.issuperset(low) and low.strip("0"):
-            trace_id, note = int(low, 16), None
-        else:
-            digest = hashlib.blake2b(ref.encode("utf-8", "replace"), digest_size=24).digest()
-            trace_id, note = int.from_bytes(digest[:16], "big") or 1, ref[:ARG_REPR_LIMIT]
-        current = trace_api.get_current_span().get_span_context()
-        if current.is_valid and current.trace_id == trace_id:
-            return None, note
-        span_id = int.from_bytes(hashlib.blake2b(ref.encode("utf-8", "replace"), digest_size=8,
-                                                 person=b"otel-tele-span").digest(), "big") or 1
-        parent = trace_api.SpanContext(trace_id, span_id, is_remote=True,
-                                       trace_flags=trace_api.TraceFlags(trace_api.TraceFlags.SAMPLED))
-        return trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent)), note
-    except Exception:
-        log.debug("traced: unusable _trace_id", exc_info=True)
-        return None, None
 
 
 def _error_type(exc: BaseException) -> str:
