@@ -164,3 +164,23 @@ def test_on_a_server_direct_mode(tmp_path: Path) -> None:
         assert w.stats()["live_spans"]["evicted"] == 1 and w.stats()["live_spans"]["ended"] == 1
     finally:
         server.stop()
+
+
+def test_emergency_purge_takes_the_spans_in_progress_of_its_scope(tmp_path: Path) -> None:
+    from otel_telemetry.store.purge import PurgeSpec, purge
+
+    path = str(tmp_path / "t.db")
+    w = writer(path, Clock())
+    try:
+        other = list(rows_from_batch("span", {"service.name": "svc"}, [span(9, None)], ("user_interaction", "c"), b""))
+        put(w, WriteBatch(rows=[], started=rows(span(1, None)) + other))
+    finally:
+        assert w.shutdown(10)
+    conn = store_db.open_admin(path)
+    try:
+        purge(conn, PurgeSpec(categories=("ai_behavior",)))
+        assert [s["span_id"] for s in live.spans(conn)["spans"]] == [f"{9:016x}"]
+        purge(conn, PurgeSpec(everything=True))
+        assert live.spans(conn)["spans"] == []
+    finally:
+        conn.close()

@@ -8,7 +8,8 @@ How the bytes go away:
 * rows go in batches (``batch_rows``, one short ``BEGIN IMMEDIATE`` transaction each), so a running
   collector's writer interleaves its own transactions instead of stalling (same rule as retention);
 * the rollup rows and call edges of the purged records are deleted too (a bucket only partly
-  purged is rebuilt from the records that remain in it), and so are children waiting for a parent;
+  purged is rebuilt from the records that remain in it), and so are children waiting for a parent
+  and the spans in progress (live spans) of the same scope;
 * ``PRAGMA incremental_vacuum`` returns the freed (zeroed) pages to the file system, then
   ``wal_checkpoint(TRUNCATE)`` copies the zeroed pages into the database file and cuts the WAL to
   zero bytes, so the old page images with the purged data in them are gone from the WAL too.
@@ -32,7 +33,7 @@ from typing import Any
 import apsw
 
 from ..categories import CATEGORIES, CATEGORY_SET
-from . import edges, rollups
+from . import edges, in_progress, rollups
 from .retention import transaction, vacuum_step
 
 
@@ -157,6 +158,15 @@ def _purge_edges(conn: apsw.Connection, spec: PurgeSpec) -> int:
     return deleted
 
 
+def _purge_in_progress(conn: apsw.Connection, where: str, params: list[Any]) -> None:
+    """Spans in progress of the purged scope (their table has the records' columns): their names
+    and attributes go too. A running collector forgets them when their span arrives or they expire."""
+    table = in_progress.TABLE
+    with transaction(conn):
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone():
+            conn.execute(f"DELETE FROM {table} WHERE {where}", params)
+
+
 def truncate_wal(conn: apsw.Connection, timeout_s: float) -> bool:
     """``wal_checkpoint(TRUNCATE)`` until it completes or ``timeout_s`` passes; True if it did."""
     deadline = time.monotonic() + timeout_s
@@ -196,6 +206,7 @@ def purge(conn: apsw.Connection, spec: PurgeSpec, *, batch_rows: int = 5000, vac
             deleted[str(category)] = deleted.get(str(category), 0) + 1
     rollup_rows = _purge_rollups(conn, spec)
     edge_rows = _purge_edges(conn, spec)
+    _purge_in_progress(conn, where, params)
     freed = 0
     while n := vacuum_step(conn, vacuum_pages):
         freed += n
