@@ -89,8 +89,11 @@ def test_running_span_shows_then_its_span_replaces_it(tmp_path: Path) -> None:
             app.kill()
     assert out["shutdown_ok"], out
     c = out["counters"]
-    # Only the two long spans were announced; the short ones ended first and never left the app.
-    assert c["live_spans"]["announced"] == 2 and c["live_spans"]["ended_first"] == QUICK + 1
+    # The two long spans were announced; the short ones ended first and never left the app (on a
+    # loaded machine one may be preempted for 0.1 s mid-span: then it is announced and replaced too).
+    live = c["live_spans"]
+    assert live["announced"] >= 2 and live["dropped"] == live["untracked"] == live["waiting"] == 0
+    assert live["announced"] + live["ended_first"] == QUICK + 3
     wait_for(lambda: in_progress(coll.db) == [], what="the started rows replaced by their spans")
     stored = coll.rows("SELECT span_id, duration_ms FROM records WHERE trace_id = ?", (ids["trace_id"],))
     assert {s for s, _ in stored} >= {ids["agent_span_id"], ids["tool_span_id"]}
@@ -100,8 +103,8 @@ def test_running_span_shows_then_its_span_replaces_it(tmp_path: Path) -> None:
     total = coll.rows("SELECT count(*) FROM records")[0][0]
     assert c["emitted"] == out["spans"] == QUICK + 3 == total + sum(c["dropped"].values())
     status = coll.status()
-    assert status["live_spans"]["started"] == 2 and status["live_spans"]["ended"] == 2
-    assert status["zmq"]["live_spans"] == {"received": 2, "rejected": 0, "dropped": 0}
+    assert status["live_spans"]["started"] == status["live_spans"]["ended"] == live["announced"]
+    assert status["zmq"]["live_spans"] == {"received": live["announced"], "rejected": 0, "dropped": 0}
     assert status["zmq"]["gaps"] == {} and status["zmq"]["rejected"] == {}
 
 
@@ -133,7 +136,7 @@ def test_killed_app_span_turns_abandoned(tmp_path: Path) -> None:
         if app.poll() is None:
             app.kill()
         assert coll.stop() == 0
-    assert coll.status()["live_spans"]["abandoned"] == 2
+    assert coll.status()["live_spans"]["abandoned"] >= 2
 
 
 @pytest.mark.parametrize("how", ["off", "env"])
@@ -157,7 +160,7 @@ def test_live_spans_off_sends_nothing_and_env_turns_it_on(tmp_path: Path, how: s
         assert coll.status()["live_spans"]["started"] == 0
         assert in_progress(coll.db) == []
     else:
-        assert out["counters"]["live_spans"]["announced"] == 2
+        assert out["counters"]["live_spans"]["announced"] >= 2
     assert coll.rows("SELECT count(*) FROM records")[0][0] == out["counters"]["emitted"] == QUICK + 3
 
 
