@@ -177,3 +177,29 @@ def test_off_keeps_the_span_start_path_of_before() -> None:
         assert proc._live is None
     finally:
         tel.shutdown(5)
+
+
+def test_a_failing_preview_never_stops_the_records(tmp_path: Path) -> None:
+    """Whatever goes wrong with announcing spans in progress costs the preview only: the sender
+    thread goes on and every span is stored."""
+    coll = CollectorProc(tmp_path).start()
+    tel = otel_telemetry.configure("broken-preview", endpoint=coll.endpoint, set_global=False, metrics=False,
+                                   logs=False, join_timeout=10, live_spans=True)
+    live = tel.transport.live_spans
+    assert live is not None
+
+    def broken() -> list[Any]:
+        raise RuntimeError("a bug in the preview")
+
+    live.due = broken  # type: ignore[method-assign]
+    tracer = tel.tracer_provider.get_tracer("t")
+    with tracer.start_as_current_span("slow"):
+        wait_for(lambda: live.dropped > 0, what="the preview to fail")
+        for i in range(50):
+            with tracer.start_as_current_span("quick", attributes={"i": i}):
+                pass
+    assert tel.shutdown(30)
+    c = tel.transport.counters()
+    assert c["emitted"] == c["sent"] == 51 and c["dropped"] == {}
+    wait_for(lambda: coll.rows("SELECT count(*) FROM records")[0][0] == 51, what="every span stored")
+    assert coll.stop() == 0

@@ -70,8 +70,13 @@ class LiveSpans:
         q = self._q
         limit = self._clock() - self.after
         out = []
-        while q and q[0][0] <= limit:
-            span = q.popleft()[1]()
+        while True:
+            try:  # app threads only append; clear() (fork, tests) may empty it under us
+                if q[0][0] > limit:
+                    break
+                span = q.popleft()[1]()
+            except IndexError:
+                break
             if span is None or span.end_time is not None:
                 self.ended_first += 1
                 continue

@@ -149,8 +149,12 @@ class Sender(Preparer):
             self._read_subscriptions(sock, subs)
             self.connected = bool(subs)
             if live is not None and live.waiting():  # spans in progress (sdk.live), opt-in
-                live.announce(sock, packer, self._convert, self._listened, self._publisher,
-                              self._flags, bool(subs) and not self._stopping)
+                try:
+                    live.announce(sock, packer, self._convert, self._listened, self._publisher,
+                                  self._flags, bool(subs) and not self._stopping)
+                except Exception:  # a preview must never stop the sender of the records
+                    log.debug("announcing spans in progress failed", exc_info=True)
+                    live.dropped += 1
             now = time.monotonic()
             stopping = self._stopping
             if stopping and now >= self._deadline:
