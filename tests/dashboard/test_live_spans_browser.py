@@ -98,6 +98,10 @@ def test_running_span_visible_before_it_ends_then_replaced(browser: Any, running
         assert "running" in tool.locator("text.label").text_content()
         assert p.locator('[data-testid="trace-in-progress"]').inner_text().strip() == "2 in progress"
         assert p.locator('g[data-state]').count() == 2 and p.locator("g.row").count() == 3
+        steps = p.locator('[data-testid="table-steps"] tbody tr').evaluate_all(
+            "rows => rows.map(r => [...r.children].map(td => td.textContent))")
+        assert [(s[1], s[-1]) for s in steps] == [("agent", "running"), ("llm", "unset"), ("tool", "running")]
+        assert steps[2][5].startswith("running")  # the latency column: running N s
         tool.click()
         assert "running" in p.locator('[data-testid="span-summary"]').inner_text()
         pg.shot("in-progress-trace")
@@ -107,6 +111,7 @@ def test_running_span_visible_before_it_ends_then_replaced(browser: Any, running
         p.wait_for_selector('[data-testid="trace-in-progress"]', state="detached")
         assert " ms" in p.locator(f'g[data-span-id="{ids["tool_span_id"]}"] text.label').text_content()
         assert p.locator("g.row").count() == 3 and p.locator('g[data-state]').count() == 0
+        wait_for(lambda: p.locator('[data-testid="table-steps"] td.st-running').count() == 0, what="steps done")
         out, err = site.app.communicate(timeout=60)
         assert site.app.returncode == 0, err.decode()
         p = pg.open("tail", "tail")

@@ -82,6 +82,11 @@ def test_running_span_shows_then_its_span_replaces_it(tmp_path: Path) -> None:
         # The live tail's text form and its events.
         table = cli("watch", "--in-progress", "--db", coll.db, "--timeout", "0")
         assert "execute_tool search" in table and "running" in table
+        # The agent's steps: the finished LLM call and the two steps still running.
+        conv = orjson.loads(cli("conversation", ids["trace_id"], "--db", coll.db, "--format", "json"))
+        assert [(s["kind"], s["state"]) for s in conv["steps"]] == [("agent", "running"), ("llm", None),
+                                                                    ("tool", "running")]
+        assert conv["totals"]["in_progress"] == 2 and conv["steps"][2]["elapsed_ms"] > 0
         (tmp_path / "release").touch()
         out = finish(app)
     finally:
@@ -95,6 +100,8 @@ def test_running_span_shows_then_its_span_replaces_it(tmp_path: Path) -> None:
     assert live["announced"] >= 2 and live["dropped"] == live["untracked"] == live["waiting"] == 0
     assert live["announced"] + live["ended_first"] == QUICK + 3
     wait_for(lambda: in_progress(coll.db) == [], what="the started rows replaced by their spans")
+    conv = orjson.loads(cli("conversation", ids["trace_id"], "--db", coll.db, "--format", "json"))
+    assert [(s["kind"], s["state"]) for s in conv["steps"]] == [("agent", None), ("llm", None), ("tool", None)]
     stored = coll.rows("SELECT span_id, duration_ms FROM records WHERE trace_id = ?", (ids["trace_id"],))
     assert {s for s, _ in stored} >= {ids["agent_span_id"], ids["tool_span_id"]}
     assert all(d is not None and d > 0 for _, d in stored)

@@ -151,7 +151,7 @@ def test_current_conventions_agent_trace(conn: apsw.Connection) -> None:
     assert [s["duration_ms"] for s in c["steps"]] == [900, 300, 50, 400]
     assert [s["offset_ms"] for s in c["steps"]] == [0, 10, 320, 380]
     assert c["totals"] == {"steps": 4, "llm_calls": 2, "tool_calls": 1, "input_tokens": 320, "output_tokens": 32,
-                           "cost_usd": pytest.approx(0.0012), "errors": 0}
+                           "cost_usd": pytest.approx(0.0012), "errors": 0, "in_progress": 0}
     first, second = c["turns"]
     assert first["source"] == "gen_ai attributes" and first["content"] == "recorded"
     assert texts(first["messages"]) == [

@@ -10,6 +10,7 @@ import orjson
 
 from ..query import conversation as qv
 from ..query import filters as query
+from ..query import in_progress as live
 from .output import TRACE_ID, _emit_csv, _emit_json, _emit_table, _open, common_options
 
 MAX_RECORDS = 5000
@@ -52,11 +53,13 @@ def conversation_cmd(trace_id: str, db: str | None, fmt: str) -> None:
     """
     with _open(db) as conn:
         records = query.query_records(conn, query.Filters(trace_id=trace_id, limit=MAX_RECORDS, order="asc"))
+        records += live.of_trace(conn, trace_id, records)  # steps still running (live spans)
     r = {"trace_id": trace_id, **qv.trace_conversation(records)}
     if fmt == "json":
         _emit_json(r)
         return
-    rows = [[s[c] for c in STEP_COLUMNS] for s in r["steps"]]
+    # A step still running (live spans) shows its state where a finished one shows its status.
+    rows = [[(s["state"] or s[c]) if c == "status" else s[c] for c in STEP_COLUMNS] for s in r["steps"]]
     if fmt == "csv":
         _emit_csv(STEP_COLUMNS, rows)
         return

@@ -16,6 +16,7 @@ from ..query import attr_search
 from ..query import compare as qc
 from ..query import conversation as qv
 from ..query import filters as query
+from ..query import in_progress as live
 from ..query.filters import QueryError
 from .params import WINDOW, ApiError, Params
 
@@ -64,7 +65,8 @@ def conversation(conn: apsw.Connection, p: Params, ctx: Any) -> dict[str, Any]:
     except QueryError as exc:
         raise ApiError(str(exc)) from None
     records = query.query_records(conn, flt)
-    out = qv.trace_conversation(records[:MAX_TRACE_RECORDS])
+    # Steps still running (live spans) are steps too: "the agent has been thinking for 40 s".
+    out = qv.trace_conversation(records[:MAX_TRACE_RECORDS] + live.of_trace(conn, flt.trace_id, records))
     return {"trace_id": flt.trace_id, **out, "truncated": len(records) > MAX_TRACE_RECORDS}
 
 

@@ -156,7 +156,7 @@ def trace(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     ids = {s["span_id"] for s in spans}
     # Spans still running (live spans): drawn up to now, with their state; ids below 0 (not records).
     now = time.time_ns()
-    running = [s for s in live.spans(conn, trace_id=flt.trace_id, now_ns=now)["spans"] if s["span_id"] not in ids]
+    running = live.of_trace(conn, flt.trace_id, spans, now)
     for i, s in enumerate(running):
         s["id"] = -(i + 1)
         spans.append(s)

@@ -350,6 +350,8 @@ def trace_conversation(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                                       *(("input.value",) if kind == "tool" else ()))),
             "result": _json(_first(attrs, "gen_ai.tool.call.result", *(("output.value",) if kind == "tool" else ()))),
             "finish_reasons": t["finish_reasons"], "summary": _summary(kind, s, attrs, t["messages"], tool),
+            # A step still running (live spans): "running" or "abandoned", and for how long so far.
+            "state": s.get("state"), "elapsed_ms": s.get("elapsed_ms"),
         })
     costed = [st for st in steps if st["kind"] in _COSTED]
     costs = [st["cost_usd"] for st in costed if st["cost_usd"] is not None]
@@ -362,5 +364,6 @@ def trace_conversation(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "output_tokens": sum(st["output_tokens"] or 0 for st in costed),
             "cost_usd": sum(costs) if costs else None,
             "errors": sum(st["status"] == "error" for st in steps),
+            "in_progress": sum(st["state"] is not None for st in steps),
         },
     }

@@ -62,3 +62,11 @@ def spans(conn: Any, *, trace_id: str | None = None, service: str | None = None,
         rec["abandoned_at"] = iso_ns(abandoned) if abandoned is not None else None
         out["spans"].append(rec)
     return out
+
+
+def of_trace(conn: Any, trace_id: str, records: list[dict[str, Any]],
+             now_ns: int | None = None) -> list[dict[str, Any]]:
+    """The spans of ``trace_id`` still in progress that ``records`` (the trace's stored records)
+    does not hold yet: a trace view shows both."""
+    stored = {r.get("span_id") for r in records if r.get("type") == "span"}
+    return [s for s in spans(conn, trace_id=trace_id, now_ns=now_ns)["spans"] if s["span_id"] not in stored]

@@ -1,7 +1,7 @@
 // The trace view's GenAI part: agent steps and each LLM call as a conversation, from
 // /api/conversation (parsed in query/conversation.py; this module only renders).
 import { get } from "./api.js";
-import { el, ms, num, panel, put, table, usd } from "./dom.js";
+import { el, ms, num, panel, put, stateLabel, table, usd } from "./dom.js";
 
 function partNode(part) {
   if (part.type === "tool_call") {
@@ -45,7 +45,8 @@ export async function conversationPanels(node, traceId, onStep) {
   const d = await get("conversation", { trace_id: traceId });
   if (!d.steps.length) return;
   const t = d.totals;
-  put(node, panel(`Agent steps (${t.steps}: ${t.llm_calls} LLM calls, ${t.tool_calls} tool calls · `
+  put(node, panel(`Agent steps (${t.steps}: ${t.llm_calls} LLM calls, ${t.tool_calls} tool calls`
+    + `${t.in_progress ? `, ${t.in_progress} in progress` : ""} · `
     + `${num(t.input_tokens)} in / ${num(t.output_tokens)} out tokens · ${t.cost_usd === null ? "cost unknown" : usd(t.cost_usd)})`,
   table([
     { key: "index", label: "#", num: true },
@@ -53,11 +54,11 @@ export async function conversationPanels(node, traceId, onStep) {
     { key: "summary", label: "what it did", fmt: (v, r) => `${"· ".repeat(r.depth)}${v}` },
     { key: "name", label: "span" },
     { key: "offset_ms", label: "at", num: true, fmt: ms },
-    { key: "duration_ms", label: "latency", num: true, fmt: ms },
+    { key: "duration_ms", label: "latency", num: true, fmt: (v, r) => (r.state ? stateLabel(r) : ms(v)) },
     { key: "input_tokens", label: "in", num: true, fmt: (v) => (v === null ? "" : num(v)) },
     { key: "output_tokens", label: "out", num: true, fmt: (v) => (v === null ? "" : num(v)) },
     { key: "cost_usd", label: "cost", num: true, fmt: (v) => (v === null ? "" : usd(v)) },
-    { key: "status", label: "status", cls: (r) => `st-${r.status}` },
+    { key: "status", label: "status", fmt: (v, r) => r.state || v, cls: (r) => `st-${r.state || r.status}` },
   ], d.steps, onStep, "table-steps")),
   d.turns.map(turnPanel));
 }
