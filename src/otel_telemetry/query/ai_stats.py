@@ -66,6 +66,11 @@ def has_rollups(conn: apsw.Connection) -> bool:
     return set(ru.TABLES) <= names
 
 
+def rollups_by_instance(conn: apsw.Connection) -> bool:
+    """True when the rollups carry the ``instance`` key (files and servers upgraded since issue 14)."""
+    return any(r[1] == "instance" for r in conn.execute("PRAGMA table_info(rollup_hourly)"))
+
+
 def _filter_sql(flt: dict[str, str]) -> tuple[str, list[Any]]:
     clauses, params = [], []
     for col in ("agent", "model", "category", "instance"):  # identifiers from this allow-list only
@@ -299,8 +304,8 @@ def report(conn: apsw.Connection, since_ns: int, until_ns: int | None = None, *,
     """The agent/dev metrics report over ``[since_ns, until_ns)`` (until default: now).
 
     ``source="raw"`` forces the exact raw-row path for the call figures (slow on long windows).
-    ``instance`` (a central server's view: one collector's rows) reads raw rows only, through the
-    server's (instance, timestamp) index: the rollups sum over every instance. ``extra``: the
+    ``instance`` (a central server's view: one collector's rows) filters the rollups like the other
+    filters (their key holds the instance; a store not yet upgraded is read from raw rows). ``extra``: the
     caller's own queries, sent with the report's (the dashboard's AI panel: one round trip).
     """
     if source not in ("auto", "raw"):
@@ -316,7 +321,7 @@ def report(conn: apsw.Connection, since_ns: int, until_ns: int | None = None, *,
     # A GenAI call is one whatever its category: a failed one is filed under error_patterns, so
     # "the calls of ai_behavior" must not lose it (the rollup listings keep the plain filter).
     call_flt = {k: v for k, v in flt.items() if not (k == "category" and v == "ai_behavior")}
-    rollups_ok = instance is None and has_rollups(conn)
+    rollups_ok = has_rollups(conn) and (instance is None or rollups_by_instance(conn))
     aggs: Aggs = {}
     durations: list[tuple[tuple[Any, ...], float]] | None = None
     jobs: list[Job] = []  # every query of the report, sent together (one round trip to a server)

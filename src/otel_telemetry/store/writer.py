@@ -409,7 +409,7 @@ class StoreWriter(WriterFaults, remote.RemoteStore):
             stored = len(new)
             evicted = 0
             if stored:
-                rollups.update(conn, new)
+                rollups.update(conn, new, self._instance)
                 if self._url is None:  # a server keeps no edges (see the module docstring)
                     evicted = edges.update(conn, new)
             if checkpoints:
