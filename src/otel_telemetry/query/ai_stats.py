@@ -82,6 +82,7 @@ def _filter_sql(flt: dict[str, str]) -> tuple[str, list[Any]]:
 
 _SUMS_SQL = ", ".join(
     f"{f}({c})" for f, c in zip(("sum",) * 4 + ("min", "max") + ("sum",) * 8, ru.SUM_COLUMNS[:-1], strict=True))
+_LEAN_SQL = "sum(count), sum(errors), min(dur_min), max(dur_max)"
 # Concatenate the stored [bin, count, ...] arrays of a group into one (skipping empty ones).
 _HIST_SQL = "'[' || coalesce(group_concat(nullif(substr(hist, 2, length(hist) - 2), ''), ','), '') || ']'"
 
@@ -111,26 +112,44 @@ def _rollup_aggs(conn: apsw.Connection, table: str, a: int, b: int, flt: dict[st
 
 
 def _rollup_jobs(table: str, a: int, b: int, flt: dict[str, str], calls_only: bool, out: Aggs,
-                 group: Sequence[str], keep_bucket: bool) -> list[Job]:
-    """:func:`_rollup_aggs` as a job (none for an empty range)."""
+                 group: Sequence[str], keep_bucket: bool, lean: bool = False) -> list[Job]:
+    """:func:`_rollup_aggs` as a job (none for an empty range). ``lean``: only count, errors,
+    min/max and the histogram are read (the other sums read as 0): what a listing shows.
+
+    Only the grouped columns are selected, not the other keys' constant ``''``: on a server every
+    cell is JSON to encode and decode, so fewer cells is less time (issue 14, docs/benchmarks.md).
+    """
     if table not in ru.TABLES or a >= b or not set(group) <= set(ru.KEY_COLUMNS):
         return []
     extra, params = _filter_sql(flt)
     if calls_only:
         extra += " AND call != ''"
     # Identifiers: the table and group columns are checked against allow-lists above.
-    keys = ["bucket_start_ns" if keep_bucket else "0", *(c if c in group else "''" for c in ru.KEY_COLUMNS)]
-    by = ", ".join((["bucket_start_ns"] if keep_bucket else []) + list(group))
-    sql = (f"SELECT {', '.join(keys)}, {_SUMS_SQL}, {_HIST_SQL} FROM {table} "
-           f"WHERE bucket_start_ns >= ? AND bucket_start_ns < ?{extra}" + (f" GROUP BY {by}" if by else ""))
-    nk = 1 + len(ru.KEY_COLUMNS)
+    grouped = [c for c in ru.KEY_COLUMNS if c in group]
+    by = ", ".join((["bucket_start_ns"] if keep_bucket else []) + grouped)
+    sums = _LEAN_SQL if lean else _SUMS_SQL
+    sql = (f"SELECT {', '.join((['bucket_start_ns'] if keep_bucket else []) + grouped + [sums, _HIST_SQL])} "
+           f"FROM {table} WHERE bucket_start_ns >= ? AND bucket_start_ns < ?{extra}"
+           + (f" GROUP BY {by}" if by else ""))
+    slots = [1 + ru.KEY_COLUMNS.index(c) for c in grouped]  # where each selected key goes
+    nk = len(slots) + keep_bucket
+    blank = [0, *([""] * len(ru.KEY_COLUMNS))]
 
     def consume(rows: list[Any]) -> None:
         for row in rows:
             if row[nk] is None:  # no rows at all (aggregate without GROUP BY)
                 continue
-            key = tuple(row[:nk])
-            vals = list(row[nk:])
+            k = blank.copy()
+            if keep_bucket:
+                k[0] = row[0]
+            for j, slot in enumerate(slots, keep_bucket):
+                k[slot] = row[j]
+            key = tuple(k)
+            if lean:
+                count, errors, lo, hi, encoded = row[nk:]
+                vals = [count, errors, 0, 0.0, lo, hi, 0, 0, 0, 0, 0, 0, 0.0, 0, encoded]
+            else:
+                vals = list(row[nk:])
             hist: dict[int, int] = {}
             ru.hist_add(hist, vals[14])
             vals[14] = hist
@@ -265,7 +284,8 @@ def _listing_jobs(bucket_ns: int, since: int, until: int, flt: dict[str, str], r
     a = since // bucket_ns * bucket_ns
     b = -(-until // bucket_ns) * bucket_ns
     if rollups_ok:
-        return _rollup_jobs(table, a, b, flt, False, aggs, ("category", "component", "service"), keep_bucket=True)
+        return _rollup_jobs(table, a, b, flt, False, aggs, ("category", "component", "service"), keep_bucket=True,
+                            lean=True)
     return _raw_jobs(a, b, flt, False, aggs, bucket_ns)
 
 
