@@ -264,3 +264,44 @@ def test_upgrade_gives_old_rollups_their_instance_on_a_file_and_a_server(tmp_pat
                 assert total == len(rows_a) + len(rows_b)
     finally:
         server.stop()
+
+
+def _trace(uid: int, ts: int, parent_svc: str, child_svc: str) -> list[tuple[Any, ...]]:
+    """A server span of ``parent_svc`` calling ``child_svc`` (one call edge), in the same hour."""
+    out = []
+    trace = f"{uid:032x}"
+    for k, (svc, kind, parent) in enumerate(((parent_svc, "server", None), (child_svc, "server", f"{uid:015x}0"))):
+        v = dict.fromkeys(schema.COLUMNS)
+        v.update(uid=(uid * 2 + k).to_bytes(16, "big"), timestamp=ts + k, type="span",
+                 category="component_interactions", component="http", service=svc, event="GET /",
+                 name="GET /", kind=kind, trace_id=trace,
+                 span_id=f"{uid:015x}{k}", parent_span_id=parent, duration_ms=float(10 + uid % 30 - k),
+                 status="error" if uid % 5 == 0 else "unset", level="info", data="{}", metadata="{}")
+        out.append(tuple(v[c] for c in schema.COLUMNS))
+    return out
+
+
+def test_purge_instance_on_a_file_recounts_the_call_edges_it_touched(tmp_path: Path) -> None:
+    now = time.time_ns()
+    path = str(tmp_path / "t.db")
+    # Both instances' traces in the same hours (edges keep no instance), over 3 days.
+    _write(path, "dev-a", [r for i in range(60) for r in _trace(i, now - (i % 72) * HOUR - 10**6, "gw", "orders")])
+    _write(path, "dev-b", [r for i in range(60, 120) for r in _trace(i, now - (i % 72) * HOUR - 10**6, "gw", "users")])
+    edge_sql = "SELECT * FROM {t} ORDER BY 1, 2, 3, 4, 5"
+    assert any(r[4] == "orders" for r in _fetch(path, edge_sql.format(t="edge_hourly")))
+    out = _cli("purge", "--instance", "dev-a", "--db", path)
+    assert out["total"] == 120 and out["edge_rows"] > 0
+    # What a full rebuild from the spans left gives (edges.ensure on a copy without edge tables).
+    copy = str(tmp_path / "copy.db")
+    conn = apsw.Connection(path)
+    conn.execute("VACUUM INTO ?", (copy,))
+    conn.close()
+    conn = apsw.Connection(copy)
+    conn.execute("DROP TABLE edge_hourly; DROP TABLE edge_daily")
+    conn.close()
+    store_db.open_admin(copy).close()
+    for table in ("edge_hourly", "edge_daily"):
+        got = _fetch(path, edge_sql.format(t=table))
+        assert got == _fetch(copy, edge_sql.format(t=table)), table
+        assert got and not any(r[4] == "orders" for r in got)
+    assert _fetch(path, "SELECT count(*) FROM edge_waiting") == [(0,)]
