@@ -68,7 +68,8 @@ def purge_cmd(categories: tuple[str, ...], before: int | None, older_than: float
         result: dict[str, Any] = {"dry_run": True, "would_delete": counts, "total": sum(counts.values())}
     else:
         if everything and not yes:
-            click.confirm("Purge every record in the database?", abort=True, err=True)
+            what = "in the database" if instance is None else f"of instance {instance!r}"
+            click.confirm(f"Purge every record {what}?", abort=True, err=True)
         with _open(db, admin=True) as conn:
             done = purge_lib.purge(conn, spec)
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
