@@ -289,7 +289,7 @@ def run_stages(frames: list[list[bytes]], spans: int) -> dict:
         def roll() -> None:
             for batch in rows:
                 with conn:
-                    rollups.update(conn, batch)
+                    rollups.update(conn, batch, (None,))
 
         timed("rollups", roll)
         conn.close()

@@ -115,7 +115,7 @@ def build(path: str, n: int, now: int, batch: int) -> dict[str, float]:
 def rollup_cpu(n: int, now: int) -> float:
     """µs per row of the writer's rollup aggregation alone (pure CPU, no SQL)."""
     rnd = random.Random(7)
-    rows = [make_row(i, now - rnd.randrange(DAY), rnd) for i in range(n)]
+    rows = [make_row(i, now - rnd.randrange(DAY), rnd) + (None,) for i in range(n)]  # + instance
     t = time.perf_counter()
     rollups.aggregate_rows(rows, rollups.HOUR_NS)
     return (time.perf_counter() - t) / n * 1e6
@@ -138,7 +138,7 @@ def ingest_overhead(tmp: str, n: int, now: int, batch: int) -> dict[str, float]:
             with retention.transaction(conn):
                 conn.executemany(store._INSERT, chunk)
                 if with_rollups:
-                    rollups.update(conn, chunk)
+                    rollups.update(conn, chunk, (None,))
         out[label] = n / (time.perf_counter() - t)
         conn.close()
     return {"rows_per_s_without": max(out["without"], out["without_2"]),

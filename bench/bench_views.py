@@ -161,7 +161,7 @@ def ingest_cost(tmp: str, rows: list[tuple[Any, ...]], batch: int) -> dict[str, 
             chunk = rows[k:k + batch]
             with retention.transaction(conn):
                 conn.executemany(store._INSERT, [r + ("bench",) for r in chunk])
-                rollups.update(conn, chunk)
+                rollups.update(conn, chunk, ("bench",))
                 if with_edges:
                     edges.update(conn, chunk)
         out["with" if with_edges else "without"].append(len(rows) / (time.perf_counter() - t))

@@ -101,7 +101,7 @@ def test_cli_report_and_status_by_instance(env: Any) -> None:
         code, mine = _cli(*cmd, "--db", path, "--instance", "dev-a")
         assert code == 0, mine
         report = json.loads(mine)
-        assert report["source"] == "raw" and report["filters"]["instance"] == "dev-a"
+        assert report["source"] == "rollups" and report["filters"]["instance"] == "dev-a"  # keyed by instance
         for inst in ("dev-a", "dev-b"):
             code, out = _cli(*cmd, "--db", url, "--instance", inst)
             assert code == 0 and json.loads(out)["calls"] == report["calls"], (extra, inst)

@@ -217,7 +217,7 @@ def stats_cmd(last: float | None, since: int | None, until: int | None, period: 
     if by_instance:
         raise click.UsageError("--by-instance applies to the counts, not to the report of "
                                "--period/--agent/--model (use --instance NAME for one instance's report)")
-    from ..query import ai_stats
+    from ..query import ai_stats, ai_stats_text
 
     alerts_path = alerts_db or default_state_path(str(settings.resolve('db', db)))
     with _open(db) as conn:
@@ -227,9 +227,9 @@ def stats_cmd(last: float | None, since: int | None, until: int | None, period: 
     if fmt == "json":
         _emit_json(r)
     elif fmt == "csv":
-        _emit_csv(("section", "key", "value"), ai_stats.csv_rows(r))
+        _emit_csv(("section", "key", "value"), ai_stats_text.csv_rows(r))
     else:
-        click.echo("\n".join(ai_stats.table_lines(r)))
+        click.echo("\n".join(ai_stats_text.table_lines(r)))
 
 
 @main.command("status")

@@ -30,12 +30,14 @@ def register(main: click.Group) -> None:
 @click.option("--older-than", type=DURATION, default=None,
               help="Purge records older than this age, e.g. 30d, 12h (same as --before <age ago>).")
 @click.option("--all", "everything", is_flag=True, help="Purge every record of every category.")
+@click.option("--instance", default=None,
+              help="Only records this collector instance stored (a central server); alone: all of them.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed with --all when no one "
                                           "can answer the prompt).")
 @click.option("--dry-run", is_flag=True, help="Only count the records a purge would delete.")
 @common_options
 def purge_cmd(categories: tuple[str, ...], before: int | None, older_than: float | None, everything: bool,
-              yes: bool, dry_run: bool, db: str | None, fmt: str) -> None:
+              instance: str | None, yes: bool, dry_run: bool, db: str | None, fmt: str) -> None:
     """Delete records now and scrub them from the database file and its WAL.
 
     Deleted rows are overwritten with zeros (secure_delete), their rollups removed, freed pages
@@ -48,6 +50,7 @@ def purge_cmd(categories: tuple[str, ...], before: int | None, older_than: float
       otel-telemetry purge --category ai_research --older-than 30d
       otel-telemetry purge --before 2026-01-01
       otel-telemetry purge --all --yes --format json
+      otel-telemetry purge --db http://central:8080 --instance kiosk-7 --older-than 7d
     """
     from ..store import purge as purge_lib
 
@@ -56,7 +59,7 @@ def purge_cmd(categories: tuple[str, ...], before: int | None, older_than: float
     if older_than is not None:
         before = max(-(2**63), time.time_ns() - int(older_than * 1_000_000_000))
     try:
-        spec = purge_lib.PurgeSpec(purge_lib.parse_categories(categories), before, everything)
+        spec = purge_lib.PurgeSpec(purge_lib.parse_categories(categories), before, everything, instance)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if dry_run:
@@ -65,7 +68,8 @@ def purge_cmd(categories: tuple[str, ...], before: int | None, older_than: float
         result: dict[str, Any] = {"dry_run": True, "would_delete": counts, "total": sum(counts.values())}
     else:
         if everything and not yes:
-            click.confirm("Purge every record in the database?", abort=True, err=True)
+            what = "in the database" if instance is None else f"of instance {instance!r}"
+            click.confirm(f"Purge every record {what}?", abort=True, err=True)
         with _open(db, admin=True) as conn:
             done = purge_lib.purge(conn, spec)
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]

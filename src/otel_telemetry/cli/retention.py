@@ -86,23 +86,38 @@ def retention(ctx: click.Context, set_: bool, category: str | None, rtype: str |
     _set_retention(category, rtype, days, db)
 
 
+def instance_option(f: F) -> F:
+    return click.option(
+        "--instance", default=None,
+        help="Only the rows this collector instance stored (a central server where several meet).",
+    )(f)
+
+
+def _check_instance(instance: str | None) -> None:
+    if instance is not None and not instance.strip():
+        raise click.UsageError("--instance must not be empty")
+
+
 @retention.command("show")
 @config_option
+@instance_option
 @common_options
-def retention_show(config_path: str | None, db: str | None, fmt: str) -> None:
+def retention_show(config_path: str | None, instance: str | None, db: str | None, fmt: str) -> None:
     """Days kept per category and record type, the setting that decides (a category.type pair, a
     type, or the category), whether it is an override, configured or built in, and rows expired now.
 
     \b
     Example:
       otel-telemetry retention show --format json
+      otel-telemetry retention show --db http://central:8080 --instance kiosk-7
     """
     from ..store import retention as ret
 
+    _check_instance(instance)
     policy = retention_policy(config_path)
     with _open(db) as conn:
         table = ret.effective_table(conn, policy)
-        expired = ret.count_expired_cells(conn, ret.effective_days(conn, policy), time.time_ns())
+        expired = ret.count_expired_cells(conn, ret.effective_days(conn, policy), time.time_ns(), instance)
     headers = ("category", "type", "days", "key", "source", "expired")
     _emit_rows(fmt, headers, [[r["category"], r["type"], r["days"], r["key"], r["source"],
                                expired[(r["category"], r["type"])]] for r in table])
@@ -131,26 +146,32 @@ def retention_set(category: str | None, rtype: str | None, days: int, db: str | 
 @retention.command("purge")
 @click.option("--dry-run", is_flag=True, help="Only count the rows a purge would delete.")
 @config_option
+@instance_option
 @common_options
-def retention_purge(dry_run: bool, config_path: str | None, db: str | None, fmt: str) -> None:
-    """Delete expired records now and return the freed space to the file system.
+def retention_purge(dry_run: bool, config_path: str | None, instance: str | None, db: str | None,
+                    fmt: str) -> None:
+    """Delete expired records now and return the freed space to the file system. With --instance,
+    only that collector instance's expired records (no size cap: it is the whole store's); the
+    rollups stay, as for every expired record.
 
     \b
     Example:
       otel-telemetry retention purge --dry-run
       otel-telemetry retention purge --format json
+      otel-telemetry retention purge --db http://central:8080 --instance kiosk-7
     """
     from ..store import retention as ret
 
+    _check_instance(instance)
     policy = retention_policy(config_path)
     now = time.time_ns()
     if dry_run:
         with _open(db) as conn:
-            counts = ret.count_expired(conn, ret.effective_days(conn, policy), now)
+            counts = ret.count_expired(conn, ret.effective_days(conn, policy), now, instance)
         result: dict[str, Any] = {"dry_run": True, "would_delete": counts, "total": sum(counts.values())}
     else:
         with _open(db, admin=True) as conn:
-            done = ret.purge_all(conn, policy, now)
+            done = ret.purge_all(conn, policy, now, instance)
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         counts = done["deleted"]
         result = {"dry_run": False, "deleted": counts, "total": sum(counts.values()),

@@ -39,8 +39,9 @@ _SYSTEM_SQL = (
 _RAW_COUNT_SQL = ("SELECT timestamp - timestamp % ? AS b, count(*), sum(level IN ('error', 'critical')) "
                   "FROM records WHERE timestamp >= ? AND timestamp < ?{inst} GROUP BY b ORDER BY b")
 _RATE_SQL = "SELECT count(*) FROM records WHERE timestamp >= ? AND timestamp < ?{inst}"
-# ``instance=NAME`` on a panel: one collector's rows (a central server's view). Rollups sum over
-# every instance, so a filtered panel reads raw rows (through the server's (instance, timestamp) index).
+# ``instance=NAME`` on a panel: one collector's rows (a central server's view). These panels'
+# rollup reads do not filter by instance (the rollups key it only since issue 14's last round), so
+# a filtered panel reads raw rows (through the server's (instance, timestamp) index).
 INSTANCE = "instance"
 # Records per collector instance in the window (a central server's view). The instances are found
 # by hopping through the (instance, timestamp) index, one probe each, instead of grouping every row.

@@ -32,7 +32,8 @@ Report keys (``report()``, also the CLI's json):
   p95_ms} over all records (not only calls) with the same filters; buckets are whole, so the
   first and last may include records just outside the window.
 
-Every function runs on the caller's thread with its read-only connection.
+Every function runs on the caller's thread with its read-only connection. The report as text
+(csv rows, the table for people) is ``ai_stats_text``.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ def has_rollups(conn: apsw.Connection) -> bool:
     return set(ru.TABLES) <= names
 
 
+def rollups_by_instance(conn: apsw.Connection) -> bool:
+    """True when the rollups carry the ``instance`` key (files and servers upgraded since issue 14)."""
+    return any(r[1] == "instance" for r in conn.execute("PRAGMA table_info(rollup_hourly)"))
+
+
 def _filter_sql(flt: dict[str, str]) -> tuple[str, list[Any]]:
     clauses, params = [], []
     for col in ("agent", "model", "category", "instance"):  # identifiers from this allow-list only
@@ -77,6 +83,7 @@ def _filter_sql(flt: dict[str, str]) -> tuple[str, list[Any]]:
 
 _SUMS_SQL = ", ".join(
     f"{f}({c})" for f, c in zip(("sum",) * 4 + ("min", "max") + ("sum",) * 8, ru.SUM_COLUMNS[:-1], strict=True))
+_LEAN_SQL = "sum(count), sum(errors), min(dur_min), max(dur_max)"
 # Concatenate the stored [bin, count, ...] arrays of a group into one (skipping empty ones).
 _HIST_SQL = "'[' || coalesce(group_concat(nullif(substr(hist, 2, length(hist) - 2), ''), ','), '') || ']'"
 
@@ -106,26 +113,44 @@ def _rollup_aggs(conn: apsw.Connection, table: str, a: int, b: int, flt: dict[st
 
 
 def _rollup_jobs(table: str, a: int, b: int, flt: dict[str, str], calls_only: bool, out: Aggs,
-                 group: Sequence[str], keep_bucket: bool) -> list[Job]:
-    """:func:`_rollup_aggs` as a job (none for an empty range)."""
+                 group: Sequence[str], keep_bucket: bool, lean: bool = False) -> list[Job]:
+    """:func:`_rollup_aggs` as a job (none for an empty range). ``lean``: only count, errors,
+    min/max and the histogram are read (the other sums read as 0): what a listing shows.
+
+    Only the grouped columns are selected, not the other keys' constant ``''``: on a server every
+    cell is JSON to encode and decode, so fewer cells is less time (issue 14, docs/benchmarks.md).
+    """
     if table not in ru.TABLES or a >= b or not set(group) <= set(ru.KEY_COLUMNS):
         return []
     extra, params = _filter_sql(flt)
     if calls_only:
         extra += " AND call != ''"
     # Identifiers: the table and group columns are checked against allow-lists above.
-    keys = ["bucket_start_ns" if keep_bucket else "0", *(c if c in group else "''" for c in ru.KEY_COLUMNS)]
-    by = ", ".join((["bucket_start_ns"] if keep_bucket else []) + list(group))
-    sql = (f"SELECT {', '.join(keys)}, {_SUMS_SQL}, {_HIST_SQL} FROM {table} "
-           f"WHERE bucket_start_ns >= ? AND bucket_start_ns < ?{extra}" + (f" GROUP BY {by}" if by else ""))
-    nk = 1 + len(ru.KEY_COLUMNS)
+    grouped = [c for c in ru.KEY_COLUMNS if c in group]
+    by = ", ".join((["bucket_start_ns"] if keep_bucket else []) + grouped)
+    sums = _LEAN_SQL if lean else _SUMS_SQL
+    sql = (f"SELECT {', '.join((['bucket_start_ns'] if keep_bucket else []) + grouped + [sums, _HIST_SQL])} "
+           f"FROM {table} WHERE bucket_start_ns >= ? AND bucket_start_ns < ?{extra}"
+           + (f" GROUP BY {by}" if by else ""))
+    slots = [1 + ru.KEY_COLUMNS.index(c) for c in grouped]  # where each selected key goes
+    nk = len(slots) + keep_bucket
+    blank = [0, *([""] * len(ru.KEY_COLUMNS))]
 
     def consume(rows: list[Any]) -> None:
         for row in rows:
             if row[nk] is None:  # no rows at all (aggregate without GROUP BY)
                 continue
-            key = tuple(row[:nk])
-            vals = list(row[nk:])
+            k = blank.copy()
+            if keep_bucket:
+                k[0] = row[0]
+            for j, slot in enumerate(slots, keep_bucket):
+                k[slot] = row[j]
+            key = tuple(k)
+            if lean:
+                count, errors, lo, hi, encoded = row[nk:]
+                vals = [count, errors, 0, 0.0, lo, hi, 0, 0, 0, 0, 0, 0, 0.0, 0, encoded]
+            else:
+                vals = list(row[nk:])
             hist: dict[int, int] = {}
             ru.hist_add(hist, vals[14])
             vals[14] = hist
@@ -260,7 +285,8 @@ def _listing_jobs(bucket_ns: int, since: int, until: int, flt: dict[str, str], r
     a = since // bucket_ns * bucket_ns
     b = -(-until // bucket_ns) * bucket_ns
     if rollups_ok:
-        return _rollup_jobs(table, a, b, flt, False, aggs, ("category", "component", "service"), keep_bucket=True)
+        return _rollup_jobs(table, a, b, flt, False, aggs, ("category", "component", "service"), keep_bucket=True,
+                            lean=True)
     return _raw_jobs(a, b, flt, False, aggs, bucket_ns)
 
 
@@ -299,8 +325,8 @@ def report(conn: apsw.Connection, since_ns: int, until_ns: int | None = None, *,
     """The agent/dev metrics report over ``[since_ns, until_ns)`` (until default: now).
 
     ``source="raw"`` forces the exact raw-row path for the call figures (slow on long windows).
-    ``instance`` (a central server's view: one collector's rows) reads raw rows only, through the
-    server's (instance, timestamp) index: the rollups sum over every instance. ``extra``: the
+    ``instance`` (a central server's view: one collector's rows) filters the rollups like the other
+    filters (their key holds the instance; a store not yet upgraded is read from raw rows). ``extra``: the
     caller's own queries, sent with the report's (the dashboard's AI panel: one round trip).
     """
     if source not in ("auto", "raw"):
@@ -316,7 +342,7 @@ def report(conn: apsw.Connection, since_ns: int, until_ns: int | None = None, *,
     # A GenAI call is one whatever its category: a failed one is filed under error_patterns, so
     # "the calls of ai_behavior" must not lose it (the rollup listings keep the plain filter).
     call_flt = {k: v for k, v in flt.items() if not (k == "category" and v == "ai_behavior")}
-    rollups_ok = instance is None and has_rollups(conn)
+    rollups_ok = has_rollups(conn) and (instance is None or rollups_by_instance(conn))
     aggs: Aggs = {}
     durations: list[tuple[tuple[Any, ...], float]] | None = None
     jobs: list[Job] = []  # every query of the report, sent together (one round trip to a server)
@@ -347,73 +373,4 @@ def report(conn: apsw.Connection, since_ns: int, until_ns: int | None = None, *,
     out.update(summarise(aggs, durations))
     out["alerts"] = _alerts(alerts_path)
     out["rollups"] = {name: _listing_items(a) if include_rollups else [] for name, a in lists.items()}
-    return out
-
-
-def csv_rows(r: dict[str, Any]) -> list[Sequence[Any]]:
-    """(section, key, value) rows of a report for ``--format csv``."""
-    rows: list[Sequence[Any]] = [("window", "since", r["since"]), ("window", "until", r["until"]),
-                                 ("window", "source", r["source"])]
-    for section in ("calls", "latency_ms", "cost_usd", "tokens"):
-        rows += [(section, k, v) for k, v in r[section].items() if not isinstance(v, dict)]
-    rows += [("calls_by_kind", k, v["calls"]) for k, v in r["calls"]["by_kind"].items()]
-    for section in ("by_model", "by_agent"):
-        rows += [(section, f"{n}:{k}", v) for n, d in r[section].items() for k, v in d.items()]
-    if r["top_agent"]:
-        rows.append(("top_agent", r["top_agent"]["agent"], r["top_agent"]["calls"]))
-    rows += [("failed_by_error_type", k, v) for k, v in r["failed_calls"]["by_error_type"].items()]
-    rows += [("alert_firing", a["rule"], a["last_value"]) for a in r["alerts"]["firing"]]
-    return rows
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3f}"
-    return str(v)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    cells = [[_fmt(v) for v in row] for row in rows]
-    sizes = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    return ["  ".join(c.ljust(s) for c, s in zip(r, sizes, strict=True)).rstrip()
-            for r in [list(headers), *cells]]
-
-
-def table_lines(r: dict[str, Any]) -> list[str]:
-    """A report as text for people (the M1 report's layout plus breakdowns)."""
-    c, lat, cost = r["calls"], r["latency_ms"], r["cost_usd"]
-    label = f"last {r['period']}" if r["period"] else "window"
-    flt = ", ".join(f"{k}={v}" for k, v in r["filters"].items() if v is not None)
-    how = "exact" if lat["exact"] else f"±{lat['max_relative_error']:.0%}"
-    rate = "-" if c["success_rate"] is None else f"{c['success_rate']:.1%}"
-    top = r["top_agent"]
-    out = [f"Development metrics ({label}: {r['since']} .. {r['until']}){' ' + flt if flt else ''}",
-           "=" * 60,
-           f"Success rate   {rate}  ({c['succeeded']} of {c['total']} calls)",
-           f"Latency ms     p50 {_fmt(lat['p50'])}  p95 {_fmt(lat['p95'])}  p99 {_fmt(lat['p99'])}"
-           f"  max {_fmt(lat['max'])}  ({how}, from {r['source']})",
-           f"Total cost     ${cost['total']:.4f}" + (f"  ({cost['unpriced_model_calls']} model calls without a "
-                                                    "price)" if cost["unpriced_model_calls"] else ""),
-           "Tokens         " + "  ".join(f"{k} {v}" for k, v in r["tokens"].items()),
-           f"Top agent      {top['agent']} ({top['calls']} calls)" if top else "Top agent      -",
-           f"Failed calls   {r['failed_calls']['total']}"]
-    for title, section in (("model", "by_model"), ("agent", "by_agent")):
-        if r[section]:
-            out += ["", *_table((title, "calls", "failed", "cost_usd", "tokens", "p95_ms"),
-                                [(n, v["calls"], v["failed"], v["cost_usd"], v["total_tokens"], v["p95_ms"])
-                                 for n, v in r[section].items()])]
-    if r["failed_calls"]["by_error_type"]:
-        out += ["", *_table(("error_type", "failed"), list(r["failed_calls"]["by_error_type"].items()))]
-    al = r["alerts"]
-    out += ["", f"Alerts firing: {len(al['firing'])}" + ("" if al["state_file"] else " (no alert state file)")]
-    out += [f"  - [{a['severity']}] {a['rule']}: {a['message']}" for a in al["firing"]]
-    for name in ("hourly", "daily"):
-        items = r["rollups"][name]
-        if items:
-            out += ["", f"{name} rollups", *_table(
-                ("bucket_start", "category", "component", "service", "count", "errors", "p95_ms"),
-                [(i["bucket_start"], i["category"], i["component"], i["service"], i["count"], i["errors"],
-                  i["p95_ms"]) for i in items])]
     return out

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import apsw
 
-from . import edges, in_progress, location, preflight, rollups
+from . import edges, in_progress, location, preflight, rollup_upgrade, rollups
 from .schema import CENTRAL_DDL, apply_ddl
 
 if TYPE_CHECKING:
@@ -147,6 +147,7 @@ def _open_rw(path: str, extra_pragma: str) -> apsw.Connection:
         # go back to the file system by incremental vacuum. ``purge`` switches this to ON.
         conn.execute("PRAGMA secure_delete=FAST").fetchall()
         apply_ddl(conn)  # creates, or upgrades an older records table
+        rollup_upgrade.ensure(conn)  # rollup tables from before their instance key
         rollups.ensure(conn)  # rollup tables; rebuilt from the records of an older database
         edges.ensure(conn)  # call edges (the component map); likewise rebuilt
         conn.execute(in_progress.DDL)  # spans in progress (live spans)
@@ -261,6 +262,10 @@ def ensure_remote_schema(conn: RemoteConnection) -> None:
     """
     apply_ddl(conn)
     conn.execute(CENTRAL_DDL)
+    if rollup_upgrade.needed(conn):  # a server's rollups from before the instance key
+        with conn:
+            if rollup_upgrade.needed(conn):  # another collector may have just done it
+                rollup_upgrade.upgrade(conn)
     conn.execute(rollups.DDL)
     conn.execute(SYNC_DDL)
     conn.execute(in_progress.DDL)

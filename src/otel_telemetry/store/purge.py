@@ -40,11 +40,13 @@ from .retention import transaction, vacuum_step
 @dataclass(frozen=True)
 class PurgeSpec:
     """What to purge: records of ``categories`` (empty: every category) with ``timestamp <
-    before_ns`` (None: any time). ``everything`` must be set to purge with neither constraint."""
+    before_ns`` (None: any time), stored by ``instance`` (None: any; alone: every record of it).
+    ``everything`` must be set to purge with no constraint."""
 
     categories: tuple[str, ...] = ()
     before_ns: int | None = None
     everything: bool = False
+    instance: str | None = None
 
     def __post_init__(self) -> None:
         for c in self.categories:
@@ -52,8 +54,10 @@ class PurgeSpec:
                 raise ValueError(f"unknown category {c!r}; expected one of {', '.join(CATEGORIES)}")
         if self.everything and (self.categories or self.before_ns is not None):
             raise ValueError("--all purges everything: do not combine it with --category or a time")
-        if not self.everything and not self.categories and self.before_ns is None:
-            raise ValueError("say what to purge: --category, --before/--older-than, or --all")
+        if not self.everything and not self.categories and self.before_ns is None and self.instance is None:
+            raise ValueError("say what to purge: --category, --before/--older-than, --instance, or --all")
+        if self.instance is not None and not self.instance.strip():
+            raise ValueError("--instance must not be empty")
         if self.before_ns is not None and not -(2**63) <= self.before_ns < 2**63:
             raise ValueError("the purge time is out of range")
 
@@ -66,6 +70,9 @@ class PurgeSpec:
         if self.before_ns is not None:
             parts.append("timestamp < ?")
             params.append(self.before_ns)
+        if self.instance is not None:
+            parts.append("instance = ?")
+            params.append(self.instance)
         return (" AND ".join(parts) or "1"), params
 
 
@@ -93,6 +100,9 @@ def _rollup_where(spec: PurgeSpec, table: str) -> tuple[str, list[Any], int | No
         params.append(partial)  # buckets ending at or before the cutoff
         if partial == spec.before_ns:
             partial = None  # the cutoff is on a bucket edge: nothing partial
+    if spec.instance is not None and table in rollups.TABLES:  # edges have no instance (see below)
+        parts.append("instance = ?")
+        params.append(spec.instance)
     return (" AND ".join(parts) or "1"), params, partial
 
 
@@ -113,6 +123,9 @@ def _purge_rollups(conn: apsw.Connection, spec: PurgeSpec) -> int:
             if spec.categories:
                 cat_sql = f" AND category IN ({', '.join('?' * len(spec.categories))})"
                 cat_params = list(spec.categories)
+            if spec.instance is not None:
+                cat_sql += " AND instance = ?"
+                cat_params.append(spec.instance)
             conn.execute(f"DELETE FROM {table} WHERE bucket_start_ns = ?{cat_sql}", [partial, *cat_params])
             hourly: dict[tuple[Any, ...], list[Any]] = {}
             for row in conn.execute(f"SELECT {rollups.SELECT_INPUT} FROM records WHERE timestamp >= ? "
@@ -124,13 +137,42 @@ def _purge_rollups(conn: apsw.Connection, spec: PurgeSpec) -> int:
     return deleted
 
 
-def _purge_edges(conn: apsw.Connection, spec: PurgeSpec) -> int:
+def _rebuild_edges(conn: apsw.Connection, table: str, start: int, size: int) -> None:
+    """Delete one edge bucket and count it again from the spans left in it."""
+    conn.execute(f"DELETE FROM {table} WHERE bucket_start_ns = ?", (start,))
+    aggs: edges.Aggs = {}
+    rows = conn.execute(edges.TRACE_SPANS_SQL.format(where="AND timestamp >= ? AND timestamp < ?"),
+                        (start, start + size))
+    edges.by_trace(rows, aggs, size)
+    conn.executemany(edges._UPSERT[table], edges.upsert_args(aggs))
+
+
+def _purge_instance_edges(conn: apsw.Connection, spans: set[tuple[str, int]]) -> int:
+    """Edges keep no instance: the buckets that held the purged spans (trace id, start) are counted
+    again from the spans left in them (edges of spans retention already took from those buckets are
+    not recounted), and the purged spans' waiting rows go."""
+    deleted = 0
+    hours = {ts - ts % edges.HOUR_NS for _, ts in spans}
+    with transaction(conn):
+        before = conn.total_changes()
+        conn.executemany("DELETE FROM edge_waiting WHERE trace_id = ? AND timestamp = ?", sorted(spans))
+        for table, size in edges.TABLES.items():  # identifiers from the module's allow-list
+            for start in sorted({h - h % size for h in hours}):
+                _rebuild_edges(conn, table, start, size)
+        deleted = conn.total_changes() - before
+    return deleted
+
+
+def _purge_edges(conn: apsw.Connection, spec: PurgeSpec, spans: set[tuple[str, int]]) -> int:
     """Delete the purged spans' call edges and waiting children; a bucket the cutoff cuts through
     is rebuilt from the spans left in it (an edge whose parent lies outside that bucket is not
-    counted again). One transaction; nothing on a server, which has no edge tables."""
+    counted again). One transaction; nothing on a server, which has no edge tables. With an
+    instance, ``spans`` (trace id, start) are the purged spans (:func:`_purge_instance_edges`)."""
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if not set(edges.TABLES) <= names:
         return 0
+    if spec.instance is not None:
+        return _purge_instance_edges(conn, spans)
     deleted = 0
     cat_sql, cat_params = "", list(spec.categories)
     if spec.categories:
@@ -195,17 +237,21 @@ def purge(conn: apsw.Connection, spec: PurgeSpec, *, batch_rows: int = 5000, vac
         conn.execute("PRAGMA secure_delete=ON").fetchall()
     where, params = spec.where()
     deleted = dict.fromkeys(spec.categories or CATEGORIES, 0)
+    spans: set[tuple[str, int]] = set()  # with an instance: the purged spans, for the edges
+    keep_spans = spec.instance is not None and not remote
     while True:
         with transaction(conn):
-            ids = conn.execute(f"SELECT id, category FROM records WHERE {where} LIMIT ?",
-                               [*params, batch_rows]).fetchall()
+            ids = conn.execute(f"SELECT id, category, trace_id, timestamp, type = 'span' FROM records "
+                               f"WHERE {where} LIMIT ?", [*params, batch_rows]).fetchall()
             if not ids:
                 break
-            conn.executemany("DELETE FROM records WHERE id = ?", [(i,) for i, _ in ids])
-        for _, category in ids:
+            conn.executemany("DELETE FROM records WHERE id = ?", [(r[0],) for r in ids])
+        for _, category, trace_id, ts, is_span in ids:
             deleted[str(category)] = deleted.get(str(category), 0) + 1
+            if keep_spans and is_span and trace_id is not None:
+                spans.add((trace_id, ts))
     rollup_rows = _purge_rollups(conn, spec)
-    edge_rows = _purge_edges(conn, spec)
+    edge_rows = _purge_edges(conn, spec, spans)
     _purge_in_progress(conn, where, params)
     freed = 0
     while n := vacuum_step(conn, vacuum_pages):

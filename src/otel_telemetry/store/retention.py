@@ -157,27 +157,36 @@ def cutoffs(days: Mapping[str, int], now_ns: int) -> dict[str, int]:
     return {key: now_ns - d * NS_PER_DAY for key, d in days.items()}
 
 
-def count_expired(conn: apsw.Connection, days: Mapping[str, int], now_ns: int) -> dict[str, int]:
-    """How many rows a purge would delete per category (for ``--dry-run``)."""
+def _inst(instance: str | None) -> tuple[str, tuple[str, ...]]:
+    """SQL and binding for an optional instance filter (a central server's one collector)."""
+    return ("", ()) if instance is None else (" AND instance = ?", (instance,))
+
+
+def count_expired(conn: apsw.Connection, days: Mapping[str, int], now_ns: int,
+                  instance: str | None = None) -> dict[str, int]:
+    """How many rows a purge would delete per category (for ``--dry-run``), of ``instance`` if given."""
     out: dict[str, int] = {}
+    inst_sql, inst = _inst(instance)
     for category, types, d in _plan(days):
         row = conn.execute(
-            f"SELECT count(*) FROM records WHERE category = ? AND timestamp < ?{_where(types)}",
-            (category, now_ns - d * NS_PER_DAY, *(types or ()))).fetchone()
+            f"SELECT count(*) FROM records WHERE category = ? AND timestamp < ?{_where(types)}{inst_sql}",
+            (category, now_ns - d * NS_PER_DAY, *(types or ()), *inst)).fetchone()
         out[category] = out.get(category, 0) + (int(row[0]) if row else 0)
     return out
 
 
-def count_expired_cells(conn: apsw.Connection, days: Mapping[str, int], now_ns: int) -> dict[tuple[str, str], int]:
+def count_expired_cells(conn: apsw.Connection, days: Mapping[str, int], now_ns: int,
+                        instance: str | None = None) -> dict[tuple[str, str], int]:
     """Rows a purge would delete per (category, type), for ``retention show``."""
     out: dict[tuple[str, str], int] = {}
+    inst_sql, inst = _inst(instance)
     for c in CATEGORIES:
         for t in TYPES:
             r = resolve(days, c, t)
             if r is not None:
                 out[(c, t)] = int(conn.execute(
-                    "SELECT count(*) FROM records WHERE category = ? AND type = ? AND timestamp < ?",
-                    (c, t, now_ns - r[0] * NS_PER_DAY)).fetchone()[0])
+                    f"SELECT count(*) FROM records WHERE category = ? AND type = ? AND timestamp < ?{inst_sql}",
+                    (c, t, now_ns - r[0] * NS_PER_DAY, *inst)).fetchone()[0])
     return out
 
 
@@ -193,8 +202,11 @@ class Purge:
     ``batch_rows`` rows whichever way.
     """
 
-    def __init__(self, days: Mapping[str, int], now_ns: int) -> None:
+    def __init__(self, days: Mapping[str, int], now_ns: int, instance: str | None = None) -> None:
         self.now_ns = now_ns
+        # Only this collector instance's rows (a central server). Rollups stay, as they do for
+        # every expired row: they outlive raw rows, and now carry the instance in their key.
+        self._inst_sql, self._inst = _inst(instance)
         self.plan = _plan(days)
         self._after: dict[int, tuple[int, int]] = {}  # plan index -> (timestamp, id) last examined
         self._finished: set[int] = set()
@@ -219,9 +231,9 @@ class Purge:
                 cutoff = self.now_ns - d * NS_PER_DAY
                 if types is None:
                     before = conn.total_changes()
-                    conn.execute("DELETE FROM records WHERE id IN "
-                                 "(SELECT id FROM records WHERE category = ? AND timestamp < ? LIMIT ?)",
-                                 (category, cutoff, budget))
+                    conn.execute("DELETE FROM records WHERE id IN (SELECT id FROM records WHERE "
+                                 f"category = ? AND timestamp < ?{self._inst_sql} LIMIT ?)",
+                                 (category, cutoff, *self._inst, budget))
                     n = conn.total_changes() - before
                     deleted[category] += n
                     if n < budget:
@@ -231,8 +243,8 @@ class Purge:
                 ts, rid = self._after.get(i, (-(2**63), -1))
                 page = list(conn.execute(
                     "SELECT timestamp, id, type FROM records WHERE category = ? AND timestamp < ? "
-                    "AND (timestamp, id) > (?, ?) ORDER BY timestamp, id LIMIT ?",
-                    (category, cutoff, ts, rid, budget)))
+                    f"AND (timestamp, id) > (?, ?){self._inst_sql} ORDER BY timestamp, id LIMIT ?",
+                    (category, cutoff, ts, rid, *self._inst, budget)))
                 if len(page) < budget:
                     self._finished.add(i)
                 if page:
@@ -346,20 +358,23 @@ class RetentionRun:
         return self.phase == "done"
 
 
-def purge_all(conn: apsw.Connection, policy: RetentionPolicy, now_ns: int) -> dict[str, Any]:
+def purge_all(conn: apsw.Connection, policy: RetentionPolicy, now_ns: int,
+              instance: str | None = None) -> dict[str, Any]:
     """Run every step to completion, vacuum, and truncate the WAL (CLI ``retention purge``).
+    With ``instance``, only that collector instance's expired rows (and no size cap, which is the
+    whole store's).
 
     Returns ``{"deleted": {category: rows}, "capped": rows, "pages_freed": pages}``.
     An explicit checkpoint is used because the CLI's admin connection disables auto-checkpoint.
     """
     days = effective_days(conn, policy)
-    purge = Purge(days, now_ns)
+    purge = Purge(days, now_ns, instance)
     deleted = {category: 0 for category, _, _ in purge.plan}
     while not purge.done:
         for category, n in purge.step(conn, policy.batch_rows).items():
             deleted[category] += n
     capped = 0
-    if policy.max_size_bytes is not None:
+    if policy.max_size_bytes is not None and instance is None:
         while n := size_cap_step(conn, policy.max_size_bytes, policy.batch_rows):
             capped += n
     freed = 0

@@ -1,14 +1,17 @@
 """Hourly and daily rollups of ``records``, maintained by the single writer in the rows' transaction.
 
 Tables ``rollup_hourly`` and ``rollup_daily`` hold one row per (bucket_start_ns, category,
-component, service, type, model, agent, call, error_type) with counts, errors, duration
+component, service, type, model, agent, call, error_type, instance) with counts, errors, duration
 sum/min/max, token and cost sums and a sparse log-scale duration histogram. Text key columns store
 ``''`` for NULL (SQLite's UNIQUE treats NULLs as distinct, which would defeat the upsert).
 
 ``call`` is the GenAI call kind of a span (``model_call``/``tool_call``/``agent_call`` or the
 producer's own ``telemetry.event``), ``''`` for everything else; ``error_type`` is the failed
 span's ``error.type`` (else its exception event's ``exception.type``, else ``unknown``), ``''``
-unless the span's status is error. See docs/schema.md and docs/benchmarks.md.
+unless the span's status is error. ``instance`` is the row's collector instance (``''`` for rows
+stored before instances existed), so one instance's figures and purges are exact on a central
+server where several meet; files from before it are upgraded by ``rollup_upgrade.py``. See
+docs/schema.md and docs/benchmarks.md.
 
 Histogram (DDSketch-style): a duration ``d`` ms falls in bin ``i = ceil(log_g(d))`` with
 ``g = (1+ALPHA)/(1-ALPHA)``; bin ``i`` is reported as ``2 g^i / (g+1)``, which is within ``ALPHA``
@@ -30,7 +33,7 @@ from typing import Any
 import apsw
 import orjson
 
-from .schema import COLUMNS
+from .schema import COLUMNS, STORED_COLUMNS
 
 HOUR_NS = 3600 * 10**9
 DAY_NS = 24 * HOUR_NS
@@ -48,7 +51,7 @@ _OPERATIONS = {"chat": "model_call", "text_completion": "model_call", "generate_
                "create_agent": "agent_call"}
 _MAX_TEXT = 200
 
-KEY_COLUMNS = ("category", "component", "service", "type", "model", "agent", "call", "error_type")
+KEY_COLUMNS = ("category", "component", "service", "type", "model", "agent", "call", "error_type", "instance")
 SUM_COLUMNS = ("count", "errors", "dur_count", "dur_sum", "dur_min", "dur_max", "input_tokens",
                "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
                "total_tokens", "cost_usd", "cost_rows", "hist")
@@ -60,13 +63,14 @@ CREATE TABLE IF NOT EXISTS {t} (
     bucket_start_ns INTEGER NOT NULL,    -- UTC hour/day start, epoch ns
     category TEXT NOT NULL, component TEXT NOT NULL, service TEXT NOT NULL, type TEXT NOT NULL,
     model TEXT NOT NULL, agent TEXT NOT NULL, call TEXT NOT NULL, error_type TEXT NOT NULL,
+    instance TEXT NOT NULL DEFAULT '',   -- the rows' collector instance
     count INTEGER NOT NULL, errors INTEGER NOT NULL,  -- errors: level error or critical
     dur_count INTEGER NOT NULL, dur_sum REAL NOT NULL, dur_min REAL, dur_max REAL,
     input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cache_read_tokens INTEGER NOT NULL,
     cache_write_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL, total_tokens INTEGER NOT NULL,
     cost_usd REAL NOT NULL, cost_rows INTEGER NOT NULL,  -- cost_rows: rows with a known cost
     hist TEXT NOT NULL,                  -- JSON [bin, count, ...]
-    PRIMARY KEY (bucket_start_ns, category, component, service, type, model, agent, call, error_type)
+    PRIMARY KEY (bucket_start_ns, category, component, service, type, model, agent, call, error_type, instance)
 ) WITHOUT ROWID;
 """
 DDL = "".join(_TABLE_DDL.format(t=t) for t in TABLES)
@@ -84,11 +88,14 @@ _UPSERT = {t: (
 
 # The record fields the aggregator reads, in this order (writer tuples and SQL reads alike).
 INPUT_FIELDS = ("timestamp", "type", "category", "component", "service", "model", "agent", "event",
-                "name", "level", "status", "duration_ms", *TOKEN_COLUMNS, "cost_usd", "data")
-_FROM_ROW = itemgetter(*(COLUMNS.index(f) for f in INPUT_FIELDS))
-# SQL for the same fields; ``data`` only where it is parsed (call spans and failed spans).
-SELECT_INPUT = (", ".join(INPUT_FIELDS[:-1]) + ", CASE WHEN type = 'span' AND (status = 'error' OR "
-                "model IS NOT NULL OR agent IS NOT NULL) THEN data END")
+                "name", "level", "status", "duration_ms", *TOKEN_COLUMNS, "cost_usd", "data", "instance")
+_FROM_ROW = itemgetter(*(STORED_COLUMNS.index(f) for f in INPUT_FIELDS))
+# SQL for the same fields; ``data`` only where ``_classify`` parses it: failed spans, and GenAI
+# spans whose call kind is not their event. Most calls carry the kind in ``event``: their JSON stays
+# on the server (a 24 h report's raw edges read ~1 000 of them at 1M rows / 30 days).
+SELECT_INPUT = (", ".join(INPUT_FIELDS[:-2]) + ", CASE WHEN type = 'span' AND (status = 'error' OR "
+                "((model IS NOT NULL OR agent IS NOT NULL) AND (event IS NULL OR event NOT IN ("
+                + ", ".join(f"'{e}'" for e in CALL_EVENTS) + ")))) THEN data END, instance")
 
 
 # ---- histogram ---------------------------------------------------------------------------------
@@ -209,13 +216,13 @@ def add_input(out: dict[tuple[Any, ...], list[Any]], r: Sequence[Any], bucket_ns
     collects (key, duration) for exact percentiles. Hot path of the writer: keep it lean.
     """
     (ts, type_, cat, comp, svc, model, agent, event, name, level, status, dur, i_t, o_t, cr_t, cw_t,
-     rs_t, tot_t, cost, data) = r
+     rs_t, tot_t, cost, data, inst) = r
     if type_ == "span" and (status == "error" or model is not None or agent is not None
                             or event in CALL_EVENTS):
         call, etype = _classify(type_, event, name, model, agent, status, data)
     else:
         call = etype = ""
-    key = (_k(cat), _k(comp), _k(svc), _k(type_), _k(model), _k(agent), call, etype)
+    key = (_k(cat), _k(comp), _k(svc), _k(type_), _k(model), _k(agent), call, etype, _k(inst))
     full = (0 if bucket_ns is None else ts - ts % bucket_ns, *key)
     a = out.get(full)
     if a is None:
@@ -246,7 +253,7 @@ def add_input(out: dict[tuple[Any, ...], list[Any]], r: Sequence[Any], bucket_ns
 
 
 def aggregate_rows(rows: Iterable[Sequence[Any]], bucket_ns: int) -> dict[tuple[Any, ...], list[Any]]:
-    """Aggregate writer rows (``schema.COLUMNS`` order) into ``bucket_ns`` buckets."""
+    """Aggregate stored rows (``schema.STORED_COLUMNS`` order: the instance last) into ``bucket_ns`` buckets."""
     out: dict[tuple[Any, ...], list[Any]] = {}
     for row in rows:
         add_input(out, _FROM_ROW(row), bucket_ns)
@@ -291,7 +298,8 @@ def register(conn: apsw.Connection) -> None:
 def ensure(conn: apsw.Connection) -> bool:
     """Create the rollup tables and register the merge function; on a database that already has
     records but no rollups (written before rollups existed), rebuild them from every record, all in
-    one transaction. Returns True if a rebuild ran. Call once after ``schema.apply_ddl``."""
+    one transaction. Returns True if a rebuild ran. Call once after ``schema.apply_ddl`` and
+    ``rollup_upgrade.ensure`` (tables from before the ``instance`` key)."""
     register(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -351,11 +359,12 @@ def merge_agg(into: list[Any], a: Sequence[Any]) -> None:
         h[k] = h.get(k, 0) + n
 
 
-def update(conn: apsw.Connection, rows: Sequence[Sequence[Any]]) -> None:
-    """Add newly inserted rows to both rollup tables (writer thread, inside its transaction)."""
+def update(conn: apsw.Connection, rows: Sequence[tuple[Any, ...]], instance: tuple[str | None]) -> None:
+    """Add newly inserted rows (``schema.COLUMNS`` order) stored under ``instance`` (a 1-tuple, as
+    the writer appends it) to both rollup tables (writer thread, inside its transaction)."""
     if not rows:
         return
-    hourly = aggregate_rows(rows, HOUR_NS)
+    hourly = aggregate_rows((r + instance for r in rows), HOUR_NS)
     _upsert(conn, "rollup_hourly", hourly)
     _upsert(conn, "rollup_daily", roll_up(hourly, DAY_NS))
 

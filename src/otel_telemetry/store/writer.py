@@ -14,6 +14,10 @@ The store may be a libSQL server URL ("direct to a server"): the same transactio
 one request, and an unreachable server holds batches back instead of dropping them (the queue
 fills and the receivers push back as with a full store); see ``writer_remote``. A server keeps no
 call edges (their upkeep reads, which would cost round trips): its map is read from raw spans.
+
+This module is the thread, its queue and the public methods; what one transaction writes is
+``writer_txn``, the upkeep between transactions (retention, status row, WAL checkpoints)
+``writer_upkeep``, and full disks and damaged files ``writer_faults``.
 """
 
 from __future__ import annotations
@@ -25,60 +29,29 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import apsw
-import orjson
 
-from . import edges, in_progress, location, rollups
+from . import in_progress, location, rollups
 from . import retention as ret
 from . import writer_remote as remote
 
 # Connections are opened by ``db``; re-exported so callers need only the store's name.
 from .db import _SYNCHRONOUS, BUSY_TIMEOUT_MS, open_admin, open_reader, open_remote_writer, open_writer
-from .schema import STORED_COLUMNS
 from .writer_faults import _FATAL_ERRORS, WriterFaults
+from .writer_txn import _INSERT, WriteBatch, WriterTransactions
+from .writer_upkeep import WriterUpkeep
 
-__all__ = ["BUSY_TIMEOUT_MS", "StoreWriter", "WriteBatch", "open_admin", "open_reader", "open_writer"]
+# ``_INSERT`` too, for the benches that time the writer's statement.
+__all__ = ["BUSY_TIMEOUT_MS", "StoreWriter", "WriteBatch", "_INSERT", "open_admin", "open_reader", "open_writer"]
 
 log = logging.getLogger("otel_telemetry.store.writer")
-
-# ON CONFLICT(uid) rather than INSERT OR IGNORE: OR IGNORE would also skip NOT NULL violations
-# silently and count them as duplicates; this way only a repeated uid is skipped and a malformed
-# row fails its transaction (then its batch alone is dropped and counted).
-_INSERT = (
-    f"INSERT INTO records({', '.join(STORED_COLUMNS)}) VALUES ({', '.join('?' * len(STORED_COLUMNS))}) "
-    "ON CONFLICT(uid) DO NOTHING"
-)
-# The receiver is the authority on sequence numbers, so the latest checkpoint wins (no max()):
-# a publisher that restarted its numbering must not be held to its old, higher sequence.
-_UPSERT_CHECKPOINT = (
-    "INSERT INTO publishers(publisher, topic, next_seq, last_seen) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT(publisher, topic) DO UPDATE SET next_seq = excluded.next_seq, "
-    "last_seen = excluded.last_seen"
-)
-_STATUS = "INSERT OR REPLACE INTO collector_status(id, updated, body) VALUES (1, ?, ?)"
-
-
-@dataclass
-class WriteBatch:
-    """Rows (``schema.COLUMNS`` order; the writer adds ``instance``) plus the checkpoints they
-    complete, committed atomically."""
-
-    rows: list[tuple[Any, ...]]
-    checkpoints: dict[tuple[bytes, str], int] = field(default_factory=dict)
-    received: int = 0
-    # Called on the writer thread once the batch is committed (OTLP receivers acknowledge then).
-    on_commit: Callable[[], None] | None = None
-    # Started spans (live spans, ``in_progress``), same columns: kept until their span is stored.
-    started: list[tuple[Any, ...]] = field(default_factory=list)
-
 
 _WAKE = object()  # queue sentinel: stop coalescing and commit now (flush, purge, shutdown)
 
 
-class StoreWriter(WriterFaults, remote.RemoteStore):
+class StoreWriter(WriterTransactions, WriterUpkeep, WriterFaults, remote.RemoteStore):
     """Owns the database connection on its own thread; other threads only ``submit``."""
 
     def __init__(
@@ -114,7 +87,7 @@ class StoreWriter(WriterFaults, remote.RemoteStore):
         self._checkpoint_interval = checkpoint_interval
         self._rollup_days = max(1, rollup_days)
         self._instance = (instance,)  # appended to every row: the ``instance`` column
-        self._in_progress = in_progress.InProgress(live_spans)
+        self._in_progress = in_progress.InProgress(live_spans)  # spans in progress (live spans)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_batches))
         self._cond = threading.Condition()
         self._accepted = 0  # batches accepted by submit
@@ -370,189 +343,3 @@ class StoreWriter(WriterFaults, remote.RemoteStore):
                 item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
                 return group
-
-    def _commit(self, group: list[WriteBatch]) -> list[WriteBatch]:
-        """Commit a group; if it fails, retry batch by batch so one bad batch loses only itself.
-
-        Returns the batches a full disk holds back (to be tried again; never dropped). Damaged-file
-        errors propagate: they end the writer. On a server: while it is unreachable, keep the group
-        and retry with backoff (the queue fills meanwhile: push-back); a row already stored there
-        means a careful second attempt."""
-        try:
-            if self._url is None:
-                self._write(group)
-            else:
-                self._write_remote(group)
-        except apsw.FullError as exc:
-            self._disk_full_now(exc)
-            return group
-        except _FATAL_ERRORS:
-            raise
-        except Exception:
-            self._bump(errors=1)
-            if len(group) > 1:
-                log.warning("store transaction of %d batches failed; retrying one by one", len(group),
-                            exc_info=True)
-                for i, batch in enumerate(group):
-                    if self._commit([batch]):
-                        return group[i:]
-            else:
-                log.exception("store transaction failed; dropping %d rows", len(group[0].rows))
-                self._bump(dropped_rows=len(group[0].rows))
-            return []
-        self._disk_ok_now()
-        return []
-
-    def _write(self, group: list[WriteBatch], careful: bool = False) -> None:
-        conn = self._conn
-        assert conn is not None
-        n_rows = sum(len(b.rows) for b in group)
-        checkpoints: dict[tuple[bytes, str], int] = {}
-        for b in group:
-            checkpoints.update(b.checkpoints)  # later batches carry later sequence numbers
-        now_ns = self._clock()
-        with ret.transaction(conn):
-            rows = [r for b in group for r in b.rows]
-            if self._url is not None:  # reads nothing unless careful: the whole of it is one request
-                new = remote.insert(conn, _INSERT, rows, self._instance, careful) if n_rows else []
-            else:
-                new = self._insert_local(conn, rows)
-            stored = len(new)
-            evicted = 0
-            if stored:
-                rollups.update(conn, new)
-                if self._url is None:  # a server keeps no edges (see the module docstring)
-                    evicted = edges.update(conn, new)
-            if stored:
-                self._in_progress.ended(conn, new)
-            started = [r for b in group for r in b.started]
-            if started:
-                self._in_progress.add(conn, started, self._instance, now_ns)
-            if checkpoints:
-                conn.executemany(_UPSERT_CHECKPOINT,
-                                 [(p, t, s, now_ns) for (p, t), s in checkpoints.items()])
-        with self._cond:
-            s = self._stats
-            s["stored"] += stored
-            s["duplicates"] += n_rows - stored
-            s["received"] += sum(b.received for b in group)
-            s["batches"] += len(group)
-            s["commits"] += 1
-            s["edge_children_evicted"] += evicted
-            s["last_commit_ns"] = now_ns
-        for b in group:
-            if b.on_commit is not None:
-                try:
-                    b.on_commit()
-                except Exception:
-                    log.exception("on_commit callback failed")
-
-    def _insert_local(self, conn: apsw.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """Insert ``rows`` (ON CONFLICT(uid) DO NOTHING); the ones actually stored."""
-        if not rows:
-            return []
-        before = conn.total_changes()
-        max_id = conn.execute("SELECT max(id) FROM records").fetchone()[0] or 0
-        inst = self._instance
-        conn.executemany(_INSERT, (r + inst for r in rows))
-        stored = conn.total_changes() - before
-        return rows if stored == len(rows) else rollups.inserted(conn, rows, max_id)
-
-    def _begin_retention(self) -> ret.RetentionRun | None:
-        assert self._conn is not None and self._retention is not None
-        if self._unavailable or not self._schema_ready:
-            return None
-        try:
-            now = self._clock()
-            rollups.purge(self._conn, now, self._rollup_days)  # small: one row per key and bucket
-            if self._url is None:  # a server keeps no edges
-                edges.purge(self._conn, now - self._rollup_days * rollups.DAY_NS)  # edges live as long
-            return ret.RetentionRun.begin(self._conn, self._retention, now)
-        except remote.UNAVAILABLE as exc:
-            self._unreachable(exc)
-            return None
-        except apsw.Error:
-            log.exception("reading retention settings failed")
-            self._bump(errors=1)
-            return None
-
-    def _retention_step(self, run: ret.RetentionRun) -> ret.RetentionRun | None:
-        """One small retention step between ingest transactions; None when the run is over."""
-        assert self._conn is not None
-        if self._unavailable:
-            return None
-        try:
-            rows, pages = run.step(self._conn)
-        except remote.UNAVAILABLE as exc:
-            self._unreachable(exc)
-            return None
-        except apsw.FullError as exc:
-            self._disk_full_now(exc)
-            return None
-        except _FATAL_ERRORS:
-            raise
-        except apsw.Error:
-            log.exception("retention step (%s) failed", run.phase)
-            self._bump(errors=1)
-            return None
-        self._bump(purged=rows, vacuumed_pages=pages, retention_runs=int(run.done))
-        return None if run.done else run
-
-    def _sweep_in_progress(self) -> None:
-        """Spans in progress: mark the abandoned, drop the expired (writer thread, own transaction)."""
-        if self._conn is None or self._unavailable or not self._schema_ready or self._disk_full:
-            return
-        try:
-            self._in_progress.sweep(self._conn, self._clock())
-        except remote.UNAVAILABLE as exc:
-            self._unreachable(exc)
-        except apsw.Error:
-            log.exception("sweeping spans in progress failed")
-            self._bump(errors=1)
-
-    def _write_status(self) -> None:
-        conn = self._conn
-        if conn is None or self._unavailable or not self._schema_ready:
-            return
-        body: dict[str, Any] = {}
-        if self._status_source is not None:
-            try:
-                body.update(self._status_source())
-            except Exception:
-                log.exception("status source failed")
-        body.update(self.stats())
-        if self._instance[0] is not None:
-            body.setdefault("instance", self._instance[0])  # ``status --instance`` finds it by this
-        body["store_state"] = self.state
-        if self.failure is not None:
-            body["store_failure"] = self.failure
-        try:
-            with ret.transaction(conn):
-                text = orjson.dumps(body, default=str).decode()
-                if self._url is not None:  # many collectors may write one server: a row each
-                    conn.execute(remote.STATUS, (self._instance[0] or "", self._clock(), text))
-                else:
-                    conn.execute(_STATUS, (self._clock(), text))
-        except remote.UNAVAILABLE as exc:
-            self._unreachable(exc)
-        except apsw.Error:
-            if self._disk_full or self.failure is not None:
-                return  # already said once; the status row catches up when it can be written
-            log.exception("writing collector status failed")
-            self._bump(errors=1)
-
-    def _checkpoint(self, mode: int) -> None:
-        conn = self._conn
-        if conn is None:
-            return
-        try:
-            conn.wal_checkpoint(mode=mode)
-        except apsw.BusyError:
-            pass  # readers are in the way; the next periodic checkpoint catches up
-        except apsw.FullError as exc:
-            self._disk_full_now(exc)
-        except apsw.Error:
-            if self.failure is not None:
-                return  # already reported: the writer is stopping on a damaged file
-            log.exception("WAL checkpoint failed")
-            self._bump(errors=1)

@@ -31,7 +31,7 @@ from ...store import libsql_conn as lc
 from ...store import libsql_http as lh
 from ...store import location, rollups
 from ...store import retention as ret
-from ...store.schema import COLUMNS, STORED_COLUMNS
+from ...store.schema import STORED_COLUMNS
 from .config import SyncConfig
 
 log = logging.getLogger("otel_telemetry.collector.sync")
@@ -61,7 +61,7 @@ def ship_statements(rows: Sequence[Sequence[Any]], instance: str, expected_curso
     out = [lh.stmt(_GUARD, (instance, expected_cursor), want_rows=False)]
     stored = [(*r[1:-1], r[-1] or instance) for r in rows]  # rows from before ``instance`` get ours
     out += multi_row(_INSERT, stored)
-    hourly = rollups.aggregate_rows((r[: len(COLUMNS)] for r in stored), rollups.HOUR_NS)
+    hourly = rollups.aggregate_rows(stored, rollups.HOUR_NS)
     for table, aggs in (("rollup_hourly", hourly), ("rollup_daily", rollups.roll_up(hourly, rollups.DAY_NS))):
         out += multi_row(rollups.REMOTE_UPSERT[table], rollups.upsert_args(aggs))  # keys unique per table
     if status is not None:
