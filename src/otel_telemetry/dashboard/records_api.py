@@ -182,8 +182,7 @@ def trace(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     end = max((s["timestamp"] + int((s["duration_ms"] or s.get("elapsed_ms") or 0) * 1e6) for s in spans),
               default=start)
     return {"trace_id": flt.trace_id, "spans": ordered, "others": others, "start": query.iso_ns(start),
-            "duration_ms": (end - start) / 1e6, "truncated": truncated, "in_progress": len(running),
-            "now": query.iso_ns(now)}
+            "duration_ms": (end - start) / 1e6, "truncated": truncated, "in_progress": len(running)}
 
 
 def in_progress(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
