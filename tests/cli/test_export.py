@@ -333,6 +333,7 @@ def _bulk(path: Path, n: int) -> str:
     return str(path)
 
 
+@pytest.mark.timeout(600)  # seven exports, five of 200k rows: minutes on a loaded machine, never timed
 def test_large_export_shows_progress_and_runs_in_bounded_memory(tmp_path: Path) -> None:
     """20k vs 200k rows: peak RSS stays flat (1M rows behaves the same, only slower)."""
     small, large = _bulk(tmp_path / "small.db", 20_000), _bulk(tmp_path / "large.db", 200_000)

@@ -186,7 +186,8 @@ def test_otlp_port_taken_fails_before_any_subscription(tmp_path: Path) -> None:
     log = c.log.read_text()
     assert "listening on ipc" not in log, log
     assert not Path(c.endpoint[len("ipc://"):]).exists()
-    out = run_producer(c.endpoint, "--spans", "30", "--join-timeout", "0.2")
+    # No collector will come: the shutdown holds the records for its whole timeout, then counts them.
+    out = run_producer(c.endpoint, "--spans", "30", "--join-timeout", "0.2", "--shutdown-timeout", "1")
     assert out["counters"]["sent"] == 0 and out["counters"]["dropped"] == {"no_collector": 31}, out  # type: ignore[index]
 
 

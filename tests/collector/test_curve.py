@@ -57,9 +57,9 @@ class TcpCollector(CollectorProc):
         return self
 
 
-def _produce(endpoint: str, spans: int = 30, **env: str) -> dict:
+def _produce(endpoint: str, spans: int = 30, shutdown: float = 5, **env: str) -> dict:
     cmd = [sys.executable, str(HERE / "producer.py"), "--endpoint", endpoint, "--spans", str(spans),
-           "--join-timeout", "3", "--shutdown-timeout", "5"]
+           "--join-timeout", "3", "--shutdown-timeout", str(shutdown)]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_TELEMETRY_CURVE")}
     full_env.update(env)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env)
@@ -100,6 +100,11 @@ def test_server_key_as_z85_text(curve_collector) -> None:  # type: ignore[no-unt
     assert out["counters"]["sent"] == sum(out["emitted"].values()), out
 
 
+# Where no collector will ever take the records, the shutdown holds them for its whole timeout
+# before counting them no_collector: a short one (the join timeout, 3 s, is what waits for a handshake).
+NOBODY = 1.0
+
+
 def _assert_nothing_delivered(c: TcpCollector, out: dict) -> None:
     assert out["counters"]["sent"] == 0, out
     assert out["counters"]["dropped"].get("no_collector", 0) == sum(out["emitted"].values()), out
@@ -109,21 +114,21 @@ def _assert_nothing_delivered(c: TcpCollector, out: dict) -> None:
 
 def test_unknown_client_key_delivers_nothing(curve_collector) -> None:  # type: ignore[no-untyped-def]
     c, server_pub, _, unknown_secret = curve_collector
-    out = _produce(c.endpoint, OTEL_TELEMETRY_CURVE_SERVER_KEY=str(server_pub),
+    out = _produce(c.endpoint, shutdown=NOBODY, OTEL_TELEMETRY_CURVE_SERVER_KEY=str(server_pub),
                    OTEL_TELEMETRY_CURVE_CLIENT_KEY=str(unknown_secret))
     _assert_nothing_delivered(c, out)
 
 
 def test_plaintext_client_delivers_nothing(curve_collector) -> None:  # type: ignore[no-untyped-def]
     c, *_ = curve_collector
-    _assert_nothing_delivered(c, _produce(c.endpoint))
+    _assert_nothing_delivered(c, _produce(c.endpoint, shutdown=NOBODY))
 
 
 def test_bad_key_file_is_counted_not_raised(curve_collector, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     c, server_pub, *_ = curve_collector
     bad = tmp_path / "garbage.key_secret"
     bad.write_text("not a certificate\n")
-    out = _produce(c.endpoint, spans=6, OTEL_TELEMETRY_CURVE_SERVER_KEY=str(server_pub),
+    out = _produce(c.endpoint, spans=6, shutdown=NOBODY, OTEL_TELEMETRY_CURVE_SERVER_KEY=str(server_pub),
                    OTEL_TELEMETRY_CURVE_CLIENT_KEY=str(bad))
     _assert_nothing_delivered(c, out)
 

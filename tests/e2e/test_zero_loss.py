@@ -89,7 +89,7 @@ def test_app_exits_while_no_collector_listens_counts_what_it_could_not_deliver(t
     c = CollectorProc(tmp_path).start()
     ready = tmp_path / "ready"
     proc = run_producer(c.endpoint, "--spans", str(RATE * 4), "--rate", str(RATE), "--ready-file", str(ready),
-                        "--join-timeout", "0.5", wait=False)
+                        "--join-timeout", "0.5", "--shutdown-timeout", "2", wait=False)  # no collector returns
     wait_for(ready.exists, what="producer running")
     wait_for(lambda: _stored(c) >= RATE, what="a second of traffic stored")
     assert c.stop() == 0
