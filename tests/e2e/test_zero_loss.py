@@ -33,7 +33,9 @@ def _check_exact(c: CollectorProc, r: dict) -> None:
     assert counters["dropped"] == {}, counters
     assert counters["replay"]["unacknowledged"] == 0, counters["replay"]
     assert c.rows("SELECT count(*) - count(DISTINCT uid) FROM records") == [(0,)]  # no duplicates
-    assert _stored(c) == counters["emitted"] == sum(r["emitted"].values())  # 0 lost
+    z = c.status()["zmq"]
+    why = (counters["replay"], {k: z.get(k) for k in ("gaps", "gaps_total", "recovered", "received", "rejected")})
+    assert _stored(c) == counters["emitted"] == sum(r["emitted"].values()), why  # 0 lost
     assert c.status()["zmq"]["gaps_total"] == 0
 
 
@@ -43,8 +45,13 @@ def test_collector_killed_or_restarted_five_times_loses_nothing(tmp_path: Path, 
     c = CollectorProc(tmp_path).start()
     ready = tmp_path / "ready"
     stop = tmp_path / "stop"
+    # What is tested here is the resend across crashes, not the replay bound: on a machine loaded
+    # enough that the collector falls behind 3,000 spans/s, the unconfirmed backlog can pass the
+    # default 65,536 records, and the oldest are then given up and counted (evicted, then gaps:
+    # seen with two CPU hogs, books exact). A bound that covers the whole run keeps that apart.
     proc = run_producer(c.endpoint, "--spans", str(RATE * 600), "--rate", str(RATE), "--ready-file", str(ready),
-                        "--stop-file", str(stop), "--shutdown-timeout", "120", wait=False)
+                        "--stop-file", str(stop), "--shutdown-timeout", "240", "--replay-buffer", str(1 << 19),
+                        wait=False)
     wait_for(ready.exists, what="producer running")
     for _ in range(5):
         # About two seconds of traffic reach the store, then the collector dies (or stops).

@@ -85,6 +85,9 @@ class ZmqReceiver:
         self._start_error: BaseException | None = None
         self._lockfile: Any = None
         self._drain_until = 0.0
+        # Set when a batch could not be handed to the store at shutdown: nothing after it may be
+        # committed, or its checkpoint (and acknowledgement) would pass the records not stored.
+        self._cut_off = False
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -398,11 +401,20 @@ class ZmqReceiver:
                 checkpoints: dict[tuple[bytes, str], int], on_commit: Any = None) -> None:
         # Wait with the batch in hand while the writer is behind: the socket's HWM does the rest.
         submit = self._pipeline.submit
+        if self._cut_off:  # an earlier batch was not stored: neither is this one, nor acknowledged
+            self._count_shutdown_drop(len(rows))
+            return
         while not submit(kind, resource, records, rows, checkpoints=checkpoints, timeout=0.1, on_commit=on_commit):
             if self._stop.is_set():
                 # Give the writer one last bounded chance before counting the loss.
                 if not submit(kind, resource, records, rows, checkpoints=checkpoints, timeout=1.0,
                               on_commit=on_commit):
-                    with self._lock:
-                        self.dropped["shutdown"] = self.dropped.get("shutdown", 0) + len(rows)
+                    # Not acknowledged, so the app sends it again to the next collector; and no
+                    # later batch may be committed past it (this collector is stopping anyway).
+                    self._cut_off = True
+                    self._count_shutdown_drop(len(rows))
                 return
+
+    def _count_shutdown_drop(self, n: int) -> None:
+        with self._lock:
+            self.dropped["shutdown"] = self.dropped.get("shutdown", 0) + n
