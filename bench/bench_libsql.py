@@ -60,15 +60,18 @@ PANELS = ("/api/ai?last=30d", "/api/ai?last=24h", "/api/overview?last=30d", "/ap
           "/api/errors?last=7d", "/api/traces?last=24h")
 
 
-def start_sqld(data: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_sqld(data: Path, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str]:
+    """A fresh sqld on a free loopback port with its data under ``data`` (``extra``: more options)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([str(SQLD), "--db-path", str(data / "data.sqld"), "--http-listen-addr",
-                             f"127.0.0.1:{port}", "--no-welcome"], stdout=subprocess.DEVNULL,
+                             f"127.0.0.1:{port}", "--no-welcome", *extra], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, cwd=data)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(1000):
+    for _ in range(1500):
+        if proc.poll() is not None:
+            raise RuntimeError(f"sqld {' '.join(extra)} exited at start")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
                 if r.status == 200:

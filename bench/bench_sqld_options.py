@@ -17,20 +17,18 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_libsql import SQLD  # noqa: E402
+from bench_libsql import SQLD, start_sqld  # noqa: E402
 from bench_stats import build  # noqa: E402
 
 from otel_telemetry.collector.sync import shipper as sh  # noqa: E402
@@ -51,23 +49,7 @@ CONFIGS: dict[str, tuple[list[str], list[str]]] = {
 
 
 def start(data: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([str(SQLD), "--db-path", str(data / "data.sqld"), "--http-listen-addr",
-                             f"127.0.0.1:{port}", "--no-welcome", *extra], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, cwd=data)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(1500):
-        if proc.poll() is not None:
-            raise RuntimeError(f"sqld {extra} exited at start")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError("sqld did not start")
+    return start_sqld(data, tuple(extra))
 
 
 def failures(answer: bytes) -> list[str]:
