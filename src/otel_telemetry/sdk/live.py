@@ -57,7 +57,10 @@ class LiveSpans:
         if len(q) < self._max:
             # A weak reference: a span that ends dies at once, as without live spans (held spans
             # would be promoted through the GC's generations, the costliest part of a span).
-            q.append((self._clock(), weakref.ref(span)))
+            try:
+                q.append((self._clock(), weakref.ref(span)))
+            except TypeError:  # a span class without weak references: no preview, no error
+                self.untracked += 1
         else:
             self.untracked += 1
 
