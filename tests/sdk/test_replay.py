@@ -27,23 +27,3 @@ def test_the_bound_forgets_the_oldest_first_and_zero_turns_it_off() -> None:
     off.add(b"a", 0, 10, [])
     assert not off.enabled and off.records == 0 and list(off.pending()) == []
 
-
-def test_live_spans_tracker_never_raises_into_the_app() -> None:
-    """``on_start`` runs on the app's thread: a span that cannot be weakly referenced is not
-    tracked (counted), and a full tracker counts instead of growing."""
-    from otel_telemetry.sdk.live import LiveSpans
-
-    class Slotted:  # no __weakref__ slot
-        __slots__ = ("end_time",)
-
-    live = LiveSpans(max_tracked=1)
-    live.on_start(Slotted())
-    assert live.untracked == 1 and not live.waiting()
-
-    class Plain:
-        end_time = None
-
-    kept = [Plain(), Plain()]
-    live.on_start(kept[0])
-    live.on_start(kept[1])  # over the bound
-    assert live.untracked == 2 and live.counters()["waiting"] == 1
