@@ -11,6 +11,7 @@ Reads ``query.in_progress`` on a read-only connection every ``--interval``, like
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import Any
@@ -66,7 +67,7 @@ def watch_in_progress(db: str | None, fmt: str, interval: float, max_records: in
     shown = 0
     before: dict[str, dict[str, Any]] = {}
     first = True
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the normal way to stop a live view
         with _open(db) as conn:
             while True:
                 now = live.spans(conn)
@@ -106,5 +107,3 @@ def watch_in_progress(db: str | None, fmt: str, interval: float, max_records: in
                     return
                 wait = interval if deadline is None else min(interval, deadline - time.monotonic())
                 time.sleep(max(0.0, wait))
-    except KeyboardInterrupt:
-        pass  # the normal way to stop a live view

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..store.db import has_table
 from ..store.in_progress import TABLE
 from .export import SELECT_COLUMNS, record
 from .filters import iso_ns
@@ -23,22 +24,13 @@ MAX_SPANS = 1000
 _FILTERS = ("trace_id", "service", "instance")
 
 
-def has_table(conn: Any) -> bool:
-    """False on a store no collector with live spans has written yet (or an older one)."""
-    tables = getattr(conn, "tables", None)  # a server connection knows its tables
-    if tables is not None:
-        return TABLE in tables
-    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-    return conn.execute(sql, (TABLE,)).fetchone() is not None
-
-
 def spans(conn: Any, *, trace_id: str | None = None, service: str | None = None, instance: str | None = None,
           state: str | None = None, limit: int = MAX_SPANS, now_ns: int | None = None) -> dict[str, Any]:
     """``{"now", "spans", "truncated"}``: spans in progress, oldest start first (filters are
     exact matches, bound as parameters)."""
     now = time.time_ns() if now_ns is None else now_ns
     out: dict[str, Any] = {"now": iso_ns(now), "spans": [], "truncated": False}
-    if not has_table(conn):
+    if not has_table(conn, TABLE):  # no collector with live spans has written this store yet
         return out
     where, params = "", []
     for column, value in zip(_FILTERS, (trace_id, service, instance), strict=True):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import stat
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import apsw
 
@@ -269,3 +269,13 @@ def ensure_remote_schema(conn: RemoteConnection) -> None:
     conn.execute(rollups.DDL)
     conn.execute(SYNC_DDL)
     conn.execute(in_progress.DDL)
+
+
+def has_table(conn: Any, name: str) -> bool:
+    """Whether the store holds table ``name``: a server connection knows its tables from when it
+    opened (no round trip), a file is asked."""
+    tables = getattr(conn, "tables", None)
+    if tables is not None:
+        return name in tables
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(sql, (name,)).fetchone() is not None

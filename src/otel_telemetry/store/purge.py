@@ -34,6 +34,7 @@ import apsw
 
 from ..categories import CATEGORIES, CATEGORY_SET
 from . import edges, in_progress, rollups
+from .db import has_table
 from .retention import transaction, vacuum_step
 
 
@@ -203,10 +204,9 @@ def _purge_edges(conn: apsw.Connection, spec: PurgeSpec, spans: set[tuple[str, i
 def _purge_in_progress(conn: apsw.Connection, where: str, params: list[Any]) -> None:
     """Spans in progress of the purged scope (their table has the records' columns): their names
     and attributes go too. A running collector forgets them when their span arrives or they expire."""
-    table = in_progress.TABLE
-    with transaction(conn):
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone():
-            conn.execute(f"DELETE FROM {table} WHERE {where}", params)
+    if has_table(conn, in_progress.TABLE):
+        with transaction(conn):
+            conn.execute(f"DELETE FROM {in_progress.TABLE} WHERE {where}", params)
 
 
 def truncate_wal(conn: apsw.Connection, timeout_s: float) -> bool:
