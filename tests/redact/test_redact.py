@@ -496,3 +496,19 @@ def test_scan_bytes_reads_a_marker_cut_at_a_page_boundary_as_the_marker() -> Non
     assert scan_bytes(red, b"x | password=hunter2pw\x00\x00\x00\x1e") == {"kv_secret": 1}
     assert scan_bytes(red, b"x | password=[Rhunter2\x00") == {"kv_secret": 1}
     assert scan_bytes(red, b"x | password=hun\x00\x00\x00$\x93D") == {"kv_secret": 1}
+
+
+def test_scan_bytes_does_not_read_glued_columns_and_hex_ids_as_a_secret_token() -> None:
+    """From a WAL in a CI run: a record header's serial-type bytes read "YP", then the row's column
+    texts and its trace and span ids follow back to back. That run is mixed-case with digits but
+    no stored value holds it. A real token stays a hit, alone or glued to an id."""
+    red = Redactor(RedactionConfig(pseudonym_key="k" * 32))
+    wal = (b"\x00\x11T\xbe\xac\xadlv\xb8_\x07\xf7\x95?\xc8LM<\x18\xef\x11\xdd\x12.YPlogerror_patternslog_error"
+           b"logger_redacted-emaillogerrorpii-netnsa9823b426bbe05d018741995760c61a2eb1f4fbc95c5620d"
+           b'{"body":"log user da')
+    assert red.find(wal.decode("latin-1")).get("secret_token") == 1  # what the raw detector alone says
+    assert scan_bytes(red, wal) == {}
+    token = b"Zx9QwE3rTy7UiOp1AsDfGhJkLzXcVbNm"
+    assert scan_bytes(red, b"\x00" + token + b"\x00") == {"secret_token": 1}
+    assert scan_bytes(red, b"\x12" + token + b"a9823b426bbe05d018741995760c61a2") == {"secret_token": 1}
+    assert scan_bytes(red, b"\x12a9823b426bbe05d0" + token + b"\x00") == {"secret_token": 1}
