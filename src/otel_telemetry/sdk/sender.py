@@ -58,6 +58,8 @@ class Sender(Preparer):
     _stopping: bool
     _flush_requested: bool
     _deadline: float
+    away_since: float | None
+    flush_gave_up: float | None
     _wake_r: int
     _sock_lock: threading.Lock
     _sock: zmq.Socket | None
@@ -148,6 +150,10 @@ class Sender(Preparer):
         while True:
             self._read_subscriptions(sock, subs)
             self.connected = bool(subs)
+            if subs:
+                self.away_since = None
+            elif self.away_since is None:
+                self.away_since = time.monotonic()
             if live is not None and live.waiting():  # spans in progress (sdk.live), opt-in
                 try:
                     live.announce(sock, packer, self._convert, self._listened, self._publisher,
@@ -178,7 +184,10 @@ class Sender(Preparer):
                 # No collector listens (not yet, or it is restarting): hold what comes, encoded but
                 # not numbered, up to the replay bound; the oldest beyond it is a counted drop.
                 if stopping and away_deadline == float("inf"):
-                    away_deadline = now + self._join_timeout
+                    # A flush that gave up waiting for a collector, none in sight since: no second wait.
+                    gave_up, away = self.flush_gave_up, self.away_since
+                    waited = gave_up is not None and away is not None and away <= gave_up
+                    away_deadline = now if waited else now + self._join_timeout
                 if (replay.enabled or now < join_deadline) and not (stopping and now >= away_deadline):
                     if not self._hold_away(q, rb, pending, packer, stopping or self._flush_requested):
                         self._wait(poller, 0.01 if now < join_deadline or stopping else IDLE_WAIT)

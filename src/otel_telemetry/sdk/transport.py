@@ -133,6 +133,9 @@ class Transport(Sender):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self.connected = False
+        # Since when no collector has listened (None while one does); set by the sender thread.
+        self.away_since: float | None = time.monotonic()
+        self.flush_gave_up: float | None = None  # when force_flush last gave up for want of one
 
     def start(self) -> None:
         with self._lock:
@@ -246,7 +249,10 @@ class Transport(Sender):
         return self.shutdown(timeout) if last else self.force_flush(timeout)
 
     def force_flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything queued so far is sent or counted; honours ``timeout``."""
+        """Wait until everything queued so far is sent or counted; honours ``timeout``. With no
+        collector in sight for ``join_timeout`` it returns False at once: the records stay held
+        for the next collector (or are counted at shutdown), and an app exiting without one never
+        waits out the whole timeout (the SDK flushes each provider at exit)."""
         if not self._started or self._thread is None or not self._thread.is_alive():
             return not self._queue and not self.batches.busy()
         deadline = time.monotonic() + max(0.0, timeout)
@@ -254,7 +260,12 @@ class Transport(Sender):
         self._wake()
         with self._cond:
             while self._queue or self._in_hand or self._pending_count or self.batches.busy():
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                left = deadline - now
+                away = self.away_since
+                if away is not None and now - away >= self._join_timeout:
+                    self.flush_gave_up = now  # a shutdown right after does not wait a second time
+                    return False
                 if left <= 0:
                     return False
                 self._cond.wait(min(left, 0.05))
