@@ -46,9 +46,12 @@ chromium:
 
 # The install, the peers, sqld and chromium are independent downloads: made side by side, which
 # takes about the install's own time instead of the sum (docs/benchmarks.md, "Test suite time").
+# Two workers: most tests wait on real processes, so one worker uses about half a core; two
+# finish in ~60 % of the time, also with a CPU hog on the other core (docs/benchmarks.md).
+TEST_WORKERS ?= 2
 test:
 	$(MAKE) -j4 --output-sync=target install lint peers sqld chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # The realistic workload (bench/workloads.py) is the target; the constant one is the best case.
 bench: install
