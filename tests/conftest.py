@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -27,6 +28,26 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """With two workers (``make test``), a test marked ``heavy`` holds a lock of the run's, so two
+    such tests never run at once: each keeps up with a stream or a deadline, which two of them at
+    once on two cores would test the machine instead. Taken outside pytest-timeout's timer (this
+    wrapper runs first), so waiting for the lock never counts against a test's timeout."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None or item.get_closest_marker("heavy") is None:
+        yield
+        return
+    # The workers' base temp dirs share a parent (pytest-of-USER/pytest-N): pytest removes it later.
+    root = item.config._tmp_path_factory.getbasetemp().parent  # type: ignore[attr-defined]
+    with open(root / f"heavy-{run}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 _RUNNING: list[CollectorProc] = []  # every collector process the tests started

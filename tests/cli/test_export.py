@@ -333,6 +333,7 @@ def _bulk(path: Path, n: int) -> str:
     return str(path)
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(600)  # five exports, two of 100k rows: a minute on a loaded machine, never timed
 def test_large_export_shows_progress_and_runs_in_bounded_memory(tmp_path: Path) -> None:
     """10k vs 100k rows: peak RSS stays flat (1M rows behaves the same, only slower)."""

@@ -260,6 +260,7 @@ def test_server_down_at_shutdown_counts_what_it_could_not_write(tmp_path: Path) 
         assert "could not be written (counted as dropped_unavailable)" in c.log.read_text()
 
 
+@pytest.mark.heavy
 def test_otlp_clients_are_pushed_back_while_the_server_is_down(tmp_path: Path) -> None:
     """OTLP/HTTP against a direct-mode collector whose server is down: 503 (not stored in time),
     then 429 once the writer's queue is full; after the server is back every retried span is

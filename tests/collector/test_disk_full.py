@@ -23,6 +23,8 @@ import yaml
 from conftest import CollectorProc, wait_for
 from test_store_faults import http_port, post
 
+pytestmark = pytest.mark.heavy  # see tests/conftest.py: never next to another heavy test
+
 MIB = 1024 * 1024
 
 

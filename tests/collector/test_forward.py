@@ -222,6 +222,7 @@ def test_outage_across_forwarder_restart_loses_nothing(tmp_path: Path, sinks: An
     assert max(got.values()) == 1  # exactly once
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_consume_never_blocks_on_a_hung_downstream(forwarders: Any, protocol: str) -> None:
     """The downstream accepts TCP but never answers: the sender is stuck in its first attempt

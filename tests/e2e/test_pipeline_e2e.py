@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
 from conftest import CollectorProc, producer_result, run_producer, wait_for
 
 from otel_telemetry.categories import CATEGORIES
@@ -40,6 +41,7 @@ def test_two_producers_every_category_exact(collector: CollectorProc) -> None:
     assert '"precision":0.9' in row[5]
 
 
+@pytest.mark.heavy
 def test_steady_10k_per_second_no_drops(collector: CollectorProc) -> None:
     r = run_producer(collector.endpoint, "--spans", "30000", "--rate", "10000")
     assert collector.stop() == 0
@@ -84,6 +86,7 @@ def test_collector_started_after_producer_beyond_the_hold_bound(tmp_path: Path) 
     _books([r], stored, gaps)
 
 
+@pytest.mark.heavy
 def test_kill9_mid_stream_then_restart(tmp_path: Path) -> None:
     c = CollectorProc(tmp_path).start()
     ready = tmp_path / "ready"

@@ -23,6 +23,8 @@ from sqld import Sqld
 
 from otel_telemetry.store.schema import STORED_COLUMNS
 
+pytestmark = pytest.mark.heavy  # see tests/conftest.py: never next to another heavy test
+
 CMP = ", ".join(STORED_COLUMNS)
 PORT = 8080
 

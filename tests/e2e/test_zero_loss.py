@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import CollectorProc, producer_result, run_producer, wait_for
 
+pytestmark = pytest.mark.heavy  # see tests/conftest.py: never next to another heavy test
+
 RATE = 3000
 
 
