@@ -136,7 +136,7 @@ def ingest_overhead(tmp: str, n: int, now: int, batch: int) -> dict[str, float]:
         for k in range(0, n, batch):
             chunk = rows[k:k + batch]
             with retention.transaction(conn):
-                conn.executemany(store._INSERT, chunk)
+                conn.executemany(store._INSERT, [r + (None,) for r in chunk])  # + the instance column
                 if with_rollups:
                     rollups.update(conn, chunk, (None,))
         out[label] = n / (time.perf_counter() - t)
