@@ -9,7 +9,17 @@ import click
 from ..query import attr_search
 from ..query import compare as qc
 from ..query import filters as query
-from .output import ATTR_FILTER, _emit_csv, _emit_json, _emit_table, _open, _window, common_options, window_options
+from .output import (
+    ATTR_FILTER,
+    _emit_csv,
+    _emit_json,
+    _emit_table,
+    _open,
+    _window,
+    common_options,
+    instance_option,
+    window_options,
+)
 
 
 def register(main: click.Group) -> None:
@@ -30,6 +40,7 @@ def _where(text: str) -> qc.Where:
                    "filter like key=value. They are compared with the other spans of the window.")
 @click.option("--name", default=None, help="Only spans of this operation (span name, exact match).")
 @click.option("--service", default=None, help="Only spans of this service (exact match).")
+@instance_option
 @click.option("--attr", "attrs", multiple=True, type=ATTR_FILTER, metavar="KEY=VALUE",
               help="Only spans matching this attribute filter, on both sides (repeatable; see query --attr).")
 @window_options
@@ -41,7 +52,8 @@ def _where(text: str) -> qc.Where:
                    "runs of row ids and its span counts are estimates. "
                    "Default: $OTEL_TELEMETRY_COMPARE_MAX_SPANS, else 10000.")
 @common_options
-def compare_cmd(where_text: str, name: str | None, service: str | None, attrs: tuple[attr_search.AttrFilter, ...],
+def compare_cmd(where_text: str, name: str | None, service: str | None, instance: str | None,
+                attrs: tuple[attr_search.AttrFilter, ...],
                 last: float | None, since: int | None, until: int | None, limit: int, max_spans: int | None,
                 db: str | None, fmt: str) -> None:
     """List attribute values over-represented in the selected spans against the rest of the window.
@@ -64,7 +76,7 @@ def compare_cmd(where_text: str, name: str | None, service: str | None, attrs: t
         raise click.UsageError(str(exc)) from None
     with _open(db) as conn:
         r = qc.compare(conn, where, start, end if end is not None else time.time_ns(), name=name,
-                       service=service, attrs=attrs, limit=limit, max_spans=cap)
+                       service=service, attrs=attrs, limit=limit, max_spans=cap, instance=instance)
     if fmt == "json":
         _emit_json(r)
         return

@@ -157,6 +157,13 @@ def format_option(f: F) -> F:
     )(f)
 
 
+def instance_option(f: F) -> F:
+    """``--instance``: one collector instance's records (a central store's per-device view)."""
+    return click.option("--instance", default=None, metavar="NAME",
+                        help="Only records stored by this collector instance (exact match): one device's "
+                             "view of a store that several ship to.")(f)
+
+
 def common_options(f: F) -> F:
     """``--db`` and ``--format``, shared by every command that reads the database."""
     return db_option(format_option(f))

@@ -10,7 +10,17 @@ import click
 from ..categories import CATEGORIES
 from ..query import filters, service_map
 from ..query import metrics as qmetrics
-from .output import _emit_csv, _emit_json, _emit_table, _open, _window, common_options, db_option, window_options
+from .output import (
+    _emit_csv,
+    _emit_json,
+    _emit_table,
+    _open,
+    _window,
+    common_options,
+    db_option,
+    instance_option,
+    window_options,
+)
 
 
 def register(main: click.Group) -> None:
@@ -29,11 +39,12 @@ def _end(end: int | None) -> int:
               help="Nodes are services (service.name) or components (telemetry.component, else the scope).")
 @click.option("--category", type=click.Choice(CATEGORIES), help="Only edges (and node counts) of this category "
               "(the called span's category).")
+@instance_option
 @click.option("--format", "fmt", type=click.Choice(("table", "json", "csv", "dot")), default="table",
               show_default=True, help="table for people, json/csv for programs, dot for Graphviz.")
 @db_option
 def map_cmd(last: float | None, since: int | None, until: int | None, by: str, category: str | None,
-            fmt: str, db: str | None) -> None:
+            instance: str | None, fmt: str, db: str | None) -> None:
     """Who calls whom: the component map over the window.
 
     Nodes are the services (or components) with spans in the window: calls are their spans,
@@ -53,7 +64,7 @@ def map_cmd(last: float | None, since: int | None, until: int | None, by: str, c
     """
     start, end = _window(last, since, until)
     with _open(db) as conn:
-        m = service_map.service_map(conn, start, _end(end), by, category)
+        m = service_map.service_map(conn, start, _end(end), by, category, instance)
     headers = ("source", "target", "calls", "errors", "p50_ms", "p95_ms")
     if fmt == "json":
         _emit_json(m)
@@ -73,9 +84,10 @@ def map_cmd(last: float | None, since: int | None, until: int | None, by: str, c
 @click.command("services")
 @window_options
 @click.option("--category", type=click.Choice(CATEGORIES), help="Only entry spans of this category.")
+@instance_option
 @common_options
 def services_cmd(last: float | None, since: int | None, until: int | None, category: str | None,
-                 db: str | None, fmt: str) -> None:
+                 instance: str | None, db: str | None, fmt: str) -> None:
     """Each service's health: rate, errors and p50/p95 duration of its entry spans.
 
     Entry spans are where work enters a service: server and consumer spans, root spans, and spans
@@ -89,7 +101,7 @@ def services_cmd(last: float | None, since: int | None, until: int | None, categ
     """
     start, end = _window(last, since, until)
     with _open(db) as conn:
-        s = service_map.services(conn, start, _end(end), category)
+        s = service_map.services(conn, start, _end(end), category, instance)
     headers = ("service", "calls", "errors", "error_rate", "rate_per_s", "p50_ms", "p95_ms")
     if fmt == "json":
         _emit_json(s)
@@ -108,9 +120,10 @@ def services_cmd(last: float | None, since: int | None, until: int | None, categ
               help="counters: sum|rate (default rate); gauges: last|avg|max|min (default last); "
                    "histograms: p50|p95|p99|avg|count|sum|min|max (default p95, from the buckets).")
 @window_options
+@instance_option
 @common_options
 def metrics_cmd(name: str | None, group_by: str | None, agg: str | None, last: float | None, since: int | None,
-                until: int | None, db: str | None, fmt: str) -> None:
+                until: int | None, instance: str | None, db: str | None, fmt: str) -> None:
     """Any stored metric over the window, grouped by one attribute; without NAME, the metric names.
 
     NAME's value over the whole window per group, and (json, csv) its series per bucket (at most
@@ -129,7 +142,7 @@ def metrics_cmd(name: str | None, group_by: str | None, agg: str | None, last: f
         if name is None:
             if group_by is not None or agg is not None:
                 raise click.UsageError("--group-by and --agg need a metric NAME")
-            rows = qmetrics.names(conn, start, _end(end))
+            rows = qmetrics.names(conn, start, _end(end), instance)
             headers = ("name", "type", "unit", "points", "services")
             if fmt == "json":
                 _emit_json(rows)
@@ -141,7 +154,7 @@ def metrics_cmd(name: str | None, group_by: str | None, agg: str | None, last: f
                 _emit_table(headers, [[r[h] for h in headers] for r in rows], {})
             return
         try:
-            m = qmetrics.series(conn, name, start, _end(end), agg, group_by)
+            m = qmetrics.series(conn, name, start, _end(end), agg, group_by, instance)
         except filters.QueryError as exc:
             raise click.UsageError(str(exc)) from None
     if fmt == "json":

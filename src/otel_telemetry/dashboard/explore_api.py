@@ -18,6 +18,7 @@ from ..query import conversation as qv
 from ..query import filters as query
 from ..query import in_progress as live
 from ..query.filters import QueryError
+from .api import INSTANCE
 from .params import WINDOW, ApiError, Params
 
 
@@ -49,7 +50,8 @@ def compare(conn: apsw.Connection, p: Params, ctx: Any) -> dict[str, Any]:
     except (QueryError, ValueError) as exc:
         raise ApiError(str(exc)) from None
     return qc.compare(conn, where, since, until, name=p.text("name"), service=p.text("service"),
-                      attrs=attr_filters(p), limit=p.integer("limit", 20, 1, 1000), max_spans=cap)
+                      attrs=attr_filters(p), limit=p.integer("limit", 20, 1, 1000), max_spans=cap,
+                      instance=p.text(INSTANCE))
 
 
 MAX_TRACE_RECORDS = 5000  # as the waterfall (records_api.trace)
@@ -72,6 +74,6 @@ def conversation(conn: apsw.Connection, p: Params, ctx: Any) -> dict[str, Any]:
 
 # name -> (function, accepted parameters); the server routes /api/<name> here.
 EXPLORE: dict[str, tuple[Any, tuple[str, ...]]] = {
-    "compare": (compare, (*WINDOW, "where", "name", "service", "attr", "limit")),
+    "compare": (compare, (*WINDOW, "where", "name", "service", "attr", "limit", INSTANCE)),
     "conversation": (conversation, ("trace_id",)),
 }

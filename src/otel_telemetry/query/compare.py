@@ -228,9 +228,10 @@ def _chunked(conn: apsw.Connection, where: Where, pop: str, params: list[Any], s
 
 def compare(conn: apsw.Connection, where: Where, since_ns: int, until_ns: int, *, name: str | None = None,
             service: str | None = None, attrs: Sequence[attr_search.AttrFilter] = (), limit: int = 20,
-            max_spans: int = DEFAULT_MAX_SPANS) -> dict[str, Any]:
+            max_spans: int = DEFAULT_MAX_SPANS, instance: str | None = None) -> dict[str, Any]:
     """Attribute values over-represented in the spans matching ``where`` against the other spans of
-    ``[since_ns, until_ns)`` (same ``name``, ``service`` and ``attrs``); at most ``limit`` rows.
+    ``[since_ns, until_ns)`` (same ``name``, ``service``, ``attrs`` and collector ``instance``); at
+    most ``limit`` rows.
 
     A window of up to ``5 * max_spans`` records (counted in the timestamp index) is counted
     exactly (each side's pairs on a sample of ``max_spans / 2`` spans if larger); a larger one is
@@ -240,9 +241,9 @@ def compare(conn: apsw.Connection, where: Where, since_ns: int, until_ns: int, *
         raise QueryError(f"limit {limit!r} is not from 1 to 1000")
     pop = "type = 'span'"
     params: list[Any] = []
-    for column, value in (("name", name), ("service", service)):
+    for column, value in (("name", name), ("service", service), ("instance", instance)):
         if value is not None:
-            pop += f' AND "{column}" = ?'  # column names are these two constants
+            pop += f' AND "{column}" = ?'  # column names are these three constants
             params.append(value)
     extra, extra_params = attr_search.clauses(tuple(attrs))
     pop += extra
@@ -271,7 +272,8 @@ def compare(conn: apsw.Connection, where: Where, since_ns: int, until_ns: int, *
                      "ratio": round(sel_share / rest_share, 2) if rest_share else None})
     rows.sort(key=lambda x: (-x["score"], -x["selection"], x["key"], x["value"]))
     out = {
-        "where": where.text, "name": name, "service": service, "attrs": [str(a) for a in attrs],
+        "where": where.text, "name": name, "service": service, "instance": instance,
+        "attrs": [str(a) for a in attrs],
         "since": iso_ns(since_ns), "until": iso_ns(until_ns), "since_ns": since_ns, "until_ns": until_ns,
         "selection": {"spans": spans["selection"], "read": sel_n}, "rest": {"spans": spans["rest"], "read": rest_n},
         "sampled": spans["estimated"] or sel_n < spans["selection"] or rest_n < spans["rest"],

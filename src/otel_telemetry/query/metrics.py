@@ -1,7 +1,10 @@
 """Any stored metric by name, over a window, grouped by one attribute (``otel-telemetry metrics``, the
 dashboard's metrics explorer): the same numbers for both.
 
-A series is one (service, point attributes) combination. Per bucket and per group:
+A series is one (collector instance, resource identity, service, point attributes) combination:
+the resource identity is its ``service.instance.id``, ``host.name`` and ``process.pid`` where the
+app sets them, so two devices (or processes) counting the same thing are two series, and one's
+cumulative points are never read as the other's resets. Per bucket and per group:
 
 * counters (monotonic sums): ``sum`` is what the group's series counted in the bucket (delta
   points added; cumulative points as the increase over the series' previous point, a drop being a
@@ -44,8 +47,12 @@ COUNTER_AGGS = ("sum", "rate")
 GAUGE_AGGS = ("last", "avg", "max", "min")
 HISTOGRAM_AGGS = ("p50", "p95", "p99", "avg", "count", "sum", "min", "max")
 AGGS = tuple(dict.fromkeys(COUNTER_AGGS + GAUGE_AGGS + HISTOGRAM_AGGS))
-_POINTS_SQL = ("SELECT timestamp, service, metric_type, metric_value, data FROM records WHERE type = 'metric' "
-               "AND name = ? AND timestamp >= ? AND timestamp < ? ORDER BY timestamp, id LIMIT ?")
+# The resource identity, read in SQL (one call; metadata is JSON unless something odd was put there).
+_WHO = ("instance, CASE WHEN json_valid(metadata) THEN json_extract(metadata, '$.resource.\"service.instance.id\"', "
+        "'$.resource.\"host.name\"', '$.resource.\"process.pid\"') END")
+_POINTS_SQL = ("SELECT timestamp, service, metric_type, metric_value, data, " + _WHO + " FROM records "
+               "WHERE type = 'metric' AND name = ? AND timestamp >= ? AND timestamp < ?{inst} ORDER BY timestamp, id "
+               "LIMIT ?")
 
 
 def bucket_ns(span_ns: int) -> int:
@@ -56,13 +63,18 @@ def bucket_ns(span_ns: int) -> int:
     return _BUCKETS_S[-1] * NS
 
 
-def names(conn: apsw.Connection, since: int, until: int) -> list[dict[str, Any]]:
+def names(conn: apsw.Connection, since: int, until: int, instance: str | None = None) -> list[dict[str, Any]]:
     """The metrics with points in the window: name, type, unit, points, services."""
+    inst, args = _inst(instance)
     rows = conn.execute(
         "SELECT name, metric_type, max(metric_unit), count(*), count(DISTINCT service) FROM records "
-        "WHERE type = 'metric' AND timestamp >= ? AND timestamp < ? AND name IS NOT NULL "
-        "GROUP BY name, metric_type ORDER BY name, metric_type", (since, until)).fetchall()
+        f"WHERE type = 'metric' AND timestamp >= ? AND timestamp < ? AND name IS NOT NULL{inst} "
+        "GROUP BY name, metric_type ORDER BY name, metric_type", (since, until, *args)).fetchall()
     return [{"name": n, "type": t, "unit": u, "points": c, "services": s} for n, t, u, c, s in rows]
+
+
+def _inst(instance: str | None) -> tuple[str, tuple[str, ...]]:
+    return ("", ()) if instance is None else (" AND instance = ?", (instance,))
 
 
 def kind_of(mtype: str, monotonic: bool) -> str:
@@ -84,10 +96,10 @@ class _Point:
     __slots__ = ("data", "delta", "group", "key", "raw", "service", "ts", "value")
 
     def __init__(self, ts: int, service: str | None, value: Any, raw: str, data: dict[str, Any],
-                 group_by: str | None) -> None:
+                 group_by: str | None, who: tuple[Any, Any] = (None, None)) -> None:
         self.ts, self.service, self.value, self.raw, self.data = ts, service, value, raw, data
         attrs = data.get("attributes") if isinstance(data.get("attributes"), dict) else {}
-        self.key = orjson.dumps([service, attrs], option=orjson.OPT_SORT_KEYS).decode()
+        self.key = orjson.dumps([*who, service, attrs], option=orjson.OPT_SORT_KEYS).decode()
         self.delta = data.get("temporality") in _DELTA
         if group_by is None:
             self.group = "(all)"
@@ -99,10 +111,12 @@ class _Point:
 
 
 def _points(conn: apsw.Connection, name: str, lo: int, hi: int, group_by: str | None,
-            mtype: str | None) -> tuple[list[_Point], str | None, bool]:
+            mtype: str | None, instance: str | None = None) -> tuple[list[_Point], str | None, bool]:
     out: list[_Point] = []
     monotonic = False
-    for ts, service, t, value, raw in conn.execute(_POINTS_SQL, (name, lo, hi, MAX_POINTS)):
+    inst, args = _inst(instance)
+    for ts, service, t, value, raw, *who in conn.execute(_POINTS_SQL.format(inst=inst),
+                                                        (name, lo, hi, *args, MAX_POINTS)):
         if mtype is None:
             mtype = t
         if t != mtype:  # one name, one type: points of another type (a changed instrument) are skipped
@@ -114,7 +128,7 @@ def _points(conn: apsw.Connection, name: str, lo: int, hi: int, group_by: str | 
         if not isinstance(data, dict):
             continue
         monotonic = monotonic or bool(data.get("monotonic"))
-        out.append(_Point(ts, service, value, raw, data, group_by))
+        out.append(_Point(ts, service, value, raw, data, group_by, tuple(who)))  # type: ignore[arg-type]
     return out, mtype, monotonic
 
 
@@ -168,18 +182,19 @@ def _value(points: Sequence[_Point], kind: str, mtype: str, agg: str, seconds: f
 
 
 def series(conn: apsw.Connection, name: str, since: int, until: int, agg: str | None = None,
-           group_by: str | None = None) -> dict[str, Any]:
-    """The metric's window value and per-bucket series per group (see the module docstring)."""
+           group_by: str | None = None, instance: str | None = None) -> dict[str, Any]:
+    """The metric's window value and per-bucket series per group (see the module docstring);
+    ``instance``: only the points that collector instance stored."""
     if group_by is not None and not group_by.strip():
         raise QueryError("group by needs an attribute name")
-    points, mtype, monotonic = _points(conn, name, since, until, group_by, None)
+    points, mtype, monotonic = _points(conn, name, since, until, group_by, None, instance)
     if mtype is None:
         raise QueryError(f"no metric named {name!r} in this window (otel-telemetry metrics lists them)")
     kind = kind_of(mtype, monotonic)
     agg = agg or _default(kind)
     if agg not in aggs_for(kind):
         raise QueryError(f"--agg {agg} does not apply to {name!r} ({kind}); use one of {', '.join(aggs_for(kind))}")
-    before, _, _ = _points(conn, name, max(-(2**63), 2 * since - until), since, group_by, mtype)
+    before, _, _ = _points(conn, name, max(-(2**63), 2 * since - until), since, group_by, mtype, instance)
     bucket = bucket_ns(until - since)
     first = since - since % bucket
     starts = list(range(first, until, bucket))

@@ -6,7 +6,9 @@ its ends, so its cost depends on the number of edges and days, not on the number
 window is widened to whole hours (a bucket that starts inside it counts whole). Percentiles come
 from the buckets' merged log-scale histograms (within 2 % of the exact value). A database without
 edge tables (a central libSQL server, which gets rollups but not edges) is read from its raw spans
-instead: exact, but its cost grows with the window's spans.
+instead: exact, but its cost grows with the window's spans. So is one collector instance's map
+(``instance``: a central store's per-device view), since the edges are not keyed by instance; its
+node counts come from the rollups, which are.
 
 Pure reads on the caller's connection and thread.
 """
@@ -17,8 +19,10 @@ from typing import Any
 
 import apsw
 
+from ..store import db as store_db
 from ..store import edges as ed
 from ..store import rollups as ru
+from . import ai_stats
 from .filters import QueryError, iso_ns
 
 BYS = ed.BYS
@@ -29,8 +33,8 @@ _NODE_COLUMN = {"service": "service", "component": "component"}  # identifier al
 
 
 def _has_edges(conn: apsw.Connection) -> bool:
-    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return set(ed.TABLES) <= names
+    return all(store_db.has_table(conn, t) for t in ed.TABLES)
+
 
 
 def parts(since: int, until: int) -> list[tuple[str, int, int]]:
@@ -65,16 +69,20 @@ def _merge(into: dict[Any, Acc], key: Any, calls: int, errors: int, n: int, tota
 
 
 def edge_accs(conn: apsw.Connection, since: int, until: int, by: str, category: str | None = None,
-              bucket_ns: int | None = None) -> dict[tuple[Any, ...], Acc]:
+              bucket_ns: int | None = None, instance: str | None = None) -> dict[tuple[Any, ...], Acc]:
     """``{(bucket, source, target): acc}`` of the window's edges of kind ``by`` (service,
     component or entry). ``bucket_ns`` None sums the whole window into bucket 0; otherwise
-    buckets of that size (an hour or a day: the tables' own)."""
+    buckets of that size (an hour or a day: the tables' own). ``instance``: only the spans that
+    collector instance stored (read raw)."""
     if by not in (*BYS, ed.ENTRY):
         raise QueryError(f"by must be one of {', '.join(BYS)}, got {by!r}")
     out: dict[tuple[Any, ...], Acc] = {}
-    if not _has_edges(conn):
+    if instance is not None or not _has_edges(conn):
         raw: ed.Aggs = {}
         where, params = "AND timestamp >= ? AND timestamp < ?", [since, until]
+        if instance is not None:
+            where += " AND instance = ?"
+            params.append(instance)
         ed.by_trace(conn.execute(ed.TRACE_SPANS_SQL.format(where=where), params), raw, bucket_ns)
         for (b, kind, cat, src, dst), a in raw.items():
             if kind == by and (category is None or cat == category):
@@ -101,26 +109,28 @@ def _pct(a: Acc, p: int) -> float | None:
     return None if not a[4] else round(ru.hist_percentile(a[4], p, a[5], a[6]) or 0.0, 3)
 
 
-def _node_counts(conn: apsw.Connection, since: int, until: int, by: str, category: str | None) -> dict[str, list[int]]:
+def _node_counts(conn: apsw.Connection, since: int, until: int, by: str, category: str | None,
+                 instance: str | None = None) -> dict[str, list[int]]:
     """Spans and error-level spans per service/component in the window, from the rollups."""
     col = _NODE_COLUMN[by]
     out: dict[str, list[int]] = {}
-    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if not set(ru.TABLES) <= names:  # a server without rollups: count raw spans
+    if not ai_stats.has_rollups(conn) or (instance is not None and not ai_stats.rollups_by_instance(conn)):
         sql = (f"SELECT coalesce({col}, ''), count(*), sum(level IN ('error', 'critical')) FROM records "
                "WHERE type = 'span' AND timestamp >= ? AND timestamp < ?")
         params: list[Any] = [since, until]
-        if category is not None:
-            sql += " AND category = ?"
-            params.append(category)
+        for column, value in (("category", category), ("instance", instance)):  # two constant names
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
         return {n: [c, e or 0] for n, c, e in conn.execute(sql + " GROUP BY 1", params)}
     for suffix, lo, hi in parts(since, until):
         sql = (f"SELECT {col}, sum(count), sum(errors) FROM rollup_{suffix} WHERE bucket_start_ns >= ? "
                "AND bucket_start_ns < ? AND type = 'span'")
         params = [lo, hi]
-        if category is not None:
-            sql += " AND category = ?"
-            params.append(category)
+        for column, value in (("category", category), ("instance", instance)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
         for name, calls, errors in conn.execute(sql + " GROUP BY 1", params):
             a = out.setdefault(name, [0, 0])
             a[0] += calls
@@ -129,7 +139,7 @@ def _node_counts(conn: apsw.Connection, since: int, until: int, by: str, categor
 
 
 def service_map(conn: apsw.Connection, since: int, until: int, by: str = "service",
-                category: str | None = None) -> dict[str, Any]:
+                category: str | None = None, instance: str | None = None) -> dict[str, Any]:
     """``{"nodes": [{name, calls, errors}], "edges": [{source, target, calls, errors, p50_ms,
     p95_ms}]}`` over ``[since, until)``: nodes are every service (component) with spans in the
     window (calls: its spans, errors: those at level error), edges every parent -> child pair
@@ -137,8 +147,8 @@ def service_map(conn: apsw.Connection, since: int, until: int, by: str = "servic
     spans' durations). Sorted by calls, then name."""
     if by not in BYS:
         raise QueryError(f"by must be one of {', '.join(BYS)}, got {by!r}")
-    accs = edge_accs(conn, since, until, by, category)
-    counts = _node_counts(conn, since, until, by, category)
+    accs = edge_accs(conn, since, until, by, category, instance=instance)
+    counts = _node_counts(conn, since, until, by, category, instance)
     for _, src, dst in accs:
         for name in (src, dst):
             counts.setdefault(name, [0, 0])
@@ -167,17 +177,19 @@ def to_dot(m: dict[str, Any]) -> str:
 
 # ---- a node's details (the dashboard's click) ---------------------------------------------------
 
-def node_detail(conn: apsw.Connection, since: int, until: int, by: str, name: str) -> dict[str, Any]:
+def node_detail(conn: apsw.Connection, since: int, until: int, by: str, name: str,
+                instance: str | None = None) -> dict[str, Any]:
     """A node's operations (span names: count, errors, p50/p95 exact), latest failed spans and
     latest traces, drawn from its latest ``NODE_SCAN`` spans in the window (``sampled`` says when
     there were more)."""
     col = _NODE_COLUMN.get(by)
     if col is None:
         raise QueryError(f"by must be one of {', '.join(BYS)}, got {by!r}")
+    inst = "" if instance is None else " AND instance = ?"
     rows = conn.execute(
         f"SELECT timestamp, name, trace_id, span_id, duration_ms, status, status_message FROM records "
-        f"WHERE type = 'span' AND {col} = ? AND timestamp >= ? AND timestamp < ? ORDER BY timestamp DESC LIMIT ?",
-        (name, since, until, NODE_SCAN + 1)).fetchall()
+        f"WHERE type = 'span' AND {col} = ? AND timestamp >= ? AND timestamp < ?{inst} ORDER BY timestamp DESC "
+        f"LIMIT ?", (name, since, until, *(() if instance is None else (instance,)), NODE_SCAN + 1)).fetchall()
     sampled = len(rows) > NODE_SCAN
     rows = rows[:NODE_SCAN]
     ops: dict[str, list[Any]] = {}
@@ -219,15 +231,16 @@ def _rank(values: list[float], p: int) -> float | None:
 MAX_HOURLY_HOURS = 72
 
 
-def services(conn: apsw.Connection, since: int, until: int, category: str | None = None) -> dict[str, Any]:
+def services(conn: apsw.Connection, since: int, until: int, category: str | None = None,
+             instance: str | None = None) -> dict[str, Any]:
     """Per service, its entry spans (server or consumer kind, roots, spans called from another
     service) over the window and per bucket (hours up to 72 h, else days): calls, errors (status
     error), rate per second and p50/p95 duration (within 2 %). The window is widened to whole hours."""
     bucket = ru.HOUR_NS if (until - since) // ru.HOUR_NS <= MAX_HOURLY_HOURS else ru.DAY_NS
     first = since - since % bucket
     starts = list(range(first, until, bucket))
-    per = edge_accs(conn, since, until, ed.ENTRY, category, bucket_ns=bucket)
-    totals = edge_accs(conn, since, until, ed.ENTRY, category)
+    per = edge_accs(conn, since, until, ed.ENTRY, category, bucket_ns=bucket, instance=instance)
+    totals = edge_accs(conn, since, until, ed.ENTRY, category, instance=instance)
     seconds = (until - (since - since % ru.HOUR_NS)) / 1e9
     index = {b: k for k, b in enumerate(starts)}
     out = []

@@ -1,7 +1,8 @@
 // JSON API client: same-origin fetches carry the HttpOnly session cookie; writes add X-CSRF-Token.
 
 // The panels that take the header's instance filter (the API refuses it elsewhere).
-const WITH_INSTANCE = new Set(["overview", "system", "ai", "errors", "traces", "sessions"]);
+const WITH_INSTANCE = new Set(["overview", "system", "ai", "errors", "traces", "sessions", "map", "map_node",
+  "services", "metric_names", "metric", "compare"]);
 
 function instanceFilter() {
   const input = document.getElementById("instance");
