@@ -132,7 +132,8 @@ def generate(n: int, now: int, spread: int, seed: int = 42, days: int = 30) -> l
 
 
 def build(path: str, rows: list[tuple[Any, ...]], batch: int) -> dict[str, Any]:
-    w = StoreWriter(path, batch_rows=batch, flush_interval=0.05, queue_batches=4, checkpoint_interval=2.0)
+    w = StoreWriter(path, batch_rows=batch, flush_interval=0.05, queue_batches=4, checkpoint_interval=2.0,
+                    instance="bench")
     w.start()
     t0 = time.perf_counter()
     for k in range(0, len(rows), batch):
@@ -192,6 +193,21 @@ def views(tmp: str, now: int, args: argparse.Namespace, out: dict[str, Any]) -> 
     timings["metrics http.server.duration --agg p95 --group-by service --last 1d"] = timed_ms(
         lambda: metrics.series(conn, "http.server.duration", now - DAY, now, "p95", "service"),
         max(3, args.runs // 4))
+    # Baseline, side by side: the series key without the instance and resource identity (what the
+    # query read before two devices' counters were told apart): what that reading costs.
+    keyed = metrics._POINTS_SQL
+    metrics._POINTS_SQL = keyed.replace(metrics._WHO, "NULL, NULL")
+    try:
+        timings["  baseline: the same without instance/resource in the series key"] = timed_ms(
+            lambda: metrics.series(conn, "http.server.duration", now - DAY, now, "p95", "service"),
+            max(3, args.runs // 4))
+    finally:
+        metrics._POINTS_SQL = keyed
+    timings["metrics http.server.duration --agg p95 --instance bench --last 1d"] = timed_ms(
+        lambda: metrics.series(conn, "http.server.duration", now - DAY, now, "p95", None, "bench"),
+        max(3, args.runs // 4))
+    timings["map --by service --instance bench --last 1d (raw spans)"] = timed_ms(
+        lambda: service_map.service_map(conn, now - DAY, now, "service", None, "bench"), max(3, args.runs // 4))
     m = service_map.service_map(conn, now - 30 * DAY, now)
     out["map_30d"] = {"nodes": len(m["nodes"]), "edges": len(m["edges"])}
     conn.close()

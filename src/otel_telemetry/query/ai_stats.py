@@ -46,6 +46,7 @@ from typing import Any
 import apsw
 
 from ..store import rollups as ru
+from ..store.db import has_table
 from .filters import PERCENTILES, QueryError, iso_ns, nearest_rank
 
 SHORT_WINDOW_NS = 6 * ru.HOUR_NS
@@ -61,10 +62,7 @@ _CALL_GROUP = ("model", "agent", "call", "error_type")  # all a report's call fi
 
 
 def has_rollups(conn: apsw.Connection) -> bool:
-    names = getattr(conn, "tables", None)  # a server connection knows them from its opening
-    if names is None:
-        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return set(ru.TABLES) <= names
+    return all(has_table(conn, t) for t in ru.TABLES)
 
 
 def rollups_by_instance(conn: apsw.Connection) -> bool:

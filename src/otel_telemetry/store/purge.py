@@ -169,8 +169,7 @@ def _purge_edges(conn: apsw.Connection, spec: PurgeSpec, spans: set[tuple[str, i
     is rebuilt from the spans left in it (an edge whose parent lies outside that bucket is not
     counted again). One transaction; nothing on a server, which has no edge tables. With an
     instance, ``spans`` (trace id, start) are the purged spans (:func:`_purge_instance_edges`)."""
-    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if not set(edges.TABLES) <= names:
+    if not all(has_table(conn, t) for t in edges.TABLES):
         return 0
     if spec.instance is not None:
         return _purge_instance_edges(conn, spans)
