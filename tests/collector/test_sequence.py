@@ -60,6 +60,27 @@ def test_a_range_nobody_resends_stops_holding_the_acknowledgements_back() -> Non
     assert s.counters()["gaps_total"] == 10
 
 
+def test_a_range_waits_on_while_its_publisher_is_still_resending() -> None:
+    """A loaded collector can take longer than MISSING_WAIT to reach the part of a resend that
+    fills a range: while replayed messages keep coming on that key, the range still holds the
+    acknowledgements back; once they stop for MISSING_WAIT, it is given up as before."""
+    now = [100.0]
+    s = Sequences({K: 50}, clock=lambda: now[0])
+    assert s.observe(K, "ai_behavior", 60, 5) == 50  # 50..60 missing
+    for k in range(6):  # the app's resend: records it held from before, 4 s apart, for 24 s
+        now[0] += 4
+        assert s.observe(K, "ai_behavior", k, 1) == 50
+    now[0] += 4
+    assert s.observe(K, "ai_behavior", 50, 10) == 65  # 28 s after the range was seen: it came
+    assert s.counters()["gaps_total"] == 0 and s.counters()["recovered"] == 10
+    assert s.observe(K, "ai_behavior", 70, 5) == 65  # 65..70 missing now
+    now[0] += 4
+    assert s.observe(K, "ai_behavior", 6, 1) == 65  # a replay, then silence
+    now[0] += 11
+    assert s.observe(K, "ai_behavior", 75, 5) == 80  # no resend for MISSING_WAIT: given up, a gap
+    assert s.counters()["gaps_total"] == 5
+
+
 def test_goodbye_counts_the_tail_and_acks_keep_the_highest() -> None:
     s = Sequences({K: 10})
     assert s.bye(K, "ai_behavior", 25) and s.counters()["gaps_total"] == 15

@@ -23,6 +23,8 @@ MAX_MISSING = 256  # missing ranges remembered per key; older ones stay counted 
 # as it (re)subscribes, so a range still missing after this is one no app holds any more (lost, or
 # forgotten past the app's bound): it stays counted as a gap, and acknowledgements move past it,
 # or the app would keep everything after it until its bound and shutdown waited for nothing.
+# While the app is still resending on that key (a replayed message came within the wait), the wait
+# goes on: a loaded collector can take longer than this to work through a resend that holds it.
 MISSING_WAIT = 10.0
 
 Key = tuple[bytes, str]  # (publisher id, topic)
@@ -36,6 +38,7 @@ class Sequences:
         self._clock = clock
         self._next = dict(checkpoints)
         self._missing: dict[Key, list[list[Any]]] = {}  # [start, end, seen at] not received yet
+        self._replaying: dict[Key, float] = {}  # when a replayed message last came, per key
         self.gaps: dict[str, int] = {}
         self.replayed = 0  # messages that came again (a resend, or a range stored before)
         self.recovered = 0  # records of counted gaps that a resend delivered after all
@@ -56,13 +59,15 @@ class Sequences:
                 self._gap(key, category, expected, seq)
             elif expected is not None and seq < expected:
                 self.replayed += 1
+                self._replaying[key] = self._clock()
                 self._fill(key, category, seq, seq + count)
             new_next = max(expected or 0, seq + count)
             self._next[key] = new_next
             missing = self._missing.get(key)
             if missing:
                 cutoff = self._clock() - MISSING_WAIT
-                missing[:] = [r for r in missing if r[2] >= cutoff]  # given up: stay counted as gaps
+                if self._replaying.get(key, cutoff - 1.0) < cutoff:  # no resend under way on this key
+                    missing[:] = [r for r in missing if r[2] >= cutoff]  # given up: stay counted as gaps
                 if not missing:
                     del self._missing[key]
             return min(r[0] for r in missing) if missing else new_next
