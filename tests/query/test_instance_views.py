@@ -41,7 +41,7 @@ def _write(path: str, instance: str, rows: list[tuple[Any, ...]]) -> None:
 def _device(k: int, inst: str, downstream: str, region: str) -> list[tuple[Any, ...]]:
     """A kiosk app "shop": 10 traces shop(server) -> shop(client) -> <downstream>(server), every
     third downstream span failing in ``region``; and its cumulative counter ``orders`` (the same
-    service and attributes on both devices), +k+1 per minute from a device-specific start."""
+    service and attributes on both devices), +k+1 every two minutes from a device-specific start."""
     rows = []
     for i in range(10):
         t = f"{k:02x}{i:030x}"
