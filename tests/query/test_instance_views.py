@@ -28,7 +28,7 @@ from otel_telemetry.store import schema
 from otel_telemetry.store.writer import StoreWriter, WriteBatch
 
 CUM = {"temporality": "cumulative", "monotonic": True}
-_UID, _DATA = schema.COLUMNS.index("uid"), schema.COLUMNS.index("data")
+_UID, _DATA, _META = (schema.COLUMNS.index(c) for c in ("uid", "data", "metadata"))
 
 
 def _write(path: str, instance: str, rows: list[tuple[Any, ...]]) -> None:
@@ -174,3 +174,23 @@ def test_one_instance_on_a_server(db: str, tmp_path: Path) -> None:
             conn.close()
     finally:
         server.stop()
+
+
+def test_two_processes_of_one_service_are_two_series(tmp_path: Path) -> None:
+    """Two workers of one app on one device (same collector instance, same service and attributes):
+    the SDK gives each process its own ``service.instance.id``, so their cumulative counters are
+    two series, not one that resets at every other point."""
+    rows = []
+    for m in range(6):
+        for w, start in enumerate((100, 5000)):
+            r = point(10 * m + w, "orders", "sum", T0 + (2 * m + w) * M, start + (w + 1) * m, {"route": "/buy"},
+                      service="shop", **CUM)
+            meta = orjson.dumps({"resource": {"service.name": "shop", "service.instance.id": f"worker-{w}"}})
+            rows.append((*r[:_META], meta.decode(), *r[_META + 1:]))
+    path = str(tmp_path / "workers.db")
+    _write(path, "one-device", rows)
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        assert metrics.series(conn, "orders", T0 - H, T0 + H, "sum")["groups"][0]["value"] == 105 + 5010
+    finally:
+        conn.close()
