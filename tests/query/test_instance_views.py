@@ -194,3 +194,30 @@ def test_two_processes_of_one_service_are_two_series(tmp_path: Path) -> None:
         assert metrics.series(conn, "orders", T0 - H, T0 + H, "sum")["groups"][0]["value"] == 105 + 5010
     finally:
         conn.close()
+
+
+def test_system_page_adds_up_the_devices_network_counters(tmp_path: Path) -> None:
+    """The dashboard's system page on a store two devices ship to: each device's cumulative
+    network counter is its own series (before, the larger one hid the other's bytes), CPU busy is
+    the devices' average."""
+    path = str(tmp_path / "hosts.db")
+    for k, (inst, start, per_s, idle) in enumerate((("kiosk-a", 10**9, 100, 0.25), ("kiosk-b", 10, 10, 0.75))):
+        rows = [point(10 * k + j, "system.network.io", "sum", T0 + j * 10 * M, start + per_s * 600 * j,
+                      {"network.io.direction": "receive"}, **CUM) for j in range(2)]
+        rows += [point(10 * k + 5 + j, "system.cpu.utilization", "gauge", T0 + j * 10 * M, idle,
+                       {"cpu.mode": "idle"}) for j in range(2)]
+        _write(path, inst, rows)
+    page = _api_once(path, "system", since=T0 // NS - 60, until=(T0 + H) // NS)
+    assert [v for v in page["bytes_per_s"]["net_receive"] if v is not None] == [110.0]
+    assert {v for v in page["cpu_busy"] if v is not None} == {0.5}
+    a = _api_once(path, "system", since=T0 // NS - 60, until=(T0 + H) // NS, instance="kiosk-b")
+    assert [v for v in a["bytes_per_s"]["net_receive"] if v is not None] == [10.0]
+
+
+def _api_once(path: str, name: str, **params: Any) -> Any:
+    dash = Dashboard(path, TOKEN, "127.0.0.1", 0)
+    dash.start()
+    try:
+        return _api(dash, name, **params)
+    finally:
+        dash.shutdown()

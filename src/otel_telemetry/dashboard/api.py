@@ -31,11 +31,13 @@ _RAW_BUCKETS_S = (60, 300, 900, 1800, 3600)
 # Host metrics (sdk/hostmetrics.py names): gauges averaged per bucket, cumulative counters turned into rates.
 _CPU, _MEM = "system.cpu.utilization", "system.memory.utilization"
 _DISK, _NET = "system.disk.io", "system.network.io"
+# A cumulative counter's series is per collector instance (a device: its host's counters), so on a
+# store several devices ship to, one device's bytes never hide behind another's larger counter.
 _SYSTEM_SQL = (
     "SELECT timestamp - timestamp % ? AS b, name, json_extract(data, '$.attributes') AS attrs, "
-    "avg(metric_value), max(metric_value) FROM records "
+    "avg(metric_value), max(metric_value), coalesce(instance, '') AS inst FROM records "
     "WHERE category = 'system_performance' AND timestamp >= ? AND timestamp < ? AND type = 'metric' "
-    "AND name IN (?, ?, ?, ?){inst} GROUP BY b, name, attrs ORDER BY b LIMIT 20000")
+    "AND name IN (?, ?, ?, ?){inst} GROUP BY b, name, attrs, inst ORDER BY b LIMIT 20000")
 _RAW_COUNT_SQL = ("SELECT timestamp - timestamp % ? AS b, count(*), sum(level IN ('error', 'critical')) "
                   "FROM records WHERE timestamp >= ? AND timestamp < ?{inst} GROUP BY b ORDER BY b")
 _RATE_SQL = "SELECT count(*) FROM records WHERE timestamp >= ? AND timestamp < ?{inst}"
@@ -200,6 +202,10 @@ def overview(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
 
 # ---- system metrics -------------------------------------------------------------------------------
 
+def _mean(values: list[float] | None) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def _direction(attrs: dict[str, Any]) -> str:
     return str(attrs.get("disk.io.direction") or attrs.get("network.io.direction") or "total")
 
@@ -213,10 +219,11 @@ def system(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     since, until = p.window("24h")
     clause, args = _inst(p.text(INSTANCE))
     bucket = raw_bucket_ns(until - since)
-    cpu: dict[int, float] = {}
-    mem: dict[int, float] = {}
-    cum: dict[tuple[str, str], dict[int, float]] = {}  # (name, series attrs) -> bucket -> max
-    for b, name, attrs_text, avg, mx in conn.execute(_SYSTEM_SQL.format(inst=clause),
+    cpu: dict[int, list[float]] = {}  # per bucket: one value per instance, averaged below
+    cpu_plain: dict[int, list[float]] = {}  # CPU values without cpu.mode (used where no idle share is)
+    mem: dict[int, list[float]] = {}
+    cum: dict[tuple[str, str, str], dict[int, float]] = {}  # (name, series attrs, instance) -> bucket -> max
+    for b, name, attrs_text, avg, mx, inst in conn.execute(_SYSTEM_SQL.format(inst=clause),
                                                        (bucket, since, until, _CPU, _MEM, _DISK, _NET, *args)):
         try:
             attrs = orjson.loads(attrs_text) if attrs_text else {}
@@ -228,17 +235,17 @@ def system(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
         if name == _CPU:
             mode = attrs.get("cpu.mode")
             if mode == "idle":
-                cpu[b] = 1.0 - avg
+                cpu.setdefault(b, []).append(1.0 - avg)
             elif mode is None:
-                cpu.setdefault(b, avg)
+                cpu_plain.setdefault(b, []).append(avg)
         elif name == _MEM:
             if attrs.get("system.memory.state") in (None, "used"):
-                mem[b] = avg
+                mem.setdefault(b, []).append(avg)
         else:
-            cum.setdefault((name, attrs_text or ""), {})[b] = mx
+            cum.setdefault((name, attrs_text or "", inst), {})[b] = mx
     starts = bucket_starts(since, until, bucket)
     rates: dict[str, dict[int, float]] = {}
-    for (name, attrs_text), values in cum.items():
+    for (name, attrs_text, _inst_name), values in cum.items():
         try:
             attrs = orjson.loads(attrs_text) if attrs_text else {}
         except orjson.JSONDecodeError:
@@ -251,7 +258,8 @@ def system(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
                 out[b] = out.get(b, 0.0) + (values[b] - prev[1]) / ((b - prev[0]) / NS)
             prev = (b, values[b])
     return {"window": _window_out(since, until), "bucket_ns": bucket, "buckets": starts,
-            "cpu_busy": [cpu.get(b) for b in starts], "memory_used": [mem.get(b) for b in starts],
+            "cpu_busy": [_mean(cpu.get(b) or cpu_plain.get(b)) for b in starts],
+            "memory_used": [_mean(mem.get(b)) for b in starts],
             "bytes_per_s": {k: [v.get(b) for b in starts] for k, v in sorted(rates.items())}}
 
 
