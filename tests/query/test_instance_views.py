@@ -221,3 +221,31 @@ def _api_once(path: str, name: str, **params: Any) -> Any:
         return _api(dash, name, **params)
     finally:
         dash.shutdown()
+
+
+def test_two_workers_cumulative_histograms_in_metrics_and_alert_rules(tmp_path: Path) -> None:
+    """Two workers' cumulative histograms (what OTLP SDKs send by default), interleaved: the
+    window holds 10 new values from each, whatever the other worker's totals are. Before, one
+    worker's point was taken from the other's, and the window read 130 values."""
+    from otel_telemetry.collector.alerts.rules import parse_rule, rule_value
+
+    bounds = [10.0, 20.0, 50.0, 100.0]
+    shapes = {0: ([0, 10, 0, 0, 0], [0, 20, 0, 0, 0]), 1: ([0, 0, 0, 100, 0], [0, 0, 0, 100, 10])}
+    rows = []
+    for j, ts in enumerate((T0 - 20 * M, T0 + 10 * M)):  # a baseline before the window, then one in it
+        for w in (0, 1):
+            counts = shapes[w][j]
+            r = point(10 * j + w, "latency", "histogram", ts + w * M, 0.0, {"route": "/buy"}, service="shop",
+                      temporality="cumulative", bounds=bounds, counts=counts, count=sum(counts), sum=0.0)
+            meta = orjson.dumps({"resource": {"service.name": "shop", "service.instance.id": f"worker-{w}"}})
+            rows.append((*r[:_META], meta.decode(), *r[_META + 1:]))
+    path = str(tmp_path / "hist.db")
+    _write(path, "one-device", rows)
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        assert metrics.series(conn, "latency", T0, T0 + H, "count")["groups"][0]["value"] == 20
+        rule = parse_rule({"name": "latency count", "metric": "latency", "aggregation": "count", "window": "30m",
+                           "threshold": 1}, "rules[0]")
+        assert rule_value(conn, rule, T0 + 15 * M) == 20
+    finally:
+        conn.close()

@@ -154,12 +154,17 @@ class Window:
                 self.max = h.max if self.max is None else max(self.max, h.max)
 
 
-Row = tuple[str | None, str, str]  # (service, metric_type, data JSON), ordered by time
+# What tells one series from another besides its point attributes: the service, the collector
+# instance (a device) and the resource's identity (the SDK gives each process its own
+# service.instance.id), so two processes' cumulative points are never subtracted from each other.
+SERIES_SQL = ("json_array(service, instance, CASE WHEN json_valid(metadata) THEN json_extract(metadata, "
+              "'$.resource.\"service.instance.id\"', '$.resource.\"host.name\"', '$.resource.\"process.pid\"') END)")
+Row = tuple[str | None, str, str]  # (series identity, e.g. SERIES_SQL's value; metric_type; data JSON), by time
 
 
 def _series(rows: Iterable[Row]) -> dict[str, list[tuple[Hist, bool]]]:
     out: dict[str, list[tuple[Hist, bool]]] = {}
-    for service, mtype, raw in rows:
+    for series, mtype, raw in rows:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -169,7 +174,7 @@ def _series(rows: Iterable[Row]) -> dict[str, list[tuple[Hist, bool]]]:
         h = parse_point(mtype, data)
         if h is None:
             continue
-        key = orjson.dumps([service, data.get("attributes")], option=orjson.OPT_SORT_KEYS).decode()
+        key = orjson.dumps([series, data.get("attributes")], option=orjson.OPT_SORT_KEYS).decode()
         out.setdefault(key, []).append((h, data.get("temporality") in _DELTA))
     return out
 

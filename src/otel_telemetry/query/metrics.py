@@ -47,10 +47,7 @@ COUNTER_AGGS = ("sum", "rate")
 GAUGE_AGGS = ("last", "avg", "max", "min")
 HISTOGRAM_AGGS = ("p50", "p95", "p99", "avg", "count", "sum", "min", "max")
 AGGS = tuple(dict.fromkeys(COUNTER_AGGS + GAUGE_AGGS + HISTOGRAM_AGGS))
-# The resource identity, read in SQL (one call; metadata is JSON unless something odd was put there).
-_WHO = ("instance, CASE WHEN json_valid(metadata) THEN json_extract(metadata, '$.resource.\"service.instance.id\"', "
-        "'$.resource.\"host.name\"', '$.resource.\"process.pid\"') END")
-_POINTS_SQL = ("SELECT timestamp, service, metric_type, metric_value, data, " + _WHO + " FROM records "
+_POINTS_SQL = ("SELECT timestamp, service, metric_type, metric_value, data, " + histograms.SERIES_SQL + " FROM records "
                "WHERE type = 'metric' AND name = ? AND timestamp >= ? AND timestamp < ?{inst} ORDER BY timestamp, id "
                "LIMIT ?")
 
@@ -93,13 +90,14 @@ def _default(kind: str) -> str:
 
 
 class _Point:
-    __slots__ = ("data", "delta", "group", "key", "raw", "service", "ts", "value")
+    __slots__ = ("data", "delta", "group", "key", "raw", "series", "service", "ts", "value")
 
     def __init__(self, ts: int, service: str | None, value: Any, raw: str, data: dict[str, Any],
-                 group_by: str | None, who: tuple[Any, Any] = (None, None)) -> None:
+                 group_by: str | None, series: str | None = None) -> None:
         self.ts, self.service, self.value, self.raw, self.data = ts, service, value, raw, data
+        self.series = series  # histograms.SERIES_SQL: service, instance, resource identity
         attrs = data.get("attributes") if isinstance(data.get("attributes"), dict) else {}
-        self.key = orjson.dumps([*who, service, attrs], option=orjson.OPT_SORT_KEYS).decode()
+        self.key = orjson.dumps([series, attrs], option=orjson.OPT_SORT_KEYS).decode()
         self.delta = data.get("temporality") in _DELTA
         if group_by is None:
             self.group = "(all)"
@@ -115,8 +113,8 @@ def _points(conn: apsw.Connection, name: str, lo: int, hi: int, group_by: str | 
     out: list[_Point] = []
     monotonic = False
     inst, args = _inst(instance)
-    for ts, service, t, value, raw, *who in conn.execute(_POINTS_SQL.format(inst=inst),
-                                                        (name, lo, hi, *args, MAX_POINTS)):
+    for ts, service, t, value, raw, series in conn.execute(_POINTS_SQL.format(inst=inst),
+                                                          (name, lo, hi, *args, MAX_POINTS)):
         if mtype is None:
             mtype = t
         if t != mtype:  # one name, one type: points of another type (a changed instrument) are skipped
@@ -128,7 +126,7 @@ def _points(conn: apsw.Connection, name: str, lo: int, hi: int, group_by: str | 
         if not isinstance(data, dict):
             continue
         monotonic = monotonic or bool(data.get("monotonic"))
-        out.append(_Point(ts, service, value, raw, data, group_by, tuple(who)))  # type: ignore[arg-type]
+        out.append(_Point(ts, service, value, raw, data, group_by, series))
     return out, mtype, monotonic
 
 
@@ -161,8 +159,8 @@ def _gauge(points: Sequence[_Point], agg: str) -> float | None:
 
 def _hist(points: Sequence[_Point], mtype: str, agg: str, last: dict[str, _Point]) -> float | None:
     keys = {q.key for q in points}
-    before = [(p.service, mtype, p.raw) for k, p in last.items() if k in keys]
-    w = histograms.window([(p.service, mtype, p.raw) for p in points], before)
+    before = [(p.series, mtype, p.raw) for k, p in last.items() if k in keys]
+    w = histograms.window([(p.series, mtype, p.raw) for p in points], before)
     for p in points:
         if not p.delta:
             last[p.key] = p

@@ -308,7 +308,7 @@ def _histogram(conn: apsw.Connection, rule: AlertRule, where: str, params: list[
     """The window's histogram points merged (None when the metric has none): a histogram's
     ``metric_value`` is its sum, so its percentiles must come from the buckets."""
     types = ", ".join(f"'{t}'" for t in histograms.HISTOGRAM_TYPES)
-    sql = (f"SELECT service, metric_type, data FROM records WHERE {{}} AND metric_type IN ({types}) "
+    sql = (f"SELECT {histograms.SERIES_SQL}, metric_type, data FROM records WHERE {{}} AND metric_type IN ({types}) "
            "ORDER BY timestamp, id")
     rows = list(conn.execute(sql.format(where), params))
     if not rows:
