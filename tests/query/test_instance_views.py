@@ -249,3 +249,26 @@ def test_two_workers_cumulative_histograms_in_metrics_and_alert_rules(tmp_path: 
         assert rule_value(conn, rule, T0 + 15 * M) == 20
     finally:
         conn.close()
+
+
+def test_a_rate_rule_on_two_workers_counters(tmp_path: Path) -> None:
+    """An alert rule's ``rate`` on a cumulative counter two workers report: each worker's increase
+    (5 and 10 in the window), not the jumps between one worker's total and the other's."""
+    from otel_telemetry.collector.alerts.rules import parse_rule, rule_value
+
+    rows = []
+    for m in range(6):
+        for w, start in enumerate((100, 5000)):
+            r = point(10 * m + w, "orders", "sum", T0 + (2 * m + w) * M, start + (w + 1) * m, {"route": "/buy"},
+                      service="shop", **CUM)
+            meta = orjson.dumps({"resource": {"service.name": "shop", "service.instance.id": f"worker-{w}"}})
+            rows.append((*r[:_META], meta.decode(), *r[_META + 1:]))
+    path = str(tmp_path / "rate.db")
+    _write(path, "one-device", rows)
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        rule = parse_rule({"name": "orders rate", "metric": "orders", "aggregation": "rate", "window": "1h",
+                           "threshold": 1}, "rules[0]")
+        assert rule_value(conn, rule, T0 + 30 * M) == pytest.approx((5 + 10) / 3600)
+    finally:
+        conn.close()

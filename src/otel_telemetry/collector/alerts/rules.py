@@ -323,7 +323,8 @@ def _rate(conn: apsw.Connection, rule: AlertRule, where: str, params: list[Any])
         n = conn.execute(f"SELECT count(*) FROM records WHERE {where}", params).fetchone()[0]
         return n / rule.window_s
     rows = conn.execute(
-        f"SELECT coalesce(service, '') || json_extract(data, '$.attributes'), {rule.field} FROM records "
+        f"SELECT {histograms.SERIES_SQL} || coalesce(json_extract(data, '$.attributes'), ''), {rule.field} "
+        "FROM records "
         f"WHERE {where} AND {rule.field} IS NOT NULL ORDER BY timestamp, id", params)
     last: dict[str, float] = {}
     increase = 0.0
