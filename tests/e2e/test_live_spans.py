@@ -210,3 +210,39 @@ def test_a_failing_preview_never_stops_the_records(tmp_path: Path) -> None:
     assert c["emitted"] == c["sent"] == 51 and c["dropped"] == {}
     wait_for(lambda: coll.rows("SELECT count(*) FROM records")[0][0] == 51, what="every span stored")
     assert coll.stop() == 0
+
+
+def test_running_span_shows_on_the_central_server_with_sync(tmp_path: Path) -> None:
+    """Separate processes: the app, a collector with ``sync:`` to a real sqld, and the CLI reading
+    the server. The running spans show there with the collector's instance; once they end, the
+    shipped spans replace them there too."""
+    import yaml
+    from sqld import Sqld
+
+    server = Sqld(tmp_path).start()
+    coll = CollectorProc(tmp_path)
+    cfg = yaml.safe_load(coll.config.read_text())
+    cfg["instance"] = "kiosk-7"
+    cfg["sync"] = {"url": server.url, "interval": 0.05}
+    coll.config.write_text(yaml.safe_dump(cfg))
+    coll.start()
+    app = start_app(coll, tmp_path, "--release", str(tmp_path / "release"))
+    try:
+        ids = ready(tmp_path, app)
+        wait_for(lambda: len(in_progress(server.url)) == 2, what="the spans in progress on the server")
+        central = {s["span_id"]: s for s in in_progress(server.url)}
+        assert set(central) == {ids["agent_span_id"], ids["tool_span_id"]}
+        assert {s["instance"] for s in central.values()} == {"kiosk-7"}
+        assert central[ids["tool_span_id"]]["state"] == "running"
+        (tmp_path / "release").touch()
+        out = finish(app)
+        assert out["shutdown_ok"], out
+        wait_for(lambda: in_progress(server.url) == [], what="the started rows replaced on the server")
+        st = coll.status()["sync"]
+        assert st["live_spans_mirrored"] == 0 and st["last_error"] is None
+    finally:
+        if app.poll() is None:
+            app.kill()
+        if coll.proc is not None:
+            coll.stop()
+        server.stop()

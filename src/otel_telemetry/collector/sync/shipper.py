@@ -33,6 +33,7 @@ from ...store import location, rollups
 from ...store import retention as ret
 from ...store.schema import STORED_COLUMNS
 from .config import SyncConfig
+from .live import LiveMirror
 
 log = logging.getLogger("otel_telemetry.collector.sync")
 
@@ -109,10 +110,11 @@ class SyncShipper:
         self._cursor: int | None = None  # the server's, once read
         self._acked: int | None = None  # the last cursor the server confirmed to us
         self._inflight: _Chunk | None = None  # sent, answer not read yet
+        self._live = LiveMirror(instance)  # spans in progress, mirrored once caught up
         self._stats: dict[str, Any] = {
             "url": cfg.url, "instance": instance, "shipped": 0, "pending": None, "cursor": None,
             "batches": 0, "errors": 0, "retries": 0, "cursor_rereads": 0, "confirmed_late": 0, "last_success_ns": None,
-            "last_error": None, "retention_purged": 0,
+            "last_error": None, "retention_purged": 0, "live_spans_mirrored": 0,
         }
 
     # ---- any thread -------------------------------------------------------------------------
@@ -155,6 +157,8 @@ class SyncShipper:
             while True:
                 try:
                     more = self._step()
+                    if not more:
+                        self._mirror_live()
                     backoff = BACKOFF_MIN_S
                     if time.monotonic() >= next_retention and not self._stop.is_set():
                         next_retention = time.monotonic() + self._retention_interval
@@ -179,6 +183,7 @@ class SyncShipper:
     def _failed(self, exc: BaseException) -> None:
         line = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         self._inflight = None
+        self._live.forget()
         if self._client is not None:
             self._client.close()  # a request may still be on the socket: start afresh
         if isinstance(exc, lh.StatementError) and exc.step == 0:
@@ -299,6 +304,22 @@ class SyncShipper:
         self._set(pending=chunk.pending_after + chunk.rows)
         self._client.send_transaction(chunk.stmts)
         self._inflight = chunk
+
+    def _mirror_live(self) -> None:
+        """Caught up (nothing in flight): bring the server's spans in progress of this instance
+        up to date, in one transaction of its own (``sync/live.py``)."""
+        reader = self._local()
+        if reader is None or self._cursor is None:
+            return
+        got = self._live.statements(reader)
+        if got is None:
+            return
+        stmts, signature = got
+        if self._client is None:
+            self._client = lh.Client(self.cfg.url, self._token, self.cfg.timeout)
+        self._client.transaction(stmts)
+        self._live.done(signature)
+        self._set(live_spans_mirrored=self._live.mirrored)
 
     def _central_retention(self) -> None:
         """``sync.retention``: this collector's retention days applied on the server too."""
