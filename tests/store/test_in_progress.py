@@ -15,6 +15,7 @@ from otel_telemetry import wire
 from otel_telemetry.collector.mapping import rows_from_batch
 from otel_telemetry.query import in_progress as live
 from otel_telemetry.store import db as store_db
+from otel_telemetry.store import libsql_conn
 from otel_telemetry.store.in_progress import Limits
 from otel_telemetry.store.writer import StoreWriter, WriteBatch
 
@@ -184,3 +185,49 @@ def test_emergency_purge_takes_the_spans_in_progress_of_its_scope(tmp_path: Path
         assert live.spans(conn)["spans"] == []
     finally:
         conn.close()
+
+
+def test_direct_to_a_server_down_at_start_and_shared_by_two_instances(tmp_path: Path) -> None:
+    """Direct to a real sqld that two collector instances write to: each reloads (and sweeps) only
+    its own spans in progress; and one that starts while the server is down reloads them once it
+    answers, so its spans still replace their rows and its sweep still abandons the rest."""
+    from sqld import Sqld
+
+    server = Sqld(tmp_path).start()
+    clock = Clock()
+
+    def direct(instance: str) -> StoreWriter:
+        w = StoreWriter(server.url, flush_interval=0.01, status_interval=0.02, clock=clock, instance=instance,
+                        live_spans=Limits(abandon_after=10, max_age=100))
+        w.start()
+        return w
+
+    try:
+        a = direct("kiosk-a")
+        put(a, WriteBatch(rows=[], started=rows(span(1, None), span(2, None))))
+        assert a.shutdown(10)
+        b = direct("kiosk-b")
+        try:
+            put(b, WriteBatch(rows=[], started=rows(span(7, None))))
+            assert b.stats()["live_spans"]["open"] == 1  # kiosk-a's two rows are kiosk-a's to sweep
+        finally:
+            assert b.shutdown(10)
+        server.stop()
+        a = direct("kiosk-a")  # the server is down: nothing to reload yet
+        try:
+            assert a.stats()["live_spans"]["open"] == 0
+            server.start()
+            assert a.submit(WriteBatch(rows=rows(span(1, T0 + S))), timeout=5) and a.flush(60)
+            assert a.stats()["live_spans"]["open"] == 1 and a.stats()["live_spans"]["ended"] == 1
+            clock.now = T0 + 11 * S
+            wait_for(lambda: a.stats()["live_spans"]["abandoned"] == 1, what="span 2 abandoned")
+        finally:
+            assert a.shutdown(10)
+        conn = libsql_conn.Connection(server.url)
+        try:
+            states = {s["span_id"]: s["state"] for s in live.spans(conn, now_ns=clock.now)["spans"]}
+        finally:
+            conn.close()
+        assert states == {f"{2:016x}": "abandoned", f"{7:016x}": "running"}
+    finally:
+        server.stop()

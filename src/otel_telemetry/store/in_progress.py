@@ -70,11 +70,13 @@ class InProgress:
         self._open: OrderedDict[bytes, list[Any]] = OrderedDict()  # in arrival order
         self.counts = dict.fromkeys(("started", "ended", "evicted", "abandoned", "expired"), 0)
 
-    def load(self, conn: Any) -> None:
-        """What a previous run left (writer thread, at open)."""
+    def load(self, conn: Any, instance: str | None = None) -> None:
+        """What a previous run left (writer thread, at open). ``instance``: only that collector
+        instance's rows (a server that several collectors write to: each sweeps its own)."""
         self._open.clear()
+        where, params = ("", ()) if instance is None else (" WHERE instance = ?", (instance,))
         for uid, received, abandoned in conn.execute(
-                f"SELECT uid, received, abandoned FROM {TABLE} ORDER BY received, id"):
+                f"SELECT uid, received, abandoned FROM {TABLE}{where} ORDER BY received, id", params):
             self._open[bytes(uid)] = [received, abandoned is not None]
 
     def size(self) -> int:

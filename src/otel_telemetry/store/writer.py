@@ -224,15 +224,18 @@ class StoreWriter(WriterTransactions, WriterUpkeep, WriterFaults, remote.RemoteS
 
     # ---- writer thread ----------------------------------------------------------------------
 
+    def _schema_ready_now(self) -> None:
+        """A server's schema is in place (at start, or once a server down at start answers): the
+        spans in progress this instance left there are ours to sweep again."""
+        with contextlib.suppress(Exception):  # an old server's table: sweeps miss it
+            self._in_progress.load(self._conn, self._instance[0])
+
     def _run(self) -> None:
         """Writer thread main loop."""
         try:
             if self._url is not None:
                 self._conn = open_remote_writer(self._url)
-                self._ensure_schema(at_start=True)
-                if self._schema_ready:
-                    with contextlib.suppress(Exception):  # an old server's table: sweeps miss it
-                        self._in_progress.load(self._conn)
+                self._ensure_schema(at_start=True)  # unreachable: _schema_ready() loads them later
             else:
                 self._conn = open_writer(self._path, self._synchronous)
                 self._in_progress.load(self._conn)

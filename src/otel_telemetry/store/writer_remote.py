@@ -116,6 +116,7 @@ class RemoteStore:
 
     def _bump(self, **deltas: int) -> None: ...  # noqa: D102 - StoreWriter's
     def _write(self, group: list[Any], careful: bool = False) -> None: ...  # noqa: D102
+    def _schema_ready_now(self) -> None: ...  # noqa: D102
 
     def _init_remote(self) -> None:
         self._schema_ready = self._url is None  # on a server: created once it first answers
@@ -171,6 +172,7 @@ class RemoteStore:
             log.warning("store %s unreachable at start-up; batches wait for it: %s", self._url, exc)
             return
         self._schema_ready = True
+        self._schema_ready_now()
 
     def _unreachable(self, exc: BaseException) -> None:
         line = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
