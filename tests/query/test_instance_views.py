@@ -176,22 +176,29 @@ def test_one_instance_on_a_server(db: str, tmp_path: Path) -> None:
         server.stop()
 
 
+def _as_worker(row: tuple[Any, ...], w: int) -> tuple[Any, ...]:
+    """``row`` as process ``w`` of the app "shop" sends it: the SDK's own ``service.instance.id``."""
+    meta = orjson.dumps({"resource": {"service.name": "shop", "service.instance.id": f"worker-{w}"}})
+    return (*row[:_META], meta.decode(), *row[_META + 1:])
+
+
 def test_two_processes_of_one_service_are_two_series(tmp_path: Path) -> None:
-    """Two workers of one app on one device (same collector instance, same service and attributes):
-    the SDK gives each process its own ``service.instance.id``, so their cumulative counters are
-    two series, not one that resets at every other point."""
-    rows = []
-    for m in range(6):
-        for w, start in enumerate((100, 5000)):
-            r = point(10 * m + w, "orders", "sum", T0 + (2 * m + w) * M, start + (w + 1) * m, {"route": "/buy"},
-                      service="shop", **CUM)
-            meta = orjson.dumps({"resource": {"service.name": "shop", "service.instance.id": f"worker-{w}"}})
-            rows.append((*r[:_META], meta.decode(), *r[_META + 1:]))
+    """Two workers of one app on one device (same collector instance, same service and attributes)
+    count on one cumulative counter: 5 and 10 in the window, from 100 and 5000. The metrics page
+    and an alert rule's ``rate`` see two series, not one that resets at every other point."""
+    from otel_telemetry.collector.alerts.rules import parse_rule, rule_value
+
+    rows = [_as_worker(point(10 * m + w, "orders", "sum", T0 + (2 * m + w) * M, start + (w + 1) * m,
+                             {"route": "/buy"}, service="shop", **CUM), w)
+            for m in range(6) for w, start in enumerate((100, 5000))]
     path = str(tmp_path / "workers.db")
     _write(path, "one-device", rows)
     conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
     try:
         assert metrics.series(conn, "orders", T0 - H, T0 + H, "sum")["groups"][0]["value"] == 105 + 5010
+        rule = parse_rule({"name": "orders rate", "metric": "orders", "aggregation": "rate", "window": "1h",
+                           "threshold": 1}, "rules[0]")
+        assert rule_value(conn, rule, T0 + 30 * M) == pytest.approx((5 + 10) / 3600)
     finally:
         conn.close()
 
@@ -235,10 +242,9 @@ def test_two_workers_cumulative_histograms_in_metrics_and_alert_rules(tmp_path: 
     for j, ts in enumerate((T0 - 20 * M, T0 + 10 * M)):  # a baseline before the window, then one in it
         for w in (0, 1):
             counts = shapes[w][j]
-            r = point(10 * j + w, "latency", "histogram", ts + w * M, 0.0, {"route": "/buy"}, service="shop",
-                      temporality="cumulative", bounds=bounds, counts=counts, count=sum(counts), sum=0.0)
-            meta = orjson.dumps({"resource": {"service.name": "shop", "service.instance.id": f"worker-{w}"}})
-            rows.append((*r[:_META], meta.decode(), *r[_META + 1:]))
+            rows.append(_as_worker(point(10 * j + w, "latency", "histogram", ts + w * M, 0.0, {"route": "/buy"},
+                                         service="shop", temporality="cumulative", bounds=bounds, counts=counts,
+                                         count=sum(counts), sum=0.0), w))
     path = str(tmp_path / "hist.db")
     _write(path, "one-device", rows)
     conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
@@ -250,25 +256,3 @@ def test_two_workers_cumulative_histograms_in_metrics_and_alert_rules(tmp_path: 
     finally:
         conn.close()
 
-
-def test_a_rate_rule_on_two_workers_counters(tmp_path: Path) -> None:
-    """An alert rule's ``rate`` on a cumulative counter two workers report: each worker's increase
-    (5 and 10 in the window), not the jumps between one worker's total and the other's."""
-    from otel_telemetry.collector.alerts.rules import parse_rule, rule_value
-
-    rows = []
-    for m in range(6):
-        for w, start in enumerate((100, 5000)):
-            r = point(10 * m + w, "orders", "sum", T0 + (2 * m + w) * M, start + (w + 1) * m, {"route": "/buy"},
-                      service="shop", **CUM)
-            meta = orjson.dumps({"resource": {"service.name": "shop", "service.instance.id": f"worker-{w}"}})
-            rows.append((*r[:_META], meta.decode(), *r[_META + 1:]))
-    path = str(tmp_path / "rate.db")
-    _write(path, "one-device", rows)
-    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        rule = parse_rule({"name": "orders rate", "metric": "orders", "aggregation": "rate", "window": "1h",
-                           "threshold": 1}, "rules[0]")
-        assert rule_value(conn, rule, T0 + 30 * M) == pytest.approx((5 + 10) / 3600)
-    finally:
-        conn.close()
