@@ -142,6 +142,7 @@ class Transport(Sender):
             if self._started:
                 return
             self._started = True
+            self.away_since = time.monotonic()  # a collector has had no chance to subscribe yet
             self._thread = threading.Thread(target=self._run, name="otel-telemetry-sender", daemon=True)
             self._thread.start()
 
