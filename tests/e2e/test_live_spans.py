@@ -219,6 +219,8 @@ def test_running_span_shows_on_the_central_server_with_sync(tmp_path: Path) -> N
     import yaml
     from sqld import Sqld
 
+    from otel_telemetry.store import libsql_conn
+
     server = Sqld(tmp_path).start()
     coll = CollectorProc(tmp_path)
     cfg = yaml.safe_load(coll.config.read_text())
@@ -238,8 +240,18 @@ def test_running_span_shows_on_the_central_server_with_sync(tmp_path: Path) -> N
         out = finish(app)
         assert out["shutdown_ok"], out
         wait_for(lambda: in_progress(server.url) == [], what="the started rows replaced on the server")
-        st = coll.status()["sync"]
-        assert st["live_spans_mirrored"] == 0 and st["last_error"] is None
+
+        def left_on_server() -> int:
+            conn = libsql_conn.Connection(server.url)
+            try:
+                return conn.execute("SELECT count(*) FROM spans_in_progress").fetchone()[0]
+            finally:
+                conn.close()
+
+        # The read side hides a started row once its span is there; the mirror then removes it.
+        wait_for(lambda: left_on_server() == 0, what="the mirror emptied the server's rows")
+        wait_for(lambda: coll.status()["sync"]["live_spans_mirrored"] == 0, what="the status row updated")
+        assert coll.status()["sync"]["last_error"] is None
     finally:
         if app.poll() is None:
             app.kill()
