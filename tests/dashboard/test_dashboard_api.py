@@ -397,10 +397,22 @@ def _sse_events(resp: http.client.HTTPResponse, want: int, timeout: float = 20) 
     return out
 
 
-def test_live_tail_streams_new_records_with_filters(seeded: Any) -> None:
+@pytest.fixture
+def own_seeded(tmp_path: Path) -> Iterator[tuple[Client, str]]:
+    """A seeded store of the test's own, for a test that writes to it (the module's ``seeded`` one
+    is shared: with two workers the tests of a module run in any order)."""
+    path = str(tmp_path / "own.db")
+    seed_db(path)
+    dash = Dashboard(path, TOKEN, "127.0.0.1", 0, tail_interval=0.05, keepalive_s=0.3)
+    dash.start()
+    yield Client(dash), path
+    dash.shutdown()
+
+
+def test_live_tail_streams_new_records_with_filters(own_seeded: tuple[Client, str]) -> None:
     from dashboard_seed import _row
 
-    c, path, _ = seeded
+    c, path = own_seeded
     conn = http.client.HTTPConnection("127.0.0.1", c.dash.port, timeout=30)
     conn.request("GET", "/api/tail?category=ai_research&level=warning&backlog=0",
                  headers={"Host": f"127.0.0.1:{c.dash.port}", "Authorization": f"Bearer {TOKEN}"})
