@@ -42,6 +42,8 @@ def test_collector_fires_error_rate_alert_to_webhook(tmp_path: Path) -> None:
         server.shutdown()
     fired = [r for r in received if r["event_type"] == "alert.triggered"]
     assert len(fired) == 1
-    assert fired[0]["severity"] == "critical" and fired[0]["current_value"] >= 101
+    # Fired by the first evaluation past the threshold: on a loaded machine that can come while the
+    # 101 error records are still being stored, so its value is anything above 5 up to 101.
+    assert fired[0]["severity"] == "critical" and 5 < fired[0]["current_value"] <= 101
     assert fired[0]["threshold"] == 5 and fired[0]["metadata"] == {"service": "e2e", "environment": "test"}
     assert c.status()["alerts"]["fired"] == 1
