@@ -94,11 +94,6 @@ def use_rollups(conn: apsw.Connection, since: int, until: int) -> bool:
     return until - since >= ai_stats.SHORT_WINDOW_NS and ai_stats.has_rollups(conn)
 
 
-def _inst(instance: str | None) -> tuple[str, tuple[str, ...]]:
-    """The SQL clause and parameter of an instance filter ('' and () without one)."""
-    return (" AND instance = ?", (instance,)) if instance is not None else ("", ())
-
-
 def _window_out(since: int, until: int) -> dict[str, Any]:
     return {"since_ns": since, "until_ns": until, "since": query.iso_ns(since), "until": query.iso_ns(until)}
 
@@ -164,7 +159,7 @@ def count_series(conn: apsw.Connection, since: int, until: int, instance: str | 
             c[1] += acc[1]
     else:
         bucket, source = raw_bucket_ns(until - since), "raw"
-        clause, args = _inst(instance)
+        clause, args = query.instance_clause(instance)
         for b, n, errors in conn.execute(_RAW_COUNT_SQL.format(inst=clause), (bucket, since, until, *args)):
             by[b] = [n, errors or 0]
     starts = bucket_starts(since, until, bucket)
@@ -180,7 +175,7 @@ def overview(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     status = query.status(conn)
     if instance is not None and status is not None and "instances" in status:
         status = status["instances"].get(instance)  # a server: that collector's own status
-    clause, args = _inst(instance)
+    clause, args = query.instance_clause(instance)
     found: dict[str, list[Any]] = {}
     jobs: list[ai_stats.Job] = [(_RATE_SQL.format(inst=clause), [until - 60 * NS, until, *args],
                                  lambda rows: found.__setitem__("rate", rows))]
@@ -217,7 +212,7 @@ def system(conn: apsw.Connection, p: Params, ctx: Context) -> dict[str, Any]:
     import orjson
 
     since, until = p.window("24h")
-    clause, args = _inst(p.text(INSTANCE))
+    clause, args = query.instance_clause(p.text(INSTANCE))
     bucket = raw_bucket_ns(until - since)
     cpu: dict[int, list[float]] = {}  # per bucket: one value per instance, averaged below
     cpu_plain: dict[int, list[float]] = {}  # CPU values without cpu.mode (used where no idle share is)

@@ -108,6 +108,11 @@ def parse_time(text: str, now_ns: int | None = None) -> int:
     return ns
 
 
+def instance_clause(instance: str | None) -> tuple[str, tuple[str, ...]]:
+    """`` AND instance = ?`` and its parameter for a collector-instance filter ("" and () without one)."""
+    return ("", ()) if instance is None else (" AND instance = ?", (instance,))
+
+
 def iso_ns(ns: int | None) -> str | None:
     """``2026-01-01T00:00:00.123Z`` (UTC, millisecond precision) for epoch nanoseconds."""
     if ns is None:

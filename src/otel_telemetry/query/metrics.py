@@ -34,7 +34,7 @@ import apsw
 import orjson
 
 from . import histograms
-from .filters import QueryError, iso_ns
+from .filters import QueryError, instance_clause, iso_ns
 
 NS = 1_000_000_000
 MAX_BUCKETS = 240
@@ -62,16 +62,12 @@ def bucket_ns(span_ns: int) -> int:
 
 def names(conn: apsw.Connection, since: int, until: int, instance: str | None = None) -> list[dict[str, Any]]:
     """The metrics with points in the window: name, type, unit, points, services."""
-    inst, args = _inst(instance)
+    inst, args = instance_clause(instance)
     rows = conn.execute(
         "SELECT name, metric_type, max(metric_unit), count(*), count(DISTINCT service) FROM records "
         f"WHERE type = 'metric' AND timestamp >= ? AND timestamp < ? AND name IS NOT NULL{inst} "
         "GROUP BY name, metric_type ORDER BY name, metric_type", (since, until, *args)).fetchall()
     return [{"name": n, "type": t, "unit": u, "points": c, "services": s} for n, t, u, c, s in rows]
-
-
-def _inst(instance: str | None) -> tuple[str, tuple[str, ...]]:
-    return ("", ()) if instance is None else (" AND instance = ?", (instance,))
 
 
 def kind_of(mtype: str, monotonic: bool) -> str:
@@ -112,7 +108,7 @@ def _points(conn: apsw.Connection, name: str, lo: int, hi: int, group_by: str | 
             mtype: str | None, instance: str | None = None) -> tuple[list[_Point], str | None, bool]:
     out: list[_Point] = []
     monotonic = False
-    inst, args = _inst(instance)
+    inst, args = instance_clause(instance)
     for ts, service, t, value, raw, series in conn.execute(_POINTS_SQL.format(inst=inst),
                                                           (name, lo, hi, *args, MAX_POINTS)):
         if mtype is None:
