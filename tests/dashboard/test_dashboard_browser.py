@@ -283,7 +283,9 @@ def test_live_tail_shows_record_from_real_collector(browser: Any, tmp_path: Path
         row = p.locator('[data-testid="tail-table"] tbody tr', has_text="chat gpt-4o")
         row.first.wait_for()
         want = result["emitted"]["ai_behavior"] + result["emitted"]["error_patterns"]
-        p.wait_for_function(f"document.querySelectorAll('[data-testid=tail-table] tbody tr').length >= {want}")
+        # A function, not an expression: Playwright evaluates a string expression with eval(),
+        # which the dashboard's CSP (script-src 'self') refuses once the first poll comes out false.
+        p.wait_for_function("n => document.querySelectorAll('[data-testid=tail-table] tbody tr').length >= n", arg=want)
         cats = set(p.locator('[data-testid="tail-table"] tbody tr td:nth-child(3)').all_inner_texts())
         assert cats == {"ai_behavior", "error_patterns"}
         assert p.locator('[data-testid="tail-table"] tbody tr').count() == want
