@@ -91,7 +91,15 @@ def test_running_span_visible_before_it_ends_then_replaced(browser: Any, running
         wait_for(lambda: {r[6]: r[1] for r in _rows(p)}[ids["tool_span_id"]] != first, what="the clock to run")
         pg.shot("in-progress-tail")
         # Its trace: the running spans drawn up to now, the finished chat span beside them.
-        p.locator('[data-testid="table-in-progress"] tbody tr', has_text="execute_tool search").click()
+        # Clicked the way a person clicks, the button held across clock ticks (every 250 ms): the
+        # clock runs in place, so the row under the pointer is the same row at mouseup. A table
+        # redrawn on each tick swallowed such clicks (and, under load, Playwright's quick ones too).
+        box = p.locator('[data-testid="table-in-progress"] tbody tr', has_text="execute_tool search").bounding_box()
+        assert box is not None
+        p.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        p.mouse.down()
+        p.wait_for_timeout(600)
+        p.mouse.up()
         p.wait_for_selector('main[data-ready="traces"]')
         tool = p.locator(f'g[data-span-id="{ids["tool_span_id"]}"]')
         assert tool.get_attribute("data-state") == "running"

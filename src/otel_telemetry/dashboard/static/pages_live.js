@@ -14,10 +14,21 @@ export function inProgressPanel(ctx, instance) {
   let data = null;
   let fetched = 0;
   let stopped = false;
+  let drawn = ""; // what the table shows, but for the clock
+  let clocks = []; // the elapsed cells, in data.spans order
+  const shownMs = (s) => (s.state === "running" ? s.elapsed_ms + (Date.now() - fetched) : s.elapsed_ms);
+  // The clock runs in place: a table rebuilt every tick would swallow clicks on its rows (a click
+  // whose mousedown and mouseup land on two different rows' elements is no click at all).
+  const tick = () => {
+    if (data) data.spans.forEach((s, i) => { if (clocks[i]) clocks[i].textContent = elapsed(shownMs(s)); });
+  };
   const draw = () => {
     if (!data) return;
-    const since = Date.now() - fetched;
-    const rows = data.spans.map((s) => ({ ...s, shown_ms: s.state === "running" ? s.elapsed_ms + since : s.elapsed_ms }));
+    const key = JSON.stringify([data.truncated, data.spans.map((s) =>
+      [s.span_id, s.trace_id, s.state, s.time, s.service, s.component, s.name])]);
+    if (key === drawn) { tick(); return; }
+    drawn = key;
+    const rows = data.spans.map((s) => ({ ...s, shown_ms: shownMs(s) }));
     count.textContent = String(rows.length) + (data.truncated ? "+" : "");
     put(clear(box), rows.length ? table([
       { key: "time", label: "started", fmt: shortTime },
@@ -30,6 +41,7 @@ export function inProgressPanel(ctx, instance) {
       { key: "trace_id", label: "trace", fmt: (t) => (t ? `${t.slice(0, 12)}…` : "") },
     ], rows, (row) => row.trace_id && ctx.navigate("traces", { trace_id: row.trace_id }), "table-in-progress")
       : el("p", { class: "muted", text: "Nothing in progress." }));
+    clocks = Array.from(box.querySelectorAll("tbody tr > td:nth-child(2)"));
   };
   const poll = async () => {
     if (stopped) return;
@@ -41,7 +53,7 @@ export function inProgressPanel(ctx, instance) {
   };
   poll();
   const polling = setInterval(poll, 1000);
-  const ticking = setInterval(draw, 250);
+  const ticking = setInterval(tick, 250);
   return { node, stop: () => { stopped = true; clearInterval(polling); clearInterval(ticking); } };
 }
 
