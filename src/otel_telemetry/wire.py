@@ -41,7 +41,10 @@ app's XPUB (one frame, which never starts with the subscribe/unsubscribe bytes 0
 ``b"OA" + version + publisher id (16) + msgpack {topic: next_seq}``. It says that every record of
 that publisher and topic below ``next_seq`` is committed to the store. Apps keep what they sent
 until it is acknowledged and send it again to the next collector (``sdk/replay.py``); an app
-ignores acknowledgements for other publishers.
+ignores acknowledgements for other publishers. A collector that acknowledges also subscribes to
+``ACKS_SUBSCRIPTION``, a topic no record uses: an app then knows from the start that
+acknowledgements will come, and waits for them at exit (within its shutdown timeout) even when a
+busy collector has not sent its first one yet.
 
 Record tuples (all ids are raw bytes; timestamps are unix nanoseconds):
 
@@ -148,6 +151,7 @@ def encode_bye(packer: msgpack.Packer, publisher: bytes, next_seqs: dict[str, in
 
 
 ACK_MAGIC = b"OA"
+ACKS_SUBSCRIPTION = b"telemetry._acks"  # subscribed to by a collector that acknowledges
 _ACK_PREFIX = 3 + 16  # magic, version, publisher id
 
 

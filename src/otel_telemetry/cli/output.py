@@ -222,12 +222,11 @@ def _db_path(db: str | None) -> str:
 
 @contextmanager
 def _open(db: str | None, admin: bool = False) -> Iterator[apsw.Connection]:
-    from ..store import db as dbmod  # deferred: the store pulls in writer machinery not needed for --help
-    from ..store import writer as store
+    from ..store import db as dbmod  # deferred: not needed for --help
 
     path = _db_path(db)
     try:
-        conn = store.open_admin(path) if admin else store.open_reader(path)
+        conn = dbmod.open_admin(path) if admin else dbmod.open_reader(path)
     except (dbmod.DatabaseKeyError, dbmod.location.LocationError) as exc:  # bad key or token file
         raise click.ClickException(str(exc)) from None
     except apsw.Error as exc:

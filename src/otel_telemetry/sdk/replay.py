@@ -34,6 +34,7 @@ class ReplayBuffer:
         self.evicted = 0  # records forgotten unacknowledged (bound reached)
         self.acked = 0  # records acknowledged
         self.acks_seen = False  # the collector acknowledges (an older one never does)
+        self.acks_promised = False  # a collector subscribed saying it will (wire.ACKS_SUBSCRIPTION)
 
     @property
     def enabled(self) -> bool:

@@ -220,9 +220,11 @@ class Sender(Preparer):
                 self._flush_requested = False
                 self._notify()
                 if stopping:
-                    if subs and replay.acks_seen and replay.records:
+                    if subs and replay.records and (replay.acks_seen or replay.acks_promised):
                         # Everything is sent: wait (within the deadline) for the collector to
-                        # acknowledge it, so what is still unconfirmed at exit is known.
+                        # acknowledge it, so what is still unconfirmed at exit is known. A busy
+                        # collector may not have sent its first acknowledgement yet: it said it
+                        # would when it subscribed (wire.ACKS_SUBSCRIPTION).
                         self._wait(poller, 0.01)
                         continue
                     break
@@ -320,7 +322,9 @@ class Sender(Preparer):
             except zmq.Again:
                 return
             first = msg[:1]
-            if first == b"\x01":
+            if msg[1:] == wire.ACKS_SUBSCRIPTION and first in (b"\x00", b"\x01"):
+                self._replay.acks_promised = first == b"\x01"  # not a topic: no record goes there
+            elif first == b"\x01":
                 subs.add(msg[1:])
                 if self._replay.records:  # a new or restarted collector: send it what is unconfirmed
                     self._resend_due = True

@@ -12,8 +12,7 @@ import apsw
 
 from .. import settings
 from . import location
-from .db import open_sqlite
-from .writer import open_reader
+from .db import open_reader, open_sqlite
 
 _NS = 1_000_000_000
 

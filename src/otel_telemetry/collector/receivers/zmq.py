@@ -166,6 +166,7 @@ class ZmqReceiver:
             if path is not None:
                 os.chmod(path, 0o600)
             sock.send(b"\x01" + cats.TOPIC_PREFIX.encode())  # subscribe (XSUB: a message)
+            sock.send(b"\x01" + wire.ACKS_SUBSCRIPTION)  # apps then wait for our acknowledgements at exit
         except Exception as exc:
             self._start_error = exc
             self._ready.set()
