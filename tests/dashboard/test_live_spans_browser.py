@@ -110,7 +110,8 @@ def test_running_span_visible_before_it_ends_then_replaced(browser: Any, running
             "rows => rows.map(r => [...r.children].map(td => td.textContent))")
         assert [(s[1], s[-1]) for s in steps] == [("agent", "running"), ("llm", "unset"), ("tool", "running")]
         assert steps[2][5].startswith("running")  # the latency column: running N s
-        tool.click()
+        # Held across the page's 2 s refresh of a running trace: the refresh waits for the release.
+        tool.click(delay=2500)
         assert "running" in p.locator('[data-testid="span-summary"]').inner_text()
         pg.shot("in-progress-trace")
         # The span ends: the page, following the trace, turns it into the finished span.

@@ -100,9 +100,24 @@ async function traceView(ctx, traceId) {
   put(ctx.main, el("h2", {}, "Trace ", el("code", { text: d.trace_id })), head, wf, genai, detail, others);
   await conversation();
   // Spans still running (live spans): follow the trace until they end, then show it whole.
-  return followTrace(ctx, traceId, d, (t) => {
+  // A refresh while a button is held on the waterfall would replace the span under the pointer and
+  // swallow the click (mousedown and mouseup on two different elements): it waits for the release.
+  let downAt = 0;
+  let later = null;
+  const refresh = (t) => {
     draw(t);
     if (!t.in_progress) conversation();
+  };
+  wf.addEventListener("pointerdown", () => { downAt = Date.now(); });
+  wf.addEventListener("pointerup", () => {
+    downAt = 0;
+    const t = later;
+    later = null;
+    if (t) setTimeout(() => refresh(t)); // after this release's click
+  });
+  return followTrace(ctx, traceId, d, (t) => {
+    if (downAt && Date.now() - downAt < 10000) later = t;
+    else refresh(t);
   });
 }
 
