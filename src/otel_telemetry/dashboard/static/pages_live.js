@@ -15,20 +15,28 @@ export function inProgressPanel(ctx, instance) {
   let fetched = 0;
   let stopped = false;
   let drawn = ""; // what the table shows, but for the clock
-  let clocks = []; // the elapsed cells, in data.spans order
-  const shownMs = (s) => (s.state === "running" ? s.elapsed_ms + (Date.now() - fetched) : s.elapsed_ms);
+  let shown = { spans: [], fetched: 0 }; // the answer the table shows
+  let clocks = []; // its elapsed cells, in shown.spans order
+  let downAt = 0; // a button held on the table since
+  box.addEventListener("pointerdown", () => { downAt = Date.now(); });
+  const released = () => { downAt = 0; setTimeout(draw); }; // after the release's click
+  box.addEventListener("pointerup", released);
+  box.addEventListener("pointerleave", released);
+  const shownMs = (s, at) => (s.state === "running" ? s.elapsed_ms + (Date.now() - at) : s.elapsed_ms);
   // The clock runs in place: a table rebuilt every tick would swallow clicks on its rows (a click
   // whose mousedown and mouseup land on two different rows' elements is no click at all).
   const tick = () => {
-    if (data) data.spans.forEach((s, i) => { if (clocks[i]) clocks[i].textContent = elapsed(shownMs(s)); });
+    shown.spans.forEach((s, i) => { if (clocks[i]) clocks[i].textContent = elapsed(shownMs(s, shown.fetched)); });
   };
   const draw = () => {
     if (!data) return;
     const key = JSON.stringify([data.truncated, data.spans.map((s) =>
       [s.span_id, s.trace_id, s.state, s.time, s.service, s.component, s.name])]);
-    if (key === drawn) { tick(); return; }
+    // New spans while a button is held on a row: wait for the release (and its click) first.
+    if (key === drawn || (downAt && Date.now() - downAt < 10000)) { tick(); return; }
     drawn = key;
-    const rows = data.spans.map((s) => ({ ...s, shown_ms: shownMs(s) }));
+    shown = { spans: data.spans, fetched };
+    const rows = data.spans.map((s) => ({ ...s, shown_ms: shownMs(s, fetched) }));
     count.textContent = String(rows.length) + (data.truncated ? "+" : "");
     put(clear(box), rows.length ? table([
       { key: "time", label: "started", fmt: shortTime },

@@ -109,12 +109,14 @@ async function traceView(ctx, traceId) {
     if (!t.in_progress) conversation();
   };
   wf.addEventListener("pointerdown", () => { downAt = Date.now(); });
-  wf.addEventListener("pointerup", () => {
+  const released = () => {
     downAt = 0;
     const t = later;
     later = null;
     if (t) setTimeout(() => refresh(t)); // after this release's click
-  });
+  };
+  wf.addEventListener("pointerup", released);
+  wf.addEventListener("pointerleave", released);
   return followTrace(ctx, traceId, d, (t) => {
     if (downAt && Date.now() - downAt < 10000) later = t;
     else refresh(t);
