@@ -32,7 +32,7 @@ from typing import Any
 import apsw
 
 from .rollups import _LOG_GAMMA, DAY_NS, HOUR_NS, MIN_MS, ZERO_BIN, hist_dumps, register
-from .schema import COLUMNS
+from .schema import COLUMNS, ensure_derived
 
 TABLES: dict[str, int] = {"edge_hourly": HOUR_NS, "edge_daily": DAY_NS}  # identifier allow-list
 BYS = ("service", "component")
@@ -297,21 +297,14 @@ def ensure(conn: apsw.Connection) -> bool:
     they existed), build them from every stored span, in one transaction. Returns True if a
     rebuild ran. Call after ``rollups.ensure`` (which registers the histogram merge function)."""
     register(conn)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        rebuild = not set(TABLES) <= have and "records" in have
-        conn.execute(DDL)
-        if rebuild:
-            hourly: Aggs = {}
-            by_trace(conn.execute(TRACE_SPANS_SQL.format(where="")), hourly, HOUR_NS)
-            _upsert(conn, hourly)
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return rebuild
+    return ensure_derived(conn, DDL, TABLES, _backfill)
+
+
+def _backfill(conn: apsw.Connection) -> bool:
+    hourly: Aggs = {}
+    by_trace(conn.execute(TRACE_SPANS_SQL.format(where="")), hourly, HOUR_NS)
+    _upsert(conn, hourly)
+    return True
 
 
 def purge(conn: apsw.Connection, cutoff_ns: int) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 import apsw
 import orjson
 
-from .schema import COLUMNS, STORED_COLUMNS
+from .schema import COLUMNS, STORED_COLUMNS, ensure_derived
 
 HOUR_NS = 3600 * 10**9
 DAY_NS = 24 * HOUR_NS
@@ -301,19 +301,7 @@ def ensure(conn: apsw.Connection) -> bool:
     one transaction. Returns True if a rebuild ran. Call once after ``schema.apply_ddl`` and
     ``rollup_upgrade.ensure`` (tables from before the ``instance`` key)."""
     register(conn)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        rebuild = not set(TABLES) <= have and "records" in have
-        conn.execute(DDL)
-        if rebuild:
-            rebuild = _backfill(conn)
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return rebuild
+    return ensure_derived(conn, DDL, TABLES, _backfill)
 
 
 def _backfill(conn: apsw.Connection, chunk: int = 100_000) -> bool:

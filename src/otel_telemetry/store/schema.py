@@ -6,7 +6,7 @@ The mapping from wire tuples to rows is ``collector/mapping.py``. Documented for
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 # The GenAI columns, filled by collector/genai/normalise.py on GenAI spans and NULL on other rows.
@@ -116,6 +116,26 @@ def apply_ddl(conn: Any) -> None:
             if name not in have:  # identifiers from the constant above, never from input
                 conn.execute(f"ALTER TABLE records ADD COLUMN {name} {sqltype}")
     conn.execute(DDL)
+
+
+def ensure_derived(conn: Any, ddl: str, tables: Iterable[str], backfill: Callable[[Any], bool]) -> bool:
+    """Create tables derived from ``records`` (``ddl``); on a database that has records but lacks
+    any of ``tables`` (written before they existed), fill them with ``backfill`` in the same
+    transaction. Returns what ``backfill`` returned, False when none ran. The connection's owning
+    thread (the writer, or the CLI's admin connection)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        rebuild = not set(tables) <= have and "records" in have
+        conn.execute(ddl)
+        if rebuild:
+            rebuild = backfill(conn)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return rebuild
 
 
 def component_of(attrs: Mapping[str, Any], scope: str | None, service: str | None) -> str:
