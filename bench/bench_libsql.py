@@ -57,7 +57,8 @@ NS = 1_000_000_000
 DAY = 86400 * NS
 TOKEN = "bench-token-0123456789abcdef"
 PANELS = ("/api/ai?last=30d", "/api/ai?last=24h", "/api/overview?last=30d", "/api/system?last=7d",
-          "/api/errors?last=7d", "/api/traces?last=24h")
+          "/api/errors?last=7d", "/api/traces?last=24h", "/api/map?last=24h", "/api/map?last=30d",
+          "/api/services?last=24h")
 
 
 def start_sqld(data: Path, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str]:

@@ -208,6 +208,8 @@ def views(tmp: str, now: int, args: argparse.Namespace, out: dict[str, Any]) -> 
         max(3, args.runs // 4))
     timings["map --by service --instance bench --last 1d (raw spans)"] = timed_ms(
         lambda: service_map.service_map(conn, now - DAY, now, "service", None, "bench"), max(3, args.runs // 4))
+    timings["map --by service --instance bench --last 30d (raw spans)"] = timed_ms(
+        lambda: service_map.service_map(conn, now - 30 * DAY, now, "service", None, "bench"), 3)
     m = service_map.service_map(conn, now - 30 * DAY, now)
     out["map_30d"] = {"nodes": len(m["nodes"]), "edges": len(m["edges"])}
     conn.close()

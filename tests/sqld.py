@@ -62,8 +62,9 @@ class Sqld:
     """One sqld process; ``url`` is what --db / sync.url take."""
 
     def __init__(self, tmp: Path, name: str = "sqld", host: str = "127.0.0.1", port: int | None = None,
-                 jwt: JwtKeys | None = None, netns: str | None = None) -> None:
+                 jwt: JwtKeys | None = None, netns: str | None = None, extra: tuple[str, ...] = ()) -> None:
         self.dir = tmp / name
+        self.extra = extra  # more sqld options
         self.dir.mkdir(parents=True, exist_ok=True)
         self.host = host
         self.port = port or free_port()
@@ -78,7 +79,7 @@ class Sqld:
 
     def start(self) -> Sqld:
         cmd = [str(sqld_binary()), "--db-path", str(self.dir / "data.sqld"),
-               "--http-listen-addr", f"{self.host}:{self.port}", "--no-welcome"]
+               "--http-listen-addr", f"{self.host}:{self.port}", "--no-welcome", *self.extra]
         if self.jwt is not None:
             key = self.dir / "jwt.pem"
             key.write_bytes(self.jwt.public_pem)

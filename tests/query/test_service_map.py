@@ -13,10 +13,13 @@ import apsw
 import orjson
 import pytest
 from click.testing import CliRunner
+from sqld import Sqld, ship
 
 from otel_telemetry.cli.commands import main
 from otel_telemetry.query import service_map
+from otel_telemetry.store import db as store_db
 from otel_telemetry.store import edges, schema
+from otel_telemetry.store import libsql_conn as lc
 from otel_telemetry.store.writer import StoreWriter, WriteBatch
 
 NS = 1_000_000_000
@@ -164,6 +167,47 @@ def test_old_database_backfilled_and_raw_path_agrees(tmp_path: Path) -> None:
     assert service_map.service_map(conn, T0 - H, T0 + H) == maintained
     conn.close()
     check(maintained, want)
+
+
+@pytest.mark.parametrize("limit", ["10MB", "24KB"])  # 24 KB: the window's answer is refused, halves are asked
+def test_a_server_map_is_aggregated_on_the_server_whatever_the_window_holds(
+        tmp_path: Path, limit: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A central server keeps no edge tables: its map and services page come from its spans. They
+    used to fetch every span of the window, and a server refuses an answer over its response limit
+    (sqld: 10 MB by default, some 50,000 spans): HTTP 500 at a month of a few devices. Here the
+    window holds 4,000 spans from 200 callers of one API; with a 24 KB limit the answer for the
+    whole window is refused and the map asks for halves. The answers equal the file's."""
+    ts = []
+    for i in range(2000):
+        t, at = f"{i:032x}", T0 + i * 3 * NS
+        ts += [span(t, "0000000000000001", None, f"web{i % 200}", at, 50.0 + i % 7, kind="server"),
+               span(t, "0000000000000002", "0000000000000001", "api", at, 10.0 + i % 5, kind="server",
+                    error=i % 10 == 0)]
+    lo, hi = T0 - H, T0 + 2 * H
+    path = str(tmp_path / "t.db")
+    write(path, [ts])
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+    file_map = service_map.service_map(conn, lo, hi)
+    file_services = service_map.services(conn, lo, hi)
+    conn.close()
+    assert len(file_map["edges"]) == 200 and sum(e["calls"] for e in file_map["edges"]) == 2000
+    server = Sqld(tmp_path, extra=("--max-response-size", limit)).start()
+    try:
+        assert ship(path, server.url, "one")["shipped"] == 4000
+        remote = lc.Connection(server.url)
+        asked: list[int] = []
+        one_slice = service_map._raw_slice
+        monkeypatch.setattr(service_map, "_raw_slice", lambda *a: (asked.append(a[3] - a[2]), one_slice(*a))[1])
+        try:
+            assert not any(store_db.has_table(remote, t) for t in edges.TABLES)
+            assert service_map.service_map(remote, lo, hi) == file_map
+            assert (len(asked) > 1) is (limit == "24KB"), asked
+            assert service_map.services(remote, lo, hi) == file_services
+            assert service_map.service_map(remote, lo, hi, instance="one") == file_map
+        finally:
+            remote.close()
+    finally:
+        server.stop()
 
 
 def test_waiting_children_are_bounded_and_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

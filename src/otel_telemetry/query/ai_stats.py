@@ -67,7 +67,8 @@ def has_rollups(conn: apsw.Connection) -> bool:
 
 def rollups_by_instance(conn: apsw.Connection) -> bool:
     """True when the rollups carry the ``instance`` key (files and servers upgraded since issue 14)."""
-    return any(r[1] == "instance" for r in conn.execute("PRAGMA table_info(rollup_hourly)"))
+    sql = "SELECT 1 FROM pragma_table_info('rollup_hourly') WHERE name = 'instance'"  # one row, not ~20
+    return conn.execute(sql).fetchone() is not None
 
 
 def _filter_sql(flt: dict[str, str]) -> tuple[str, list[Any]]:

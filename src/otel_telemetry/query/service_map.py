@@ -8,19 +8,24 @@ from the buckets' merged log-scale histograms (within 2 % of the exact value). A
 edge tables (a central libSQL server, which gets rollups but not edges) is read from its raw spans
 instead: exact, but its cost grows with the window's spans. So is one collector instance's map
 (``instance``: a central store's per-device view), since the edges are not keyed by instance; its
-node counts come from the rollups, which are.
+node counts come from the rollups, which are. A server aggregates its spans itself, a day at a
+time (never one row per span: sqld refuses an answer over 10 MB by default); a file's are grouped
+by trace here.
 
 Pure reads on the caller's connection and thread.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import apsw
+import orjson
 
 from ..store import db as store_db
 from ..store import edges as ed
+from ..store import libsql_http as lh
 from ..store import rollups as ru
 from . import ai_stats
 from .filters import QueryError, iso_ns
@@ -68,6 +73,105 @@ def _merge(into: dict[Any, Acc], key: Any, calls: int, errors: int, n: int, tota
     ed.merge_acc(a, calls, errors, n, total, hist, lo, hi)
 
 
+# The spans of a window aggregated where they are stored, each with its parent's (service,
+# component) looked up by (trace, span) in the whole store: one row per kind of edge, with its
+# duration histogram (rollups' log-scale bins, ``edges.make_child``, by SQL's ln() and ceil()) as
+# "bin,count,..." text. Never one row per span: a server refuses an answer over its response limit
+# (sqld: 10 MB by default), and its rows cost ~35 bytes a cell on the wire.
+_RAW_EDGES_SQL = (
+    "SELECT b, svc, comp, k, has_parent, parent, err, sum(n) AS n, sum(CASE WHEN bin IS NOT NULL THEN n END) AS dn, "
+    "sum(CASE WHEN bin IS NOT NULL THEN total END) AS ds, min(CASE WHEN bin IS NOT NULL THEN lo END) AS lo, "
+    "max(CASE WHEN bin IS NOT NULL THEN hi END) AS hi, "
+    "group_concat(CASE WHEN bin IS NOT NULL THEN bin || ',' || n END) AS h "
+    "FROM (SELECT {bucket} AS b, coalesce(c.service, '') AS svc, coalesce(c.component, '') AS comp, "
+    "coalesce(c.kind, '') AS k, coalesce(c.parent_span_id, '') != '' AS has_parent, "
+    "(SELECT json_array(coalesce(p.service, ''), coalesce(p.component, '')) FROM records p "
+    "WHERE p.trace_id = c.trace_id AND p.span_id = c.parent_span_id AND p.type = 'span' LIMIT 1) AS parent, "
+    "coalesce(c.status = 'error', 0) AS err, "
+    "CASE WHEN typeof(c.duration_ms) IN ('integer', 'real') AND abs(c.duration_ms) < 1e308 THEN "
+    "CASE WHEN c.duration_ms < ? THEN ? ELSE CAST(ceil(ln(c.duration_ms) / ?) AS INTEGER) END END AS bin, "
+    "count(*) AS n, sum(c.duration_ms) AS total, min(c.duration_ms) AS lo, max(c.duration_ms) AS hi "
+    "FROM records c WHERE c.type = 'span' AND coalesce(c.trace_id, '') != '' AND coalesce(c.span_id, '') != '' "
+    "AND c.timestamp >= ? AND c.timestamp < ?{where} GROUP BY b, svc, comp, k, has_parent, parent, err, bin) "
+    "GROUP BY b, svc, comp, k, has_parent, parent, err")
+_RAW_FILTERS = ("category", "instance")  # identifier allow-list
+_LOG_GAMMA = math.log(ru.GAMMA)  # as rollups computes its bins
+NS_PER_S = 1_000_000_000
+
+
+def _raw_edges(conn: apsw.Connection, out: dict[tuple[Any, ...], Acc], since: int, until: int, by: str,
+               category: str | None, bucket_ns: int | None, instance: str | None) -> None:
+    """``edge_accs`` from the stored spans (no edge tables, or one instance's view): the edges
+    into the window's spans, as ``edges.own`` and ``edges.pair`` count them. A server aggregates
+    them itself (``_RAW_EDGES_SQL``; a parent counts wherever it is stored), a day of the window at
+    a time, and half of that again while its answer is too large."""
+    if not getattr(conn, "remote", False):
+        # A file: its spans grouped by trace in Python, twice as fast here as the SQL's lookup of
+        # each span's parent (bench/bench_views.py); a parent counts when it is in the same view.
+        raw: ed.Aggs = {}
+        where, params = "AND timestamp >= ? AND timestamp < ?", [since, until]
+        if instance is not None:
+            where += " AND instance = ?"
+            params.append(instance)
+        ed.by_trace(conn.execute(ed.TRACE_SPANS_SQL.format(where=where), params), raw, bucket_ns)
+        for (b, kind, cat, src, dst), a in raw.items():
+            if kind == by and (category is None or cat == category):
+                _merge(out, (b, src, dst), *a)
+        return
+    todo = [(lo, min(lo - lo % ru.DAY_NS + ru.DAY_NS, until)) for lo in _day_starts(since, until)]
+    while todo:
+        lo, hi = todo.pop()
+        try:
+            _raw_slice(conn, out, lo, hi, by, category, bucket_ns, instance)
+        except lh.StatementError as exc:
+            if "RESPONSE_TOO_LARGE" not in str(exc) or hi - lo < 2 * NS_PER_S:
+                raise
+            mid = lo + (hi - lo) // 2
+            todo += [(lo, mid), (mid, hi)]
+
+
+def _day_starts(since: int, until: int) -> list[int]:
+    out = [since]
+    day = since - since % ru.DAY_NS + ru.DAY_NS
+    while day < until:
+        out.append(day)
+        day += ru.DAY_NS
+    return out
+
+
+def _raw_slice(conn: apsw.Connection, out: dict[tuple[Any, ...], Acc], since: int, until: int, by: str,
+               category: str | None, bucket_ns: int | None, instance: str | None) -> None:
+    params: list[Any] = [] if bucket_ns is None else [bucket_ns]
+    params += [ru.MIN_MS, ru.ZERO_BIN, _LOG_GAMMA, since, until]
+    where = ""
+    for column, value in zip(_RAW_FILTERS, (category, instance), strict=True):
+        if value is not None:
+            where += f" AND c.{column} = ?"
+            params.append(value)
+    bucket = "0" if bucket_ns is None else "c.timestamp - c.timestamp % ?"
+    found: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []  # merged only once the answer is whole
+    for b, svc, comp, kind, has_parent, parent, err, calls, n, total, lo, hi, bins in conn.execute(
+            _RAW_EDGES_SQL.format(bucket=bucket, where=where), params):
+        if parent is not None:
+            psvc, pcomp = orjson.loads(parent)
+        if by == ed.ENTRY:
+            if not (kind in ed.ENTRY_KINDS or not has_parent or (parent is not None and psvc != svc)):
+                continue
+            key = (b, "", svc)
+        elif parent is None or (psvc == svc if by == "service" else pcomp == comp):
+            continue
+        else:
+            key = (b, psvc, svc) if by == "service" else (b, pcomp, comp)
+        hist: dict[int, int] = {}
+        if bins:
+            pairs = bins.split(",")
+            for i in range(0, len(pairs), 2):
+                hist[int(pairs[i])] = hist.get(int(pairs[i]), 0) + int(pairs[i + 1])
+        found.append((key, (calls, calls if err else 0, n or 0, float(total or 0.0), hist, lo, hi)))
+    for key, acc in found:
+        _merge(out, key, *acc)
+
+
 def edge_accs(conn: apsw.Connection, since: int, until: int, by: str, category: str | None = None,
               bucket_ns: int | None = None, instance: str | None = None) -> dict[tuple[Any, ...], Acc]:
     """``{(bucket, source, target): acc}`` of the window's edges of kind ``by`` (service,
@@ -78,15 +182,7 @@ def edge_accs(conn: apsw.Connection, since: int, until: int, by: str, category: 
         raise QueryError(f"by must be one of {', '.join(BYS)}, got {by!r}")
     out: dict[tuple[Any, ...], Acc] = {}
     if instance is not None or not _has_edges(conn):
-        raw: ed.Aggs = {}
-        where, params = "AND timestamp >= ? AND timestamp < ?", [since, until]
-        if instance is not None:
-            where += " AND instance = ?"
-            params.append(instance)
-        ed.by_trace(conn.execute(ed.TRACE_SPANS_SQL.format(where=where), params), raw, bucket_ns)
-        for (b, kind, cat, src, dst), a in raw.items():
-            if kind == by and (category is None or cat == category):
-                _merge(out, (b, src, dst), *a)
+        _raw_edges(conn, out, since, until, by, category, bucket_ns, instance)
         return out
     ranges = parts(since, until) if bucket_ns is None or bucket_ns >= ru.DAY_NS else [
         ("hourly", since - since % ru.HOUR_NS, until)]

@@ -38,7 +38,7 @@ TABLES: dict[str, int] = {"edge_hourly": HOUR_NS, "edge_daily": DAY_NS}  # ident
 BYS = ("service", "component")
 ENTRY = "entry"
 MAX_WAITING = 50_000
-_ENTRY_KINDS = ("server", "consumer")
+ENTRY_KINDS = _ENTRY_KINDS = ("server", "consumer")
 _CHUNK = 400  # (trace, span) pairs per lookup statement: 800 bound parameters
 
 _TABLE_DDL = """
