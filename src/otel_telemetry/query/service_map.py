@@ -118,7 +118,10 @@ def _raw_edges(conn: apsw.Connection, out: dict[tuple[Any, ...], Acc], since: in
             if kind == by and (category is None or cat == category):
                 _merge(out, (b, src, dst), *a)
         return
-    todo = [(lo, min(lo - lo % ru.DAY_NS + ru.DAY_NS, until)) for lo in _day_starts(since, until)]
+    todo, lo = [], since  # (start, end) of each UTC day in the window
+    while lo < until:
+        todo.append((lo, min(lo - lo % ru.DAY_NS + ru.DAY_NS, until)))
+        lo = todo[-1][1]
     while todo:
         lo, hi = todo.pop()
         try:
@@ -128,15 +131,6 @@ def _raw_edges(conn: apsw.Connection, out: dict[tuple[Any, ...], Acc], since: in
                 raise
             mid = lo + (hi - lo) // 2
             todo += [(lo, mid), (mid, hi)]
-
-
-def _day_starts(since: int, until: int) -> list[int]:
-    out = [since]
-    day = since - since % ru.DAY_NS + ru.DAY_NS
-    while day < until:
-        out.append(day)
-        day += ru.DAY_NS
-    return out
 
 
 def _raw_slice(conn: apsw.Connection, out: dict[tuple[Any, ...], Acc], since: int, until: int, by: str,

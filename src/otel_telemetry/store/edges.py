@@ -38,7 +38,7 @@ TABLES: dict[str, int] = {"edge_hourly": HOUR_NS, "edge_daily": DAY_NS}  # ident
 BYS = ("service", "component")
 ENTRY = "entry"
 MAX_WAITING = 50_000
-ENTRY_KINDS = _ENTRY_KINDS = ("server", "consumer")
+ENTRY_KINDS = ("server", "consumer")
 _CHUNK = 400  # (trace, span) pairs per lookup statement: 800 bound parameters
 
 _TABLE_DDL = """
@@ -140,7 +140,7 @@ def pair(aggs: Aggs, parent: tuple[str, str], child: Child) -> None:
     psvc, pcomp = parent
     if psvc != child[2]:
         add(aggs, "service", psvc, child)
-        if child[4] not in _ENTRY_KINDS:  # server/consumer spans were counted as entries already
+        if child[4] not in ENTRY_KINDS:  # server/consumer spans were counted as entries already
             add(aggs, ENTRY, "", child)
     if pcomp != child[3]:
         add(aggs, "component", pcomp, child)
@@ -148,7 +148,7 @@ def pair(aggs: Aggs, parent: tuple[str, str], child: Child) -> None:
 
 def own(aggs: Aggs, child: Child, has_parent: bool) -> None:
     """What one span counts before its parent is known: an entry if server/consumer kind or a root."""
-    if child[4] in _ENTRY_KINDS or not has_parent:
+    if child[4] in ENTRY_KINDS or not has_parent:
         add(aggs, ENTRY, "", child)
 
 
