@@ -298,11 +298,15 @@ class SyncShipper:
         return _Chunk(rows=len(rows), last_id=rows[-1][0], pending_after=pending, now=now,
                       stmts=ship_statements(rows, self.instance, after, now, status))
 
-    def _send(self, chunk: _Chunk) -> None:
+    def _server(self) -> lh.Client:
+        """The client to the server, created on first use."""
         if self._client is None:
             self._client = lh.Client(self.cfg.url, self._token, self.cfg.timeout)
+        return self._client
+
+    def _send(self, chunk: _Chunk) -> None:
         self._set(pending=chunk.pending_after + chunk.rows)
-        self._client.send_transaction(chunk.stmts)
+        self._server().send_transaction(chunk.stmts)
         self._inflight = chunk
 
     def _mirror_live(self) -> None:
@@ -315,9 +319,7 @@ class SyncShipper:
         if got is None:
             return
         stmts, signature = got
-        if self._client is None:
-            self._client = lh.Client(self.cfg.url, self._token, self.cfg.timeout)
-        self._client.transaction(stmts)
+        self._server().transaction(stmts)
         self._live.done(signature)
         self._set(live_spans_mirrored=self._live.mirrored)
 
