@@ -25,7 +25,6 @@ import orjson
 
 from ..store import db as store_db
 from ..store import edges as ed
-from ..store import libsql_http as lh
 from ..store import rollups as ru
 from . import ai_stats
 from .filters import QueryError, iso_ns
@@ -96,7 +95,6 @@ _RAW_EDGES_SQL = (
     "GROUP BY b, svc, comp, k, has_parent, parent, err")
 _RAW_FILTERS = ("category", "instance")  # identifier allow-list
 _LOG_GAMMA = math.log(ru.GAMMA)  # as rollups computes its bins
-NS_PER_S = 1_000_000_000
 
 
 def _raw_edges(conn: apsw.Connection, out: dict[tuple[Any, ...], Acc], since: int, until: int, by: str,
@@ -104,7 +102,7 @@ def _raw_edges(conn: apsw.Connection, out: dict[tuple[Any, ...], Acc], since: in
     """``edge_accs`` from the stored spans (no edge tables, or one instance's view): the edges
     into the window's spans, as ``edges.own`` and ``edges.pair`` count them. A server aggregates
     them itself (``_RAW_EDGES_SQL``; a parent counts wherever it is stored), a day of the window at
-    a time, and half of that again while its answer is too large."""
+    a time (an answer over its response limit comes through the cursor: ``store.libsql_conn``)."""
     if not getattr(conn, "remote", False):
         # A file: its spans grouped by trace in Python, twice as fast here as the SQL's lookup of
         # each span's parent (bench/bench_views.py); a parent counts when it is in the same view.
@@ -118,19 +116,11 @@ def _raw_edges(conn: apsw.Connection, out: dict[tuple[Any, ...], Acc], since: in
             if kind == by and (category is None or cat == category):
                 _merge(out, (b, src, dst), *a)
         return
-    todo, lo = [], since  # (start, end) of each UTC day in the window
-    while lo < until:
-        todo.append((lo, min(lo - lo % ru.DAY_NS + ru.DAY_NS, until)))
-        lo = todo[-1][1]
-    while todo:
-        lo, hi = todo.pop()
-        try:
-            _raw_slice(conn, out, lo, hi, by, category, bucket_ns, instance)
-        except lh.StatementError as exc:
-            if "RESPONSE_TOO_LARGE" not in str(exc) or hi - lo < 2 * NS_PER_S:
-                raise
-            mid = lo + (hi - lo) // 2
-            todo += [(lo, mid), (mid, hi)]
+    lo = since
+    while lo < until:  # each UTC day of the window
+        hi = min(lo - lo % ru.DAY_NS + ru.DAY_NS, until)
+        _raw_slice(conn, out, lo, hi, by, category, bucket_ns, instance)
+        lo = hi
 
 
 def _raw_slice(conn: apsw.Connection, out: dict[tuple[Any, ...], Acc], since: int, until: int, by: str,
@@ -143,7 +133,6 @@ def _raw_slice(conn: apsw.Connection, out: dict[tuple[Any, ...], Acc], since: in
             where += f" AND c.{column} = ?"
             params.append(value)
     bucket = "0" if bucket_ns is None else "c.timestamp - c.timestamp % ?"
-    found: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []  # merged only once the answer is whole
     for b, svc, comp, kind, has_parent, parent, err, calls, n, total, lo, hi, bins in conn.execute(
             _RAW_EDGES_SQL.format(bucket=bucket, where=where), params):
         if parent is not None:
@@ -161,9 +150,7 @@ def _raw_slice(conn: apsw.Connection, out: dict[tuple[Any, ...], Acc], since: in
             pairs = bins.split(",")
             for i in range(0, len(pairs), 2):
                 hist[int(pairs[i])] = hist.get(int(pairs[i]), 0) + int(pairs[i + 1])
-        found.append((key, (calls, calls if err else 0, n or 0, float(total or 0.0), hist, lo, hi)))
-    for key, acc in found:
-        _merge(out, key, *acc)
+        _merge(out, key, calls, calls if err else 0, n or 0, float(total or 0.0), hist, lo, hi)
 
 
 def edge_accs(conn: apsw.Connection, since: int, until: int, by: str, category: str | None = None,

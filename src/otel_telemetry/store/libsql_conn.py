@@ -4,8 +4,11 @@
 use (``execute``/``executemany`` returning a cursor, ``changes``, ``total_changes``,
 ``in_transaction``, ``with conn:``), so ``query/``, ``store/retention.py`` and ``store/purge.py``
 run unchanged against a server. Its stream (the server-side connection) is kept with the baton
-the server returns, so ``BEGIN ... COMMIT`` across calls is one transaction there. Every method
-runs on the caller's thread; a Connection belongs to one thread at a time.
+the server returns, so ``BEGIN ... COMMIT`` across calls is one transaction there. A statement
+whose answer the server refuses as too large is run again through a cursor, which has no such
+limit (:meth:`Client.cursor`): a month of spans, a node's 20,000 latest or every duration of a
+window read the same from a server as from a file. Every method runs on the caller's thread; a
+Connection belongs to one thread at a time.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .libsql_http import DECODERS, Client, LibsqlError, ServerUnavailable, StatementError, error_line, ok_result, stmt
+
+_TOO_LARGE = "RESPONSE_TOO_LARGE"
 
 _NO_OP_PRAGMA = re.compile(r"^\s*PRAGMA\s+incremental_vacuum\b", re.IGNORECASE)
 
@@ -71,6 +76,7 @@ class Connection:
         self._total = 0
         self._savepoints = 0
         self._outer_savepoint: str | None = None
+        self.cursor_reruns = 0  # statements answered through the cursor (tests count them)
 
     def _run(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # One stream (server-side connection) for the connection's life, closed by ``close``:
@@ -81,6 +87,20 @@ class Connection:
             self._baton, self._in_tx = None, False  # the stream is gone with its transaction
             raise
         return results
+
+    def _answered(self, answer: dict[str, Any], sql: str, bindings: Sequence[Any] | Mapping[str, Any]
+                ) -> dict[str, Any]:
+        """The statement's result; one too large for a pipeline's answer is run again through the
+        cursor, on the same stream (a failed statement leaves the stream and its transaction)."""
+        if answer.get("type") != "ok" and (answer.get("error") or {}).get("code") == _TOO_LARGE:
+            try:
+                result, self._baton = self.client.cursor(stmt(sql, bindings), self._baton)
+            except LibsqlError:
+                self._baton, self._in_tx = None, False
+                raise
+            self.cursor_reruns += 1
+            return result
+        return ok_result(answer)["result"]
 
     def _track(self, sql: str) -> None:
         # Hrana v2 has no autocommit query (v3's get_autocommit), so follow the statements that
@@ -107,7 +127,7 @@ class Connection:
         if not bindings and ";" in sql.strip().rstrip(";"):
             ok_result(self._run([{"type": "sequence", "sql": sql}])[0])
             return Cursor({})
-        result = ok_result(self._run([{"type": "execute", "stmt": stmt(sql, bindings)}])[0])["result"]
+        result = self._answered(self._run([{"type": "execute", "stmt": stmt(sql, bindings)}])[0], sql, bindings)
         self._track(sql)
         self._changes = int(result.get("affected_row_count") or 0)
         self._total += self._changes
@@ -132,7 +152,7 @@ class Connection:
         if not stmts:
             return []
         results = self._run([{"type": "execute", "stmt": stmt(sql, args)} for sql, args in stmts])
-        return [Cursor(ok_result(r)["result"]) for r in results]
+        return [Cursor(self._answered(r, sql, args)) for r, (sql, args) in zip(results, stmts, strict=True)]
 
     def changes(self) -> int:
         return self._changes

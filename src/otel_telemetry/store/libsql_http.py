@@ -1,4 +1,5 @@
-"""A small client for a libSQL server (sqld): Hrana over HTTP, ``POST /v2/pipeline``.
+"""A small client for a libSQL server (sqld): Hrana over HTTP, ``POST /v2/pipeline`` (and
+``/v3/cursor`` for an answer over the server's response limit, see :meth:`Client.cursor`).
 
 Why our own (README, "A libSQL server: many devices into one"): ``libsql`` 0.1.11 binds integers through a
 float (nanosecond timestamps come back changed) and ``executemany`` costs one round trip per row;
@@ -231,12 +232,14 @@ class Client:
         self._host = parts.hostname or ""
         self._port = parts.port
         self._path = parts.path.rstrip("/") + "/v2/pipeline"
+        self._cursor_path = parts.path.rstrip("/") + "/v3/cursor"
         self._headers = {"Content-Type": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
         self._body = b""
+        self._sent_to = self._path
         self._reused = False
         self._pending = (0, 0, 0)
         self.round_trips = 0  # requests sent (tests and benches count them)
@@ -252,18 +255,19 @@ class Client:
             self._conn.close()
             self._conn = None
 
-    def _send(self, body: bytes) -> None:
+    def _send(self, body: bytes, path: str | None = None) -> None:
         """Write one request (the first half of a round trip); the answer is read by ``_receive``."""
-        self._body, self._reused = body, self._conn is not None
+        path = path or self._path
+        self._body, self._sent_to, self._reused = body, path, self._conn is not None
         conn = self._connect()
         self.round_trips += 1
         try:
-            conn.request("POST", self._path, body, self._headers)
+            conn.request("POST", path, body, self._headers)
         except _STALE:
             self.close()
             if not self._reused:
                 raise ServerUnavailable(f"{self.url}: connection closed by the server") from None
-            self._send(body)  # an idle keep-alive socket the server had dropped: nothing was sent
+            self._send(body, path)  # an idle keep-alive socket the server had dropped: nothing was sent
         except BaseException as exc:
             raise self._failure(exc) from None
 
@@ -276,7 +280,7 @@ class Client:
             if self._reused:
                 # The server had closed the idle keep-alive socket before our request arrived: it
                 # ran nothing, so it is sent once more on a fresh connection.
-                self._send(self._body)
+                self._send(self._body, self._sent_to)
                 self._reused = False
                 return self._receive()
             raise ServerUnavailable(f"{self.url}: connection closed by the server "
@@ -302,8 +306,35 @@ class Client:
         self._send(orjson.dumps({"baton": baton, "requests": requests}))
         return self._answer(len(requests))
 
-    def _answer(self, n_requests: int) -> tuple[list[dict[str, Any]], str | None]:
+    def cursor(self, statement: dict[str, Any], baton: str | None = None) -> tuple[dict[str, Any], str | None]:
+        """Run one statement (from :func:`stmt`) on the stream ``baton`` through Hrana v3's cursor,
+        whose rows come as a stream of lines: sqld applies its response limit (10 MB by default,
+        ``RESPONSE_TOO_LARGE``) to a pipeline's answer, not to a cursor's. The result (``cols``,
+        ``rows``, ``affected_row_count``, as :meth:`pipeline` gives it) and the next baton."""
+        self._send(orjson.dumps({"baton": baton, "batch": {"steps": [{"stmt": statement}]}}), self._cursor_path)
         status, data = self._receive()
+        self._check_status(status, data)
+        lines = data.splitlines()
+        try:
+            head = orjson.loads(lines[0])
+            result: dict[str, Any] = {"cols": [], "rows": [], "affected_row_count": 0}
+            rows = result["rows"]
+            for line in lines[1:]:
+                entry = orjson.loads(line)
+                kind = entry["type"]
+                if kind == "row":
+                    rows.append(entry["row"])
+                elif kind == "step_begin":
+                    result["cols"] = entry["cols"]
+                elif kind == "step_end":
+                    result["affected_row_count"] = entry.get("affected_row_count") or 0
+                elif kind in ("step_error", "error"):
+                    raise StatementError(error_line(entry.get("error")))
+        except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
+            raise ServerUnavailable(f"{self.url}: malformed cursor answer ({len(data)} bytes)") from None
+        return result, head.get("baton")
+
+    def _check_status(self, status: int, data: bytes) -> None:
         if status in (401, 403):
             raise AuthError(f"{self.url}: the server refused the auth token (HTTP {status}): "
                             f"{_body_line(data)}")
@@ -311,6 +342,10 @@ class Client:
             raise ServerUnavailable(f"{self.url}: HTTP {status}: {_body_line(data)}")
         if status != 200:
             raise LibsqlError(f"{self.url}: HTTP {status}: {_body_line(data)}")
+
+    def _answer(self, n_requests: int) -> tuple[list[dict[str, Any]], str | None]:
+        status, data = self._receive()
+        self._check_status(status, data)
         try:
             body = orjson.loads(data)
             results = body["results"]
