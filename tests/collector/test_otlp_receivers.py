@@ -459,6 +459,24 @@ def test_bind_failure_raises_at_start_and_shutdown_is_idempotent(inproc: Collect
         assert cls("127.0.0.1:0", inproc.pipeline).shutdown(1)  # never started
 
 
+def test_status_names_a_receiver_once_it_listens(inproc: Collector) -> None:
+    """The status row is written about once a second while the receivers start: one written
+    between a receiver's creation and its bind said ``127.0.0.1:0``, and a reader sent there."""
+    status = inproc.status()
+    for name in ("otlp_http", "otlp_grpc"):
+        rx = getattr(inproc, name)
+        assert rx.listening and status[name]["endpoint"] == rx.endpoint and not rx.endpoint.endswith(":0")
+    running, starting = inproc.otlp_grpc, OtlpGrpcReceiver("127.0.0.1:0", inproc.pipeline)
+    inproc.otlp_grpc = starting  # as while it binds
+    try:
+        assert not starting.listening and "otlp_grpc" not in inproc.status()
+        starting.start()
+        assert inproc.status()["otlp_grpc"]["endpoint"] == starting.endpoint
+    finally:
+        inproc.otlp_grpc = running
+        assert starting.shutdown(5)
+
+
 def test_config_keys(tmp_path: Path) -> None:
     cfg = load(None, db=str(tmp_path / "x.db"), endpoint="ipc:///tmp/x.ipc")
     assert (cfg.otlp_grpc.enabled, cfg.otlp_grpc.endpoint, cfg.otlp_grpc.max_body_bytes) == (True, "127.0.0.1:4317",

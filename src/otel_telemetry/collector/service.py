@@ -95,7 +95,9 @@ class Collector:
             body["volume"] = self.pipeline.volume.counters()
         for name in ("otlp_http", "otlp_grpc"):
             receiver = getattr(self, name)
-            if receiver is not None:
+            # Named once it listens: a status row written while it binds would say port 0 (':0'
+            # with a configured port 0), which a reader would take for the port to send to.
+            if receiver is not None and receiver.listening:
                 body[name] = receiver.counters()
         if self.metrics is not None:
             body["metrics_endpoint"] = self.metrics.endpoint

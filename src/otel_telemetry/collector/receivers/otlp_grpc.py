@@ -68,6 +68,7 @@ class OtlpGrpcReceiver:
         self._server: grpc.Server | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._stopped = False
+        self.listening = False  # bound and serving: only then is ``endpoint`` the real port
 
     @property
     def endpoint(self) -> str:
@@ -110,6 +111,7 @@ class OtlpGrpcReceiver:
         self.port = port
         server.start()
         self._server = server
+        self.listening = True
         log.info("OTLP/gRPC listening on %s", self.endpoint)
 
     def shutdown(self, timeout: float = 5.0) -> bool:

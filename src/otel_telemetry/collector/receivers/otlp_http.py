@@ -147,6 +147,7 @@ class OtlpHttpReceiver:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self.listening = False  # bound and serving: only then is ``endpoint`` the real port
 
     @property
     def endpoint(self) -> str:
@@ -166,6 +167,7 @@ class OtlpHttpReceiver:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="otel-otlp-http", daemon=True)
         self._thread.start()
+        self.listening = True
         log.info("OTLP/HTTP listening on %s", self.endpoint)
 
     def shutdown(self, timeout: float = 5.0) -> bool:
