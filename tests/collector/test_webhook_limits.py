@@ -65,6 +65,9 @@ class RawServer:
     def _serve(self, conn: socket.socket) -> None:
         try:
             self._read_request(conn)
+            if self.answer == "silent":  # never answers
+                self._stop.wait(30)
+                return
             if self.answer == "dribble":  # one byte of the status line and headers at a time
                 head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" + b"X-Slow: " + b"." * 10_000 + b"\r\n\r\n"
                 for i in range(len(head)):
@@ -135,6 +138,17 @@ def test_huge_ok_answer_is_a_delivery_read_up_to_the_cap(server: RawServer) -> N
     assert reason == (False, None)
     wait_for(lambda: server.closed_by_client == 1, what="the client hanging up on the answer")
     assert server.bytes_sent < HUGE // 4, server.bytes_sent
+
+
+@pytest.mark.parametrize("server", ["silent"], indirect=True)
+def test_a_read_timing_out_before_the_deadline_timer_is_still_the_deadline(
+        server: RawServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The socket's own timeout equals the deadline, so on a loaded machine it can fire before the
+    timer thread runs: the reason is still the deadline, not "TimeoutError: timed out"."""
+    real = threading.Timer
+    monkeypatch.setattr(webhook_post.threading, "Timer", lambda s, f, a: real(s * 20, f, a))
+    assert webhook_post.post(server.url, b"{}", {"Content-Type": "application/json"}, 0.3) == (
+        True, "no complete answer within the 0.3 s deadline")
 
 
 @pytest.mark.parametrize("server", ["dribble"], indirect=True)

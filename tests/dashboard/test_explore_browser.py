@@ -67,6 +67,7 @@ def test_compare_names_the_planted_attribute(page: Page, produced: Any) -> None:
     assert not p.locator('[data-testid="compare-sampled"]').count()
     page.shot("compare")
     # A row opens the failing spans that carry the value.
+    page.unready()
     first.click()
     p.wait_for_selector('main[data-ready="traces"]')
     assert len(cells(p, "table-spans")) == 18
@@ -79,6 +80,7 @@ def test_trace_search_by_attribute(page: Page, produced: Any) -> None:
     p.locator('[data-testid="attr-filters"] button').click()
     p.locator('[data-testid="attr-input"]').nth(1).fill("deployment.environment=prod")
     p.locator('[data-testid="trace-search"] select[name="status"]').select_option("error")
+    page.unready()
     p.locator('[data-testid="trace-search"] button[type="submit"]').click()
     p.wait_for_url("**attr=deployment.environment*")
     p.wait_for_selector('main[data-ready="traces"]')

@@ -21,6 +21,7 @@ import contextlib
 import http.client
 import socket
 import threading
+import time
 import urllib.request
 from urllib.parse import urlsplit
 
@@ -64,6 +65,7 @@ def post(url: str, body: bytes, headers: dict[str, str], deadline_s: float) -> t
     except ValueError as exc:
         return False, str(exc)
     expired = threading.Event()
+    started = time.monotonic()
     timer = threading.Timer(deadline_s, _cut, (conn, expired))
     timer.daemon = True
     timer.start()
@@ -82,7 +84,9 @@ def post(url: str, body: bytes, headers: dict[str, str], deadline_s: float) -> t
                     break
                 read += len(chunk)
     except (OSError, http.client.HTTPException) as exc:
-        if expired.is_set():
+        # A socket operation's own timeout (also deadline_s) can fire before the timer does when
+        # this thread was descheduled: either way the deadline is what ran out.
+        if expired.is_set() or time.monotonic() - started >= deadline_s:
             return True, f"no complete answer within the {deadline_s:g} s deadline"
         return True, f"{type(exc).__name__}: {exc}"
     finally:
