@@ -8,7 +8,9 @@ then:
 1. ships every row to it with the real shipping consumer (``collector/sync``, in this process,
    ``--batch-rows`` rows per request): rows/s from start until nothing is pending;
 2. times ``stats --period 1d`` (``ai_stats.report``, opening its connection each run, as the CLI
-   does) on the file and on the server, and the CLI itself as a process once per side;
+   does) on the file and on the server, and the CLI itself as a process once per side; and plain
+   ``stats`` over the whole store (counts and every span's duration: an answer over sqld's 10 MB
+   response limit at a few hundred thousand spans, which comes through the Hrana cursor);
 3. times the dashboard's heaviest panels (``/api/ai?last=30d`` and others) on two dashboards, one
    on the file and one on the server, over HTTP.
 
@@ -48,7 +50,7 @@ from bench_stats import build  # noqa: E402 - the shared 1M-record seeding
 from otel_telemetry.collector.sync.config import SyncConfig  # noqa: E402
 from otel_telemetry.collector.sync.shipper import SyncShipper  # noqa: E402
 from otel_telemetry.dashboard.server import Dashboard  # noqa: E402
-from otel_telemetry.query import ai_stats  # noqa: E402
+from otel_telemetry.query import ai_stats, filters  # noqa: E402
 from otel_telemetry.store import db as store_db  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,6 +180,14 @@ def report_once(db: str, now: int) -> None:
         conn.close()
 
 
+def whole_stats_once(db: str) -> None:
+    conn = store_db.open_reader(db)
+    try:
+        filters.stats(conn, None, None)
+    finally:
+        conn.close()
+
+
 def cli_once(db: str) -> float:
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "otel_telemetry", "stats", "--period", "1d", "--format", "json",
@@ -243,6 +253,8 @@ def main() -> None:
         file_ms, server_ms = paired_ms(lambda: report_once(path, now), lambda: report_once(url, now), args.runs)
         rows.append(("stats --period 1d (in process, open + report)", file_ms, server_ms))
         rows.append(("stats --period 1d (the CLI as a process, 1 run)", cli_once(path), cli_once(url)))
+        rows.append(("stats, the whole store (every span's duration)",
+                     *paired_ms(lambda: whole_stats_once(path), lambda: whole_stats_once(url), args.runs)))
         dashes = [Dashboard(db, TOKEN, "127.0.0.1", 0) for db in (path, url)]
         for d in dashes:
             d.start()

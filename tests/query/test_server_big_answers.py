@@ -87,9 +87,41 @@ def _both(stores: Any, read: Any) -> tuple[Any, Any, int]:
 
 
 def test_stats_of_the_whole_store(stores: Any) -> None:
+    """Every duration of the store is ranked by the server, which answers a few rows."""
     on_file, on_server, reruns = _both(stores, lambda c: filters.stats(c, None, None))
     assert on_file["latency_ms"]["overall"]["count"] == SPANS
-    assert on_server == on_file and reruns > 0
+    assert on_server == on_file and reruns == 0
+
+
+def test_stats_percentiles_ranked_by_the_server_equal_the_file_s(tmp_path: Any) -> None:
+    """Nearest ranks at the edges: one span, ties, integers, a NaN (stored as NULL) and a text
+    duration (neither counted), an empty category, a window with no span."""
+    durations = {"ai_behavior": [7.0], "system_performance": [3, 3, 3.5, 1e-3, 2.0, 2.0, float("nan"), "slow"],
+                 "user_interaction": [float(i % 13) for i in range(101)]}
+    rows, i = [], 0
+    for cat, values in durations.items():
+        for d in values:
+            v: dict[str, Any] = dict.fromkeys(schema.COLUMNS)
+            v.update(uid=f"e{i}".encode(), timestamp=T0 + i * NS, type="span", category=cat, level="info",
+                     name="op", service="svc", trace_id=f"{i:032x}", span_id=f"{i:016x}", duration_ms=d,
+                     data="{}", metadata="{}")
+            rows.append(tuple(v[c] for c in schema.COLUMNS))
+            i += 1
+    path = str(tmp_path / "e.db")
+    w = StoreWriter(path)
+    w.start()
+    assert w.submit(WriteBatch(rows), 10) and w.flush(30)
+    assert w.shutdown(30)
+    server = Sqld(tmp_path).start()
+    try:
+        assert ship(path, server.url, "edge")["shipped"] == len(rows)
+        for window in ((None, None, None), (T0, T0 + 5 * NS, None), (None, None, "system_performance"),
+                       (T0 + 10**6 * NS, None, None)):
+            on_file, on_server, _ = _both((path, server.url), lambda c, w=window: filters.stats(c, *w))
+            assert on_server == on_file, window
+        assert on_file["latency_ms"]["overall"]["count"] == 0
+    finally:
+        server.stop()
 
 
 def test_a_node_with_long_error_messages(stores: Any) -> None:

@@ -242,6 +242,37 @@ def _latency(values: list[float]) -> dict[str, Any]:
     return out
 
 
+# Nearest ranks computed where the durations are (a server): ceil(p * n / 100), at least 1, and n
+# for the maximum; typeof drops text and NULL (SQLite keeps a NaN as NULL) as the Python path does.
+_RANKS = " OR ".join(f"rn = max(1, ({p} * n + 99) / 100)" for p in PERCENTILES) + " OR rn = n"
+_LATENCY_SQL = (
+    "SELECT grp, rn, n, v FROM (SELECT grp, v, row_number() OVER (PARTITION BY grp ORDER BY v) AS rn, "
+    "count(*) OVER (PARTITION BY grp) AS n FROM (SELECT category AS grp, duration_ms AS v FROM records{where} "
+    "AND typeof(duration_ms) IN ('integer', 'real') UNION ALL SELECT NULL, duration_ms FROM records{where} "
+    "AND typeof(duration_ms) IN ('integer', 'real'))) WHERE " + _RANKS)
+
+
+def _latency_on_server(conn: apsw.Connection, span_where: str, params: Sequence[Any]
+                       ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(overall, by category) as :func:`_latency` gives them, ranked by the server: fetching
+    every duration costs one row each over HTTP (9.4 s against 1.2 s on the file at 300,000
+    records, bench/bench_libsql.py)."""
+    ranked: dict[Any, tuple[int, dict[int, float]]] = {}
+    for grp, rn, n, v in conn.execute(_LATENCY_SQL.format(where=span_where), (*params, *params)):
+        ranked.setdefault(grp, (n, {}))[1][rn] = float(v)
+
+    def block(n: int, at: dict[int, float]) -> dict[str, Any]:
+        out: dict[str, Any] = {"count": n}
+        for p in PERCENTILES:
+            out[f"p{p}"] = at[max(1, -(-p * n // 100))]
+        out["max"] = at[n]
+        return out
+
+    overall = ranked.pop(None, None)
+    return (block(*overall) if overall else _latency([]),
+            {str(cat): block(*ranked[cat]) for cat in sorted(ranked, key=str)})
+
+
 def _counts(conn: apsw.Connection, column: str, where: str, params: Iterable[Any]) -> dict[str, int]:
     if column not in QUERY_COLUMNS:
         raise QueryError(f"cannot group on {column!r}")
@@ -266,12 +297,16 @@ def stats(
     by_category = _counts(conn, "category", where, params)
     by_level = _counts(conn, "level", where, params)
     by_type = _counts(conn, "type", where, params)
-    durations: dict[str, list[float]] = {}
     span_where = (where + " AND" if where else " WHERE") + " type = 'span' AND duration_ms IS NOT NULL"
-    for cat, duration in conn.execute(f"SELECT category, duration_ms FROM records{span_where}", params):
-        if isinstance(duration, int | float) and not math.isnan(duration):
-            durations.setdefault(cat, []).append(float(duration))
-    overall = [d for values in durations.values() for d in values]
+    if getattr(conn, "remote", False):
+        overall, by_cat = _latency_on_server(conn, span_where, params)
+    else:  # a file: every duration read and sorted here, faster than the SQL ranking on a file
+        durations: dict[str, list[float]] = {}
+        for cat, duration in conn.execute(f"SELECT category, duration_ms FROM records{span_where}", params):
+            if isinstance(duration, int | float) and not math.isnan(duration):
+                durations.setdefault(cat, []).append(float(duration))
+        overall = _latency([d for values in durations.values() for d in values])
+        by_cat = {cat: _latency(durations[cat]) for cat in sorted(durations)}
     out: dict[str, Any] = {
         "since_ns": since_ns,
         "until_ns": until_ns,
@@ -283,10 +318,7 @@ def stats(
         "by_category": by_category,
         "by_level": by_level,
         "by_type": by_type,
-        "latency_ms": {
-            "overall": _latency(overall),
-            "by_category": {cat: _latency(durations[cat]) for cat in sorted(durations)},
-        },
+        "latency_ms": {"overall": overall, "by_category": by_cat},
     }
     if instance is not None:
         out["instance"] = instance
