@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import socket
 import threading
@@ -114,6 +115,53 @@ class _Faulty(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+class _NoCursor(http.server.BaseHTTPRequestHandler):
+    """A server whose every answer is too large for its pipeline and that has no /v3/cursor
+    ("404"), or whose cursor answers garbage ("garbage")."""
+
+    mode = "404"
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path.endswith("/v2/pipeline"):
+            status, body = 200, json.dumps({"baton": "b1", "results": [{"type": "error", "error": {
+                "message": "Response is too large", "code": "RESPONSE_TOO_LARGE"}}]}).encode()
+        elif self.mode == "404":
+            status, body = 404, b"not found"
+        else:
+            status, body = 200, b'{"baton": null}\n{"type": "row", "row": [{"ty'
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode", ["404", "garbage"])
+def test_a_too_large_answer_without_a_cursor_is_one_clear_line(mode: str) -> None:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_NoCursor,), {"mode": mode}))
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    conn = lc.Connection(f"http://127.0.0.1:{srv.server_address[1]}", timeout=5)
+    try:
+        if mode == "404":
+            with pytest.raises(lh.StatementError) as err:
+                conn.execute("SELECT x FROM big")
+            assert "response limit" in str(err.value) and "--max-response-size" in str(err.value)
+        else:
+            with pytest.raises(lh.ServerUnavailable) as err:
+                conn.execute_all([("SELECT x FROM big", ())])
+            assert "malformed cursor answer" in str(err.value)
+        assert "\n" not in str(err.value)
+    finally:
+        conn.close()
+        srv.shutdown()
+        srv.server_close()
+        t.join()
 
 
 @pytest.mark.parametrize("mode", ["500", "close", "garbage"])

@@ -20,7 +20,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .libsql_http import DECODERS, Client, LibsqlError, ServerUnavailable, StatementError, error_line, ok_result, stmt
+from .libsql_http import (
+    DECODERS,
+    AuthError,
+    Client,
+    LibsqlError,
+    ServerUnavailable,
+    StatementError,
+    error_line,
+    ok_result,
+    stmt,
+)
 
 _TOO_LARGE = "RESPONSE_TOO_LARGE"
 
@@ -95,9 +105,15 @@ class Connection:
         if answer.get("type") != "ok" and (answer.get("error") or {}).get("code") == _TOO_LARGE:
             try:
                 result, self._baton = self.client.cursor(stmt(sql, bindings), self._baton)
-            except LibsqlError:
+            except (ServerUnavailable, AuthError, StatementError):
                 self._baton, self._in_tx = None, False
                 raise
+            except LibsqlError as exc:  # an HTTP 404 from a server without Hrana v3's cursor
+                self._baton, self._in_tx = None, False
+                raise StatementError(
+                    f"{self.url}: the answer is larger than the server's response limit ({_TOO_LARGE}) "
+                    f"and the server has no cursor to send it otherwise ({exc}): narrow the window, "
+                    "or raise the server's limit (sqld --max-response-size)") from None
             self.cursor_reruns += 1
             return result
         return ok_result(answer)["result"]
