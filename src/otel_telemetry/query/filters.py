@@ -229,8 +229,12 @@ def nearest_rank(sorted_values: Sequence[float], p: int) -> float | None:
         return None
     if not 0 < p <= 100:
         raise QueryError(f"percentile {p!r} is not in 1..100")
-    rank = -(-p * n // 100)  # ceil in integers: float p/100*n can land just above a whole number
-    return sorted_values[max(rank, 1) - 1]
+    return sorted_values[_rank(p, n) - 1]
+
+
+def _rank(p: int, n: int) -> int:
+    """The 1-based nearest rank of percentile ``p`` among ``n`` values (``_RANKS`` is its SQL)."""
+    return max(-(-p * n // 100), 1)  # ceil in integers: float p/100*n can land just above a whole number
 
 
 def _latency(values: list[float]) -> dict[str, Any]:
@@ -264,7 +268,7 @@ def _latency_on_server(conn: apsw.Connection, span_where: str, params: Sequence[
     def block(n: int, at: dict[int, float]) -> dict[str, Any]:
         out: dict[str, Any] = {"count": n}
         for p in PERCENTILES:
-            out[f"p{p}"] = at[max(1, -(-p * n // 100))]
+            out[f"p{p}"] = at[_rank(p, n)]
         out["max"] = at[n]
         return out
 

@@ -9,7 +9,7 @@ edge tables (a central libSQL server, which gets rollups but not edges) is read 
 instead: exact, but its cost grows with the window's spans. So is one collector instance's map
 (``instance``: a central store's per-device view), since the edges are not keyed by instance; its
 node counts come from the rollups, which are. A server aggregates its spans itself, a day at a
-time (never one row per span: sqld refuses an answer over 10 MB by default); a file's are grouped
+time (never one row per span, which would cost ~35 bytes a cell over HTTP); a file's are grouped
 by trace here.
 
 Pure reads on the caller's connection and thread.
@@ -27,7 +27,7 @@ from ..store import db as store_db
 from ..store import edges as ed
 from ..store import rollups as ru
 from . import ai_stats
-from .filters import QueryError, iso_ns
+from .filters import QueryError, iso_ns, nearest_rank
 
 BYS = ed.BYS
 MAX_OPERATIONS = 20
@@ -75,8 +75,7 @@ def _merge(into: dict[Any, Acc], key: Any, calls: int, errors: int, n: int, tota
 # The spans of a window aggregated where they are stored, each with its parent's (service,
 # component) looked up by (trace, span) in the whole store: one row per kind of edge, with its
 # duration histogram (rollups' log-scale bins, ``edges.make_child``, by SQL's ln() and ceil()) as
-# "bin,count,..." text. Never one row per span: a server refuses an answer over its response limit
-# (sqld: 10 MB by default), and its rows cost ~35 bytes a cell on the wire.
+# "bin,count,..." text. Never one row per span: its rows cost ~35 bytes a cell on the wire.
 _RAW_EDGES_SQL = (
     "SELECT b, svc, comp, k, has_parent, parent, err, sum(n) AS n, sum(CASE WHEN bin IS NOT NULL THEN n END) AS dn, "
     "sum(CASE WHEN bin IS NOT NULL THEN total END) AS ds, min(CASE WHEN bin IS NOT NULL THEN lo END) AS lo, "
@@ -102,7 +101,8 @@ def _raw_edges(conn: apsw.Connection, out: dict[tuple[Any, ...], Acc], since: in
     """``edge_accs`` from the stored spans (no edge tables, or one instance's view): the edges
     into the window's spans, as ``edges.own`` and ``edges.pair`` count them. A server aggregates
     them itself (``_RAW_EDGES_SQL``; a parent counts wherever it is stored), a day of the window at
-    a time (an answer over its response limit comes through the cursor: ``store.libsql_conn``)."""
+    a time: each answer stays far below the server's response limit, past which the connection
+    would run the whole statement again through the cursor (``store.libsql_conn``)."""
     if not getattr(conn, "remote", False):
         # A file: its spans grouped by trace in Python, twice as fast here as the SQL's lookup of
         # each span's parent (bench/bench_views.py); a parent counts when it is in the same view.
@@ -279,8 +279,8 @@ def node_detail(conn: apsw.Connection, since: int, until: int, by: str, name: st
     operations = []
     for op, (n, errs, durs) in ops.items():
         durs.sort()
-        operations.append({"name": op, "calls": n, "errors": errs, "p50_ms": _rank(durs, 50),
-                           "p95_ms": _rank(durs, 95)})
+        operations.append({"name": op, "calls": n, "errors": errs, "p50_ms": nearest_rank(durs, 50),
+                           "p95_ms": nearest_rank(durs, 95)})
     operations.sort(key=lambda x: (-x["calls"], x["name"]))
     errors = [{"time": iso_ns(ts), "name": op, "trace_id": t, "span_id": s, "message": m}
               for ts, op, t, s, _d, status, m in rows if status == "error"][:MAX_LIST]
@@ -294,12 +294,6 @@ def node_detail(conn: apsw.Connection, since: int, until: int, by: str, name: st
             traces[t] = {"trace_id": t, "time": iso_ns(ts), "name": op, "duration_ms": dur, "status": status}
     return {"name": name, "by": by, "spans": len(rows), "sampled": sampled,
             "operations": operations[:MAX_OPERATIONS], "errors": errors, "traces": list(traces.values())}
-
-
-def _rank(values: list[float], p: int) -> float | None:
-    if not values:
-        return None
-    return values[max(-(-p * len(values) // 100), 1) - 1]
 
 
 
